@@ -1,0 +1,286 @@
+//! [`Array<T>`]: `len` elements of `T: Pod` in shared memory (Python's
+//! `multiprocessing.Array`), read and written in place.
+
+use crate::atomic::AtomicInt;
+use crate::error::Result;
+use crate::region::{Kind, RegionOptions, Segment};
+use crate::shared::{LockChoice, Shared};
+use crate::sync::mutex::{LockResult, MutexGuard, OwnerDied, TryLockError, finish, finish_try};
+use crate::sync::Lock;
+use bytemuck::Pod;
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+/// A fixed-length array of `T: Pod` in shared memory.
+///
+/// Zero-copy: [`lock`](Self::lock) gives a guard that derefs to `&mut [T]`
+/// over the shared pages themselves — readers and writers work in place. Copies
+/// in and out ([`copy_from_slice`](Self::copy_from_slice),
+/// [`to_vec`](Self::to_vec)) exist for convenience. For integers, elements are
+/// also reachable as atomics ([`atomic`](Self::atomic)); for users who
+/// synchronise themselves there are raw pointers and `_unchecked` views.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), shmkit::Error> {
+/// let a = shmkit::Array::<f64>::new(4)?;
+/// a.lock()?.copy_from_slice(&[1.0, 2.0, 3.0, 4.0]);
+/// let sum: f64 = a.lock()?.iter().sum();   // read in place, under the lock
+/// assert_eq!(sum, 10.0);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Array<T> {
+    inner: Shared<T>,
+}
+
+/// Builder for [`Array`].
+#[derive(Debug)]
+pub struct ArrayBuilder<T> {
+    opts: RegionOptions,
+    lock: LockChoice,
+    len: Option<u64>,
+    _t: PhantomData<T>,
+}
+
+impl<T: Pod> ArrayBuilder<T> {
+    region_setters!();
+
+    /// With its own lock (`true`, the default) or none (`false`).
+    pub fn lock(mut self, yes: bool) -> Self {
+        self.lock = if yes { LockChoice::Own } else { LockChoice::None };
+        self
+    }
+
+    /// Guarded by `lock`, shared with other objects.
+    pub fn with_lock(mut self, lock: Lock) -> Self {
+        self.lock = LockChoice::External(lock);
+        self
+    }
+
+    /// For `open`: require exactly `len` elements
+    /// ([`Error::LengthMismatch`](crate::Error::LengthMismatch) otherwise).
+    pub fn expect_len(mut self, len: usize) -> Self {
+        self.len = Some(len as u64);
+        self
+    }
+
+    /// Creates an array of `len` zeroed elements.
+    pub fn create(self, len: usize) -> Result<Array<T>> {
+        let inner = Shared::create(&self.opts, Kind::Array, self.lock, len as u64, |_| {})?;
+        Ok(Array { inner })
+    }
+
+    /// Creates an array holding a copy of `items`.
+    pub fn create_from(self, items: &[T]) -> Result<Array<T>> {
+        let inner = Shared::create(&self.opts, Kind::Array, self.lock, items.len() as u64, |p| {
+            // SAFETY: `p` is the unpublished data area of items.len() Ts.
+            unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), p, items.len()) }
+        })?;
+        Ok(Array { inner })
+    }
+
+    /// Opens an existing named array, checking its element type (and length,
+    /// with [`expect_len`](Self::expect_len)).
+    pub fn open(self) -> Result<Array<T>> {
+        Ok(Array {
+            inner: Shared::open(&self.opts, Kind::Array, self.len)?,
+        })
+    }
+
+    /// Opens an array from a descriptor inherited across `exec`.
+    pub fn from_fd(self, fd: OwnedFd) -> Result<Array<T>> {
+        Ok(Array {
+            inner: Shared::from_fd(fd, &self.opts, Kind::Array, self.len)?,
+        })
+    }
+}
+
+impl<T: Pod> Array<T> {
+    /// A new anonymous array of `len` zeroed elements, with its own lock.
+    pub fn new(len: usize) -> Result<Self> {
+        Self::builder().create(len)
+    }
+
+    /// A new anonymous array holding a copy of `items`.
+    pub fn from_slice(items: &[T]) -> Result<Self> {
+        Self::builder().create_from(items)
+    }
+
+    /// A builder for named, raw, externally locked or otherwise configured arrays.
+    pub fn builder() -> ArrayBuilder<T> {
+        ArrayBuilder {
+            opts: RegionOptions::default(),
+            lock: LockChoice::Own,
+            len: None,
+            _t: PhantomData,
+        }
+    }
+
+    /// Opens the named array `name`, whatever its length.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::builder().name(name).open()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the array has a lock.
+    pub fn has_lock(&self) -> bool {
+        self.inner.raw_lock().is_some()
+    }
+
+    fn slice_ptr(&self) -> *mut [T] {
+        std::ptr::slice_from_raw_parts_mut(self.inner.data(), self.len())
+    }
+
+    /// Locks and gives the elements in place: the guard derefs to `&mut [T]`.
+    /// This is the zero-copy view, for readers and writers alike.
+    ///
+    /// # Errors
+    /// [`OwnerDied`] with the guard if a holder died.
+    ///
+    /// # Panics
+    /// If the array has no lock.
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, [T]>> {
+        let l = self.inner.expect_lock();
+        let a = l.lock();
+        // SAFETY: we hold the lock guarding the len() elements.
+        finish(a, unsafe { MutexGuard::new(l, self.slice_ptr()) })
+    }
+
+    /// Locks if free.
+    ///
+    /// # Panics
+    /// If the array has no lock.
+    pub fn try_lock(
+        &self,
+    ) -> std::result::Result<MutexGuard<'_, [T]>, TryLockError<MutexGuard<'_, [T]>>> {
+        let l = self.inner.expect_lock();
+        let a = l.try_lock();
+        // SAFETY: called only when acquired.
+        finish_try(a, TryLockError::WouldBlock, || unsafe {
+            MutexGuard::new(l, self.slice_ptr())
+        })
+    }
+
+    /// Locks, waiting at most `timeout`.
+    ///
+    /// # Panics
+    /// If the array has no lock.
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<MutexGuard<'_, [T]>, TryLockError<MutexGuard<'_, [T]>>> {
+        let l = self.inner.expect_lock();
+        let a = l.lock_timeout(timeout);
+        // SAFETY: called only when acquired.
+        finish_try(a, TryLockError::TimedOut, || unsafe {
+            MutexGuard::new(l, self.slice_ptr())
+        })
+    }
+
+    /// Runs `f` on the elements under the lock, or unsynchronised for a raw
+    /// array.
+    fn with<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> LockResult<R> {
+        if self.inner.raw_lock().is_none() {
+            // SAFETY: raw by the user's choice: concurrent writers may make the
+            // result inconsistent, but any bits are valid Ts (Pod).
+            return Ok(f(unsafe { &mut *self.slice_ptr() }));
+        }
+        match self.lock() {
+            Ok(mut g) => Ok(f(&mut g)),
+            Err(e) => Err(OwnerDied::new(f(&mut e.into_inner()))),
+        }
+    }
+
+    /// A copy of element `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn get(&self, i: usize) -> LockResult<T> {
+        self.with(|s| s[i])
+    }
+
+    /// Sets element `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn set(&self, i: usize, v: T) -> LockResult<()> {
+        self.with(|s| s[i] = v)
+    }
+
+    /// Copies all elements into `out`.
+    ///
+    /// # Panics
+    /// If `out.len() != len()`.
+    pub fn copy_to_slice(&self, out: &mut [T]) -> LockResult<()> {
+        self.with(|s| out.copy_from_slice(s))
+    }
+
+    /// Copies `src` over all elements.
+    ///
+    /// # Panics
+    /// If `src.len() != len()`.
+    pub fn copy_from_slice(&self, src: &[T]) -> LockResult<()> {
+        self.with(|s| s.copy_from_slice(src))
+    }
+
+    /// A copy of all elements.
+    pub fn to_vec(&self) -> LockResult<Vec<T>> {
+        self.with(|s| s.to_vec())
+    }
+
+    /// The first element's address in this process's mapping.
+    pub fn as_ptr(&self) -> *mut T {
+        self.inner.data()
+    }
+
+    /// The elements as a shared slice, without locking.
+    ///
+    /// # Safety
+    /// For the slice's lifetime no process may write the elements (for
+    /// example: all writers finished and synchronised with the caller through a
+    /// barrier, event, join or lock).
+    pub unsafe fn as_slice_unchecked(&self) -> &[T] {
+        // SAFETY: forwarded to the caller; the mapping outlives &self.
+        unsafe { &*self.slice_ptr() }
+    }
+
+    /// The elements as a mutable slice, without locking.
+    ///
+    /// # Safety
+    /// For the slice's lifetime nobody else (thread or process) may read or
+    /// write the elements it covers.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn as_mut_slice_unchecked(&self) -> &mut [T] {
+        // SAFETY: forwarded to the caller.
+        unsafe { &mut *self.slice_ptr() }
+    }
+
+    /// The segment behind the array.
+    pub fn segment(&self) -> &Segment {
+        self.inner.segment()
+    }
+}
+
+impl<T: AtomicInt> Array<T> {
+    /// Element `i` as a std atomic, lock-free.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn atomic(&self, i: usize) -> &T::Atomic {
+        assert!(i < self.len(), "index {i} out of range for length {}", self.len());
+        // SAFETY: in bounds; each element is aligned (64-aligned base, stride
+        // size_of::<T>() == align of the atomic); the mapping outlives &self.
+        unsafe { T::atomic_from_ptr(self.inner.data().add(i)) }
+    }
+}

@@ -1,0 +1,288 @@
+//! Errors: one [`enum@Error`] for setup and OS failures, and per-operation types
+//! ([`OwnerDied`](crate::sync::OwnerDied), [`TryLockError`](crate::sync::TryLockError), ...)
+//! in the modules whose operations return them.
+
+use crate::region::{Kind, TypeInfo};
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+/// A `Result` whose error is [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Setup and OS failures: creating, opening and checking shared regions.
+///
+/// Each message says what was expected, what was found, and what to do.
+/// `name` is the segment's name (`/shmkit-...`), its file path, or
+/// `<anonymous>` for a memfd region.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// `create` found the name taken (we never adopt a pre-planted segment).
+    AlreadyExists {
+        /// The segment name.
+        name: String,
+    },
+    /// `open` found no segment under the name.
+    NotFound {
+        /// The segment name.
+        name: String,
+    },
+    /// The OS refused access (mode bits, or another user's segment).
+    PermissionDenied {
+        /// The segment name.
+        name: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The name cannot be used as a POSIX shared-memory name.
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Not enough room in the filesystem that backs the segment (often a small
+    /// /dev/shm in a container).
+    NoSpace {
+        /// The segment name.
+        name: String,
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes free when we looked.
+        available: u64,
+    },
+    /// The segment does not start with shmkit's magic number.
+    NotShmkit {
+        /// The segment name.
+        name: String,
+        /// The first eight bytes found.
+        found_magic: u64,
+    },
+    /// The segment was made by an incompatible shmkit layout version.
+    VersionMismatch {
+        /// The segment name.
+        name: String,
+        /// Our layout version.
+        expected: u32,
+        /// The segment's.
+        found: u32,
+    },
+    /// The segment holds another kind of object (an Array opened as a Value, ...).
+    KindMismatch {
+        /// The segment name.
+        name: String,
+        /// What the caller opened it as.
+        expected: Kind,
+        /// What the header says (raw, as a hostile peer may write anything).
+        found: u32,
+    },
+    /// The element type differs (size, alignment, or type name/tag).
+    TypeMismatch {
+        /// The segment name.
+        name: String,
+        /// The caller's type.
+        expected: TypeInfo,
+        /// The segment's.
+        found: TypeInfo,
+    },
+    /// The element count differs from the one the caller asked for.
+    LengthMismatch {
+        /// The segment name.
+        name: String,
+        /// The caller's count.
+        expected: u64,
+        /// The segment's.
+        found: u64,
+    },
+    /// The backing object is shorter than its header says.
+    Truncated {
+        /// The segment name.
+        name: String,
+        /// Bytes the header requires.
+        expected: u64,
+        /// Bytes the object has.
+        found: u64,
+    },
+    /// The creator has not published the segment within the open timeout.
+    NotInitialized {
+        /// The segment name.
+        name: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The segment belongs to another user.
+    ForeignOwner {
+        /// The segment name.
+        name: String,
+        /// The owner's uid.
+        owner_uid: u32,
+        /// Ours.
+        our_uid: u32,
+    },
+    /// A header field is impossible (offsets out of range, ...): the segment was
+    /// damaged or written by a hostile peer.
+    Corrupted {
+        /// The segment name.
+        name: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// A process died while holding a lock; converted from
+    /// [`OwnerDied`](crate::sync::OwnerDied) by `?`.
+    OwnerDied,
+    /// Any other OS failure.
+    Io {
+        /// The operation that failed.
+        op: &'static str,
+        /// The segment name.
+        name: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Maps an OS error from operation `op` on segment `name`, turning the errno
+    /// values that have a meaning of their own into their variants.
+    pub(crate) fn from_io(op: &'static str, name: &str, e: io::Error) -> Error {
+        let name = name.to_owned();
+        match e.raw_os_error() {
+            Some(libc::EEXIST) => Error::AlreadyExists { name },
+            Some(libc::ENOENT) => Error::NotFound { name },
+            Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { name, source: e },
+            Some(libc::ENAMETOOLONG) => Error::InvalidName {
+                name,
+                reason: "too long",
+            },
+            _ => Error::Io {
+                op,
+                name,
+                source: e,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::AlreadyExists { name } => write!(
+                f,
+                "segment {name} already exists: open it instead, pick another name, \
+                 or remove it (`shmkit clean`) if it is stale"
+            ),
+            Error::NotFound { name } => write!(
+                f,
+                "no segment named {name}: check the name, or create it first"
+            ),
+            Error::PermissionDenied { name, source } => write!(
+                f,
+                "permission denied on segment {name} ({source}): it belongs to another \
+                 user or its mode forbids us"
+            ),
+            Error::InvalidName { name, reason } => write!(
+                f,
+                "invalid segment name {name:?}: {reason} (use up to 200 characters from \
+                 [A-Za-z0-9._-], optionally after one leading '/')"
+            ),
+            Error::NoSpace {
+                name,
+                requested,
+                available,
+            } => write!(
+                f,
+                "not enough shared memory for {name}: asked for {requested} bytes \
+                 ({:.1} MiB) but {available} bytes ({:.1} MiB) are free; free space in \
+                 /dev/shm (`shmkit clean`), enlarge it (docker --shm-size), or ask for less",
+                *requested as f64 / 1048576.0,
+                *available as f64 / 1048576.0
+            ),
+            Error::NotShmkit { name, found_magic } => write!(
+                f,
+                "segment {name} is not a shmkit segment (magic {found_magic:#018x}, \
+                 expected {:#018x}): another program owns this name",
+                crate::region::MAGIC
+            ),
+            Error::VersionMismatch {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "segment {name} has layout version {found}, this shmkit reads version \
+                 {expected}: use the same shmkit version in every process"
+            ),
+            Error::KindMismatch {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "segment {name} holds a {}, not a {expected:?}: open it with the type \
+                 that created it",
+                Kind::from_raw(*found).map_or_else(|| format!("kind #{found}"), |k| format!("{k:?}"))
+            ),
+            Error::TypeMismatch {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "segment {name} holds elements of type {found}, but was opened as \
+                 {expected}: open it with the same element type (or the same tag)"
+            ),
+            Error::LengthMismatch {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "segment {name} holds {found} elements, but {expected} were expected"
+            ),
+            Error::Truncated {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "segment {name} is truncated: its header needs {expected} bytes but the \
+                 object has {found}; somebody shrank it, recreate it"
+            ),
+            Error::NotInitialized { name, waited } => write!(
+                f,
+                "segment {name} was not initialised within {waited:?}: its creator is \
+                 still building it or died doing so; retry with a longer open timeout, or \
+                 remove it (`shmkit clean`) if its creator is gone"
+            ),
+            Error::ForeignOwner {
+                name,
+                owner_uid,
+                our_uid,
+            } => write!(
+                f,
+                "segment {name} belongs to uid {owner_uid}, not to us (uid {our_uid}); \
+                 refusing to trust it. Use allow_foreign_owner(true) if that is intended"
+            ),
+            Error::Corrupted { name, what } => write!(
+                f,
+                "segment {name} is corrupted: {what}; recreate it"
+            ),
+            Error::OwnerDied => write!(
+                f,
+                "a process died while holding the lock: call lock(), repair the data, and \
+                 call mark_consistent() on the guard"
+            ),
+            Error::Io { op, name, source } => write!(f, "{op} failed for {name}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::PermissionDenied { source, .. } | Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

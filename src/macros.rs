@@ -1,0 +1,63 @@
+//! The chained region setters every builder shares.
+
+/// Adds the [`RegionOptions`](crate::region::RegionOptions) setters to a
+/// builder that has an `opts: RegionOptions` field.
+macro_rules! region_setters {
+    () => {
+        /// Use the POSIX shared-memory name `name` (see [`RegionOptions::name`](crate::region::RegionOptions::name)).
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self.opts = self.opts.name(name);
+            self
+        }
+        /// Use a fresh random name `shmkit-<hex>` (see [`RegionOptions::random_name`](crate::region::RegionOptions::random_name)).
+        pub fn random_name(mut self) -> Self {
+            self.opts = self.opts.random_name();
+            self
+        }
+        /// Use an anonymous memfd (the default).
+        pub fn anonymous(mut self) -> Self {
+            self.opts = self.opts.anonymous();
+            self
+        }
+        /// Back the region by a file (see [`RegionOptions::file`](crate::region::RegionOptions::file)).
+        pub fn file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+            self.opts = self.opts.file(path);
+            self
+        }
+        /// Permission bits (default `0o600`).
+        pub fn mode(mut self, mode: u32) -> Self {
+            self.opts = self.opts.mode(mode);
+            self
+        }
+        /// Reserve and touch all pages at creation (see [`RegionOptions::populate`](crate::region::RegionOptions::populate)).
+        pub fn populate(mut self, yes: bool) -> Self {
+            self.opts = self.opts.populate(yes);
+            self
+        }
+        /// How long `open` waits for the creator to publish (default 1 s).
+        pub fn open_timeout(mut self, t: std::time::Duration) -> Self {
+            self.opts = self.opts.open_timeout(t);
+            self
+        }
+        /// Accept a segment owned by another uid.
+        pub fn allow_foreign_owner(mut self, yes: bool) -> Self {
+            self.opts = self.opts.allow_foreign_owner(yes);
+            self
+        }
+        /// Whether the creator unlinks the name on drop (default `true`).
+        pub fn unlink_on_drop(mut self, yes: bool) -> Self {
+            self.opts = self.opts.unlink_on_drop(yes);
+            self
+        }
+        /// Identify the element type by a tag instead of its Rust type name.
+        pub fn type_tag(mut self, tag: impl Into<String>) -> Self {
+            self.opts = self.opts.type_tag(tag);
+            self
+        }
+        /// Replace all region options at once.
+        pub fn options(mut self, opts: crate::region::RegionOptions) -> Self {
+            self.opts = opts;
+            self
+        }
+    };
+}

@@ -1,0 +1,138 @@
+//! Shared regions: a [`Segment`] is one mapping of a POSIX shared-memory object,
+//! an anonymous memfd, or a file, that starts with a self-describing
+//! [`Header`]. Everything else in shmkit lives in a segment.
+//!
+//! Creation is exclusive (`O_CREAT|O_EXCL`), the creator builds the region in
+//! place and stores the header's ready word last (Release); an opener waits for
+//! it (Acquire) up to a timeout, then checks magic, version, kind, element type,
+//! length and file size, each mismatch a typed [`Error`](crate::Error).
+
+mod header;
+mod options;
+mod segment;
+
+pub use header::{HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
+pub(crate) use header::Spec;
+pub use options::RegionOptions;
+pub use segment::Segment;
+
+use std::fmt;
+
+/// What kind of object a region holds (the header's `kind` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum Kind {
+    /// [`Value<T>`](crate::Value).
+    Value = 1,
+    /// [`Array<T>`](crate::Array).
+    Array = 2,
+    /// [`Mutex<T>`](crate::sync::Mutex).
+    Mutex = 3,
+    /// [`RwLock<T>`](crate::sync::RwLock).
+    RwLock = 4,
+    /// [`Semaphore`](crate::sync::Semaphore).
+    Semaphore = 5,
+    /// [`Event`](crate::sync::Event).
+    Event = 6,
+    /// [`Condition<T>`](crate::sync::Condition).
+    Condition = 7,
+    /// [`Barrier`](crate::sync::Barrier).
+    Barrier = 8,
+}
+
+impl Kind {
+    /// The kind with this number, if any.
+    pub fn from_raw(raw: u32) -> Option<Kind> {
+        Some(match raw {
+            1 => Kind::Value,
+            2 => Kind::Array,
+            3 => Kind::Mutex,
+            4 => Kind::RwLock,
+            5 => Kind::Semaphore,
+            6 => Kind::Event,
+            7 => Kind::Condition,
+            8 => Kind::Barrier,
+            _ => return None,
+        })
+    }
+}
+
+/// An element type's fingerprint: size, alignment, and a hash of its name (or
+/// of a tag the user gives, for types shared between differently named crates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeInfo {
+    /// `size_of`.
+    pub size: u64,
+    /// `align_of`.
+    pub align: u64,
+    /// FNV-1a of `name`.
+    pub hash: u64,
+    /// `std::any::type_name`, or the tag (stored truncated to 64 bytes).
+    pub name: String,
+}
+
+impl TypeInfo {
+    /// The fingerprint of `T`, named by `std::any::type_name`.
+    pub fn of<T>() -> TypeInfo {
+        TypeInfo::tagged::<T>(std::any::type_name::<T>())
+    }
+
+    /// The fingerprint of `T` under a user-chosen tag.
+    pub fn tagged<T>(tag: &str) -> TypeInfo {
+        TypeInfo {
+            size: std::mem::size_of::<T>() as u64,
+            align: std::mem::align_of::<T>() as u64,
+            hash: fnv1a(tag.as_bytes()),
+            name: tag.to_owned(),
+        }
+    }
+
+    pub(crate) fn same_type(&self, other: &TypeInfo) -> bool {
+        self.size == other.size && self.align == other.align && self.hash == other.hash
+    }
+}
+
+impl fmt::Display for TypeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` (size {}, align {}, hash {:#x})",
+            self.name, self.size, self.align, self.hash
+        )
+    }
+}
+
+/// 64-bit FNV-1a.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_differ_by_name_size_and_tag() {
+        assert!(TypeInfo::of::<u64>().same_type(&TypeInfo::of::<u64>()));
+        assert!(!TypeInfo::of::<u64>().same_type(&TypeInfo::of::<i64>()));
+        assert!(!TypeInfo::of::<u64>().same_type(&TypeInfo::of::<u32>()));
+        assert!(TypeInfo::tagged::<u64>("t").same_type(&TypeInfo::tagged::<u64>("t")));
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in 1..=8 {
+            assert_eq!(Kind::from_raw(k).unwrap() as u32, k);
+        }
+        assert!(Kind::from_raw(0).is_none());
+        assert!(Kind::from_raw(99).is_none());
+    }
+}

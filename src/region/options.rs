@@ -1,0 +1,186 @@
+//! How a region is backed and how it is created or opened.
+
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a region's memory comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Backing {
+    /// An anonymous memfd: no name, nothing to leak; shared with children
+    /// by `fork` or by passing the descriptor.
+    Anonymous,
+    /// A POSIX shared-memory name, normalised to start with '/'.
+    Named(String),
+    /// A random POSIX name `/shmkit-<16 hex>` chosen at create.
+    RandomName,
+    /// A file (e.g. on hugetlbfs, or on disk for persistence).
+    File(PathBuf),
+}
+
+/// Options shared by every shared object: backing, permissions, open timeout,
+/// ownership. Each object's builder exposes them as chained setters.
+///
+/// Defaults: anonymous memfd, mode `0o600`, no populate, 1 s open timeout,
+/// foreign owners refused, the creator unlinks on drop.
+#[derive(Debug, Clone)]
+pub struct RegionOptions {
+    pub(crate) backing: Backing,
+    pub(crate) mode: u32,
+    pub(crate) populate: bool,
+    pub(crate) open_timeout: Duration,
+    pub(crate) allow_foreign_owner: bool,
+    pub(crate) unlink_on_drop: bool,
+    pub(crate) tag: Option<String>,
+}
+
+impl Default for RegionOptions {
+    fn default() -> Self {
+        RegionOptions {
+            backing: Backing::Anonymous,
+            mode: 0o600,
+            populate: false,
+            open_timeout: Duration::from_secs(1),
+            allow_foreign_owner: false,
+            unlink_on_drop: true,
+            tag: None,
+        }
+    }
+}
+
+impl RegionOptions {
+    /// Defaults (see the type's docs).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Back the region by the POSIX shared-memory name `name` (`/dev/shm/name`).
+    /// A leading '/' is optional.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.backing = Backing::Named(name.into());
+        self
+    }
+
+    /// Back the region by a fresh random name with the prefix `shmkit-`, drawn
+    /// from the kernel's secure random source.
+    pub fn random_name(mut self) -> Self {
+        self.backing = Backing::RandomName;
+        self
+    }
+
+    /// Back the region by an anonymous memfd (the default).
+    pub fn anonymous(mut self) -> Self {
+        self.backing = Backing::Anonymous;
+        self
+    }
+
+    /// Back the region by a file at `path` (hugetlbfs for huge pages, or a disk
+    /// for persistence).
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.backing = Backing::File(path.into());
+        self
+    }
+
+    /// Permission bits for a named or file region (default `0o600`).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode & 0o777;
+        self
+    }
+
+    /// Reserve and touch every page at creation, so a short /dev/shm fails at
+    /// `create` (with [`Error::NoSpace`]) instead of with SIGBUS on first use.
+    pub fn populate(mut self, yes: bool) -> Self {
+        self.populate = yes;
+        self
+    }
+
+    /// How long `open` waits for the creator to publish the region (default 1 s).
+    pub fn open_timeout(mut self, t: Duration) -> Self {
+        self.open_timeout = t;
+        self
+    }
+
+    /// Accept a segment owned by another uid (refused by default: such a peer
+    /// could rewrite it under us).
+    pub fn allow_foreign_owner(mut self, yes: bool) -> Self {
+        self.allow_foreign_owner = yes;
+        self
+    }
+
+    /// Whether the creating process unlinks the name when its last handle drops
+    /// (default `true`). Handles in other processes never unlink.
+    pub fn unlink_on_drop(mut self, yes: bool) -> Self {
+        self.unlink_on_drop = yes;
+        self
+    }
+
+    pub(crate) fn is_anonymous(&self) -> bool {
+        self.backing == Backing::Anonymous
+    }
+
+    /// Identify the element type by `tag` instead of its Rust type name, for
+    /// types shared between binaries whose crates are named differently.
+    pub fn type_tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+}
+
+/// Checks and normalises a POSIX shared-memory name to `/name`.
+pub(crate) fn normalise_name(name: &str) -> Result<String> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    let bad = |reason| {
+        Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if bare.is_empty() {
+        return bad("empty");
+    }
+    if bare.len() > 200 {
+        return bad("longer than 200 bytes");
+    }
+    if bare == "." || bare == ".." {
+        return bad("'.' and '..' are not names");
+    }
+    if !bare
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return bad("contains a character outside [A-Za-z0-9._-]");
+    }
+    Ok(format!("/{bare}"))
+}
+
+/// A fresh random name: `/shmkit-` and 16 hex digits from `getrandom(2)`.
+pub(crate) fn random_name() -> Result<String> {
+    let bytes = crate::sys::shm::random_bytes::<8>()
+        .map_err(|e| Error::from_io("getrandom", "<random name>", e))?;
+    Ok(format!("/shmkit-{:016x}", u64::from_le_bytes(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalised_and_checked() {
+        assert_eq!(normalise_name("abc").unwrap(), "/abc");
+        assert_eq!(normalise_name("/a.b_c-1").unwrap(), "/a.b_c-1");
+        for bad in ["", "/", "a/b", "..", "x y", &"z".repeat(201)] {
+            assert!(
+                matches!(normalise_name(bad), Err(Error::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn random_names_carry_the_prefix_and_differ() {
+        let a = random_name().unwrap();
+        let b = random_name().unwrap();
+        assert!(a.starts_with("/shmkit-") && a.len() == "/shmkit-".len() + 16);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,199 @@
+//! The core that [`Value`](crate::Value) and [`Array`](crate::Array) share: a
+//! region of `n` elements of `T: Pod` plus the lock choice Python users know —
+//! the region's own robust lock (the default), a [`Lock`] the user passes, or
+//! none (raw).
+
+use crate::error::{Error, Result};
+use crate::region::{Kind, RegionOptions, Segment};
+use crate::sync::mutex::{RawMutex, init_mutex, spec_of};
+use crate::sync::{Lock, Mutex};
+use bytemuck::Pod;
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+/// Which lock guards a [`Value`](crate::Value) or [`Array`](crate::Array).
+#[derive(Debug, Clone, Default)]
+pub enum LockChoice {
+    /// The region's own robust mutex (Python's default `lock=True`).
+    #[default]
+    Own,
+    /// No lock: unsynchronised access (Python's `lock=False`).
+    None,
+    /// A [`Lock`] shared with other objects (Python's `lock=my_lock`). For a
+    /// named region the lock must be named too, so that openers find it.
+    External(Lock),
+}
+
+const MODE_RAW: u32 = 0;
+const MODE_OWN: u32 = 1;
+const MODE_EXTERNAL: u32 = 2;
+const LOCK_NAME_LEN: usize = 256;
+
+/// The control block of a Value/Array region.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct DataControl {
+    /// The own lock (initialised in every mode, used in `MODE_OWN`).
+    mutex: RawMutex,
+    /// The external lock's POSIX name, NUL-padded (`MODE_EXTERNAL`).
+    lock_name: [u8; LOCK_NAME_LEN],
+}
+
+#[derive(Debug, Clone)]
+enum LockRef {
+    None,
+    Own,
+    External(Lock),
+}
+
+/// A region of `T`s with its lock.
+#[derive(Debug)]
+pub(crate) struct Shared<T> {
+    seg: Arc<Segment>,
+    lock: LockRef,
+    _t: PhantomData<T>,
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared {
+            seg: self.seg.clone(),
+            lock: self.lock.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> Shared<T> {
+    pub(crate) fn create(
+        opts: &RegionOptions,
+        kind: Kind,
+        lock: LockChoice,
+        count: u64,
+        init: impl FnOnce(*mut T),
+    ) -> Result<Self> {
+        let (mode, lock_name) = match &lock {
+            LockChoice::Own => (MODE_OWN, None),
+            LockChoice::None => (MODE_RAW, None),
+            LockChoice::External(l) => (MODE_EXTERNAL, l.segment().name().map(str::to_owned)),
+        };
+        if mode == MODE_EXTERNAL
+            && lock_name.is_none()
+            && !opts.is_anonymous()
+        {
+            return Err(Error::InvalidName {
+                name: "<anonymous lock>".to_owned(),
+                reason: "a named region's external lock must be named too, so that \
+                         processes opening the region can open its lock",
+            });
+        }
+        let spec = spec_of::<DataControl, T>(kind, mode, opts);
+        let seg = Segment::create(opts, &spec, count, |c, d| {
+            init_mutex(c)?;
+            let ctl = c.cast::<DataControl>();
+            let mut name = [0u8; LOCK_NAME_LEN];
+            if let Some(n) = &lock_name {
+                name[..n.len()].copy_from_slice(n.as_bytes());
+            }
+            // SAFETY: unpublished control block sized for DataControl.
+            unsafe { std::ptr::addr_of_mut!((*ctl).lock_name).write(name) };
+            init(d.cast());
+            Ok(())
+        })?;
+        let lock = match lock {
+            LockChoice::Own => LockRef::Own,
+            LockChoice::None => LockRef::None,
+            LockChoice::External(l) => LockRef::External(l),
+        };
+        Ok(Shared {
+            seg: Arc::new(seg),
+            lock,
+            _t: PhantomData,
+        })
+    }
+
+    pub(crate) fn open(opts: &RegionOptions, kind: Kind, count: Option<u64>) -> Result<Self> {
+        let spec = spec_of::<DataControl, T>(kind, 0, opts);
+        Self::attach(Segment::open(opts, &spec, count)?, opts)
+    }
+
+    pub(crate) fn from_fd(
+        fd: OwnedFd,
+        opts: &RegionOptions,
+        kind: Kind,
+        count: Option<u64>,
+    ) -> Result<Self> {
+        let spec = spec_of::<DataControl, T>(kind, 0, opts);
+        Self::attach(Segment::from_fd(fd, opts, &spec, count)?, opts)
+    }
+
+    fn attach(seg: Segment, opts: &RegionOptions) -> Result<Self> {
+        let lock = match seg.flags() {
+            MODE_RAW => LockRef::None,
+            MODE_OWN => LockRef::Own,
+            MODE_EXTERNAL => {
+                let ctl = seg.control_ptr().cast::<DataControl>();
+                // SAFETY: the control block is a DataControl (header checked);
+                // the name is plain bytes, copied with a volatile read.
+                let raw = unsafe { std::ptr::addr_of!((*ctl).lock_name).read_volatile() };
+                let end = raw.iter().position(|&b| b == 0).unwrap_or(LOCK_NAME_LEN);
+                let name = std::str::from_utf8(&raw[..end]).map_err(|_| Error::Corrupted {
+                    name: seg.id(),
+                    what: "the external lock's name is not UTF-8".to_owned(),
+                })?;
+                if name.is_empty() {
+                    return Err(Error::InvalidName {
+                        name: seg.id(),
+                        reason: "this region's external lock is anonymous: it can only be \
+                                 shared by fork, not opened",
+                    });
+                }
+                let lock_opts = opts.clone().name(name).type_tag(std::any::type_name::<()>());
+                LockRef::External(Mutex::<()>::builder().options(lock_opts).open()?)
+            }
+            other => {
+                return Err(Error::Corrupted {
+                    name: seg.id(),
+                    what: format!("unknown lock mode {other}"),
+                });
+            }
+        };
+        Ok(Shared {
+            seg: Arc::new(seg),
+            lock,
+            _t: PhantomData,
+        })
+    }
+
+    /// The lock guarding the data, if any.
+    pub(crate) fn raw_lock(&self) -> Option<&RawMutex> {
+        match &self.lock {
+            LockRef::None => None,
+            // SAFETY: the control block is an initialised DataControl whose
+            // first field is the RawMutex.
+            LockRef::Own => Some(unsafe { &*self.seg.control_ptr().cast::<RawMutex>() }),
+            LockRef::External(l) => Some(l.raw()),
+        }
+    }
+
+    /// The lock, or a panic naming the misuse.
+    pub(crate) fn expect_lock(&self) -> &RawMutex {
+        self.raw_lock().expect(
+            "this Value/Array was created without a lock (lock(false)): use its atomic or \
+             unchecked accessors, or create it with a lock",
+        )
+    }
+
+    pub(crate) fn data(&self) -> *mut T {
+        self.seg.data_ptr().cast()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.seg.element_count() as usize
+    }
+
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.seg
+    }
+}

@@ -1,0 +1,151 @@
+//! [`Event`]: a flag processes wait on (Python's `multiprocessing.Event`).
+
+use crate::error::Result;
+use crate::region::{Kind, Segment};
+use crate::sync::object::Object;
+use crate::sync::wait::{self, Attempt, block_on};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// The event's shared state.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RawEvent {
+    /// 0 = clear, 1 = set (the futex word).
+    flag: AtomicU32,
+    waiters: AtomicU32,
+}
+
+object_builder!(
+    /// Builder for [`Event`].
+    EventBuilder
+);
+
+impl EventBuilder {
+    /// Creates a clear event.
+    pub fn create(self) -> Result<Event> {
+        let obj = Object::create(&self.opts, Kind::Event, |p: *mut RawEvent| {
+            // SAFETY: `p` is the unpublished, suitably sized control block.
+            unsafe {
+                p.write(RawEvent {
+                    flag: AtomicU32::new(0),
+                    waiters: AtomicU32::new(0),
+                })
+            };
+            Ok(())
+        })?;
+        Ok(Event { obj })
+    }
+
+    /// Opens an existing named event.
+    pub fn open(self) -> Result<Event> {
+        Ok(Event {
+            obj: Object::open(&self.opts, Kind::Event)?,
+        })
+    }
+}
+
+/// A flag that processes set, clear and wait on.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), shmkit::Error> {
+/// let e = shmkit::sync::Event::new()?;
+/// assert!(!e.wait_timeout(std::time::Duration::from_millis(1)));
+/// e.set();
+/// e.wait();
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Event {
+    obj: Object<RawEvent>,
+}
+
+impl Event {
+    /// A new anonymous, clear event.
+    pub fn new() -> Result<Self> {
+        Self::builder().create()
+    }
+
+    /// A builder for named or otherwise configured events.
+    pub fn builder() -> EventBuilder {
+        EventBuilder::default()
+    }
+
+    /// Opens the named event `name`.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::builder().name(name).open()
+    }
+
+    /// Sets the flag and wakes every waiter.
+    pub fn set(&self) {
+        let e = self.obj.get();
+        // SYNC(event): SeqCst swap; pairs with the Acquire load in `attempt`.
+        if e.flag.swap(1, Ordering::SeqCst) == 0 {
+            wait::wake(&e.flag, &e.waiters, u32::MAX);
+        }
+    }
+
+    /// Clears the flag.
+    pub fn clear(&self) {
+        self.obj.get().flag.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        self.obj.get().flag.load(Ordering::Acquire) != 0
+    }
+
+    fn attempt(&self) -> Attempt {
+        // SYNC(event): pairs with the SeqCst swap in `set`.
+        if self.obj.get().flag.load(Ordering::Acquire) != 0 {
+            Attempt::Done
+        } else {
+            Attempt::WaitWhile(0)
+        }
+    }
+
+    /// Blocks until the flag is set.
+    pub fn wait(&self) {
+        let e = self.obj.get();
+        block_on(&e.flag, &e.waiters, None, || self.attempt());
+    }
+
+    /// Blocks until the flag is set or `timeout` passes; returns whether it is set.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let e = self.obj.get();
+        block_on(&e.flag, &e.waiters, wait::deadline_after(timeout), || {
+            self.attempt()
+        })
+    }
+
+    /// The segment behind the event.
+    pub fn segment(&self) -> &Segment {
+        self.obj.segment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        assert_eq!(std::mem::size_of::<RawEvent>(), 8);
+        assert_eq!(std::mem::offset_of!(RawEvent, waiters), 4);
+    }
+
+    #[test]
+    fn set_clear_wait() {
+        let e = Event::new().unwrap();
+        assert!(!e.is_set());
+        let e2 = e.clone();
+        let t = std::thread::spawn(move || e2.wait());
+        std::thread::sleep(Duration::from_millis(10));
+        e.set();
+        t.join().unwrap();
+        assert!(e.is_set());
+        e.clear();
+        assert!(!e.wait_timeout(Duration::from_millis(5)));
+    }
+}

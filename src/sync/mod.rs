@@ -1,0 +1,29 @@
+//! Process-shared synchronisation: the family Python's `multiprocessing`
+//! offers, placed in shared memory.
+//!
+//! - [`Mutex`] (and [`Lock`]): robust — a holder's death gives the next locker
+//!   [`OwnerDied`] with the guard, never a lock-out.
+//! - [`RwLock`], [`Semaphore`] (bounded or not), [`Event`], [`Condition`],
+//!   [`Barrier`]: on shared futexes, with blocking, `try_` and `_timeout` forms.
+//!
+//! Every wait is a bounded spin, then a futex sleep without
+//! `FUTEX_PRIVATE_FLAG` (a private futex is never woken by another process).
+
+#[macro_use]
+mod object;
+mod barrier;
+mod condition;
+mod event;
+pub(crate) mod mutex;
+mod rwlock;
+mod semaphore;
+pub(crate) mod wait;
+
+pub use barrier::{Barrier, BarrierBuilder, BarrierTimeout, BarrierWaitResult, RawBarrier};
+pub use condition::{Condition, ConditionBuilder, RawCondition};
+pub use event::{Event, EventBuilder, RawEvent};
+pub use mutex::{
+    Lock, LockResult, Mutex, MutexBuilder, MutexGuard, OwnerDied, RawMutex, TryLockError,
+};
+pub use rwlock::{RawRwLock, RwLock, RwLockBuilder, RwLockReadGuard, RwLockWriteGuard};
+pub use semaphore::{RawSemaphore, Semaphore, SemaphoreBuilder, SemaphoreFull};

@@ -1,0 +1,102 @@
+//! Shared futex wait and wake.
+//!
+//! These futexes are **process-shared**: they are called WITHOUT
+//! `FUTEX_PRIVATE_FLAG`. A private futex (std's, and the `atomic-wait` crate's)
+//! is keyed on the waiter's address space and is never woken by another process,
+//! which is exactly the bug this module exists to avoid.
+
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// Why a [`wait`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitResult {
+    /// Woken (or spuriously returned); re-check the condition.
+    Woken,
+    /// The word did not hold the expected value when the kernel looked.
+    ValueChanged,
+    /// The relative timeout elapsed.
+    TimedOut,
+}
+
+/// Sleeps while `*word == expected`, for at most `timeout` (measured by the
+/// kernel on `CLOCK_MONOTONIC`).
+pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitResult {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned 32-bit atomic for the duration of the
+    // call; the kernel only reads it. `ts_ptr` is null or points to a live
+    // timespec. FUTEX_WAIT without FUTEX_PRIVATE_FLAG: shared across processes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if r == 0 {
+        return WaitResult::Woken;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => WaitResult::ValueChanged,
+        Some(libc::ETIMEDOUT) => WaitResult::TimedOut,
+        // EINTR: a signal arrived; the caller re-checks its condition.
+        _ => WaitResult::Woken,
+    }
+}
+
+/// Wakes up to `n` waiters sleeping on `word`, in any process. Returns how many
+/// were woken.
+pub(crate) fn wake(word: &AtomicU32, n: u32) -> u32 {
+    let n = n.min(i32::MAX as u32) as libc::c_int;
+    // SAFETY: `word` is a valid aligned 32-bit atomic; FUTEX_WAKE does not
+    // dereference user memory beyond using its address as the key. No
+    // FUTEX_PRIVATE_FLAG: waiters in other processes must be found.
+    let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    r.max(0) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn wait_returns_at_once_when_value_differs() {
+        let w = AtomicU32::new(1);
+        assert_eq!(wait(&w, 0, None), WaitResult::ValueChanged);
+    }
+
+    #[test]
+    fn wait_times_out() {
+        let w = AtomicU32::new(0);
+        assert_eq!(
+            wait(&w, 0, Some(Duration::from_millis(5))),
+            WaitResult::TimedOut
+        );
+    }
+
+    #[test]
+    fn wake_reaches_a_sleeping_thread() {
+        let w = std::sync::Arc::new(AtomicU32::new(0));
+        let w2 = w.clone();
+        let t = std::thread::spawn(move || {
+            while w2.load(Ordering::Acquire) == 0 {
+                wait(&w2, 0, Some(Duration::from_secs(10)));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(10));
+        w.store(1, Ordering::Release);
+        wake(&w, u32::MAX);
+        t.join().unwrap();
+    }
+}

@@ -1,0 +1,31 @@
+//! The only place that talks to the operating system through FFI.
+//!
+//! Everything above this module works with safe wrappers: shared-memory objects
+//! (`shm`), futexes (`futex`), the robust process-shared pthread mutex (`pthread`)
+//! and process identity (`proc`).
+
+pub(crate) mod futex;
+pub(crate) mod proc;
+pub(crate) mod pthread;
+pub(crate) mod shm;
+
+use std::io;
+
+/// Turns a `-1`-on-error libc return value into an `io::Result`.
+pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Retries a libc call while it fails with `EINTR`.
+pub(crate) fn cvt_retry(mut f: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
+    loop {
+        match cvt(f()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
