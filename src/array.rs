@@ -81,6 +81,15 @@ impl<T: Pod> ArrayBuilder<T> {
         Ok(Array { inner })
     }
 
+    /// Opens the named array, or creates it with `len` zeroed elements if it
+    /// does not exist; the flag says whether this call created it. An existing
+    /// array must have `len` elements.
+    pub fn open_or_create(self, len: usize) -> Result<(Array<T>, bool)> {
+        let (inner, created) =
+            Shared::open_or_create(&self.opts, Kind::Array, self.lock, len as u64, |_| {})?;
+        Ok((Array { inner }, created))
+    }
+
     /// Opens an existing named array, checking its element type (and length,
     /// with [`expect_len`](Self::expect_len)).
     pub fn open(self) -> Result<Array<T>> {

@@ -73,6 +73,30 @@ impl<T: Pod> Shared<T> {
         count: u64,
         init: impl FnOnce(*mut T),
     ) -> Result<Self> {
+        Self::build(opts, kind, lock, count, init, false).map(|(s, _)| s)
+    }
+
+    /// Opens the region, or creates it (with `lock` and `init`) if it does not
+    /// exist. Returns whether this call created it. An opener gets the lock
+    /// mode the creator chose.
+    pub(crate) fn open_or_create(
+        opts: &RegionOptions,
+        kind: Kind,
+        lock: LockChoice,
+        count: u64,
+        init: impl FnOnce(*mut T),
+    ) -> Result<(Self, bool)> {
+        Self::build(opts, kind, lock, count, init, true)
+    }
+
+    fn build(
+        opts: &RegionOptions,
+        kind: Kind,
+        lock: LockChoice,
+        count: u64,
+        init: impl FnOnce(*mut T),
+        or_open: bool,
+    ) -> Result<(Self, bool)> {
         let (mode, lock_name) = match &lock {
             LockChoice::Own => (MODE_OWN, None),
             LockChoice::None => (MODE_RAW, None),
@@ -89,7 +113,7 @@ impl<T: Pod> Shared<T> {
             });
         }
         let spec = spec_of::<DataControl, T>(kind, mode, opts);
-        let seg = Segment::create(opts, &spec, count, |c, d| {
+        let init_region = |c: *mut u8, d: *mut u8| {
             init_mutex(c)?;
             let ctl = c.cast::<DataControl>();
             let mut name = [0u8; LOCK_NAME_LEN];
@@ -100,17 +124,28 @@ impl<T: Pod> Shared<T> {
             unsafe { std::ptr::addr_of_mut!((*ctl).lock_name).write(name) };
             init(d.cast());
             Ok(())
-        })?;
+        };
+        let (seg, created) = if or_open {
+            Segment::open_or_create(opts, &spec, count, init_region)?
+        } else {
+            (Segment::create(opts, &spec, count, init_region)?, true)
+        };
+        if !created {
+            return Ok((Self::attach(seg, opts)?, false));
+        }
         let lock = match lock {
             LockChoice::Own => LockRef::Own,
             LockChoice::None => LockRef::None,
             LockChoice::External(l) => LockRef::External(l),
         };
-        Ok(Shared {
-            seg: Arc::new(seg),
-            lock,
-            _t: PhantomData,
-        })
+        Ok((
+            Shared {
+                seg: Arc::new(seg),
+                lock,
+                _t: PhantomData,
+            },
+            true,
+        ))
     }
 
     pub(crate) fn open(opts: &RegionOptions, kind: Kind, count: Option<u64>) -> Result<Self> {

@@ -66,6 +66,18 @@ impl<T: Pod> ValueBuilder<T> {
         Ok(Value { inner })
     }
 
+    /// Opens the named value, or creates it holding `value` if it does not
+    /// exist; the flag says whether this call created it. Safe against
+    /// concurrent callers: exactly one creates, the others wait for it.
+    pub fn open_or_create(self, value: T) -> Result<(Value<T>, bool)> {
+        let (inner, created) =
+            Shared::open_or_create(&self.opts, Kind::Value, self.lock, 1, |p: *mut T| {
+                // SAFETY: `p` is the unpublished data area of one T.
+                unsafe { p.write(value) }
+            })?;
+        Ok((Value { inner }, created))
+    }
+
     /// Opens an existing named value, checking its element type.
     pub fn open(self) -> Result<Value<T>> {
         Ok(Value {

@@ -280,6 +280,16 @@ impl Segment {
         // SAFETY: the mapping holds at least HEADER_SIZE bytes; `ready` is an
         // atomic at a fixed offset, read atomically.
         while !unsafe { &*hdr }.is_ready() {
+            // A creator writes the magic before it publishes; anything else
+            // there means the name belongs to another program: fail now.
+            // SAFETY: in bounds; plain u64 read with a volatile load.
+            let magic = unsafe { std::ptr::addr_of!((*hdr).magic).read_volatile() };
+            if magic != 0 && magic != super::MAGIC {
+                return Err(Error::NotShmkit {
+                    name: name.clone(),
+                    found_magic: magic,
+                });
+            }
             nap(deadline)?;
         }
         // SAFETY: as above; fields are copied with volatile loads.

@@ -118,6 +118,8 @@ impl RawMutex {
         match unsafe { pthread::try_lock(self.ptr()) } {
             Ok(l @ (Locked::Yes | Locked::OwnerDied)) => Some(self.acquired(l)),
             Ok(_) => None,
+            // This thread holds it: for try_lock that is just "busy", as in std.
+            Err(e) if e.raw_os_error() == Some(libc::EDEADLK) => None,
             Err(e) => corrupted(e),
         }
     }

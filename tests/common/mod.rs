@@ -1,0 +1,93 @@
+//! Test helpers: re-execute this test binary as a child process with a role,
+//! wait for children under a watchdog, and make unique segment names.
+//!
+//! A test that needs children starts with
+//! `if let Some(role) = common::role() { return child(&role) }`
+//! and spawns itself with `common::spawn("test_name", "role", &[...])`.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const ROLE: &str = "SHMKIT_TEST_ROLE";
+
+/// Generous: a watchdog catches hangs, it does not measure speed.
+pub const WATCHDOG: Duration = Duration::from_secs(120);
+
+/// The role this process plays, if it is a child.
+pub fn role() -> Option<String> {
+    std::env::var(ROLE).ok()
+}
+
+/// An environment variable a parent passed to its child.
+pub fn arg(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("child needs env {key}"))
+}
+
+/// Starts this test binary again, running only `test` in the role `role`.
+pub fn spawn(test: &str, role: &str, env: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn child test process")
+}
+
+/// Waits for `child`, killing it and failing the test if it outlives the
+/// watchdog.
+pub fn wait(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("watchdog: child {} still running after {WATCHDOG:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits for every child and asserts each exited with status 0.
+pub fn wait_all_ok(children: Vec<Child>) {
+    for mut c in children {
+        let st = wait(&mut c);
+        assert!(st.success(), "child {} failed: {st:?}", c.id());
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after the watchdog.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WATCHDOG;
+    while !cond() {
+        assert!(Instant::now() < deadline, "watchdog: {what} never happened");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A segment name unique to this process and call.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "shmkit-test-{}-{}-{}",
+        std::process::id(),
+        tag,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Kills `child` with SIGKILL and reaps it.
+pub fn sigkill(child: &mut Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    let st = wait(child);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(libc::SIGKILL));
+}

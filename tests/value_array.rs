@@ -1,0 +1,219 @@
+//! Value and Array across real processes: exact counter totals (atomic and
+//! locked), a 100 MiB array written by a child and read in place by the
+//! parent, raw and externally locked values, and an anonymous region inherited
+//! across exec.
+
+mod common;
+
+use shmkit::sync::{Barrier, Lock};
+use shmkit::{Array, Value};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const INCREMENTS: u64 = 1_000_000;
+
+fn counter_test(test: &str, procs: u32, locked: bool) {
+    if let Some(role) = common::role() {
+        let v = Value::<u64>::open(&common::arg("VALUE")).unwrap();
+        let b = Barrier::open(&common::arg("BARRIER")).unwrap();
+        b.wait();
+        assert_eq!(role, "adder");
+        for _ in 0..INCREMENTS {
+            if locked {
+                *v.lock().unwrap() += 1;
+            } else {
+                v.fetch_add(1);
+            }
+        }
+        return;
+    }
+    let v = Value::<u64>::builder()
+        .name(common::unique("counter"))
+        .create(0)
+        .unwrap();
+    let b = Barrier::builder()
+        .name(common::unique("barrier"))
+        .create(procs)
+        .unwrap();
+    let env = [
+        ("VALUE", v.segment().name().unwrap().to_owned()),
+        ("BARRIER", b.segment().name().unwrap().to_owned()),
+    ];
+    let children = (0..procs)
+        .map(|_| common::spawn(test, "adder", &env))
+        .collect();
+    common::wait_all_ok(children);
+    assert_eq!(v.get().unwrap(), procs as u64 * INCREMENTS);
+    assert_eq!(v.load(), procs as u64 * INCREMENTS);
+}
+
+#[test]
+fn atomic_counter_2_processes() {
+    counter_test("atomic_counter_2_processes", 2, false);
+}
+
+#[test]
+fn atomic_counter_4_processes() {
+    counter_test("atomic_counter_4_processes", 4, false);
+}
+
+#[test]
+fn locked_counter_2_processes() {
+    counter_test("locked_counter_2_processes", 2, true);
+}
+
+#[test]
+fn locked_counter_4_processes() {
+    counter_test("locked_counter_4_processes", 4, true);
+}
+
+const BIG: usize = 100 * 1024 * 1024 / 8; // 100 MiB of f64
+
+#[test]
+fn child_writes_100_mib_array_parent_reads_in_place() {
+    if common::role().is_some() {
+        let a = Array::<f64>::builder()
+            .name(common::arg("ARRAY"))
+            .expect_len(BIG)
+            .open()
+            .unwrap();
+        let mut g = a.lock().unwrap();
+        for (i, x) in g.iter_mut().enumerate() {
+            *x = i as f64 * 0.5;
+        }
+        return;
+    }
+    let a = Array::<f64>::builder()
+        .name(common::unique("big"))
+        .create(BIG)
+        .unwrap();
+    let mut c = common::spawn(
+        "child_writes_100_mib_array_parent_reads_in_place",
+        "writer",
+        &[("ARRAY", a.segment().name().unwrap().to_owned())],
+    );
+    assert!(common::wait(&mut c).success());
+    let g = a.lock().unwrap();
+    // The view is the shared mapping itself: nothing was copied.
+    assert_eq!(g.as_ptr(), a.as_ptr().cast_const());
+    assert_eq!(g.len(), BIG);
+    let sum: f64 = g.iter().sum();
+    let n = BIG as f64;
+    assert_eq!(sum, 0.5 * n * (n - 1.0) / 2.0);
+    assert_eq!(g[BIG - 1], (BIG - 1) as f64 * 0.5);
+}
+
+#[test]
+fn raw_and_external_lock_values_across_processes() {
+    if common::role().is_some() {
+        let raw = Value::<u32>::open(&common::arg("RAW")).unwrap();
+        assert!(!raw.has_lock());
+        raw.set(7).unwrap();
+        let ext = Value::<i64>::open(&common::arg("EXT")).unwrap();
+        let arr = Array::<i64>::open(&common::arg("ARR")).unwrap();
+        assert!(ext.has_lock() && arr.has_lock());
+        // Both are guarded by the same external lock: hold it through the
+        // Value and check the Array is locked out.
+        let g = ext.lock().unwrap();
+        assert!(arr.try_lock().is_err());
+        drop(g);
+        ext.set(-3).unwrap();
+        arr.set(1, 11).unwrap();
+        return;
+    }
+    let lock = Lock::builder()
+        .name(common::unique("lock"))
+        .create(())
+        .unwrap();
+    let raw = Value::<u32>::builder()
+        .name(common::unique("raw"))
+        .lock(false)
+        .create(0)
+        .unwrap();
+    let ext = Value::<i64>::builder()
+        .name(common::unique("ext"))
+        .with_lock(lock.clone())
+        .create(0)
+        .unwrap();
+    let arr = Array::<i64>::builder()
+        .name(common::unique("arr"))
+        .with_lock(lock.clone())
+        .create(3)
+        .unwrap();
+    let env = [
+        ("RAW", raw.segment().name().unwrap().to_owned()),
+        ("EXT", ext.segment().name().unwrap().to_owned()),
+        ("ARR", arr.segment().name().unwrap().to_owned()),
+    ];
+    let mut c = common::spawn("raw_and_external_lock_values_across_processes", "c", &env);
+    assert!(common::wait(&mut c).success());
+    assert_eq!(raw.get().unwrap(), 7);
+    assert_eq!(ext.get().unwrap(), -3);
+    assert_eq!(arr.to_vec().unwrap(), vec![0, 11, 0]);
+    // The parent's handles share the lock too.
+    let g = lock.lock().unwrap();
+    assert!(ext.try_lock().is_err());
+    drop(g);
+}
+
+#[test]
+fn anonymous_value_inherited_across_exec_by_descriptor() {
+    if common::role().is_some() {
+        let raw: i32 = common::arg("FD").parse().unwrap();
+        // SAFETY: the parent passed us this descriptor, open and unshared.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let v = Value::<u64>::builder().from_fd(fd).unwrap();
+        v.fetch_add(5);
+        let a = Array::<u8>::builder()
+            // SAFETY: as above.
+            .from_fd(unsafe { OwnedFd::from_raw_fd(common::arg("FD2").parse().unwrap()) })
+            .unwrap();
+        a.copy_from_slice(b"hello").unwrap();
+        return;
+    }
+    let v = Value::new(1u64).unwrap();
+    let a = Array::<u8>::new(5).unwrap();
+    assert!(v.segment().name().is_none());
+    let fd = v.segment().inheritable_fd().unwrap();
+    let fd2 = a.segment().inheritable_fd().unwrap();
+    let mut c = common::spawn(
+        "anonymous_value_inherited_across_exec_by_descriptor",
+        "c",
+        &[
+            ("FD", fd.as_raw_fd().to_string()),
+            ("FD2", fd2.as_raw_fd().to_string()),
+        ],
+    );
+    drop((fd, fd2));
+    assert!(common::wait(&mut c).success());
+    assert_eq!(v.load(), 6);
+    assert_eq!(&a.to_vec().unwrap(), b"hello");
+}
+
+#[test]
+fn array_copy_in_out_atomics_and_unchecked_views() {
+    let a = Array::<u32>::from_slice(&[1, 2, 3, 4]).unwrap();
+    assert_eq!(a.len(), 4);
+    let mut out = [0u32; 4];
+    a.copy_to_slice(&mut out).unwrap();
+    assert_eq!(out, [1, 2, 3, 4]);
+    a.copy_from_slice(&[5, 6, 7, 8]).unwrap();
+    assert_eq!(a.get(2).unwrap(), 7);
+    a.atomic(0).fetch_add(10, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: no other thread or process touches `a` during this borrow.
+    assert_eq!(unsafe { a.as_slice_unchecked() }, &[15, 6, 7, 8]);
+    let empty = Array::<u64>::new(0).unwrap();
+    assert!(empty.is_empty());
+    let v = Value::new(5i32).unwrap();
+    assert_eq!(v.compare_exchange(5, 9), Ok(5));
+    assert_eq!(v.compare_exchange(5, 1), Err(9));
+    assert_eq!(v.fetch_max(20), 9);
+    assert_eq!(v.swap(3), 20);
+    assert_eq!(v.update(|x| *x * 2).unwrap(), 6);
+}
+
+#[test]
+#[should_panic(expected = "created without a lock")]
+fn locking_a_raw_value_is_a_clear_panic() {
+    let v = Value::<u8>::builder().lock(false).create(0).unwrap();
+    let _ = v.lock();
+}
