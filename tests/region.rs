@@ -151,7 +151,7 @@ fn an_opener_waits_for_a_slow_creator() {
         }
     };
     assert_eq!(v.load(), 77);
-    assert!(common::wait(&mut c).success());
+    common::wait_ok(&mut c);
     assert!(!v.segment().creator_alive());
     v.segment().unlink().unwrap();
 }
@@ -208,7 +208,7 @@ fn only_the_creator_unlinks_not_an_opener_or_a_forked_child() {
         "opener",
         &[("NAME", name.clone())],
     );
-    assert!(common::wait(&mut c).success());
+    common::wait_ok(&mut c);
     assert!(exists(&name));
 
     // A forked child holds a copy of the creator's handle; dropping it there
@@ -296,7 +296,7 @@ fn file_backed_region_is_shared_and_removed_by_its_creator() {
         "c",
         &[("PATH", path.display().to_string())],
     );
-    assert!(common::wait(&mut c).success());
+    common::wait_ok(&mut c);
     assert_eq!(a.to_vec().unwrap(), vec![0, 0, 99, 0]);
     drop(a);
     assert!(!path.exists());

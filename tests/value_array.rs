@@ -91,7 +91,7 @@ fn child_writes_100_mib_array_parent_reads_in_place() {
         "writer",
         &[("ARRAY", a.segment().name().unwrap().to_owned())],
     );
-    assert!(common::wait(&mut c).success());
+    common::wait_ok(&mut c);
     let g = a.lock().unwrap();
     // The view is the shared mapping itself: nothing was copied.
     assert_eq!(g.as_ptr(), a.as_ptr().cast_const());
@@ -145,7 +145,7 @@ fn raw_and_external_lock_values_across_processes() {
         ("ARR", arr.segment().name().unwrap().to_owned()),
     ];
     let mut c = common::spawn("raw_and_external_lock_values_across_processes", "c", &env);
-    assert!(common::wait(&mut c).success());
+    common::wait_ok(&mut c);
     assert_eq!(raw.get().unwrap(), 7);
     assert_eq!(ext.get().unwrap(), -3);
     assert_eq!(arr.to_vec().unwrap(), vec![0, 11, 0]);
@@ -184,7 +184,7 @@ fn anonymous_value_inherited_across_exec_by_descriptor() {
         ],
     );
     drop((fd, fd2));
-    assert!(common::wait(&mut c).success());
+    common::wait_ok(&mut c);
     assert_eq!(v.load(), 6);
     assert_eq!(&a.to_vec().unwrap(), b"hello");
 }

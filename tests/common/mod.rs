@@ -30,7 +30,7 @@ pub fn spawn(test: &str, role: &str, env: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
@@ -55,11 +55,27 @@ pub fn wait(child: &mut Child) -> ExitStatus {
     }
 }
 
-/// Waits for every child and asserts each exited with status 0.
+/// Waits for `child` and asserts it exited with status 0 having really run
+/// its test (a mistyped test name would run nothing and still exit 0).
+pub fn wait_ok(child: &mut Child) {
+    use std::io::Read;
+    let st = wait(child);
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    assert!(st.success(), "child {} failed: {st:?}\n{out}", child.id());
+    assert!(
+        out.contains("1 passed"),
+        "child {} ran no test (wrong test name?):\n{out}",
+        child.id()
+    );
+}
+
+/// [`wait_ok`] for every child.
 pub fn wait_all_ok(children: Vec<Child>) {
     for mut c in children {
-        let st = wait(&mut c);
-        assert!(st.success(), "child {} failed: {st:?}", c.id());
+        wait_ok(&mut c);
     }
 }
 

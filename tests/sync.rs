@@ -1,0 +1,262 @@
+//! Process-shared synchronisation across real processes: a Mutex holder killed
+//! with SIGKILL does not lock the others out; Event, Barrier, Semaphore,
+//! Condition and RwLock coordinate separate processes.
+
+mod common;
+
+use shmkit::sync::{Barrier, Condition, Event, Mutex, RwLock, Semaphore, TryLockError};
+use shmkit::{Array, Value};
+use std::time::Duration;
+
+fn name_of(seg: &shmkit::region::Segment) -> String {
+    seg.name().unwrap().to_owned()
+}
+
+/// The holder: lock, make a half update, announce, then hang until killed.
+fn hold_forever(m: &Mutex<[u64; 2]>, locked: &Event) -> ! {
+    let mut g = m.lock().unwrap();
+    g[0] = 1; // a half-done update: g[1] should follow but never will
+    locked.set();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn mutex_holder_killed_the_next_locker_gets_the_poisoned_guard() {
+    if common::role().is_some() {
+        let m = Mutex::<[u64; 2]>::open(&common::arg("MUTEX")).unwrap();
+        let e = Event::open(&common::arg("EVENT")).unwrap();
+        hold_forever(&m, &e);
+    }
+    let m = Mutex::<[u64; 2]>::builder()
+        .name(common::unique("m"))
+        .create([0, 0])
+        .unwrap();
+    let locked = Event::builder().name(common::unique("e")).create().unwrap();
+    let env = [("MUTEX", name_of(m.segment())), ("EVENT", name_of(locked.segment()))];
+    let mut holder = common::spawn(
+        "mutex_holder_killed_the_next_locker_gets_the_poisoned_guard",
+        "holder",
+        &env,
+    );
+    assert!(locked.wait_timeout(common::WATCHDOG), "holder never locked");
+    assert!(matches!(m.try_lock(), Err(TryLockError::WouldBlock)));
+    common::sigkill(&mut holder);
+
+    // The next locker gets the lock, flagged: the data may be half updated.
+    let mut g = match m.lock_timeout(common::WATCHDOG) {
+        Err(TryLockError::OwnerDied(e)) => e.into_inner(),
+        Ok(_) => panic!("a dead holder must be reported"),
+        Err(e) => panic!("expected OwnerDied, got {e:?}"),
+    };
+    assert_eq!(*g, [1, 0], "we see the dead holder's half update");
+    assert!(m.is_poisoned());
+    drop(g);
+    // Not repaired yet: the next locker is told again (the poison persists)...
+    let mut g = m.lock().unwrap_err().into_inner();
+    // ...until somebody repairs the data and marks it consistent.
+    g[1] = 1;
+    g.mark_consistent();
+    drop(g);
+    assert!(!m.is_poisoned());
+    assert_eq!(*m.lock().unwrap(), [1, 1]);
+}
+
+#[test]
+fn mutex_holder_killed_a_blocked_waiter_in_another_process_wakes() {
+    match common::role().as_deref() {
+        Some("holder") => {
+            let m = Mutex::<[u64; 2]>::open(&common::arg("MUTEX")).unwrap();
+            let e = Event::open(&common::arg("EVENT")).unwrap();
+            hold_forever(&m, &e);
+        }
+        Some("waiter") => {
+            let m = Mutex::<[u64; 2]>::open(&common::arg("MUTEX")).unwrap();
+            let waiting = Value::<u32>::open(&common::arg("WAITING")).unwrap();
+            waiting.store(1);
+            // Blocks in the kernel until the holder dies.
+            let mut g = m.lock().expect_err("holder died: must be OwnerDied").into_inner();
+            assert_eq!(*g, [1, 0]);
+            g[1] = 1;
+            g.mark_consistent();
+            return;
+        }
+        _ => {}
+    }
+    let test = "mutex_holder_killed_a_blocked_waiter_in_another_process_wakes";
+    let m = Mutex::<[u64; 2]>::builder().name(common::unique("m")).create([0, 0]).unwrap();
+    let locked = Event::builder().name(common::unique("e")).create().unwrap();
+    let waiting = Value::<u32>::builder().name(common::unique("w")).create(0).unwrap();
+    let env = [
+        ("MUTEX", name_of(m.segment())),
+        ("EVENT", name_of(locked.segment())),
+        ("WAITING", name_of(waiting.segment())),
+    ];
+    let mut holder = common::spawn(test, "holder", &env);
+    assert!(locked.wait_timeout(common::WATCHDOG));
+    let mut waiter = common::spawn(test, "waiter", &env);
+    common::wait_until("waiter started", || waiting.load() == 1);
+    std::thread::sleep(Duration::from_millis(50)); // let it reach the kernel wait
+    common::sigkill(&mut holder);
+    common::wait_ok(&mut waiter);
+    let g = m.lock().expect("repaired by the waiter");
+    assert_eq!(*g, [1, 1]);
+}
+
+#[test]
+fn event_across_processes() {
+    if common::role().is_some() {
+        let go = Event::open(&common::arg("GO")).unwrap();
+        let done = Event::open(&common::arg("DONE")).unwrap();
+        go.wait();
+        Value::<u64>::open(&common::arg("V")).unwrap().store(42);
+        done.set();
+        return;
+    }
+    let go = Event::builder().name(common::unique("go")).create().unwrap();
+    let done = Event::builder().name(common::unique("done")).create().unwrap();
+    let v = Value::<u64>::builder().name(common::unique("v")).create(0).unwrap();
+    let env = [
+        ("GO", name_of(go.segment())),
+        ("DONE", name_of(done.segment())),
+        ("V", name_of(v.segment())),
+    ];
+    let mut c = common::spawn("event_across_processes", "c", &env);
+    assert!(!done.wait_timeout(Duration::from_millis(20)));
+    assert_eq!(v.load(), 0, "the child must wait for the event");
+    go.set();
+    assert!(done.wait_timeout(common::WATCHDOG));
+    assert_eq!(v.load(), 42);
+    common::wait_ok(&mut c);
+}
+
+const ROUNDS: usize = 200;
+
+#[test]
+fn barrier_across_four_processes_many_rounds() {
+    if common::role().is_some() {
+        let b = Barrier::open(&common::arg("B")).unwrap();
+        let arrived = Array::<u32>::open(&common::arg("A")).unwrap();
+        let leaders = Value::<u32>::open(&common::arg("L")).unwrap();
+        for r in 0..ROUNDS {
+            arrived.atomic(r).fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if b.wait().is_leader() {
+                leaders.fetch_add(1);
+            }
+            // Nobody passes round r before all four arrived at it.
+            assert_eq!(arrived.atomic(r).load(std::sync::atomic::Ordering::SeqCst), 4);
+        }
+        return;
+    }
+    let b = Barrier::builder().name(common::unique("b")).create(4).unwrap();
+    let arrived = Array::<u32>::builder().name(common::unique("a")).create(ROUNDS).unwrap();
+    let leaders = Value::<u32>::builder().name(common::unique("l")).create(0).unwrap();
+    let env = [
+        ("B", name_of(b.segment())),
+        ("A", name_of(arrived.segment())),
+        ("L", name_of(leaders.segment())),
+    ];
+    let cs = (0..4)
+        .map(|_| common::spawn("barrier_across_four_processes_many_rounds", "c", &env))
+        .collect();
+    common::wait_all_ok(cs);
+    assert_eq!(leaders.load(), ROUNDS as u32, "one leader per round");
+}
+
+#[test]
+fn semaphore_bounds_concurrency_across_processes() {
+    if common::role().is_some() {
+        let s = Semaphore::open(&common::arg("S")).unwrap();
+        let stats = Array::<u32>::open(&common::arg("STATS")).unwrap();
+        for _ in 0..300 {
+            s.acquire();
+            let inside = stats.atomic(0).fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            stats.atomic(1).fetch_max(inside, std::sync::atomic::Ordering::SeqCst);
+            for _ in 0..200 {
+                std::hint::spin_loop();
+            }
+            stats.atomic(0).fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            s.release().unwrap();
+        }
+        return;
+    }
+    let s = Semaphore::builder().name(common::unique("s")).create_bounded(2, 2).unwrap();
+    let stats = Array::<u32>::builder().name(common::unique("st")).create(2).unwrap();
+    let env = [("S", name_of(s.segment())), ("STATS", name_of(stats.segment()))];
+    let cs = (0..4)
+        .map(|_| common::spawn("semaphore_bounds_concurrency_across_processes", "c", &env))
+        .collect();
+    common::wait_all_ok(cs);
+    let max_inside = stats.get(1).unwrap();
+    assert!((1..=2).contains(&max_inside), "at most 2 holders, saw {max_inside}");
+    assert_eq!(s.value(), 2, "every permit came back");
+    assert!(s.release().is_err(), "bounded: no permit beyond the bound");
+}
+
+#[test]
+fn condition_producer_consumer_across_processes() {
+    if common::role().is_some() {
+        let c = Condition::<[u64; 2]>::open(&common::arg("C")).unwrap();
+        // Consume 100 items one by one as the parent produces them.
+        let mut seen = 0;
+        while seen < 100 {
+            let mut g = c.wait_while(c.lock().unwrap(), |s| s[0] == 0).unwrap();
+            g[0] -= 1;
+            g[1] += 1;
+            seen += 1;
+            drop(g);
+            c.notify_all();
+        }
+        return;
+    }
+    let c = Condition::<[u64; 2]>::builder().name(common::unique("c")).create([0, 0]).unwrap();
+    let mut child = common::spawn(
+        "condition_producer_consumer_across_processes",
+        "consumer",
+        &[("C", name_of(c.segment()))],
+    );
+    for _ in 0..100 {
+        // Produce one item, at most 3 outstanding.
+        let (mut g, timed_out) = c
+            .wait_timeout_while(c.lock().unwrap(), common::WATCHDOG, |s| s[0] >= 3)
+            .unwrap();
+        assert!(!timed_out);
+        g[0] += 1;
+        drop(g);
+        c.notify_all();
+    }
+    common::wait_ok(&mut child);
+    assert_eq!(*c.lock().unwrap(), [0, 100]);
+}
+
+#[test]
+fn rwlock_readers_never_see_a_torn_write_across_processes() {
+    if let Some(role) = common::role() {
+        let l = RwLock::<[u64; 8]>::open(&common::arg("L")).unwrap();
+        for i in 0..2000u64 {
+            if role == "writer" {
+                let mut g = l.write();
+                for x in g.iter_mut() {
+                    *x = i;
+                }
+            } else {
+                let g = l.read();
+                assert!(g.iter().all(|&x| x == g[0]), "torn read {:?}", *g);
+            }
+        }
+        return;
+    }
+    let l = RwLock::<[u64; 8]>::builder().name(common::unique("rw")).create([0; 8]).unwrap();
+    let env = [("L", name_of(l.segment()))];
+    let t = "rwlock_readers_never_see_a_torn_write_across_processes";
+    let cs = vec![
+        common::spawn(t, "writer", &env),
+        common::spawn(t, "writer", &env),
+        common::spawn(t, "reader", &env),
+        common::spawn(t, "reader", &env),
+    ];
+    common::wait_all_ok(cs);
+    let g = l.read();
+    assert!(g.iter().all(|&x| x == 1999));
+}
