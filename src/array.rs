@@ -5,8 +5,8 @@ use crate::atomic::AtomicInt;
 use crate::error::Result;
 use crate::region::{Kind, RegionOptions, Segment};
 use crate::shared::{LockChoice, Shared};
-use crate::sync::mutex::{LockResult, MutexGuard, OwnerDied, TryLockError, finish, finish_try};
 use crate::sync::Lock;
+use crate::sync::mutex::{LockResult, MutexGuard, OwnerDied, TryLockError, finish, finish_try};
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
@@ -49,7 +49,11 @@ impl<T: Pod> ArrayBuilder<T> {
 
     /// With its own lock (`true`, the default) or none (`false`).
     pub fn lock(mut self, yes: bool) -> Self {
-        self.lock = if yes { LockChoice::Own } else { LockChoice::None };
+        self.lock = if yes {
+            LockChoice::Own
+        } else {
+            LockChoice::None
+        };
         self
     }
 
@@ -74,10 +78,16 @@ impl<T: Pod> ArrayBuilder<T> {
 
     /// Creates an array holding a copy of `items`.
     pub fn create_from(self, items: &[T]) -> Result<Array<T>> {
-        let inner = Shared::create(&self.opts, Kind::Array, self.lock, items.len() as u64, |p| {
-            // SAFETY: `p` is the unpublished data area of items.len() Ts.
-            unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), p, items.len()) }
-        })?;
+        let inner = Shared::create(
+            &self.opts,
+            Kind::Array,
+            self.lock,
+            items.len() as u64,
+            |p| {
+                // SAFETY: `p` is the unpublished data area of items.len() Ts.
+                unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), p, items.len()) }
+            },
+        )?;
         Ok(Array { inner })
     }
 
@@ -287,7 +297,11 @@ impl<T: AtomicInt> Array<T> {
     /// # Panics
     /// If `i >= len()`.
     pub fn atomic(&self, i: usize) -> &T::Atomic {
-        assert!(i < self.len(), "index {i} out of range for length {}", self.len());
+        assert!(
+            i < self.len(),
+            "index {i} out of range for length {}",
+            self.len()
+        );
         // SAFETY: in bounds; each element is aligned (64-aligned base, stride
         // size_of::<T>() == align of the atomic); the mapping outlives &self.
         unsafe { T::atomic_from_ptr(self.inner.data().add(i)) }

@@ -221,7 +221,8 @@ impl fmt::Display for Error {
                 f,
                 "segment {name} holds a {}, not a {expected:?}: open it with the type \
                  that created it",
-                Kind::from_raw(*found).map_or_else(|| format!("kind #{found}"), |k| format!("{k:?}"))
+                Kind::from_raw(*found)
+                    .map_or_else(|| format!("kind #{found}"), |k| format!("{k:?}"))
             ),
             Error::TypeMismatch {
                 name,
@@ -264,10 +265,9 @@ impl fmt::Display for Error {
                 "segment {name} belongs to uid {owner_uid}, not to us (uid {our_uid}); \
                  refusing to trust it. Use allow_foreign_owner(true) if that is intended"
             ),
-            Error::Corrupted { name, what } => write!(
-                f,
-                "segment {name} is corrupted: {what}; recreate it"
-            ),
+            Error::Corrupted { name, what } => {
+                write!(f, "segment {name} is corrupted: {what}; recreate it")
+            }
             Error::OwnerDied => write!(
                 f,
                 "a process died while holding the lock: call lock(), repair the data, and \

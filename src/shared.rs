@@ -102,10 +102,7 @@ impl<T: Pod> Shared<T> {
             LockChoice::None => (MODE_RAW, None),
             LockChoice::External(l) => (MODE_EXTERNAL, l.segment().name().map(str::to_owned)),
         };
-        if mode == MODE_EXTERNAL
-            && lock_name.is_none()
-            && !opts.is_anonymous()
-        {
+        if mode == MODE_EXTERNAL && lock_name.is_none() && !opts.is_anonymous() {
             return Err(Error::InvalidName {
                 name: "<anonymous lock>".to_owned(),
                 reason: "a named region's external lock must be named too, so that \
@@ -184,7 +181,10 @@ impl<T: Pod> Shared<T> {
                                  shared by fork, not opened",
                     });
                 }
-                let lock_opts = opts.clone().name(name).type_tag(std::any::type_name::<()>());
+                let lock_opts = opts
+                    .clone()
+                    .name(name)
+                    .type_tag(std::any::type_name::<()>());
                 LockRef::External(Mutex::<()>::builder().options(lock_opts).open()?)
             }
             other => {

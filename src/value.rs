@@ -4,8 +4,8 @@ use crate::atomic::AtomicInt;
 use crate::error::Result;
 use crate::region::{Kind, RegionOptions, Segment};
 use crate::shared::{LockChoice, Shared};
-use crate::sync::mutex::{LockResult, MutexGuard, TryLockError, finish, finish_try};
 use crate::sync::Lock;
+use crate::sync::mutex::{LockResult, MutexGuard, TryLockError, finish, finish_try};
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
@@ -47,7 +47,11 @@ impl<T: Pod> ValueBuilder<T> {
     /// With its own lock (`true`, the default) or none (`false`, Python's
     /// `lock=False`).
     pub fn lock(mut self, yes: bool) -> Self {
-        self.lock = if yes { LockChoice::Own } else { LockChoice::None };
+        self.lock = if yes {
+            LockChoice::Own
+        } else {
+            LockChoice::None
+        };
         self
     }
 
@@ -142,7 +146,9 @@ impl<T: Pod> Value<T> {
     ///
     /// # Panics
     /// If the value has no lock.
-    pub fn try_lock(&self) -> std::result::Result<MutexGuard<'_, T>, TryLockError<MutexGuard<'_, T>>> {
+    pub fn try_lock(
+        &self,
+    ) -> std::result::Result<MutexGuard<'_, T>, TryLockError<MutexGuard<'_, T>>> {
         let l = self.inner.expect_lock();
         let a = l.try_lock();
         // SAFETY: called only when acquired.
@@ -264,6 +270,12 @@ impl<T: AtomicInt> Value<T> {
     /// Atomic compare-and-exchange (SeqCst): `Ok(previous)` if it was
     /// `current` and is now `new`, else `Err(actual)`.
     pub fn compare_exchange(&self, current: T, new: T) -> std::result::Result<T, T> {
-        T::compare_exchange(self.as_atomic(), current, new, Ordering::SeqCst, Ordering::SeqCst)
+        T::compare_exchange(
+            self.as_atomic(),
+            current,
+            new,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        )
     }
 }

@@ -26,10 +26,17 @@ impl Foreign {
         let c = CString::new(name.clone()).unwrap();
         // SAFETY: plain libc calls on a fresh name; fd closed below.
         unsafe {
-            let fd = libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600);
+            let fd = libc::shm_open(
+                c.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+                0o600,
+            );
             assert!(fd >= 0);
             if !bytes.is_empty() {
-                assert_eq!(libc::write(fd, bytes.as_ptr().cast(), bytes.len()), bytes.len() as isize);
+                assert_eq!(
+                    libc::write(fd, bytes.as_ptr().cast(), bytes.len()),
+                    bytes.len() as isize
+                );
             }
             libc::close(fd);
         }
@@ -73,23 +80,48 @@ fn wrong_type_kind_and_length_are_typed_errors() {
     let msg = e.to_string();
     assert!(msg.contains("`u64`") && msg.contains("`i64`"), "{msg}");
     let e = Value::<u32>::open(&vname).unwrap_err();
-    assert!(matches!(e, Error::TypeMismatch { ref expected, ref found, .. }
-        if expected.size == 4 && found.size == 8), "{e}");
+    assert!(
+        matches!(e, Error::TypeMismatch { ref expected, ref found, .. }
+        if expected.size == 4 && found.size == 8),
+        "{e}"
+    );
     let e = Array::<u64>::open(&vname).unwrap_err();
     assert!(matches!(e, Error::KindMismatch { .. }), "{e}");
     assert!(e.to_string().contains("holds a Value"), "{e}");
 
     let aname = common::unique("len");
     let _a = Array::<u16>::builder().name(&aname).create(10).unwrap();
-    let e = Array::<u16>::builder().name(&aname).expect_len(11).open().unwrap_err();
-    assert!(matches!(e, Error::LengthMismatch { expected: 11, found: 10, .. }), "{e}");
+    let e = Array::<u16>::builder()
+        .name(&aname)
+        .expect_len(11)
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LengthMismatch {
+                expected: 11,
+                found: 10,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_eq!(Array::<u16>::open(&aname).unwrap().len(), 10);
 
     // A tag makes types from differently named crates compatible.
     let tname = common::unique("tag");
-    let _t = Value::<[u8; 4]>::builder().name(&tname).type_tag("rgba").create([1, 2, 3, 4]).unwrap();
+    let _t = Value::<[u8; 4]>::builder()
+        .name(&tname)
+        .type_tag("rgba")
+        .create([1, 2, 3, 4])
+        .unwrap();
     assert!(Value::<[u8; 4]>::open(&tname).is_err());
-    let t = Value::<[u8; 4]>::builder().name(&tname).type_tag("rgba").open().unwrap();
+    let t = Value::<[u8; 4]>::builder()
+        .name(&tname)
+        .type_tag("rgba")
+        .open()
+        .unwrap();
     assert_eq!(t.get().unwrap(), [1, 2, 3, 4]);
 }
 
@@ -101,7 +133,17 @@ fn wrong_version_and_foreign_magic_are_typed_errors() {
     // SAFETY: offset 8 is the header's version field, in our own mapping.
     unsafe { version.write_volatile(99) };
     let e = Value::<u64>::open(&name).unwrap_err();
-    assert!(matches!(e, Error::VersionMismatch { expected: 1, found: 99, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::VersionMismatch {
+                expected: 1,
+                found: 99,
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     let garbage = Foreign::new("garbage", &[0xAB; 4096]);
     let e = Value::<u64>::open(&garbage.0).unwrap_err();
@@ -141,10 +183,18 @@ fn an_opener_waits_for_a_slow_creator() {
         return;
     }
     let name = common::unique("slow");
-    let mut c = common::spawn("an_opener_waits_for_a_slow_creator", "creator", &[("NAME", name.clone())]);
+    let mut c = common::spawn(
+        "an_opener_waits_for_a_slow_creator",
+        "creator",
+        &[("NAME", name.clone())],
+    );
     // Spin on NotFound until the name appears, then open waits for ready.
     let v = loop {
-        match Value::<u64>::builder().name(&name).open_timeout(Duration::from_secs(30)).open() {
+        match Value::<u64>::builder()
+            .name(&name)
+            .open_timeout(Duration::from_secs(30))
+            .open()
+        {
             Ok(v) => break v,
             Err(Error::NotFound { .. }) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => panic!("{e}"),
@@ -161,7 +211,10 @@ fn truncated_segment_is_a_typed_error() {
     let name = common::unique("trunc");
     let a = Array::<u64>::builder().name(&name).create(100_000).unwrap();
     // A peer shrinks the object behind our back (we do not touch our mapping).
-    let f = std::fs::OpenOptions::new().write(true).open(shm_path(&name)).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name))
+        .unwrap();
     f.set_len(4096).unwrap();
     let e = Array::<u64>::open(&name).unwrap_err();
     assert!(matches!(e, Error::Truncated { found: 4096, .. }), "{e}");
@@ -171,7 +224,11 @@ fn truncated_segment_is_a_typed_error() {
 #[test]
 fn segment_of_another_user_is_refused_unless_allowed() {
     let name = common::unique("uid");
-    let v = Value::<u64>::builder().name(&name).mode(0o666).create(3).unwrap();
+    let v = Value::<u64>::builder()
+        .name(&name)
+        .mode(0o666)
+        .create(3)
+        .unwrap();
     // SAFETY: fchown on our own descriptor.
     let r = unsafe { libc::fchown(v.segment().as_fd().as_raw_fd(), 65534, 65534) };
     if r != 0 {
@@ -179,8 +236,21 @@ fn segment_of_another_user_is_refused_unless_allowed() {
         return;
     }
     let e = Value::<u64>::open(&name).unwrap_err();
-    assert!(matches!(e, Error::ForeignOwner { owner_uid: 65534, .. }), "{e}");
-    let ok = Value::<u64>::builder().name(&name).allow_foreign_owner(true).open().unwrap();
+    assert!(
+        matches!(
+            e,
+            Error::ForeignOwner {
+                owner_uid: 65534,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let ok = Value::<u64>::builder()
+        .name(&name)
+        .allow_foreign_owner(true)
+        .open()
+        .unwrap();
     assert_eq!(ok.load(), 3);
 }
 
@@ -189,7 +259,10 @@ fn segments_are_private_to_the_user_by_default() {
     use std::os::unix::fs::PermissionsExt;
     let name = common::unique("mode");
     let _v = Value::<u8>::builder().name(&name).create(0).unwrap();
-    let mode = std::fs::metadata(shm_path(&name)).unwrap().permissions().mode();
+    let mode = std::fs::metadata(shm_path(&name))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -232,7 +305,10 @@ fn only_the_creator_unlinks_not_an_opener_or_a_forked_child() {
         }
     }
     drop(copy);
-    assert!(exists(&name), "a forked child's drop unlinked the parent's segment");
+    assert!(
+        exists(&name),
+        "a forked child's drop unlinked the parent's segment"
+    );
     assert_eq!(Value::<u64>::open(&name).unwrap().load(), 1);
     drop(v);
     assert!(!exists(&name), "the creator's last drop must unlink");
@@ -249,10 +325,18 @@ fn persist_keeps_the_name_until_unlinked() {
     assert_eq!(w.get().unwrap(), 9);
     w.segment().unlink().unwrap();
     assert!(!exists(&name));
-    let x = Value::<u32>::builder().name(&name).unlink_on_drop(false).create(1).unwrap();
+    let x = Value::<u32>::builder()
+        .name(&name)
+        .unlink_on_drop(false)
+        .create(1)
+        .unwrap();
     drop(x);
     assert!(exists(&name));
-    Value::<u32>::open(&name).unwrap().segment().unlink().unwrap();
+    Value::<u32>::open(&name)
+        .unwrap()
+        .segment()
+        .unlink()
+        .unwrap();
 }
 
 #[test]
@@ -262,10 +346,17 @@ fn too_big_for_dev_shm_is_no_space_naming_both_sizes() {
         .create(1usize << 50) // 1 PiB
         .unwrap_err();
     match &e {
-        Error::NoSpace { requested, available, .. } => {
+        Error::NoSpace {
+            requested,
+            available,
+            ..
+        } => {
             assert!(*requested > *available);
             let msg = e.to_string();
-            assert!(msg.contains(&requested.to_string()) && msg.contains(&available.to_string()), "{msg}");
+            assert!(
+                msg.contains(&requested.to_string()) && msg.contains(&available.to_string()),
+                "{msg}"
+            );
         }
         other => panic!("expected NoSpace, got {other}"),
     }
@@ -273,18 +364,28 @@ fn too_big_for_dev_shm_is_no_space_naming_both_sizes() {
 
 #[test]
 fn populate_reserves_pages_at_create() {
-    let a = Array::<u8>::builder().random_name().populate(true).create(8 << 20).unwrap();
+    let a = Array::<u8>::builder()
+        .random_name()
+        .populate(true)
+        .create(8 << 20)
+        .unwrap();
     let name = a.segment().name().unwrap().to_owned();
     assert!(name.starts_with("/shmkit-"), "{name}");
     use std::os::unix::fs::MetadataExt;
     let blocks = std::fs::metadata(shm_path(&name)).unwrap().blocks();
-    assert!(blocks * 512 >= 8 << 20, "pages not reserved: {blocks} blocks");
+    assert!(
+        blocks * 512 >= 8 << 20,
+        "pages not reserved: {blocks} blocks"
+    );
 }
 
 #[test]
 fn file_backed_region_is_shared_and_removed_by_its_creator() {
     if common::role().is_some() {
-        let a = Array::<u32>::builder().file(common::arg("PATH")).open().unwrap();
+        let a = Array::<u32>::builder()
+            .file(common::arg("PATH"))
+            .open()
+            .unwrap();
         a.set(2, 99).unwrap();
         return;
     }
@@ -316,8 +417,14 @@ fn open_or_create_race_creates_exactly_once() {
         return;
     }
     let name = common::unique("race");
-    let b = Barrier::builder().name(common::unique("rb")).create(4).unwrap();
-    let env = [("NAME", name.clone()), ("BARRIER", b.segment().name().unwrap().to_owned())];
+    let b = Barrier::builder()
+        .name(common::unique("rb"))
+        .create(4)
+        .unwrap();
+    let env = [
+        ("NAME", name.clone()),
+        ("BARRIER", b.segment().name().unwrap().to_owned()),
+    ];
     let children = (0..4)
         .map(|_| common::spawn("open_or_create_race_creates_exactly_once", "racer", &env))
         .collect();

@@ -34,7 +34,10 @@ fn mutex_holder_killed_the_next_locker_gets_the_poisoned_guard() {
         .create([0, 0])
         .unwrap();
     let locked = Event::builder().name(common::unique("e")).create().unwrap();
-    let env = [("MUTEX", name_of(m.segment())), ("EVENT", name_of(locked.segment()))];
+    let env = [
+        ("MUTEX", name_of(m.segment())),
+        ("EVENT", name_of(locked.segment())),
+    ];
     let mut holder = common::spawn(
         "mutex_holder_killed_the_next_locker_gets_the_poisoned_guard",
         "holder",
@@ -45,7 +48,7 @@ fn mutex_holder_killed_the_next_locker_gets_the_poisoned_guard() {
     common::sigkill(&mut holder);
 
     // The next locker gets the lock, flagged: the data may be half updated.
-    let mut g = match m.lock_timeout(common::WATCHDOG) {
+    let g = match m.lock_timeout(common::WATCHDOG) {
         Err(TryLockError::OwnerDied(e)) => e.into_inner(),
         Ok(_) => panic!("a dead holder must be reported"),
         Err(e) => panic!("expected OwnerDied, got {e:?}"),
@@ -76,7 +79,10 @@ fn mutex_holder_killed_a_blocked_waiter_in_another_process_wakes() {
             let waiting = Value::<u32>::open(&common::arg("WAITING")).unwrap();
             waiting.store(1);
             // Blocks in the kernel until the holder dies.
-            let mut g = m.lock().expect_err("holder died: must be OwnerDied").into_inner();
+            let mut g = m
+                .lock()
+                .expect_err("holder died: must be OwnerDied")
+                .into_inner();
             assert_eq!(*g, [1, 0]);
             g[1] = 1;
             g.mark_consistent();
@@ -85,9 +91,15 @@ fn mutex_holder_killed_a_blocked_waiter_in_another_process_wakes() {
         _ => {}
     }
     let test = "mutex_holder_killed_a_blocked_waiter_in_another_process_wakes";
-    let m = Mutex::<[u64; 2]>::builder().name(common::unique("m")).create([0, 0]).unwrap();
+    let m = Mutex::<[u64; 2]>::builder()
+        .name(common::unique("m"))
+        .create([0, 0])
+        .unwrap();
     let locked = Event::builder().name(common::unique("e")).create().unwrap();
-    let waiting = Value::<u32>::builder().name(common::unique("w")).create(0).unwrap();
+    let waiting = Value::<u32>::builder()
+        .name(common::unique("w"))
+        .create(0)
+        .unwrap();
     let env = [
         ("MUTEX", name_of(m.segment())),
         ("EVENT", name_of(locked.segment())),
@@ -114,9 +126,18 @@ fn event_across_processes() {
         done.set();
         return;
     }
-    let go = Event::builder().name(common::unique("go")).create().unwrap();
-    let done = Event::builder().name(common::unique("done")).create().unwrap();
-    let v = Value::<u64>::builder().name(common::unique("v")).create(0).unwrap();
+    let go = Event::builder()
+        .name(common::unique("go"))
+        .create()
+        .unwrap();
+    let done = Event::builder()
+        .name(common::unique("done"))
+        .create()
+        .unwrap();
+    let v = Value::<u64>::builder()
+        .name(common::unique("v"))
+        .create(0)
+        .unwrap();
     let env = [
         ("GO", name_of(go.segment())),
         ("DONE", name_of(done.segment())),
@@ -140,18 +161,32 @@ fn barrier_across_four_processes_many_rounds() {
         let arrived = Array::<u32>::open(&common::arg("A")).unwrap();
         let leaders = Value::<u32>::open(&common::arg("L")).unwrap();
         for r in 0..ROUNDS {
-            arrived.atomic(r).fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            arrived
+                .atomic(r)
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if b.wait().is_leader() {
                 leaders.fetch_add(1);
             }
             // Nobody passes round r before all four arrived at it.
-            assert_eq!(arrived.atomic(r).load(std::sync::atomic::Ordering::SeqCst), 4);
+            assert_eq!(
+                arrived.atomic(r).load(std::sync::atomic::Ordering::SeqCst),
+                4
+            );
         }
         return;
     }
-    let b = Barrier::builder().name(common::unique("b")).create(4).unwrap();
-    let arrived = Array::<u32>::builder().name(common::unique("a")).create(ROUNDS).unwrap();
-    let leaders = Value::<u32>::builder().name(common::unique("l")).create(0).unwrap();
+    let b = Barrier::builder()
+        .name(common::unique("b"))
+        .create(4)
+        .unwrap();
+    let arrived = Array::<u32>::builder()
+        .name(common::unique("a"))
+        .create(ROUNDS)
+        .unwrap();
+    let leaders = Value::<u32>::builder()
+        .name(common::unique("l"))
+        .create(0)
+        .unwrap();
     let env = [
         ("B", name_of(b.segment())),
         ("A", name_of(arrived.segment())),
@@ -171,25 +206,44 @@ fn semaphore_bounds_concurrency_across_processes() {
         let stats = Array::<u32>::open(&common::arg("STATS")).unwrap();
         for _ in 0..300 {
             s.acquire();
-            let inside = stats.atomic(0).fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            stats.atomic(1).fetch_max(inside, std::sync::atomic::Ordering::SeqCst);
+            let inside = stats
+                .atomic(0)
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
+            stats
+                .atomic(1)
+                .fetch_max(inside, std::sync::atomic::Ordering::SeqCst);
             for _ in 0..200 {
                 std::hint::spin_loop();
             }
-            stats.atomic(0).fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            stats
+                .atomic(0)
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             s.release().unwrap();
         }
         return;
     }
-    let s = Semaphore::builder().name(common::unique("s")).create_bounded(2, 2).unwrap();
-    let stats = Array::<u32>::builder().name(common::unique("st")).create(2).unwrap();
-    let env = [("S", name_of(s.segment())), ("STATS", name_of(stats.segment()))];
+    let s = Semaphore::builder()
+        .name(common::unique("s"))
+        .create_bounded(2, 2)
+        .unwrap();
+    let stats = Array::<u32>::builder()
+        .name(common::unique("st"))
+        .create(2)
+        .unwrap();
+    let env = [
+        ("S", name_of(s.segment())),
+        ("STATS", name_of(stats.segment())),
+    ];
     let cs = (0..4)
         .map(|_| common::spawn("semaphore_bounds_concurrency_across_processes", "c", &env))
         .collect();
     common::wait_all_ok(cs);
     let max_inside = stats.get(1).unwrap();
-    assert!((1..=2).contains(&max_inside), "at most 2 holders, saw {max_inside}");
+    assert!(
+        (1..=2).contains(&max_inside),
+        "at most 2 holders, saw {max_inside}"
+    );
     assert_eq!(s.value(), 2, "every permit came back");
     assert!(s.release().is_err(), "bounded: no permit beyond the bound");
 }
@@ -210,7 +264,10 @@ fn condition_producer_consumer_across_processes() {
         }
         return;
     }
-    let c = Condition::<[u64; 2]>::builder().name(common::unique("c")).create([0, 0]).unwrap();
+    let c = Condition::<[u64; 2]>::builder()
+        .name(common::unique("c"))
+        .create([0, 0])
+        .unwrap();
     let mut child = common::spawn(
         "condition_producer_consumer_across_processes",
         "consumer",
@@ -247,7 +304,10 @@ fn rwlock_readers_never_see_a_torn_write_across_processes() {
         }
         return;
     }
-    let l = RwLock::<[u64; 8]>::builder().name(common::unique("rw")).create([0; 8]).unwrap();
+    let l = RwLock::<[u64; 8]>::builder()
+        .name(common::unique("rw"))
+        .create([0; 8])
+        .unwrap();
     let env = [("L", name_of(l.segment()))];
     let t = "rwlock_readers_never_see_a_torn_write_across_processes";
     let cs = vec![

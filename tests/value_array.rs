@@ -198,7 +198,8 @@ fn array_copy_in_out_atomics_and_unchecked_views() {
     assert_eq!(out, [1, 2, 3, 4]);
     a.copy_from_slice(&[5, 6, 7, 8]).unwrap();
     assert_eq!(a.get(2).unwrap(), 7);
-    a.atomic(0).fetch_add(10, std::sync::atomic::Ordering::SeqCst);
+    a.atomic(0)
+        .fetch_add(10, std::sync::atomic::Ordering::SeqCst);
     // SAFETY: no other thread or process touches `a` during this borrow.
     assert_eq!(unsafe { a.as_slice_unchecked() }, &[15, 6, 7, 8]);
     let empty = Array::<u64>::new(0).unwrap();

@@ -195,7 +195,10 @@ impl Header {
             };
         }
         let raw_name: [u8; TYPE_NAME_LEN] = rd!(type_name);
-        let end = raw_name.iter().position(|&b| b == 0).unwrap_or(TYPE_NAME_LEN);
+        let end = raw_name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(TYPE_NAME_LEN);
         Snapshot {
             magic: rd!(magic),
             version: rd!(version),
@@ -272,7 +275,10 @@ impl Snapshot {
         let Some(want) = spec.layout(self.elem_count) else {
             return Err(Error::Corrupted {
                 name,
-                what: format!("element count {} overflows the address space", self.elem_count),
+                what: format!(
+                    "element count {} overflows the address space",
+                    self.elem_count
+                ),
             });
         };
         if want != self.layout {
@@ -366,23 +372,47 @@ mod tests {
         assert_eq!(ok.check("n", &s, Some(10), 400).unwrap(), 10);
         let mut b = ok.clone();
         b.magic = 1;
-        assert!(matches!(b.check("n", &s, None, 400), Err(Error::NotShmkit { .. })));
+        assert!(matches!(
+            b.check("n", &s, None, 400),
+            Err(Error::NotShmkit { .. })
+        ));
         let mut b = ok.clone();
         b.version = 99;
-        assert!(matches!(b.check("n", &s, None, 400), Err(Error::VersionMismatch { .. })));
+        assert!(matches!(
+            b.check("n", &s, None, 400),
+            Err(Error::VersionMismatch { .. })
+        ));
         let mut b = ok.clone();
         b.kind = Kind::Value as u32;
-        assert!(matches!(b.check("n", &s, None, 400), Err(Error::KindMismatch { .. })));
+        assert!(matches!(
+            b.check("n", &s, None, 400),
+            Err(Error::KindMismatch { .. })
+        ));
         let mut b = ok.clone();
         b.ty = TypeInfo::of::<i64>();
-        assert!(matches!(b.check("n", &s, None, 400), Err(Error::TypeMismatch { .. })));
-        assert!(matches!(ok.check("n", &s, Some(11), 400), Err(Error::LengthMismatch { .. })));
-        assert!(matches!(ok.check("n", &s, None, 399), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            b.check("n", &s, None, 400),
+            Err(Error::TypeMismatch { .. })
+        ));
+        assert!(matches!(
+            ok.check("n", &s, Some(11), 400),
+            Err(Error::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            ok.check("n", &s, None, 399),
+            Err(Error::Truncated { .. })
+        ));
         let mut b = ok.clone();
         b.layout.data_offset = 1 << 40;
-        assert!(matches!(b.check("n", &s, None, 400), Err(Error::Corrupted { .. })));
+        assert!(matches!(
+            b.check("n", &s, None, 400),
+            Err(Error::Corrupted { .. })
+        ));
         let mut b = ok.clone();
         b.elem_count = u64::MAX;
-        assert!(matches!(b.check("n", &s, None, 400), Err(Error::Corrupted { .. })));
+        assert!(matches!(
+            b.check("n", &s, None, 400),
+            Err(Error::Corrupted { .. })
+        ));
     }
 }

@@ -11,8 +11,8 @@ mod header;
 mod options;
 mod segment;
 
-pub use header::{HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
 pub(crate) use header::Spec;
+pub use header::{HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
 pub use options::RegionOptions;
 pub use segment::Segment;
 

@@ -242,7 +242,10 @@ mod tests {
     #[test]
     fn timeout_withdraws_the_arrival() {
         let b = Barrier::new(2).unwrap();
-        assert_eq!(b.wait_timeout(Duration::from_millis(10)), Err(BarrierTimeout));
+        assert_eq!(
+            b.wait_timeout(Duration::from_millis(10)),
+            Err(BarrierTimeout)
+        );
         assert_eq!(b.n_waiting(), 0);
         let b2 = b.clone();
         let t = std::thread::spawn(move || b2.wait());

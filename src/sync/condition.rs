@@ -62,7 +62,11 @@ impl<T: Pod> ConditionBuilder<T> {
     /// Opens an existing named condition.
     pub fn open(self) -> Result<Condition<T>> {
         let spec = spec_of::<RawCondition, T>(Kind::Condition, 0, &self.opts);
-        Ok(Condition::from_segment(Segment::open(&self.opts, &spec, Some(1))?))
+        Ok(Condition::from_segment(Segment::open(
+            &self.opts,
+            &spec,
+            Some(1),
+        )?))
     }
 }
 
@@ -150,9 +154,9 @@ impl<T: Pod> Condition<T> {
     /// # Panics
     /// If `guard` belongs to another lock.
     pub fn wait<'a>(&'a self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
-        self.wait_until(guard, None).map(|(g, _)| g).map_err(|e| {
-            OwnerDied::new(e.into_inner().0)
-        })
+        self.wait_until(guard, None)
+            .map(|(g, _)| g)
+            .map_err(|e| OwnerDied::new(e.into_inner().0))
     }
 
     /// As [`wait`](Self::wait), for at most `timeout`; the flag says whether it
@@ -222,8 +226,7 @@ impl<T: Pod> Condition<T> {
         let a = lock.lock();
         // SAFETY: relocked; `data` is the same T.
         let guard = unsafe { MutexGuard::new(lock, data) };
-        finish(a, (guard, timed_out))
-            .map_err(|e| OwnerDied::new(e.into_inner()))
+        finish(a, (guard, timed_out)).map_err(|e| OwnerDied::new(e.into_inner()))
     }
 
     /// Wakes one waiter.

@@ -320,7 +320,11 @@ pub(crate) fn finish<G>(a: Acquired, guard: G) -> LockResult<G> {
     }
 }
 
-pub(crate) fn finish_try<G>(a: Option<Acquired>, missing: TryLockError<G>, guard: impl FnOnce() -> G) -> std::result::Result<G, TryLockError<G>> {
+pub(crate) fn finish_try<G>(
+    a: Option<Acquired>,
+    missing: TryLockError<G>,
+    guard: impl FnOnce() -> G,
+) -> std::result::Result<G, TryLockError<G>> {
     match a {
         None => Err(missing),
         Some(a) => finish(a, guard()).map_err(TryLockError::OwnerDied),
@@ -418,7 +422,11 @@ impl<T: Pod> MutexBuilder<T> {
 
     /// Opens an existing named mutex, checking its type.
     pub fn open(self) -> Result<Mutex<T>> {
-        Ok(Mutex::from_segment(Segment::open(&self.opts, &self.spec(), Some(1))?))
+        Ok(Mutex::from_segment(Segment::open(
+            &self.opts,
+            &self.spec(),
+            Some(1),
+        )?))
     }
 
     /// Opens the mutex, creating it with `value` if it does not exist.
@@ -484,7 +492,9 @@ impl<T: Pod> Mutex<T> {
     }
 
     /// Takes the lock if it is free.
-    pub fn try_lock(&self) -> std::result::Result<MutexGuard<'_, T>, TryLockError<MutexGuard<'_, T>>> {
+    pub fn try_lock(
+        &self,
+    ) -> std::result::Result<MutexGuard<'_, T>, TryLockError<MutexGuard<'_, T>>> {
         let a = self.raw().try_lock();
         // SAFETY: called only when the lock was acquired.
         finish_try(a, TryLockError::WouldBlock, || unsafe {

@@ -54,10 +54,12 @@ impl RawRwLock {
                 // Free: take it (clearing our own or another writer's waiting
                 // bit; waiting writers set it again when they retry).
                 // SYNC(rw-acquire): as in try_read.
-                match self
-                    .state
-                    .compare_exchange_weak(s, WRITER, Ordering::Acquire, Ordering::Relaxed)
-                {
+                match self.state.compare_exchange_weak(
+                    s,
+                    WRITER,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => return Attempt::Done,
                     Err(now) => s = now,
                 }
@@ -92,7 +94,9 @@ impl RawRwLock {
     }
 
     fn write(&self, deadline: Option<Instant>) -> bool {
-        let got = block_on(&self.state, &self.waiters, deadline, || self.try_write(true));
+        let got = block_on(&self.state, &self.waiters, deadline, || {
+            self.try_write(true)
+        });
         if !got {
             // Take back our "writer waiting" so readers are not held off by a
             // writer that left; other waiting writers set it again on retry.
@@ -133,7 +137,11 @@ impl<T: Pod> RwLockBuilder<T> {
     /// Opens an existing named lock.
     pub fn open(self) -> Result<RwLock<T>> {
         let spec = spec_of::<RawRwLock, T>(Kind::RwLock, 0, &self.opts);
-        Ok(RwLock::from_segment(Segment::open(&self.opts, &spec, Some(1))?))
+        Ok(RwLock::from_segment(Segment::open(
+            &self.opts,
+            &spec,
+            Some(1),
+        )?))
     }
 }
 
@@ -167,7 +175,9 @@ impl<T> Clone for RwLock<T> {
 
 impl<T> std::fmt::Debug for RwLock<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RwLock").field("segment", &self.seg.id()).finish()
+        f.debug_struct("RwLock")
+            .field("segment", &self.seg.id())
+            .finish()
     }
 }
 
@@ -337,7 +347,6 @@ mod tests {
         drop(w);
         assert_eq!(*l.read(), 9);
     }
-
 
     #[test]
     fn writer_waits_for_readers_then_gets_in() {

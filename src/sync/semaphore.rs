@@ -79,7 +79,10 @@ impl SemaphoreBuilder {
     /// # Panics
     /// If `value > max`.
     pub fn create_bounded(self, value: u32, max: u32) -> Result<Semaphore> {
-        assert!(value <= max, "semaphore value {value} exceeds its bound {max}");
+        assert!(
+            value <= max,
+            "semaphore value {value} exceeds its bound {max}"
+        );
         let obj = Object::create(&self.opts, Kind::Semaphore, |p: *mut RawSemaphore| {
             // SAFETY: `p` is the unpublished, suitably sized control block.
             unsafe {

@@ -138,7 +138,11 @@ mod tests {
         let mut calls = 0;
         assert!(block_on(&w, &waiters, None, || {
             calls += 1;
-            if calls == 3 { Attempt::Done } else { Attempt::WaitWhile(1) }
+            if calls == 3 {
+                Attempt::Done
+            } else {
+                Attempt::WaitWhile(1)
+            }
         }));
     }
 }

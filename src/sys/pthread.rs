@@ -51,7 +51,10 @@ pub(crate) unsafe fn init(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
                 a,
                 libc::PTHREAD_PROCESS_SHARED,
             ))?;
-            check(libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST))?;
+            check(libc::pthread_mutexattr_setrobust(
+                a,
+                libc::PTHREAD_MUTEX_ROBUST,
+            ))?;
             // ERRORCHECK: a thread that locks twice gets EDEADLK instead of a
             // silent deadlock; for robust mutexes glibc makes that check anyway.
             check(libc::pthread_mutexattr_settype(
@@ -162,7 +165,11 @@ mod tests {
     fn deadline_is_normalised() {
         for ms in [0u64, 1, 999, 1000, 1001, 123_456] {
             let t = monotonic_deadline(Duration::from_millis(ms));
-            assert!((0..1_000_000_000).contains(&t.tv_nsec), "{ms}: {}", t.tv_nsec);
+            assert!(
+                (0..1_000_000_000).contains(&t.tv_nsec),
+                "{ms}: {}",
+                t.tv_nsec
+            );
         }
         let t = monotonic_deadline(Duration::from_nanos(999_999_999));
         assert!((0..1_000_000_000).contains(&t.tv_nsec));

@@ -43,7 +43,8 @@ pub(crate) fn shm_create_excl(name: &str, mode: u32) -> io::Result<OwnedFd> {
 pub(crate) fn shm_open_existing(name: &str) -> io::Result<OwnedFd> {
     let c = cstr(name)?;
     // SAFETY: `c` is a valid NUL-terminated string for the call.
-    let fd = cvt_retry(|| unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) })?;
+    let fd =
+        cvt_retry(|| unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) })?;
     // SAFETY: fd was just returned by shm_open and is owned here.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -137,6 +138,7 @@ pub(crate) fn free_space(path: &Path) -> io::Result<u64> {
     cvt(unsafe { libc::statvfs(c.as_ptr(), vfs.as_mut_ptr()) })?;
     // SAFETY: statvfs succeeded.
     let vfs = unsafe { vfs.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // c_ulong is u32 on 32-bit targets
     Ok((vfs.f_bavail as u64).saturating_mul(vfs.f_frsize as u64))
 }
 

@@ -49,7 +49,10 @@ pub fn wait(child: &mut Child) -> ExitStatus {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("watchdog: child {} still running after {WATCHDOG:?}", child.id());
+            panic!(
+                "watchdog: child {} still running after {WATCHDOG:?}",
+                child.id()
+            );
         }
         std::thread::sleep(Duration::from_millis(2));
     }

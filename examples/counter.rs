@@ -1,0 +1,75 @@
+//! The tutorial's "Sharing State Between Processes / Value" section, in Rust:
+//! several processes share counters — atomic, locked, and raw — and the parent
+//! prints the totals.
+//!
+//! Python:
+//! ```python
+//! counter = Value('i')                              # with a lock
+//! is_running = Value(ctypes.c_bool, False, lock=False)  # raw
+//! size_counter = Value('l', 0, lock=my_lock)        # a lock you pass
+//! ```
+//!
+//! Children are started with `fork` here (this example's `main` is
+//! single-threaded, so fork is safe); the spawn layer replaces it later.
+
+use shmkit::sync::Lock;
+use shmkit::{Error, Value};
+
+const PROCESSES: usize = 4;
+const ADDS: u64 = 100_000;
+
+fn main() -> Result<(), Error> {
+    let atomic = Value::new(0u64)?; // lock-free fetch_add
+    let locked = Value::new(0i64)?; // Value('l', 0): its own robust lock
+    let my_lock = Lock::new(())?;
+    let size_counter = Value::<i64>::builder()
+        .with_lock(my_lock.clone())
+        .create(0)?;
+    let is_running = Value::<u8>::builder().lock(false).create(0)?; // lock=False
+
+    is_running.set(1)?;
+    let mut pids = Vec::new();
+    for _ in 0..PROCESSES {
+        // SAFETY: main is single-threaded here; the child only uses the
+        // shared handles it inherited and _exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                for _ in 0..ADDS {
+                    atomic.fetch_add(1);
+                    *locked.lock()? += 1;
+                    *size_counter.lock()? += 2;
+                }
+                // SAFETY: leave without running the parent's destructors.
+                unsafe { libc::_exit(0) }
+            }
+            pid if pid > 0 => pids.push(pid),
+            _ => panic!("fork failed: {}", std::io::Error::last_os_error()),
+        }
+    }
+    for pid in pids {
+        let mut st = 0;
+        // SAFETY: reaping our own children.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+    }
+    is_running.set(0)?;
+    println!("{PROCESSES} processes x {ADDS} additions each:");
+    println!(
+        "  atomic counter  = {} (expected {})",
+        atomic.load(),
+        PROCESSES as u64 * ADDS
+    );
+    println!(
+        "  locked counter  = {} (expected {})",
+        locked.get()?,
+        PROCESSES as u64 * ADDS
+    );
+    println!(
+        "  size counter    = {} (expected {}, guarded by a shared Lock)",
+        size_counter.get()?,
+        2 * PROCESSES as u64 * ADDS
+    );
+    println!("  is_running (raw) = {}", is_running.get()?);
+    assert_eq!(atomic.load(), PROCESSES as u64 * ADDS);
+    assert_eq!(locked.get()?, (PROCESSES as u64 * ADDS) as i64);
+    Ok(())
+}
