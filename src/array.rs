@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::region::{Kind, RegionOptions, Segment};
 use crate::shared::{LockChoice, Shared};
 use crate::sync::Lock;
-use crate::sync::mutex::{LockResult, MutexGuard, OwnerDied, TryLockError, finish, finish_try};
+use crate::sync::mutex::{LockResult, MutexGuard, OwnerDied, TryLockResult};
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
@@ -170,41 +170,30 @@ impl<T: Pod> Array<T> {
     /// # Panics
     /// If the array has no lock.
     pub fn lock(&self) -> LockResult<MutexGuard<'_, [T]>> {
-        let l = self.inner.expect_lock();
-        let a = l.lock();
-        // SAFETY: we hold the lock guarding the len() elements.
-        finish(a, unsafe { MutexGuard::new(l, self.slice_ptr()) })
+        // SAFETY: the lock guards the data.
+        unsafe { self.inner.expect_lock().guard_lock(self.slice_ptr()) }
     }
 
     /// Locks if free.
     ///
     /// # Panics
     /// If the array has no lock.
-    pub fn try_lock(
-        &self,
-    ) -> std::result::Result<MutexGuard<'_, [T]>, TryLockError<MutexGuard<'_, [T]>>> {
-        let l = self.inner.expect_lock();
-        let a = l.try_lock();
-        // SAFETY: called only when acquired.
-        finish_try(a, TryLockError::WouldBlock, || unsafe {
-            MutexGuard::new(l, self.slice_ptr())
-        })
+    pub fn try_lock(&self) -> TryLockResult<'_, [T]> {
+        // SAFETY: as in `lock`.
+        unsafe { self.inner.expect_lock().guard_try_lock(self.slice_ptr()) }
     }
 
     /// Locks, waiting at most `timeout`.
     ///
     /// # Panics
     /// If the array has no lock.
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> std::result::Result<MutexGuard<'_, [T]>, TryLockError<MutexGuard<'_, [T]>>> {
-        let l = self.inner.expect_lock();
-        let a = l.lock_timeout(timeout);
-        // SAFETY: called only when acquired.
-        finish_try(a, TryLockError::TimedOut, || unsafe {
-            MutexGuard::new(l, self.slice_ptr())
-        })
+    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<'_, [T]> {
+        // SAFETY: as in `lock`.
+        unsafe {
+            self.inner
+                .expect_lock()
+                .guard_lock_timeout(self.slice_ptr(), timeout)
+        }
     }
 
     /// Runs `f` on the elements under the lock, or unsynchronised for a raw

@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::region::{Kind, RegionOptions, Segment};
 use crate::shared::{LockChoice, Shared};
 use crate::sync::Lock;
-use crate::sync::mutex::{LockResult, MutexGuard, TryLockError, finish, finish_try};
+use crate::sync::mutex::{LockResult, MutexGuard, TryLockResult};
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
@@ -136,41 +136,30 @@ impl<T: Pod> Value<T> {
     /// # Panics
     /// If the value has no lock.
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        let l = self.inner.expect_lock();
-        let a = l.lock();
-        // SAFETY: we hold the lock guarding the data (one T).
-        finish(a, unsafe { MutexGuard::new(l, self.inner.data()) })
+        // SAFETY: the lock guards the data.
+        unsafe { self.inner.expect_lock().guard_lock(self.inner.data()) }
     }
 
     /// Locks if free.
     ///
     /// # Panics
     /// If the value has no lock.
-    pub fn try_lock(
-        &self,
-    ) -> std::result::Result<MutexGuard<'_, T>, TryLockError<MutexGuard<'_, T>>> {
-        let l = self.inner.expect_lock();
-        let a = l.try_lock();
-        // SAFETY: called only when acquired.
-        finish_try(a, TryLockError::WouldBlock, || unsafe {
-            MutexGuard::new(l, self.inner.data())
-        })
+    pub fn try_lock(&self) -> TryLockResult<'_, T> {
+        // SAFETY: as in `lock`.
+        unsafe { self.inner.expect_lock().guard_try_lock(self.inner.data()) }
     }
 
     /// Locks, waiting at most `timeout`.
     ///
     /// # Panics
     /// If the value has no lock.
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> std::result::Result<MutexGuard<'_, T>, TryLockError<MutexGuard<'_, T>>> {
-        let l = self.inner.expect_lock();
-        let a = l.lock_timeout(timeout);
-        // SAFETY: called only when acquired.
-        finish_try(a, TryLockError::TimedOut, || unsafe {
-            MutexGuard::new(l, self.inner.data())
-        })
+    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<'_, T> {
+        // SAFETY: as in `lock`.
+        unsafe {
+            self.inner
+                .expect_lock()
+                .guard_lock_timeout(self.inner.data(), timeout)
+        }
     }
 
     /// Applies `f` under the lock (or, for a raw value, unsynchronised).

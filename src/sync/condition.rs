@@ -142,11 +142,8 @@ impl<T: Pod> Condition<T> {
 
     /// Locks the mutex (see [`Mutex::lock`](crate::sync::Mutex::lock)).
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        let a = self.raw().mutex.lock();
-        // SAFETY: we hold the lock; the data is one T.
-        finish(a, unsafe {
-            MutexGuard::new(&self.raw().mutex, self.seg.data_ptr().cast())
-        })
+        // SAFETY: the data is one T guarded by the condition's mutex.
+        unsafe { self.raw().mutex.guard_lock(self.seg.data_ptr().cast::<T>()) }
     }
 
     /// Unlocks, sleeps until notified (or spuriously woken), and relocks.

@@ -24,6 +24,7 @@ pub use condition::{Condition, ConditionBuilder, RawCondition};
 pub use event::{Event, EventBuilder, RawEvent};
 pub use mutex::{
     Lock, LockResult, Mutex, MutexBuilder, MutexGuard, OwnerDied, RawMutex, TryLockError,
+    TryLockResult,
 };
 pub use rwlock::{RawRwLock, RwLock, RwLockBuilder, RwLockReadGuard, RwLockWriteGuard};
 pub use semaphore::{RawSemaphore, Semaphore, SemaphoreBuilder, SemaphoreFull};

@@ -320,7 +320,7 @@ pub(crate) fn finish<G>(a: Acquired, guard: G) -> LockResult<G> {
     }
 }
 
-pub(crate) fn finish_try<G>(
+fn finish_try<G>(
     a: Option<Acquired>,
     missing: TryLockError<G>,
     guard: impl FnOnce() -> G,
@@ -328,6 +328,59 @@ pub(crate) fn finish_try<G>(
     match a {
         None => Err(missing),
         Some(a) => finish(a, guard()).map_err(TryLockError::OwnerDied),
+    }
+}
+
+/// The result of `try_lock` / `lock_timeout` on a guard over `T`.
+pub type TryLockResult<'a, T> =
+    std::result::Result<MutexGuard<'a, T>, TryLockError<MutexGuard<'a, T>>>;
+
+/// The three ways to lock a `RawMutex` and guard `data` with it: the one
+/// implementation behind Mutex, Value, Array and Condition.
+impl RawMutex {
+    /// Blocking lock, guarding `data`.
+    ///
+    /// # Safety
+    /// `data` must be valid for reads and writes for `'a` and protected by
+    /// this lock.
+    pub(crate) unsafe fn guard_lock<'a, T: ?Sized>(
+        &'a self,
+        data: *mut T,
+    ) -> LockResult<MutexGuard<'a, T>> {
+        let a = self.lock();
+        // SAFETY: we hold the lock; `data` is protected by it (caller).
+        finish(a, unsafe { MutexGuard::new(self, data) })
+    }
+
+    /// `try_lock`, guarding `data`.
+    ///
+    /// # Safety
+    /// As for [`guard_lock`](Self::guard_lock).
+    pub(crate) unsafe fn guard_try_lock<'a, T: ?Sized>(
+        &'a self,
+        data: *mut T,
+    ) -> TryLockResult<'a, T> {
+        let a = self.try_lock();
+        // SAFETY: called only when acquired; `data` as above.
+        finish_try(a, TryLockError::WouldBlock, || unsafe {
+            MutexGuard::new(self, data)
+        })
+    }
+
+    /// `lock_timeout`, guarding `data`.
+    ///
+    /// # Safety
+    /// As for [`guard_lock`](Self::guard_lock).
+    pub(crate) unsafe fn guard_lock_timeout<'a, T: ?Sized>(
+        &'a self,
+        data: *mut T,
+        timeout: Duration,
+    ) -> TryLockResult<'a, T> {
+        let a = self.lock_timeout(timeout);
+        // SAFETY: called only when acquired; `data` as above.
+        finish_try(a, TryLockError::TimedOut, || unsafe {
+            MutexGuard::new(self, data)
+        })
     }
 }
 
@@ -486,32 +539,20 @@ impl<T: Pod> Mutex<T> {
     /// # Panics
     /// If this thread already holds the lock, or the lock word was overwritten.
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        let a = self.raw().lock();
-        // SAFETY: we hold the lock; data is one T in the mapping.
-        finish(a, unsafe { MutexGuard::new(self.raw(), self.data()) })
+        // SAFETY: the data is one T in the mapping, guarded by this mutex.
+        unsafe { self.raw().guard_lock(self.data()) }
     }
 
     /// Takes the lock if it is free.
-    pub fn try_lock(
-        &self,
-    ) -> std::result::Result<MutexGuard<'_, T>, TryLockError<MutexGuard<'_, T>>> {
-        let a = self.raw().try_lock();
-        // SAFETY: called only when the lock was acquired.
-        finish_try(a, TryLockError::WouldBlock, || unsafe {
-            MutexGuard::new(self.raw(), self.data())
-        })
+    pub fn try_lock(&self) -> TryLockResult<'_, T> {
+        // SAFETY: as in `lock`.
+        unsafe { self.raw().guard_try_lock(self.data()) }
     }
 
     /// Blocks for at most `timeout`, on the monotonic clock.
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> std::result::Result<MutexGuard<'_, T>, TryLockError<MutexGuard<'_, T>>> {
-        let a = self.raw().lock_timeout(timeout);
-        // SAFETY: called only when the lock was acquired.
-        finish_try(a, TryLockError::TimedOut, || unsafe {
-            MutexGuard::new(self.raw(), self.data())
-        })
+    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<'_, T> {
+        // SAFETY: as in `lock`.
+        unsafe { self.raw().guard_lock_timeout(self.data(), timeout) }
     }
 
     /// Whether a holder died and the data has not been marked consistent.
