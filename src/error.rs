@@ -131,6 +131,49 @@ pub enum Error {
     /// A process died while holding a lock; converted from
     /// [`OwnerDied`](crate::sync::OwnerDied) by `?`.
     OwnerDied,
+    /// A child process panicked; `message` is its panic payload.
+    ProcessPanicked {
+        /// The child's pid.
+        pid: u32,
+        /// The child's name.
+        name: String,
+        /// The panic message.
+        message: String,
+    },
+    /// A child process ended without reporting a result: it called `exit`,
+    /// was killed, or crashed. `exitcode` follows Python: negative is `-signal`.
+    ProcessDied {
+        /// The child's pid.
+        pid: u32,
+        /// The child's name.
+        name: String,
+        /// Its exit code, or minus the signal that killed it.
+        exitcode: i32,
+    },
+    /// The child could not run the function it was sent: the code it names
+    /// is not in the executable the child runs, or the signature differs.
+    FunctionNotFound {
+        /// What the child found wrong.
+        reason: String,
+    },
+    /// Arguments or a return value could not be encoded, or failed validation
+    /// when decoded.
+    Encoding {
+        /// What was being encoded or decoded.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// `fork` was refused because the process runs more than one thread.
+    ForkRefused {
+        /// Threads counted in /proc/self/status.
+        threads: usize,
+    },
+    /// The process was already joined; its result has been taken.
+    AlreadyJoined {
+        /// The child's pid.
+        pid: u32,
+    },
     /// Any other OS failure.
     Io {
         /// The operation that failed.
@@ -273,6 +316,46 @@ impl fmt::Display for Error {
                 "a process died while holding the lock: call lock(), repair the data, and \
                  call mark_consistent() on the guard"
             ),
+            Error::ProcessPanicked { pid, name, message } => {
+                write!(f, "process {name} (pid {pid}) panicked: {message}")
+            }
+            Error::ProcessDied {
+                pid,
+                name,
+                exitcode,
+            } if *exitcode < 0 => write!(
+                f,
+                "process {name} (pid {pid}) was killed by signal {} before returning a result",
+                -exitcode
+            ),
+            Error::ProcessDied {
+                pid,
+                name,
+                exitcode,
+            } => write!(
+                f,
+                "process {name} (pid {pid}) exited with code {exitcode} before returning a \
+                 result: return from the function instead of calling exit"
+            ),
+            Error::FunctionNotFound { reason } => write!(
+                f,
+                "the child could not find the function to run: {reason}; spawn only \
+                 functions of this executable, and run the same build in parent and child"
+            ),
+            Error::Encoding { what, reason } => write!(
+                f,
+                "could not encode or decode the {what}: {reason}; use types that derive \
+                 rkyv's Archive, Serialize and Deserialize"
+            ),
+            Error::ForkRefused { threads } => write!(
+                f,
+                "refusing to fork: this process runs {threads} threads, and a forked child \
+                 may deadlock on a lock another thread held; use the spawn start method, or \
+                 `unsafe` fork_unchecked if you know every thread is quiescent"
+            ),
+            Error::AlreadyJoined { pid } => {
+                write!(f, "process {pid} was already joined and its result taken")
+            }
             Error::Io { op, name, source } => write!(f, "{op} failed for {name}: {source}"),
         }
     }

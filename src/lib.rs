@@ -13,6 +13,10 @@
 //! - [`region`]: the [`Segment`](region::Segment) beneath them all — named POSIX
 //!   shared memory, anonymous memfd or a file, with a self-describing header
 //!   checked on every open.
+//! - [`process`]: start a function in a child ([`spawn`], or `fork`), join it
+//!   for its return value or its panic; [`cpu_count`] that respects affinity
+//!   and cgroup limits. Values and arrays passed as arguments are shared,
+//!   not copied.
 //!
 //! Linux only (futexes, memfd, robust mutexes).
 //!
@@ -28,7 +32,9 @@
 mod macros;
 
 pub mod atomic;
+mod codec;
 mod error;
+pub mod process;
 pub mod region;
 mod shared;
 pub mod sync;
@@ -39,6 +45,8 @@ mod value;
 
 pub use array::{Array, ArrayBuilder};
 pub use atomic::AtomicInt;
+pub use codec::{Message, RegionHandle};
 pub use error::{Error, Result};
+pub use process::{Process, cpu_count, spawn};
 pub use shared::{DataControl, LockChoice};
 pub use value::{Value, ValueBuilder};

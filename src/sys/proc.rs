@@ -1,6 +1,10 @@
-//! Process identity: pid, uid, and the start time that makes a pid unique.
+//! Processes: identity (pid, uid, and the start time that makes a pid unique),
+//! children (wait, signal), thread and CPU counts.
 
+use super::{cvt, cvt_retry};
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
 /// The start time of process `pid`, in clock ticks since boot (field 22 of
 /// `/proc/<pid>/stat`). Together with the pid it names a process uniquely even
@@ -53,9 +57,245 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// The parent's pid.
+pub(crate) fn ppid() -> u32 {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    unsafe { libc::getppid() as u32 }
+}
+
+/// Threads of the calling process (`Threads:` in /proc/self/status).
+pub(crate) fn thread_count() -> io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    parse_status_field(&status, "Threads:")
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Threads: line"))
+}
+
+fn parse_status_field(status: &str, field: &str) -> Option<usize> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// CPUs in the calling thread's affinity mask.
+pub(crate) fn affinity_count() -> io::Result<usize> {
+    // SAFETY: cpu_set_t is plain data; all-zero is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid cpu_set_t of the size we pass.
+    cvt(unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) })?;
+    // SAFETY: set was filled by the kernel.
+    Ok(unsafe { libc::CPU_COUNT(&set) } as usize)
+}
+
+/// The CPU limit of the calling process's cgroup (v2 `cpu.max`, or v1
+/// `cpu.cfs_quota_us`/`cpu.cfs_period_us`), rounded up, along the path from
+/// its own cgroup to the root; `None` when there is no limit.
+pub(crate) fn cgroup_cpu_limit() -> Option<usize> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut best: Option<usize> = None;
+    for line in cgroups.lines() {
+        // "hierarchy-id:controllers:path"; v2 is "0::/path".
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let v2 = controllers.is_empty();
+        if !v2 && !controllers.split(',').any(|c| c == "cpu") {
+            continue;
+        }
+        let root = if v2 {
+            "/sys/fs/cgroup".to_owned()
+        } else {
+            format!("/sys/fs/cgroup/{controllers}")
+        };
+        let mut dir = std::path::PathBuf::from(format!("{root}{path}"));
+        loop {
+            let limit = if v2 {
+                std::fs::read_to_string(dir.join("cpu.max"))
+                    .ok()
+                    .and_then(|s| parse_cpu_max(&s))
+            } else {
+                let quota = std::fs::read_to_string(dir.join("cpu.cfs_quota_us")).ok();
+                let period = std::fs::read_to_string(dir.join("cpu.cfs_period_us")).ok();
+                quota
+                    .zip(period)
+                    .and_then(|(q, p)| parse_cpu_max(&format!("{} {}", q.trim(), p.trim())))
+            };
+            if let Some(l) = limit {
+                best = Some(best.map_or(l, |b| b.min(l)));
+            }
+            if dir.as_os_str().len() <= root.len() || !dir.pop() {
+                break;
+            }
+        }
+    }
+    best
+}
+
+/// Parses "quota period" (cgroup v2 `cpu.max`; quota `max` or `-1` is none)
+/// into whole CPUs, rounded up, at least 1.
+pub(crate) fn parse_cpu_max(s: &str) -> Option<usize> {
+    let mut it = s.split_ascii_whitespace();
+    let quota: i64 = it.next()?.parse().ok()?;
+    let period: i64 = it.next()?.parse().ok()?;
+    if quota <= 0 || period <= 0 {
+        return None;
+    }
+    Some(((quota + period - 1) / period).max(1) as usize)
+}
+
+/// Asks the kernel to send `signal` to us when our parent (precisely: the
+/// thread that created us) exits.
+pub(crate) fn set_parent_death_signal(signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number; no pointers.
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) })?;
+    Ok(())
+}
+
+/// Sends `signal` to `pid`.
+pub(crate) fn kill(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill has no memory preconditions.
+    cvt(unsafe { libc::kill(pid as libc::pid_t, signal) })?;
+    Ok(())
+}
+
+/// How a child ended, in Python's convention: the exit code, or minus the
+/// signal that killed it.
+fn exitcode_of(status: libc::c_int) -> i32 {
+    if libc::WIFSIGNALED(status) {
+        -libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
+    }
+}
+
+/// Waits for child `pid` and reaps it; `block: false` returns `None` at once
+/// if it still runs. `Ok(Some(exitcode))` once it is reaped.
+pub(crate) fn reap(pid: u32, block: bool) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    // SAFETY: status is a valid out-pointer; waitpid touches nothing else.
+    let r = cvt_retry(|| unsafe { libc::waitpid(pid as libc::pid_t, &mut status, flags) })?;
+    Ok((r != 0).then(|| exitcode_of(status)))
+}
+
+/// Whether child `pid` has ended, without reaping it (so its handle can still
+/// collect the status).
+pub(crate) fn has_exited(pid: u32) -> io::Result<bool> {
+    // SAFETY: siginfo_t is plain data; zeroed means "no child changed state".
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: info is a valid out-pointer.
+    cvt_retry(|| unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    })?;
+    // SAFETY: after waitid, si_pid is valid to read (0 when nothing changed).
+    Ok(unsafe { info.si_pid() } != 0)
+}
+
+/// A descriptor that becomes readable when process `pid` ends (`pidfd_open`,
+/// Linux 5.3).
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Waits until `fd` is readable or `timeout` passes; `true` if readable.
+pub(crate) fn poll_readable(fd: &OwnedFd, timeout: Duration) -> io::Result<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int
+            + i32::from(left.subsec_nanos() % 1_000_000 != 0);
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: pfd is one valid pollfd.
+        match cvt(unsafe { libc::poll(&mut pfd, 1, ms) }) {
+            Ok(0) if left.is_zero() => return Ok(false),
+            Ok(0) => continue,
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The identity of the running executable: (device, inode, size, mtime).
+pub(crate) fn exe_identity() -> io::Result<[u64; 4]> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata("/proc/self/exe")?;
+    Ok([m.dev(), m.ino(), m.size(), m.mtime() as u64])
+}
+
+/// Whether `addr` lies in an executable mapping of the running executable's
+/// file (from /proc/self/maps).
+pub(crate) fn is_code_of_exe(addr: usize) -> io::Result<bool> {
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    Ok(code_ranges(&maps, &exe.to_string_lossy()).any(|(lo, hi)| (lo..hi).contains(&addr)))
+}
+
+/// `(start, end)` of the `r-xp` mappings of `path` in a /proc/<pid>/maps text.
+pub(crate) fn code_ranges<'a>(
+    maps: &'a str,
+    path: &'a str,
+) -> impl Iterator<Item = (usize, usize)> + 'a {
+    maps.lines().filter_map(move |line| {
+        let mut f = line.split_ascii_whitespace();
+        let range = f.next()?;
+        let perms = f.next()?;
+        let file = f.nth(3)?;
+        if !perms.contains('x') || file != path {
+            return None;
+        }
+        let (lo, hi) = range.split_once('-')?;
+        Some((
+            usize::from_str_radix(lo, 16).ok()?,
+            usize::from_str_radix(hi, 16).ok()?,
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_cgroup_cpu_limits() {
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max("-1 100000"), None);
+        assert_eq!(parse_cpu_max("200000 100000"), Some(2));
+        assert_eq!(parse_cpu_max("150000 100000"), Some(2));
+        assert_eq!(parse_cpu_max("50000 100000"), Some(1));
+        assert_eq!(parse_cpu_max("garbage"), None);
+    }
+
+    #[test]
+    fn reads_threads_and_code_ranges() {
+        assert!(thread_count().unwrap() >= 1);
+        assert!(affinity_count().unwrap() >= 1);
+        let maps = "55d0-55f0 r-xp 00000000 08:01 12 /bin/x\n\
+                    55f0-5600 rw-p 00000000 08:01 12 /bin/x\n\
+                    7f00-7f10 r-xp 00000000 08:01 13 /lib/libc.so\n";
+        assert_eq!(
+            code_ranges(maps, "/bin/x").collect::<Vec<_>>(),
+            vec![(0x55d0, 0x55f0)]
+        );
+        assert!(is_code_of_exe(reads_threads_and_code_ranges as *const () as usize).unwrap());
+        assert!(!is_code_of_exe(0x10).unwrap());
+    }
 
     #[test]
     fn parses_start_time_with_odd_command_names() {

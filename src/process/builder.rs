@@ -1,0 +1,199 @@
+//! Starting children: [`Builder`], [`spawn`] and the fork path.
+
+use super::channel::{self, State};
+use super::child::{self, ENV, Request};
+use super::handle::Process;
+use super::{children, current_process};
+use crate::codec::{self, Message};
+use crate::error::{Error, Result};
+use crate::sys::proc;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::{Command, Stdio};
+
+/// How a child starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartMethod {
+    /// Re-execute this executable; safe from any thread.
+    #[default]
+    Spawn,
+    /// `fork`: fast, refused while the process runs more than one thread.
+    Fork,
+}
+
+/// Starts `f(args)` in a new process by the spawn method, with default
+/// settings. See [`Builder`] for a name, daemon children or fork.
+pub fn spawn<A: Message, R: Message>(f: fn(A) -> R, args: A) -> Result<Process<R>> {
+    Builder::new().spawn(f, args)
+}
+
+/// Settings for a new child.
+#[derive(Clone, Debug, Default)]
+pub struct Builder {
+    name: Option<String>,
+    daemon: bool,
+    method: StartMethod,
+}
+
+impl Builder {
+    /// Default settings: spawn, not a daemon, named `Process-N`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The child's name, as `current_process().name` reports it there.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Whether the child is killed when this process dies (default false).
+    pub fn daemon(mut self, yes: bool) -> Self {
+        self.daemon = yes;
+        self
+    }
+
+    /// The start method [`start`](Self::start) uses.
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Starts `f(args)` by the configured start method.
+    pub fn start<A: Message, R: Message>(self, f: fn(A) -> R, args: A) -> Result<Process<R>> {
+        match self.method {
+            StartMethod::Spawn => self.spawn(f, args),
+            StartMethod::Fork => self.fork(move || f(args)),
+        }
+    }
+
+    fn child_name(&mut self) -> String {
+        let n = children::next_number();
+        self.name.take().unwrap_or_else(|| {
+            let me = current_process().name;
+            if me == "MainProcess" {
+                format!("Process-{n}")
+            } else {
+                format!("{me}:{n}")
+            }
+        })
+    }
+
+    /// Starts `f(args)` in a re-executed copy of this executable. Safe from a
+    /// multithreaded process. `f` must be a function (or a closure without
+    /// captures) of this executable; `A` and `R` travel as rkyv archives.
+    pub fn spawn<A: Message, R: Message>(mut self, f: fn(A) -> R, args: A) -> Result<Process<R>> {
+        let name = self.child_name();
+        let (args, fds) = codec::collecting_fds(|| args.encode());
+        let args = args?;
+        let trampoline: child::Trampoline = child::trampoline::<A, R>;
+        let request = Request {
+            exe: proc::exe_identity().map_err(|e| Error::from_io("stat", "/proc/self/exe", e))?,
+            trampoline: child::offset_of_code(trampoline as usize),
+            function: child::offset_of_code(f as usize),
+            signature: child::signature::<A, R>(),
+            parent: current_process(),
+            name: name.clone(),
+            daemon: self.daemon,
+            fds: fds.clone(),
+            args: args.to_vec(),
+        };
+        let channel = channel::create()?;
+        channel::write(&channel, State::Request, &request.encode()?)?;
+        let stdin = channel
+            .try_clone()
+            .map_err(|e| Error::from_io("dup", "<process channel>", e))?;
+
+        let mut cmd = Command::new("/proc/self/exe");
+        if let Some(arg0) = std::env::args_os().next() {
+            cmd.arg0(arg0);
+        }
+        cmd.env(ENV, proc::pid().to_string())
+            .stdin(Stdio::from(stdin));
+        if !fds.is_empty() {
+            // SAFETY: the closure runs in the child between fork and exec and
+            // only calls fcntl, which is async-signal-safe; it allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for &fd in &fds {
+                        if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::from_io("spawn", "/proc/self/exe", e))?;
+        Ok(Process::new(child.id(), name, self.daemon, channel))
+    }
+
+    /// Runs `f` in a `fork`ed copy of this process. Refused with
+    /// [`Error::ForkRefused`] while the process runs more than one thread
+    /// (a `cargo test` binary always does: use [`spawn`](Self::spawn) there).
+    pub fn fork<R: Message>(self, f: impl FnOnce() -> R) -> Result<Process<R>> {
+        let threads =
+            proc::thread_count().map_err(|e| Error::from_io("read", "/proc/self/status", e))?;
+        if threads > 1 {
+            return Err(Error::ForkRefused { threads });
+        }
+        // SAFETY: single-threaded, so no lock can be held by a thread that
+        // would be missing in the child.
+        unsafe { self.fork_unchecked(f) }
+    }
+
+    /// Like [`fork`](Self::fork) without the thread check.
+    ///
+    /// # Safety
+    ///
+    /// No other thread may hold a lock, or be inside the allocator, when the
+    /// fork happens: the child gets the lock held by nobody and may wait on it
+    /// forever (or find the data it guards half-written). Only threads you
+    /// know to be quiescent may exist.
+    pub unsafe fn fork_unchecked<R: Message>(
+        mut self,
+        f: impl FnOnce() -> R,
+    ) -> Result<Process<R>> {
+        let name = self.child_name();
+        let parent = current_process();
+        let channel = channel::create()?;
+        // Unflushed output would be printed twice, once by each process.
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        // SAFETY: the caller guarantees no other thread holds a lock; the
+        // child only runs `f`, writes its outcome and calls `_exit`.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                super::set_identity(name, Some(parent.clone()));
+                if self.daemon && child::become_daemon(parent.pid).is_err() {
+                    // SAFETY: _exit ends the child without running the
+                    // parent's atexit handlers.
+                    unsafe { libc::_exit(child::EXIT_FAILED) };
+                }
+                let outcome = catch_unwind(AssertUnwindSafe(|| match f().encode() {
+                    Ok(b) => child::Outcome::Returned(b),
+                    Err(e) => child::Outcome::Failed(child::Failure {
+                        function_not_found: false,
+                        message: format!("the return value: {e}"),
+                    }),
+                }));
+                let code = child::report(&channel, outcome);
+                let _ = std::io::stdout().flush();
+                let _ = std::io::stderr().flush();
+                // SAFETY: as above; the forked copy must not return into the
+                // parent's code.
+                unsafe { libc::_exit(code) }
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Process::new(
+                child.as_raw() as u32,
+                name,
+                self.daemon,
+                channel,
+            )),
+            Err(e) => Err(Error::from_io("fork", &name, e.into())),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The child's side: how a spawned child finds and runs its function, and what
+//! it sends back.
+//!
+//! A spawned child is the same executable, started with `SHMKIT_SPAWN` set and
+//! its channel as stdin. [`CHILD_ENTRY`] runs before `main` (from
+//! `.init_array`), sees both, runs the function and exits: `main` never runs.
+
+use super::channel::{self, State};
+use super::{ProcessInfo, set_identity};
+use crate::codec::{self, Message};
+use crate::error::{Error, Result};
+use crate::region::fnv1a;
+use crate::sys::proc;
+use rkyv::util::AlignedVec;
+use std::any::Any;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{FromRawFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// The environment variable that marks a spawned child (its value: the
+/// parent's pid, for diagnostics).
+pub(crate) const ENV: &str = "SHMKIT_SPAWN";
+
+/// Exit code of a child whose function panicked (Python: an exception).
+pub(crate) const EXIT_PANICKED: i32 = 1;
+/// Exit code of a child that could not run its function.
+pub(crate) const EXIT_FAILED: i32 = 2;
+
+/// The start request a parent writes into the channel.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub(crate) struct Request {
+    /// The parent's executable: (device, inode, size, mtime).
+    pub exe: [u64; 4],
+    /// Offsets from [`anchor`] of the trampoline and of the user's function.
+    pub trampoline: i64,
+    pub function: i64,
+    /// Hash of the function's type name.
+    pub signature: u64,
+    pub parent: ProcessInfo,
+    pub name: String,
+    pub daemon: bool,
+    /// Descriptors the child inherits for anonymous-region handles.
+    pub fds: Vec<i32>,
+    /// The encoded arguments.
+    pub args: Vec<u8>,
+}
+
+/// Why a child could not run its function.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub(crate) struct Failure {
+    pub function_not_found: bool,
+    pub message: String,
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Error {
+        if f.function_not_found {
+            Error::FunctionNotFound { reason: f.message }
+        } else {
+            Error::Encoding {
+                what: "arguments in the child",
+                reason: f.message,
+            }
+        }
+    }
+}
+
+/// What the trampoline produced.
+pub(crate) enum Outcome {
+    Returned(AlignedVec),
+    Failed(Failure),
+}
+
+/// Every trampoline has this type, whatever the function's.
+pub(crate) type Trampoline = fn(usize, &[u8], u64) -> Outcome;
+
+/// The point that function addresses are measured from: the same in parent
+/// and child because both run the same executable image.
+#[inline(never)]
+pub(crate) fn anchor() {}
+
+/// The offset of `addr` from [`anchor`].
+pub(crate) fn offset_of_code(addr: usize) -> i64 {
+    addr.wrapping_sub(anchor as fn() as usize) as i64
+}
+
+/// The signature hash of `fn(A) -> R`.
+pub(crate) fn signature<A, R>() -> u64 {
+    fnv1a(std::any::type_name::<fn(A) -> R>().as_bytes())
+}
+
+/// Decodes the arguments, calls `function` (a `fn(A) -> R`), encodes the
+/// result. Panics propagate to the caller, which catches them.
+pub(crate) fn trampoline<A: Message, R: Message>(
+    function: usize,
+    args: &[u8],
+    signature_sent: u64,
+) -> Outcome {
+    if signature_sent != signature::<A, R>() {
+        return Outcome::Failed(Failure {
+            function_not_found: true,
+            message: format!(
+                "the signature differs: the trampoline found is for {}",
+                std::any::type_name::<fn(A) -> R>()
+            ),
+        });
+    }
+    // SAFETY: the child checked that `function` lies in this executable's code
+    // and that the parent computed it (and this trampoline's address) from a
+    // `fn(A) -> R` of this same executable; the signature hash just matched.
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
+    let args = match A::decode(args) {
+        Ok(a) => a,
+        Err(e) => {
+            return Outcome::Failed(Failure {
+                function_not_found: false,
+                message: e.to_string(),
+            });
+        }
+    };
+    match f(args).encode() {
+        Ok(bytes) => Outcome::Returned(bytes),
+        Err(e) => Outcome::Failed(Failure {
+            function_not_found: false,
+            message: format!("the return value: {e}"),
+        }),
+    }
+}
+
+/// Runs before `main` in every program linked with shmkit; does nothing unless
+/// this process is a spawned child.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static CHILD_ENTRY: extern "C" fn() = child_entry;
+
+extern "C" fn child_entry() {
+    run_if_child();
+}
+
+/// Runs the spawned function if this process is a shmkit child, and exits;
+/// returns at once otherwise.
+///
+/// shmkit calls this from a constructor before `main`, so programs need not.
+/// Call it yourself as the first line of `main` only on a platform or link
+/// setup where constructors in `.init_array` do not run; it is idempotent.
+pub fn init() {
+    run_if_child();
+}
+
+fn run_if_child() {
+    if std::env::var_os(ENV).is_none() || !stdin_is_channel() {
+        // Not a child; or a leaked variable in a program not started by us,
+        // which must run its own `main`.
+        return;
+    }
+    // SAFETY: this runs before `main` (or first thing in it, per `init`'s
+    // contract), when no other thread can be reading the environment.
+    unsafe { std::env::remove_var(ENV) };
+    let code = run_child();
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+/// Whether fd 0 is a shmkit process channel (a memfd by that name).
+fn stdin_is_channel() -> bool {
+    std::fs::read_link("/proc/self/fd/0")
+        .map(|p| p.to_string_lossy().starts_with("/memfd:shmkit-process"))
+        .unwrap_or(false)
+}
+
+/// Takes the channel off stdin (leaving `/dev/null` there) and runs the
+/// request. Returns the exit code.
+fn run_child() -> i32 {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on fd 0 creates a new descriptor or fails.
+    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        eprintln!("shmkit child: cannot take the channel off stdin");
+        return EXIT_FAILED;
+    }
+    // SAFETY: fd was just created and is owned by nothing else.
+    let channel = unsafe { File::from_raw_fd(fd) };
+    if let Ok(null) = File::open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: both descriptors are valid; dup2 replaces fd 0 atomically.
+        unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    }
+    // Like Rust's own runtime (which has not run yet): a write to a closed
+    // pipe is an error, not a silent death.
+    // SAFETY: setting SIGPIPE's disposition to ignore has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+
+    let request = match read_request(&channel) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shmkit child: unusable start request: {e}");
+            return report(&channel, failed(false, e.to_string()));
+        }
+    };
+    set_identity(request.name.clone(), Some(request.parent.clone()));
+    if request.daemon && become_daemon(request.parent.pid).is_err() {
+        return EXIT_FAILED;
+    }
+    let trampoline = match locate(&request) {
+        Ok(t) => t,
+        Err(message) => return report(&channel, failed(true, message)),
+    };
+    codec::set_inherited_fds(request.fds.iter().map(|&f| f as RawFd).collect());
+    let function = resolve(request.function);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        trampoline(function, &request.args, request.signature)
+    }));
+    report(&channel, outcome)
+}
+
+fn failed(function_not_found: bool, message: String) -> std::thread::Result<Outcome> {
+    Ok(Outcome::Failed(Failure {
+        function_not_found,
+        message,
+    }))
+}
+
+fn read_request(channel: &File) -> Result<Request> {
+    match channel::read(channel)? {
+        Some((State::Request, bytes)) => Request::decode(&bytes),
+        other => Err(Error::Corrupted {
+            name: "<process channel>".into(),
+            what: format!("expected a start request, found {:?}", other.map(|o| o.0)),
+        }),
+    }
+}
+
+/// Sets the parent-death signal, then checks the parent did not die before.
+pub(crate) fn become_daemon(parent: u32) -> std::io::Result<()> {
+    proc::set_parent_death_signal(libc::SIGKILL)?;
+    if proc::ppid() != parent {
+        // The parent died before the signal was armed.
+        // SAFETY: _exit has no preconditions; nothing of ours needs cleanup.
+        unsafe { libc::_exit(EXIT_FAILED) };
+    }
+    Ok(())
+}
+
+fn resolve(offset: i64) -> usize {
+    (anchor as fn() as usize).wrapping_add(offset as usize)
+}
+
+/// Checks the request names code of this very executable and returns the
+/// trampoline to call.
+fn locate(request: &Request) -> std::result::Result<Trampoline, String> {
+    let exe = proc::exe_identity().map_err(|e| format!("cannot stat /proc/self/exe: {e}"))?;
+    if exe != request.exe {
+        return Err(format!(
+            "the child runs another executable than the parent (parent {:?}, child {:?})",
+            request.exe, exe
+        ));
+    }
+    let trampoline = resolve(request.trampoline);
+    let function = resolve(request.function);
+    for (what, addr) in [("trampoline", trampoline), ("function", function)] {
+        match proc::is_code_of_exe(addr) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!(
+                    "the {what} address {addr:#x} is not in this executable's code"
+                ));
+            }
+            Err(e) => return Err(format!("cannot read /proc/self/maps: {e}")),
+        }
+    }
+    // SAFETY: the address lies in this executable's code and was computed by
+    // the parent, running the same file, from a `Trampoline`
+    // (`trampoline::<A, R>`); the trampoline checks the signature before it
+    // calls the function.
+    Ok(unsafe { std::mem::transmute::<usize, Trampoline>(trampoline) })
+}
+
+/// Writes the outcome into the channel and returns the exit code.
+pub(crate) fn report(channel: &File, outcome: std::thread::Result<Outcome>) -> i32 {
+    let (state, payload, code) = match outcome {
+        Ok(Outcome::Returned(bytes)) => (State::Returned, bytes.to_vec(), 0),
+        Ok(Outcome::Failed(f)) => match f.encode() {
+            Ok(b) => (State::Failed, b.to_vec(), EXIT_FAILED),
+            Err(_) => (State::Failed, Vec::new(), EXIT_FAILED),
+        },
+        Err(panic) => (
+            State::Panicked,
+            panic_message(&*panic).into_bytes(),
+            EXIT_PANICKED,
+        ),
+    };
+    if let Err(e) = channel::write(channel, state, &payload) {
+        eprintln!("shmkit child: cannot report to the parent: {e}");
+        return EXIT_FAILED;
+    }
+    code
+}
+
+/// The message of a panic payload (`&str` or `String`, as `panic!` makes).
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}
+
+/// Decodes a child's report after it was reaped with `exitcode`.
+pub(crate) fn outcome<R: Message>(
+    frame: Option<(State, Vec<u8>)>,
+    pid: u32,
+    name: &str,
+    exitcode: i32,
+) -> Result<R> {
+    match frame {
+        Some((State::Returned, bytes)) => R::decode(&bytes),
+        Some((State::Panicked, msg)) => Err(Error::ProcessPanicked {
+            pid,
+            name: name.to_owned(),
+            message: String::from_utf8_lossy(&msg).into_owned(),
+        }),
+        Some((State::Failed, bytes)) => Err(Failure::decode(&bytes)
+            .map(Error::from)
+            .unwrap_or_else(|e| e)),
+        _ => Err(Error::ProcessDied {
+            pid,
+            name: name.to_owned(),
+            exitcode,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(x: u64) -> u64 {
+        x * 2
+    }
+
+    #[test]
+    fn trampoline_checks_the_signature_and_decodes() {
+        let t: Trampoline = trampoline::<u64, u64>;
+        let args = 21u64.encode().unwrap();
+        match t(
+            double as fn(u64) -> u64 as usize,
+            &args,
+            signature::<u64, u64>(),
+        ) {
+            Outcome::Returned(b) => assert_eq!(u64::decode(&b).unwrap(), 42),
+            Outcome::Failed(f) => panic!("{}", f.message),
+        }
+        match t(
+            double as fn(u64) -> u64 as usize,
+            &args,
+            signature::<u32, u64>(),
+        ) {
+            Outcome::Failed(f) => assert!(f.function_not_found),
+            Outcome::Returned(_) => panic!("signature mismatch accepted"),
+        }
+        match t(
+            double as fn(u64) -> u64 as usize,
+            b"\x01",
+            signature::<u64, u64>(),
+        ) {
+            Outcome::Failed(f) => assert!(!f.function_not_found),
+            Outcome::Returned(_) => panic!("bad arguments accepted"),
+        }
+    }
+
+    #[test]
+    fn offsets_resolve_back_to_code_of_this_executable() {
+        let addr = double as fn(u64) -> u64 as usize;
+        assert_eq!(resolve(offset_of_code(addr)), addr);
+        assert!(proc::is_code_of_exe(resolve(offset_of_code(addr))).unwrap());
+        assert!(!proc::is_code_of_exe(resolve(i64::MIN / 2)).unwrap());
+    }
+}

@@ -1,0 +1,217 @@
+//! [`Process`]: the parent's handle on one child.
+
+use super::channel;
+use super::child;
+use super::children;
+use crate::codec::Message;
+use crate::error::{Error, Result};
+use crate::sys::proc;
+use std::fmt;
+use std::fs::File;
+use std::marker::PhantomData;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A child process started by [`spawn`](super::spawn) or a
+/// [`Builder`](super::Builder); `R` is what its function returns.
+///
+/// The child is reaped by [`join`](Self::join), by a call that finds it ended
+/// ([`is_alive`](Self::is_alive), [`exitcode`](Self::exitcode), ...), or
+/// after the handle drops, by a reaper thread. Until it is reaped its pid
+/// cannot be reused, so [`terminate`](Self::terminate) and
+/// [`kill`](Self::kill) never hit another process.
+pub struct Process<R> {
+    pid: u32,
+    name: String,
+    daemon: bool,
+    channel: File,
+    /// The exit code once reaped.
+    exit: Mutex<Option<i32>>,
+    taken: bool,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("pid", &self.pid)
+            .field("name", &self.name)
+            .field("daemon", &self.daemon)
+            .field(
+                "exitcode",
+                &*self.exit.lock().unwrap_or_else(|p| p.into_inner()),
+            )
+            .finish()
+    }
+}
+
+impl<R: Message> Process<R> {
+    pub(crate) fn new(pid: u32, name: String, daemon: bool, channel: File) -> Self {
+        children::register(pid, &name);
+        Process {
+            pid,
+            name,
+            daemon,
+            channel,
+            exit: Mutex::new(None),
+            taken: false,
+            _result: PhantomData,
+        }
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The child's name (`Process-N` unless the builder named it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the child dies with its parent.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    fn exit(&self) -> MutexGuard<'_, Option<i32>> {
+        self.exit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reaps the child if it has ended; its exit code if reaped.
+    fn poll(&self, block: bool) -> Result<Option<i32>> {
+        let mut exit = self.exit();
+        if exit.is_none() {
+            let code = proc::reap(self.pid, block)
+                .map_err(|e| Error::from_io("waitpid", &self.name, e))?;
+            if let Some(c) = code {
+                *exit = Some(c);
+                children::unregister(self.pid);
+            }
+        }
+        Ok(*exit)
+    }
+
+    /// Whether the child still runs.
+    pub fn is_alive(&self) -> bool {
+        matches!(self.poll(false), Ok(None))
+    }
+
+    /// `None` while the child runs; then its exit code: `0` returned, `1`
+    /// panicked, `2` could not run its function, another code if it called
+    /// `exit`, or `-N` if signal `N` ended it.
+    pub fn exitcode(&self) -> Option<i32> {
+        self.poll(false).ok().flatten()
+    }
+
+    /// Asks the child to stop (SIGTERM). Does nothing once it has ended.
+    pub fn terminate(&self) -> Result<()> {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Stops the child at once (SIGKILL). Does nothing once it has ended.
+    pub fn kill(&self) -> Result<()> {
+        self.signal(libc::SIGKILL)
+    }
+
+    fn signal(&self, signal: libc::c_int) -> Result<()> {
+        // Holding the lock: the child cannot be reaped (and its pid reused)
+        // between the check and the signal.
+        let exit = self.exit();
+        if exit.is_some() {
+            return Ok(());
+        }
+        match proc::kill(self.pid, signal) {
+            // A zombie is not an error.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            r => r.map_err(|e| Error::from_io("kill", &self.name, e)),
+        }
+    }
+
+    /// Waits until the child ends; its exit code.
+    pub fn wait(&self) -> Result<i32> {
+        loop {
+            if let Some(code) = self.wait_timeout(Duration::from_secs(3600))? {
+                return Ok(code);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the child to end; its exit code, or `None` if
+    /// it still runs.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
+        if let Some(code) = self.poll(false)? {
+            return Ok(Some(code));
+        }
+        match proc::pidfd_open(self.pid) {
+            Ok(fd) => {
+                let ended = proc::poll_readable(&fd, timeout)
+                    .map_err(|e| Error::from_io("poll", &self.name, e))?;
+                if ended { self.poll(true) } else { Ok(None) }
+            }
+            Err(_) => {
+                // No pidfd (Linux before 5.3): poll with a short sleep.
+                let deadline = Instant::now() + timeout;
+                loop {
+                    if let Some(code) = self.poll(false)? {
+                        return Ok(Some(code));
+                    }
+                    if Instant::now() >= deadline {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    /// Waits for the child and returns what its function returned, or why it
+    /// did not: [`Error::ProcessPanicked`] with the panic message,
+    /// [`Error::ProcessDied`] with the exit code (negative: the signal),
+    /// [`Error::FunctionNotFound`] or [`Error::Encoding`].
+    pub fn join(mut self) -> Result<R> {
+        let code = self.wait()?;
+        self.take(code)
+    }
+
+    /// Like [`join`](Self::join), waiting at most `timeout`: `Ok(None)` if the
+    /// child still runs (the handle stays usable). After a result was taken,
+    /// [`Error::AlreadyJoined`].
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>> {
+        if self.taken {
+            return Err(Error::AlreadyJoined { pid: self.pid });
+        }
+        match self.wait_timeout(timeout)? {
+            Some(code) => self.take(code).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn take(&mut self, exitcode: i32) -> Result<R> {
+        if self.taken {
+            return Err(Error::AlreadyJoined { pid: self.pid });
+        }
+        self.taken = true;
+        let frame = match channel::read(&self.channel) {
+            Ok(f) => f,
+            // A child killed while writing can leave a damaged frame; a
+            // child that exited normally cannot.
+            Err(_) if exitcode != 0 => None,
+            Err(e) => return Err(e),
+        };
+        child::outcome(frame, self.pid, &self.name, exitcode)
+    }
+}
+
+impl<R> Drop for Process<R> {
+    fn drop(&mut self) {
+        let exit = self.exit.get_mut().unwrap_or_else(|p| p.into_inner());
+        if exit.is_some() {
+            return;
+        }
+        match proc::reap(self.pid, false) {
+            Ok(None) => children::hand_to_reaper(self.pid),
+            _ => children::unregister(self.pid),
+        }
+    }
+}
