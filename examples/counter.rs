@@ -9,9 +9,10 @@
 //! size_counter = Value('l', 0, lock=my_lock)        # a lock you pass
 //! ```
 //!
-//! Children are started with `fork` here (this example's `main` is
-//! single-threaded, so fork is safe); the spawn layer replaces it later.
+//! Children are started with shmkit's `fork` start method: this `main` is
+//! single-threaded, so fork is allowed, and the closures capture the handles.
 
+use shmkit::process::Builder;
 use shmkit::sync::Lock;
 use shmkit::{Error, Value};
 
@@ -28,28 +29,20 @@ fn main() -> Result<(), Error> {
     let is_running = Value::<u8>::builder().lock(false).create(0)?; // lock=False
 
     is_running.set(1)?;
-    let mut pids = Vec::new();
+    let mut children = Vec::new();
     for _ in 0..PROCESSES {
-        // SAFETY: main is single-threaded here; the child only uses the
-        // shared handles it inherited and _exits.
-        match unsafe { libc::fork() } {
-            0 => {
-                for _ in 0..ADDS {
-                    atomic.fetch_add(1);
-                    *locked.lock()? += 1;
-                    *size_counter.lock()? += 2;
-                }
-                // SAFETY: leave without running the parent's destructors.
-                unsafe { libc::_exit(0) }
+        let (atomic, locked, size_counter) = (atomic.clone(), locked.clone(), size_counter.clone());
+        children.push(Builder::new().fork(move || -> Result<(), String> {
+            for _ in 0..ADDS {
+                atomic.fetch_add(1);
+                *locked.lock().map_err(|e| e.to_string())? += 1;
+                *size_counter.lock().map_err(|e| e.to_string())? += 2;
             }
-            pid if pid > 0 => pids.push(pid),
-            _ => panic!("fork failed: {}", std::io::Error::last_os_error()),
-        }
+            Ok(())
+        })?);
     }
-    for pid in pids {
-        let mut st = 0;
-        // SAFETY: reaping our own children.
-        unsafe { libc::waitpid(pid, &mut st, 0) };
+    for child in children {
+        child.join()?.expect("child failed");
     }
     is_running.set(0)?;
     println!("{PROCESSES} processes x {ADDS} additions each:");

@@ -1,50 +1,65 @@
 //! A guided run of shmkit's main capabilities, printing what each step shows.
 //! `cargo run --release --example tour`. It grows with each part of shmkit.
 
+use shmkit::process::{self, Builder, Process};
 use shmkit::sync::{Barrier, Event, Mutex, Semaphore, TryLockError};
 use shmkit::{Array, Error, Value};
 use std::time::{Duration, Instant};
 
-/// Forks a child running `f` (the tour's main is single-threaded).
-fn fork(f: impl FnOnce()) -> i32 {
-    // SAFETY: single-threaded parent; the child runs `f` and _exits.
-    match unsafe { libc::fork() } {
-        0 => {
-            f();
-            // SAFETY: leave without running the parent's destructors.
-            unsafe { libc::_exit(0) }
-        }
-        pid => {
-            assert!(pid > 0, "fork failed");
-            pid
-        }
+/// Forks a child running `f`: allowed, the tour's main is single-threaded.
+/// (Sync objects travel by fork; Values and Arrays also travel to spawned
+/// children as arguments.)
+fn fork(f: impl FnOnce()) -> Process<()> {
+    Builder::new().fork(f).expect("fork")
+}
+
+fn reap(p: Process<()>) {
+    p.join().expect("child failed");
+}
+
+fn increment_million(c: Value<u64>) {
+    for _ in 0..1_000_000 {
+        c.fetch_add(1);
     }
 }
 
-fn reap(pid: i32) -> i32 {
-    let mut st = 0;
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
-    st
+fn fill_array(b: Array<f64>) {
+    let mut g = b.lock().unwrap();
+    for (i, x) in g.iter_mut().enumerate() {
+        *x = i as f64;
+    }
+}
+
+fn cube(x: u64) -> u64 {
+    x * x * x
 }
 
 fn main() -> Result<(), Error> {
-    println!("== 1. Shared counters (Python's Value) ==");
+    println!("== 0. Processes: spawn a function, get its result back ==");
+    let t = Instant::now();
+    let p = process::spawn(cube, 7)?;
+    let (name, pid) = (p.name().to_owned(), p.pid());
+    let r = p.join()?;
+    println!(
+        "{name} (pid {pid}) returned cube(7) = {r} in {:?} (start + join, re-executing this binary)",
+        t.elapsed()
+    );
+    let p = process::spawn(|n: u64| -> u64 { panic!("bad input {n}") }, 3)?;
+    println!("a panic comes back as an error: {}", p.join().unwrap_err());
+    println!(
+        "cpu_count() = {} (affinity and cgroup quota respected)",
+        shmkit::cpu_count()
+    );
+
+    println!("\n== 1. Shared counters (Python's Value) ==");
     let counter = Value::new(0u64)?;
     let t = Instant::now();
-    let pids: Vec<_> = (0..2)
-        .map(|_| {
-            let c = counter.clone();
-            fork(move || {
-                for _ in 0..1_000_000 {
-                    c.fetch_add(1);
-                }
-            })
-        })
-        .collect();
-    pids.into_iter().for_each(|p| {
-        reap(p);
-    });
+    let children = (0..2)
+        .map(|_| process::spawn(increment_million, counter.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    for c in children {
+        c.join()?;
+    }
     println!(
         "2 processes x 1,000,000 atomic increments = {} in {:?}",
         counter.load(),
@@ -54,14 +69,8 @@ fn main() -> Result<(), Error> {
     println!("\n== 2. A 100 MiB array written by a child, read in place by the parent ==");
     let n = 100 * 1024 * 1024 / 8;
     let big = Array::<f64>::new(n)?;
-    let b = big.clone();
-    let pid = fork(move || {
-        let mut g = b.lock().unwrap();
-        for (i, x) in g.iter_mut().enumerate() {
-            *x = i as f64;
-        }
-    });
-    reap(pid);
+    // An anonymous array: the child inherits its descriptor; nothing is copied.
+    process::spawn(fill_array, big.clone())?.join()?;
     let g = big.lock()?;
     let sum: f64 = g.iter().sum();
     println!(
@@ -75,16 +84,15 @@ fn main() -> Result<(), Error> {
     let m = Mutex::new([0u64; 2])?;
     let locked = Event::new()?;
     let (m2, l2) = (m.clone(), locked.clone());
-    let pid = fork(move || {
+    let holder = fork(move || {
         let mut g = m2.lock().unwrap();
         g[0] = 1; // half an update...
         l2.set();
         std::thread::sleep(Duration::from_secs(3600)); // ...then hang
     });
     locked.wait();
-    // SAFETY: killing our own child.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    reap(pid);
+    holder.kill()?;
+    println!("holder killed, exitcode {}", holder.wait()?);
     match m.lock_timeout(Duration::from_secs(10)) {
         Err(TryLockError::OwnerDied(e)) => {
             let mut g = e.into_inner();
@@ -105,7 +113,7 @@ fn main() -> Result<(), Error> {
     let sem = Semaphore::new(2)?;
     let inside = Value::new(0u32)?;
     let max_inside = Value::new(0u32)?;
-    let pids: Vec<_> = (0..4)
+    let children: Vec<_> = (0..4)
         .map(|_| {
             let (b, s, i, mx) = (
                 barrier.clone(),
@@ -125,9 +133,7 @@ fn main() -> Result<(), Error> {
             })
         })
         .collect();
-    pids.into_iter().for_each(|p| {
-        reap(p);
-    });
+    children.into_iter().for_each(reap);
     println!(
         "4 processes met at the barrier; at most {} held the 2-permit semaphore at once",
         max_inside.load()
