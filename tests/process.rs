@@ -384,3 +384,49 @@ fn a_daemon_dies_when_its_parent_is_killed_and_a_plain_child_does_not() {
         "the non-daemon grandchild died with its parent"
     );
 }
+
+#[test]
+fn a_leaked_spawn_variable_does_not_hijack_main() {
+    if common::role().is_some() {
+        // We are the re-executed test binary: main ran, the harness runs us.
+        shmkit::process::init(); // not a child: returns at once
+        return;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_leaked_spawn_variable_does_not_hijack_main",
+            "--exact",
+            "--test-threads=1",
+        ])
+        .env("SHMKIT_TEST_ROLE", "leaked")
+        .env("SHMKIT_SPAWN", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_ok(&mut child);
+}
+
+#[test]
+fn a_garbage_start_request_is_refused_before_main_runs() {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create with a valid C string; the fd is owned by the File.
+    let mut fake = unsafe {
+        let fd = libc::memfd_create(c"shmkit-process".as_ptr(), libc::MFD_CLOEXEC);
+        assert!(fd >= 0);
+        std::fs::File::from_raw_fd(fd)
+    };
+    fake.write_all(b"shmkitP\x01\x01\0\0\0\0\0\0\0\xff\xff\xff\xff\0\0\0\0garbage!")
+        .unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--list"])
+        .env("SHMKIT_SPAWN", "1")
+        .stdin(std::process::Stdio::from(fake))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains(": test"), "main ran: {stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unusable start request"), "{stderr}");
+}

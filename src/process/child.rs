@@ -370,6 +370,46 @@ mod tests {
         }
     }
 
+    fn request_for(function: usize) -> Request {
+        let t: Trampoline = trampoline::<u64, u64>;
+        Request {
+            exe: proc::exe_identity().unwrap(),
+            trampoline: offset_of_code(t as usize),
+            function: offset_of_code(function),
+            signature: signature::<u64, u64>(),
+            parent: super::super::current_process(),
+            name: "t".into(),
+            daemon: false,
+            fds: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn locate_refuses_another_executable_and_addresses_outside_its_code() {
+        let f = double as fn(u64) -> u64 as usize;
+        assert!(locate(&request_for(f)).is_ok());
+        let mut other_exe = request_for(f);
+        other_exe.exe[1] ^= 1;
+        assert!(
+            locate(&other_exe)
+                .unwrap_err()
+                .contains("another executable")
+        );
+        let heap = Box::new(0u8);
+        let not_code = request_for(&*heap as *const u8 as usize);
+        assert!(
+            locate(&not_code)
+                .unwrap_err()
+                .contains("not in this executable's code")
+        );
+        // A request that went through the channel comes out identical.
+        let bytes = request_for(f).encode().unwrap();
+        let back = Request::decode(&bytes).unwrap();
+        assert_eq!(back.function, offset_of_code(f));
+        assert!(Request::decode(&bytes[..bytes.len() - 3]).is_err());
+    }
+
     #[test]
     fn offsets_resolve_back_to_code_of_this_executable() {
         let addr = double as fn(u64) -> u64 as usize;

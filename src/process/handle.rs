@@ -170,7 +170,12 @@ impl<R: Message> Process<R> {
     /// [`Error::ProcessDied`] with the exit code (negative: the signal),
     /// [`Error::FunctionNotFound`] or [`Error::Encoding`].
     pub fn join(mut self) -> Result<R> {
-        let code = self.wait()?;
+        // We own the only handle, so nothing else can reap or signal the
+        // child meanwhile: a plain blocking waitpid will do.
+        let code = match self.poll(true)? {
+            Some(code) => code,
+            None => self.wait()?,
+        };
         self.take(code)
     }
 

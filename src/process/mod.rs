@@ -113,7 +113,7 @@ pub fn current_process() -> ProcessInfo {
     ProcessInfo {
         pid,
         name,
-        start_time: proc::start_time(pid).unwrap_or(0),
+        start_time: proc::own_start_time(),
     }
 }
 
