@@ -430,3 +430,27 @@ fn a_garbage_start_request_is_refused_before_main_runs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unusable start request"), "{stderr}");
 }
+
+#[test]
+fn cpu_count_follows_the_affinity_mask() {
+    let pinned = join(process::spawn(
+        |(): ()| {
+            // SAFETY: a zeroed cpu_set_t is empty; CPU_SET adds CPU 0; the
+            // set is valid for sched_setaffinity on ourselves.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                assert_eq!(
+                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+                    0
+                );
+            }
+            shmkit::cpu_count()
+        },
+        (),
+    ))
+    .unwrap();
+    assert_eq!(pinned, 1);
+    let here = shmkit::cpu_count();
+    assert!(here >= 1 && here <= std::thread::available_parallelism().unwrap().get().max(1));
+}
