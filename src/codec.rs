@@ -8,6 +8,7 @@
 //! length) run on that open.
 
 use crate::error::{Error, Result};
+use crate::queue::{Item, Queue, Receiver, Sender};
 use crate::region::Segment;
 use crate::{Array, Value};
 use bytemuck::Pod;
@@ -15,6 +16,7 @@ use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor::{self, Fallible, Source};
 use rkyv::ser::allocator::ArenaHandle;
+use rkyv::ser::writer::Buffer;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Place, Serialize};
 use std::cell::RefCell;
@@ -29,13 +31,18 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 pub trait Message: Sized {
     /// Encodes `self`.
     fn encode(&self) -> Result<AlignedVec>;
+    /// Encodes `self` into `buf` (which must be 16-aligned for the archive to
+    /// be read in place); the length used. Fails if `buf` is too small.
+    fn encode_into(&self, buf: &mut [u8]) -> Result<usize>;
     /// Validates `bytes` as an archive of `Self`, then deserializes it.
     fn decode(bytes: &[u8]) -> Result<Self>;
 }
 
 impl<T> Message for T
 where
-    T: Archive + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    T: Archive
+        + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+        + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, ArenaHandle<'a>, rancor::Error>>,
     T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
         + Deserialize<T, HighDeserializer<rancor::Error>>,
 {
@@ -44,6 +51,15 @@ where
             what: std::any::type_name::<T>(),
             reason: e.to_string(),
         })
+    }
+
+    fn encode_into(&self, buf: &mut [u8]) -> Result<usize> {
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, Buffer::from(buf))
+            .map(|b| b.len())
+            .map_err(|e| Error::Encoding {
+                what: std::any::type_name::<T>(),
+                reason: e.to_string(),
+            })
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
@@ -72,7 +88,7 @@ pub struct RegionHandle {
 }
 
 impl RegionHandle {
-    fn of(segment: &Segment) -> RegionHandle {
+    pub(crate) fn of(segment: &Segment) -> RegionHandle {
         let name = segment.name().map(str::to_owned);
         let path = segment.path().map(|p| p.to_string_lossy().into_owned());
         let fd = if name.is_none() && path.is_none() {
@@ -84,38 +100,81 @@ impl RegionHandle {
     }
 }
 
+/// What encoding for a spawn collected besides the bytes: descriptors the
+/// child must inherit, and clean-ups for queue endpoints whose entries travel
+/// to the child (run if the child ends without adopting them).
+#[derive(Default)]
+pub(crate) struct Outgoing {
+    pub fds: Vec<RawFd>,
+    pub abandons: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("fds", &self.fds)
+            .field("abandons", &self.abandons.len())
+            .finish()
+    }
+}
+
 thread_local! {
-    /// While a spawn encodes its arguments: the descriptors of anonymous
-    /// regions among them, which the child must inherit.
-    static OUTGOING_FDS: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
-    /// In a spawned child: descriptors the parent declared as inherited, each
-    /// claimable once.
+    /// While a spawn encodes its arguments: what it collects.
+    static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
+    /// In a spawned child: descriptors the parent declared as inherited.
     static INHERITED_FDS: RefCell<Vec<RawFd>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `encode` while collecting the descriptors of anonymous regions it
-/// encodes; returns them with the result.
-pub(crate) fn collecting_fds<R>(encode: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
-    OUTGOING_FDS.with(|s| *s.borrow_mut() = Some(Vec::new()));
+/// Runs `encode` while collecting descriptors and endpoint clean-ups.
+pub(crate) fn collecting<R>(encode: impl FnOnce() -> R) -> (R, Outgoing) {
+    OUTGOING.with(|s| *s.borrow_mut() = Some(Outgoing::default()));
     let r = encode();
-    let fds = OUTGOING_FDS
-        .with(|s| s.borrow_mut().take())
-        .unwrap_or_default();
-    (r, fds)
+    let out = OUTGOING.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    (r, out)
 }
 
-/// Declares the descriptors a spawned child inherited for handles.
+/// Whether a spawn is collecting (so endpoints may travel), and if so, adds
+/// a clean-up for an endpoint entry.
+pub(crate) fn note_transit(abandon: Box<dyn FnOnce() + Send>) -> bool {
+    OUTGOING.with(|s| match s.borrow_mut().as_mut() {
+        Some(out) => {
+            out.abandons.push(abandon);
+            true
+        }
+        None => false,
+    })
+}
+
+/// Declares the descriptors a spawned child inherited for handles, and makes
+/// them close-on-exec again so the child's own children do not inherit them.
 pub(crate) fn set_inherited_fds(fds: Vec<RawFd>) {
+    for &fd in &fds {
+        // SAFETY: fcntl on a descriptor number; at worst EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     INHERITED_FDS.with(|s| *s.borrow_mut() = fds);
 }
 
-fn note_outgoing(handle: &RegionHandle) -> Result<()> {
+/// Closes the inherited originals once the arguments are decoded (each
+/// handle owns a duplicate).
+pub(crate) fn close_inherited_fds() {
+    for fd in INHERITED_FDS.with(|s| std::mem::take(&mut *s.borrow_mut())) {
+        // SAFETY: the parent declared these descriptors as inherited for
+        // handles; nothing in this process took ownership of the originals
+        // (claims duplicate them), so closing them here is the only close.
+        unsafe { libc::close(fd) };
+    }
+}
+
+pub(crate) fn note_outgoing(handle: &RegionHandle) -> Result<()> {
     if handle.fd < 0 {
         return Ok(());
     }
-    OUTGOING_FDS.with(|s| match s.borrow_mut().as_mut() {
-        Some(fds) => {
-            fds.push(handle.fd);
+    OUTGOING.with(|s| match s.borrow_mut().as_mut() {
+        Some(out) => {
+            if !out.fds.contains(&handle.fd) {
+                out.fds.push(handle.fd);
+            }
             Ok(())
         }
         None => Err(Error::Encoding {
@@ -128,29 +187,32 @@ fn note_outgoing(handle: &RegionHandle) -> Result<()> {
     })
 }
 
-fn claim_inherited(fd: i32) -> Result<OwnedFd> {
-    let ok = INHERITED_FDS.with(|s| {
-        let mut fds = s.borrow_mut();
-        fds.iter()
-            .position(|&f| f == fd)
-            .map(|i| fds.swap_remove(i))
-    });
-    match ok {
-        // SAFETY: the parent cleared close-on-exec on exactly this descriptor
-        // for us, and it is claimed at most once (removed from the list above),
-        // so nothing else owns it.
-        Some(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
-        None => Err(Error::Encoding {
+/// A descriptor of our own for an inherited region: a close-on-exec
+/// duplicate, so several handles to one region each own theirs.
+pub(crate) fn claim_inherited(fd: i32) -> Result<OwnedFd> {
+    let declared = INHERITED_FDS.with(|s| s.borrow().contains(&fd));
+    if !declared {
+        return Err(Error::Encoding {
             what: "anonymous region handle",
-            reason: format!(
-                "descriptor {fd} was not inherited from the parent, or was claimed twice"
-            ),
-        }),
+            reason: format!("descriptor {fd} was not inherited from the parent"),
+        });
     }
+    // SAFETY: fd is a live descriptor the parent declared; F_DUPFD_CLOEXEC
+    // returns a new descriptor that we own, or -1.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(Error::from_io(
+            "dup",
+            "<inherited region>",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: dup is a fresh descriptor owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
 }
 
 impl ArchivedRegionHandle {
-    fn to_handle(&self) -> RegionHandle {
+    pub(crate) fn to_handle(&self) -> RegionHandle {
         RegionHandle {
             name: self.name.as_ref().map(|s| s.as_str().to_owned()),
             path: self.path.as_ref().map(|s| s.as_str().to_owned()),
@@ -162,8 +224,8 @@ impl ArchivedRegionHandle {
 /// Archive, Serialize and Deserialize for a handle type, delegating to
 /// [`RegionHandle`] and reopening with `$open`.
 macro_rules! region_handle_archive {
-    ($ty:ident, $open:expr) => {
-        impl<T: Pod> Archive for $ty<T> {
+    ($ty:ident, $bound:path, $open:expr) => {
+        impl<T: $bound> Archive for $ty<T> {
             type Archived = ArchivedRegionHandle;
             type Resolver = RegionHandleResolver;
 
@@ -172,7 +234,7 @@ macro_rules! region_handle_archive {
             }
         }
 
-        impl<T: Pod, S: Fallible + ?Sized> Serialize<S> for $ty<T>
+        impl<T: $bound, S: Fallible + ?Sized> Serialize<S> for $ty<T>
         where
             RegionHandle: Serialize<S>,
             S::Error: Source,
@@ -184,7 +246,7 @@ macro_rules! region_handle_archive {
             }
         }
 
-        impl<T: Pod, D: Fallible + ?Sized> Deserialize<$ty<T>, D> for ArchivedRegionHandle
+        impl<T: $bound, D: Fallible + ?Sized> Deserialize<$ty<T>, D> for ArchivedRegionHandle
         where
             D::Error: Source,
         {
@@ -196,17 +258,85 @@ macro_rules! region_handle_archive {
     };
 }
 
-region_handle_archive!(Value, |h| match (h.name, h.path) {
+region_handle_archive!(Value, Pod, |h| match (h.name, h.path) {
     (Some(n), _) => Value::builder().name(n).open(),
     (None, Some(p)) => Value::builder().file(p).open(),
     (None, None) => Value::builder().from_fd(claim_inherited(h.fd)?),
 });
 
-region_handle_archive!(Array, |h| match (h.name, h.path) {
+region_handle_archive!(Array, Pod, |h| match (h.name, h.path) {
     (Some(n), _) => Array::builder().name(n).open(),
     (None, Some(p)) => Array::builder().file(p).open(),
     (None, None) => Array::builder().from_fd(claim_inherited(h.fd)?),
 });
+
+region_handle_archive!(Queue, Item, Queue::from_handle);
+
+/// The portable form of a queue [`Sender`] or [`Receiver`]: the region, and
+/// the participant entry that travels with it.
+///
+/// Sending an endpoint *moves* its registration: the receiving process
+/// adopts the entry (by its token), so the queue never sees zero senders in
+/// between. An entry that is never adopted is freed when the child it was
+/// spawned with ends, or when the sending process ends.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct EndpointHandle {
+    /// The queue region.
+    pub region: RegionHandle,
+    /// The participant entry.
+    pub entry: u32,
+    /// The adoption token.
+    pub token: u64,
+}
+
+/// Archive, Serialize and Deserialize for a queue endpoint.
+macro_rules! endpoint_archive {
+    ($ty:ident, $role:expr) => {
+        impl<T: Item> Archive for $ty<T> {
+            type Archived = ArchivedEndpointHandle;
+            type Resolver = EndpointHandleResolver;
+
+            fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
+                self.portable().resolve(resolver, out)
+            }
+        }
+
+        impl<T: Item, S: Fallible + ?Sized> Serialize<S> for $ty<T>
+        where
+            EndpointHandle: Serialize<S>,
+            S::Error: Source,
+        {
+            fn serialize(&self, s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
+                let region = RegionHandle::of(self.segment());
+                note_outgoing(&region).map_err(S::Error::new)?;
+                if let Some((queue, entry, token)) = self.start_transit() {
+                    note_transit(Box::new(move || queue.abandon(entry, token)));
+                }
+                self.portable().serialize(s)
+            }
+        }
+
+        impl<T: Item, D: Fallible + ?Sized> Deserialize<$ty<T>, D> for ArchivedEndpointHandle
+        where
+            D::Error: Source,
+        {
+            fn deserialize(&self, _: &mut D) -> std::result::Result<$ty<T>, D::Error> {
+                let open = || -> Result<$ty<T>> {
+                    let queue = Queue::<T>::from_handle(self.region.to_handle())?;
+                    let entry =
+                        queue
+                            .raw
+                            .adopt(self.entry.to_native(), self.token.to_native(), $role)?;
+                    Ok($ty::new(queue, entry))
+                };
+                open().map_err(D::Error::new)
+            }
+        }
+    };
+}
+
+endpoint_archive!(Sender, crate::queue::ROLE_SENDER);
+endpoint_archive!(Receiver, crate::queue::ROLE_RECEIVER);
 
 #[cfg(test)]
 mod tests {
@@ -254,10 +384,11 @@ mod tests {
     fn anonymous_handles_need_a_spawn() {
         let a = Array::<u8>::new(16).unwrap();
         assert!(matches!(a.encode(), Err(Error::Encoding { .. })));
-        let (r, fds) = collecting_fds(|| a.encode());
+        let (r, out) = collecting(|| (a.clone(), a.clone()).encode());
         assert!(r.is_ok());
-        assert_eq!(fds, vec![a.segment().as_fd().as_raw_fd()]);
+        // Two handles to one region: the descriptor is declared once.
+        assert_eq!(out.fds, vec![a.segment().as_fd().as_raw_fd()]);
         // A descriptor that was not declared inherited is refused.
-        assert!(Array::<u8>::decode(&r.unwrap()).is_err());
+        assert!(<(Array<u8>, Array<u8>)>::decode(&r.unwrap()).is_err());
     }
 }

@@ -35,6 +35,7 @@ pub mod atomic;
 mod codec;
 mod error;
 pub mod process;
+pub mod queue;
 pub mod region;
 mod shared;
 pub mod sync;
@@ -48,5 +49,7 @@ pub use atomic::AtomicInt;
 pub use codec::{Message, RegionHandle};
 pub use error::{Error, Result};
 pub use process::{Process, cpu_count, spawn};
+#[cfg(not(loom))]
+pub use queue::{Queue, QueueBuilder};
 pub use shared::{DataControl, LockChoice};
 pub use value::{Value, ValueBuilder};

@@ -85,7 +85,8 @@ impl Builder {
     /// captures) of this executable; `A` and `R` travel as rkyv archives.
     pub fn spawn<A: Message, R: Message>(mut self, f: fn(A) -> R, args: A) -> Result<Process<R>> {
         let name = self.child_name();
-        let (args, fds) = codec::collecting_fds(|| args.encode());
+        let (args, outgoing) = codec::collecting(|| args.encode());
+        let fds = outgoing.fds.clone();
         let args = args?;
         let trampoline: child::Trampoline = child::trampoline::<A, R>;
         let request = Request {
@@ -125,10 +126,21 @@ impl Builder {
                 });
             }
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::from_io("spawn", "/proc/self/exe", e))?;
-        Ok(Process::new(child.id(), name, self.daemon, channel))
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                // Nobody will adopt the endpoints that were to travel.
+                outgoing.abandons.into_iter().for_each(|f| f());
+                return Err(Error::from_io("spawn", "/proc/self/exe", e));
+            }
+        };
+        Ok(Process::new(
+            child.id(),
+            name,
+            self.daemon,
+            channel,
+            outgoing.abandons,
+        ))
     }
 
     /// Runs `f` in a `fork`ed copy of this process. Refused with
@@ -192,6 +204,7 @@ impl Builder {
                 name,
                 self.daemon,
                 channel,
+                Vec::new(),
             )),
             Err(e) => Err(Error::from_io("fork", &name, e.into())),
         }

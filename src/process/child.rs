@@ -110,7 +110,10 @@ pub(crate) fn trampoline<A: Message, R: Message>(
     // and that the parent computed it (and this trampoline's address) from a
     // `fn(A) -> R` of this same executable; the signature hash just matched.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
-    let args = match A::decode(args) {
+    let args = A::decode(args);
+    // Every handle owns a duplicate now; the inherited originals go.
+    crate::codec::close_inherited_fds();
+    let args = match args {
         Ok(a) => a,
         Err(e) => {
             return Outcome::Failed(Failure {

@@ -5,6 +5,7 @@
 //! polls them with `waitpid(WNOHANG)` and exits when none are left, so a
 //! program that joins its children never has it (and `fork` stays possible).
 
+use super::handle::Abandon;
 use crate::sys::proc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -23,8 +24,8 @@ struct Children {
     owner: u32,
     /// Unreaped children.
     live: Vec<ChildInfo>,
-    /// Children handed to the reaper.
-    orphans: Vec<u32>,
+    /// Children handed to the reaper, with their clean-ups.
+    orphans: Vec<(u32, Vec<Abandon>)>,
     /// Whether the reaper thread runs.
     reaper_running: bool,
     /// Children started so far (for default names).
@@ -83,9 +84,9 @@ pub fn active_children() -> Vec<ChildInfo> {
 }
 
 /// Hands a running child, whose handle is gone, to the reaper.
-pub(crate) fn hand_to_reaper(pid: u32) {
+pub(crate) fn hand_to_reaper(pid: u32, abandons: Vec<Abandon>) {
     let mut c = children();
-    c.orphans.push(pid);
+    c.orphans.push((pid, abandons));
     if !c.reaper_running {
         c.reaper_running = true;
         let spawned = std::thread::Builder::new()
@@ -105,14 +106,17 @@ fn reap_orphans() {
         {
             let mut c = children();
             let mut reaped = Vec::new();
-            c.orphans.retain(|&pid| match proc::reap(pid, false) {
-                Ok(None) => true,
-                // Reaped, or not ours any more (ECHILD): done with it.
-                Ok(Some(_)) | Err(_) => {
-                    reaped.push(pid);
-                    false
+            let orphans = std::mem::take(&mut c.orphans);
+            for (pid, abandons) in orphans {
+                match proc::reap(pid, false) {
+                    Ok(None) => c.orphans.push((pid, abandons)),
+                    // Reaped, or not ours any more (ECHILD): done with it.
+                    Ok(Some(_)) | Err(_) => {
+                        reaped.push(pid);
+                        abandons.into_iter().for_each(|f| f());
+                    }
                 }
-            });
+            }
             c.live.retain(|ch| !reaped.contains(&ch.pid));
             if c.orphans.is_empty() {
                 c.reaper_running = false;

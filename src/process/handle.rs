@@ -12,6 +12,8 @@ use std::marker::PhantomData;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub(crate) type Abandon = Box<dyn FnOnce() + Send>;
+
 /// A child process started by [`spawn`](super::spawn) or a
 /// [`Builder`](super::Builder); `R` is what its function returns.
 ///
@@ -27,6 +29,9 @@ pub struct Process<R> {
     channel: File,
     /// The exit code once reaped.
     exit: Mutex<Option<i32>>,
+    /// Clean-ups for queue endpoints sent to the child, run once it is
+    /// reaped (they free entries the child never adopted).
+    abandons: Mutex<Vec<Abandon>>,
     taken: bool,
     _result: PhantomData<fn() -> R>,
 }
@@ -46,7 +51,13 @@ impl<R> fmt::Debug for Process<R> {
 }
 
 impl<R: Message> Process<R> {
-    pub(crate) fn new(pid: u32, name: String, daemon: bool, channel: File) -> Self {
+    pub(crate) fn new(
+        pid: u32,
+        name: String,
+        daemon: bool,
+        channel: File,
+        abandons: Vec<Abandon>,
+    ) -> Self {
         children::register(pid, &name);
         Process {
             pid,
@@ -54,6 +65,7 @@ impl<R: Message> Process<R> {
             daemon,
             channel,
             exit: Mutex::new(None),
+            abandons: Mutex::new(abandons),
             taken: false,
             _result: PhantomData,
         }
@@ -87,6 +99,9 @@ impl<R: Message> Process<R> {
             if let Some(c) = code {
                 *exit = Some(c);
                 children::unregister(self.pid);
+                let abandons =
+                    std::mem::take(&mut *self.abandons.lock().unwrap_or_else(|p| p.into_inner()));
+                abandons.into_iter().for_each(|f| f());
             }
         }
         Ok(*exit)
@@ -214,9 +229,13 @@ impl<R> Drop for Process<R> {
         if exit.is_some() {
             return;
         }
+        let abandons = std::mem::take(self.abandons.get_mut().unwrap_or_else(|p| p.into_inner()));
         match proc::reap(self.pid, false) {
-            Ok(None) => children::hand_to_reaper(self.pid),
-            _ => children::unregister(self.pid),
+            Ok(None) => children::hand_to_reaper(self.pid, abandons),
+            _ => {
+                children::unregister(self.pid);
+                abandons.into_iter().for_each(|f| f());
+            }
         }
     }
 }

@@ -39,6 +39,10 @@ pub enum Kind {
     Condition = 7,
     /// [`Barrier`](crate::sync::Barrier).
     Barrier = 8,
+    /// [`Queue<T>`](crate::queue::Queue).
+    Queue = 9,
+    /// [`Pipe`](crate::pipe).
+    Pipe = 10,
 }
 
 impl Kind {
@@ -53,6 +57,8 @@ impl Kind {
             6 => Kind::Event,
             7 => Kind::Condition,
             8 => Kind::Barrier,
+            9 => Kind::Queue,
+            10 => Kind::Pipe,
             _ => return None,
         })
     }

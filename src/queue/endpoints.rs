@@ -1,0 +1,587 @@
+//! [`Sender`] and [`Receiver`], and the guards of zero-copy sends and
+//! receives.
+
+use super::error::{RecvError, SendError};
+use super::raw::Stop;
+use super::ring::SKIP;
+use super::{Bytes, Item, Queue};
+use crate::codec::Message;
+use crate::error::Result;
+use crate::sync::wait::deadline_after;
+use bytemuck::Pod;
+use rkyv::api::high::HighValidator;
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+
+/// `Send` but not `Sync`: one participant entry is used by one thread.
+type NotSync = PhantomData<Cell<()>>;
+
+fn now() -> Option<Instant> {
+    Some(Instant::now())
+}
+
+/// The sending end: one participant entry. Clone it for another thread
+/// (a clone registers a new entry).
+pub struct Sender<T: Item> {
+    queue: Queue<T>,
+    entry: usize,
+    /// The adoption token once this handle was encoded to travel; then drop
+    /// leaves the entry to the process that adopts it.
+    transit: Cell<u64>,
+    _not_sync: NotSync,
+}
+
+/// The receiving end: one participant entry. Clone it for another thread.
+pub struct Receiver<T: Item> {
+    queue: Queue<T>,
+    entry: usize,
+    transit: Cell<u64>,
+    _not_sync: NotSync,
+}
+
+macro_rules! endpoint_common {
+    ($ty:ident, $role:literal, $register:ident) => {
+        impl<T: Item> $ty<T> {
+            pub(crate) fn new(queue: Queue<T>, entry: usize) -> Self {
+                $ty {
+                    queue,
+                    entry,
+                    transit: Cell::new(0),
+                    _not_sync: PhantomData,
+                }
+            }
+
+            /// Marks the entry as travelling (once); what a clean-up needs.
+            pub(crate) fn start_transit(
+                &self,
+            ) -> Option<(std::sync::Arc<super::raw::RawQueue>, usize, u64)> {
+                if self.transit.get() != 0 {
+                    return None;
+                }
+                let token = self.queue.raw.begin_transit(self.entry);
+                self.transit.set(token);
+                Some((self.queue.raw.clone(), self.entry, token))
+            }
+
+            /// The portable form (after `start_transit`).
+            pub(crate) fn portable(&self) -> crate::codec::EndpointHandle {
+                crate::codec::EndpointHandle {
+                    region: crate::codec::RegionHandle::of(self.queue.segment()),
+                    entry: self.entry as u32,
+                    token: self.transit.get(),
+                }
+            }
+
+            /// The queue this end belongs to.
+            pub fn queue(&self) -> &Queue<T> {
+                &self.queue
+            }
+
+            /// The queue's region.
+            pub fn segment(&self) -> &crate::region::Segment {
+                self.queue.segment()
+            }
+
+            /// Another handle with its own participant entry.
+            ///
+            /// # Errors
+            ///
+            /// When all 64 participant entries of the queue are taken.
+            pub fn try_clone(&self) -> Result<Self> {
+                self.queue.$register()
+            }
+        }
+
+        impl<T: Item> Clone for $ty<T> {
+            /// # Panics
+            ///
+            /// When all 64 participant entries of the queue are taken; use
+            /// [`try_clone`](Self::try_clone) to handle that.
+            fn clone(&self) -> Self {
+                self.try_clone().expect(concat!("cloning a queue ", $role))
+            }
+        }
+
+        impl<T: Item> Drop for $ty<T> {
+            fn drop(&mut self) {
+                // A handle that travelled leaves its entry to the adopter.
+                if self.transit.get() == 0 {
+                    self.queue.raw.unregister(self.entry);
+                }
+            }
+        }
+
+        impl<T: Item> std::fmt::Debug for $ty<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("queue", &self.queue)
+                    .field("entry", &self.entry)
+                    .finish()
+            }
+        }
+    };
+}
+
+endpoint_common!(Sender, "sender", sender);
+endpoint_common!(Receiver, "receiver", receiver);
+
+impl<T: Item> Sender<T> {
+    fn claim(&self, deadline: Option<Instant>) -> std::result::Result<u64, Stop> {
+        self.queue.raw.claim_send(self.entry, deadline)
+    }
+
+    fn commit(&self, pos: u64, len: usize) {
+        self.queue.raw.commit(self.entry, pos, len as u64);
+    }
+
+    fn stop<M>(stop: Stop, m: M) -> SendError<M> {
+        match stop {
+            Stop::WouldBlock => SendError::Full(m),
+            Stop::Timeout => SendError::Timeout(m),
+            Stop::Disconnected => SendError::Disconnected(m),
+        }
+    }
+}
+
+impl<T: Pod> Sender<T> {
+    fn send_until(
+        &self,
+        value: T,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), SendError<T>> {
+        match self.claim(deadline) {
+            Ok(pos) => {
+                // SAFETY: the claimed slot is ours until commit; its data area
+                // holds max_len = size_of::<T>() bytes, 16-aligned (checked at
+                // create: align_of::<T>() <= 16). Unaligned write for safety.
+                unsafe { self.queue.raw.data(pos).cast::<T>().write_unaligned(value) };
+                self.commit(pos, size_of::<T>());
+                Ok(())
+            }
+            Err(s) => Err(Self::stop(s, value)),
+        }
+    }
+
+    /// Sends `value`, waiting while the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Disconnected`] when no receiver is left or the queue was
+    /// closed.
+    pub fn send(&self, value: T) -> std::result::Result<(), SendError<T>> {
+        self.send_until(value, None)
+    }
+
+    /// Sends `value` if there is room now.
+    pub fn try_send(&self, value: T) -> std::result::Result<(), SendError<T>> {
+        self.send_until(value, now())
+    }
+
+    /// Sends `value`, waiting at most `timeout` for room.
+    pub fn send_timeout(
+        &self,
+        value: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), SendError<T>> {
+        self.send_until(value, deadline_after(timeout))
+    }
+
+    /// Reserves the next slot and lends it to write the message in place;
+    /// [`SendSlot::commit`] publishes it. Waits while the queue is full.
+    pub fn reserve(&mut self) -> std::result::Result<SendSlot<'_, T, T>, SendError<()>> {
+        let pos = self.claim(None).map_err(|s| Self::stop(s, ()))?;
+        Ok(SendSlot {
+            sender: self,
+            pos,
+            len: size_of::<T>(),
+            committed: false,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl Sender<Bytes> {
+    fn send_bytes_until(
+        &self,
+        bytes: &[u8],
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), SendError<()>> {
+        let max = self.queue.raw.max_len();
+        if bytes.len() > max {
+            return Err(SendError::TooLarge {
+                len: bytes.len(),
+                max,
+            });
+        }
+        let pos = self.claim(deadline).map_err(|s| Self::stop(s, ()))?;
+        // SAFETY: the claimed slot's data area holds max_len >= bytes.len()
+        // bytes and is ours until commit.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.queue.raw.data(pos), bytes.len())
+        };
+        self.commit(pos, bytes.len());
+        Ok(())
+    }
+
+    /// Sends a copy of `bytes`, waiting while the queue is full.
+    pub fn send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), SendError<()>> {
+        self.send_bytes_until(bytes, None)
+    }
+
+    /// Sends a copy of `bytes` if there is room now.
+    pub fn try_send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), SendError<()>> {
+        self.send_bytes_until(bytes, now())
+    }
+
+    /// Sends a copy of `bytes`, waiting at most `timeout` for room.
+    pub fn send_bytes_timeout(
+        &self,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> std::result::Result<(), SendError<()>> {
+        self.send_bytes_until(bytes, deadline_after(timeout))
+    }
+
+    /// Serialises `msg` (rkyv) straight into the next slot: no intermediate
+    /// buffer. Waits while the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::TooLarge`] if the archive does not fit a slot (the slot is
+    /// then skipped), [`SendError::Encoding`], [`SendError::Disconnected`].
+    pub fn send_msg<M: Message>(&mut self, msg: &M) -> std::result::Result<(), SendError<()>> {
+        let max = self.queue.raw.max_len();
+        let mut slot = self.reserve_bytes(max)?;
+        match msg.encode_into(&mut slot) {
+            Ok(n) => {
+                slot.len = n;
+                slot.commit();
+                Ok(())
+            }
+            Err(e) => {
+                drop(slot); // committed as a skip
+                match msg.encode() {
+                    Ok(v) if v.len() > max => Err(SendError::TooLarge { len: v.len(), max }),
+                    _ => Err(SendError::Encoding(e)),
+                }
+            }
+        }
+    }
+
+    /// Reserves the next slot and lends its first `len` bytes to write in
+    /// place. Waits while the queue is full.
+    pub fn reserve_bytes(
+        &mut self,
+        len: usize,
+    ) -> std::result::Result<SendSlot<'_, Bytes, [u8]>, SendError<()>> {
+        let max = self.queue.raw.max_len();
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
+        }
+        let pos = self.claim(None).map_err(|s| Self::stop(s, ()))?;
+        Ok(SendSlot {
+            sender: self,
+            pos,
+            len,
+            committed: false,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// A reserved slot, written in place. [`commit`](Self::commit) publishes
+/// it; dropping it uncommitted publishes a skip (receivers never see it).
+pub struct SendSlot<'a, T: Item, V: ?Sized> {
+    sender: &'a mut Sender<T>,
+    pos: u64,
+    len: usize,
+    committed: bool,
+    _t: PhantomData<*mut V>,
+}
+
+impl<T: Item, V: ?Sized> SendSlot<'_, T, V> {
+    /// Publishes the message.
+    pub fn commit(mut self) {
+        self.committed = true;
+        self.sender.commit(self.pos, self.len);
+    }
+}
+
+impl<T: Item, V: ?Sized> Drop for SendSlot<'_, T, V> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.sender
+                .queue
+                .raw
+                .commit(self.sender.entry, self.pos, SKIP);
+        }
+    }
+}
+
+impl<T: Pod> Deref for SendSlot<'_, T, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the slot is ours until commit; 16-aligned, size_of::<T>()
+        // bytes; any bytes are a valid T (Pod).
+        unsafe { &*self.sender.queue.raw.data(self.pos).cast::<T>() }
+    }
+}
+
+impl<T: Pod> DerefMut for SendSlot<'_, T, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in deref; exclusive while we hold the claim.
+        unsafe { &mut *self.sender.queue.raw.data(self.pos).cast::<T>() }
+    }
+}
+
+impl Deref for SendSlot<'_, Bytes, [u8]> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the slot is ours until commit; len <= max_len bytes.
+        unsafe { std::slice::from_raw_parts(self.sender.queue.raw.data(self.pos), self.len) }
+    }
+}
+
+impl DerefMut for SendSlot<'_, Bytes, [u8]> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref; exclusive while we hold the claim.
+        unsafe { std::slice::from_raw_parts_mut(self.sender.queue.raw.data(self.pos), self.len) }
+    }
+}
+
+impl<T: Item, V: ?Sized> std::fmt::Debug for SendSlot<'_, T, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendSlot")
+            .field("pos", &self.pos)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<T: Item> Receiver<T> {
+    fn claim(&self, deadline: Option<Instant>) -> std::result::Result<(u64, usize), RecvError> {
+        self.queue
+            .raw
+            .claim_recv(self.entry, deadline)
+            .map_err(|s| match s {
+                Stop::WouldBlock => RecvError::Empty,
+                Stop::Timeout => RecvError::Timeout,
+                Stop::Disconnected => RecvError::Disconnected,
+            })
+    }
+
+    fn release(&self, pos: u64) {
+        self.queue.raw.release(self.entry, pos);
+    }
+
+    fn guard<V: ?Sized>(&mut self, claim: (u64, usize)) -> RecvGuard<'_, T, V> {
+        RecvGuard {
+            receiver: self,
+            pos: claim.0,
+            len: claim.1,
+            _v: PhantomData,
+        }
+    }
+
+    /// Marks one received message as processed (joinable queues).
+    pub fn task_done(&self) -> Result<()> {
+        self.queue.task_done()
+    }
+}
+
+impl<T: Pod> Receiver<T> {
+    fn recv_until(&self, deadline: Option<Instant>) -> std::result::Result<T, RecvError> {
+        let (pos, _) = self.claim(deadline)?;
+        // SAFETY: the claimed slot holds size_of::<T>() committed bytes (the
+        // queue's max_len, checked on open); any bytes are a valid T.
+        let v = unsafe { self.queue.raw.data(pos).cast::<T>().read_unaligned() };
+        self.release(pos);
+        Ok(v)
+    }
+
+    /// Receives the next message, waiting while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once every sender is gone (or the queue
+    /// closed) and the queue is drained.
+    pub fn recv(&self) -> std::result::Result<T, RecvError> {
+        self.recv_until(None)
+    }
+
+    /// Receives a message if one is ready now.
+    pub fn try_recv(&self) -> std::result::Result<T, RecvError> {
+        self.recv_until(now())
+    }
+
+    /// Receives the next message, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<T, RecvError> {
+        self.recv_until(deadline_after(timeout))
+    }
+
+    /// Receives the next message in place: the guard borrows the slot and
+    /// frees it when dropped. Waits while the queue is empty.
+    pub fn recv_ref(&mut self) -> std::result::Result<RecvGuard<'_, T, T>, RecvError> {
+        let c = self.claim(None)?;
+        Ok(self.guard(c))
+    }
+
+    /// [`recv_ref`](Self::recv_ref) waiting at most `timeout` (zero: do not wait).
+    pub fn recv_ref_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<RecvGuard<'_, T, T>, RecvError> {
+        let c = self.claim(deadline_after(timeout))?;
+        Ok(self.guard(c))
+    }
+
+    /// An iterator of received messages, ending at disconnection.
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        std::iter::from_fn(move || self.recv().ok())
+    }
+}
+
+impl Receiver<Bytes> {
+    /// Receives the next message in place as bytes; the guard frees the slot
+    /// when dropped. Waits while the queue is empty.
+    pub fn recv_bytes(&mut self) -> std::result::Result<RecvGuard<'_, Bytes, [u8]>, RecvError> {
+        let c = self.claim(None)?;
+        Ok(self.guard(c))
+    }
+
+    /// [`recv_bytes`](Self::recv_bytes) if a message is ready now.
+    pub fn try_recv_bytes(&mut self) -> std::result::Result<RecvGuard<'_, Bytes, [u8]>, RecvError> {
+        let c = self.claim(now())?;
+        Ok(self.guard(c))
+    }
+
+    /// [`recv_bytes`](Self::recv_bytes) waiting at most `timeout`.
+    pub fn recv_bytes_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<RecvGuard<'_, Bytes, [u8]>, RecvError> {
+        let c = self.claim(deadline_after(timeout))?;
+        Ok(self.guard(c))
+    }
+
+    /// Receives the next message as a copy.
+    pub fn recv_vec(&mut self) -> std::result::Result<Vec<u8>, RecvError> {
+        Ok(self.recv_bytes()?.to_vec())
+    }
+
+    /// Receives an rkyv message, validates it in the slot and deserialises
+    /// it. A message that fails validation is dropped with
+    /// [`RecvError::Invalid`].
+    pub fn recv_msg<M: Message>(&mut self) -> std::result::Result<M, RecvError> {
+        let guard = self.recv_bytes()?;
+        M::decode(&guard).map_err(RecvError::Invalid)
+    }
+
+    /// Receives an rkyv message and lends its archive in place, after
+    /// validating it (bytecheck): zero-copy. An invalid message is dropped
+    /// with [`RecvError::Invalid`].
+    pub fn recv_archived<M>(&mut self) -> std::result::Result<ArchivedGuard<'_, M>, RecvError>
+    where
+        M: rkyv::Archive,
+        M::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+    {
+        let guard = self.recv_bytes()?;
+        match rkyv::access::<M::Archived, rancor::Error>(&guard) {
+            Ok(_) => Ok(ArchivedGuard {
+                bytes: guard,
+                _m: PhantomData,
+            }),
+            Err(e) => Err(RecvError::Invalid(crate::Error::Encoding {
+                what: std::any::type_name::<M>(),
+                reason: e.to_string(),
+            })),
+        }
+    }
+
+    /// [`recv_archived`](Self::recv_archived) without validation, for peers
+    /// you trust.
+    ///
+    /// # Safety
+    ///
+    /// The message must be a valid archive of `M` written by a trusted
+    /// sender; garbage is undefined behaviour when read.
+    pub unsafe fn recv_archived_unchecked<M: rkyv::Archive>(
+        &mut self,
+    ) -> std::result::Result<ArchivedGuard<'_, M>, RecvError> {
+        let guard = self.recv_bytes()?;
+        Ok(ArchivedGuard {
+            bytes: guard,
+            _m: PhantomData,
+        })
+    }
+}
+
+/// A received message, borrowed in place; the slot is freed on drop.
+pub struct RecvGuard<'a, T: Item, V: ?Sized> {
+    receiver: &'a mut Receiver<T>,
+    pos: u64,
+    len: usize,
+    _v: PhantomData<*const V>,
+}
+
+impl<T: Item, V: ?Sized> Drop for RecvGuard<'_, T, V> {
+    fn drop(&mut self) {
+        self.receiver.release(self.pos);
+    }
+}
+
+impl<T: Pod> Deref for RecvGuard<'_, T, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the slot is claimed by us until drop; it holds a committed
+        // T, 16-aligned; Pod accepts any bytes. Peers are trusted not to
+        // write into a claimed slot (as for every shared-memory borrow).
+        unsafe { &*self.receiver.queue.raw.data(self.pos).cast::<T>() }
+    }
+}
+
+impl Deref for RecvGuard<'_, Bytes, [u8]> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: claimed slot; len was checked <= max_len before the claim
+        // was returned, so the slice stays inside the slot.
+        unsafe { std::slice::from_raw_parts(self.receiver.queue.raw.data(self.pos), self.len) }
+    }
+}
+
+impl<T: Item, V: ?Sized> std::fmt::Debug for RecvGuard<'_, T, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvGuard")
+            .field("pos", &self.pos)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// A validated rkyv archive of `M`, read in place in its slot.
+pub struct ArchivedGuard<'a, M: rkyv::Archive> {
+    bytes: RecvGuard<'a, Bytes, [u8]>,
+    _m: PhantomData<fn() -> M>,
+}
+
+impl<M: rkyv::Archive> Deref for ArchivedGuard<'_, M> {
+    type Target = M::Archived;
+    fn deref(&self) -> &M::Archived {
+        // SAFETY: validated in `recv_archived` (or vouched for by the caller
+        // of `recv_archived_unchecked`); the bytes stay claimed for the
+        // guard's life.
+        unsafe { rkyv::access_unchecked::<M::Archived>(&self.bytes) }
+    }
+}
+
+impl<M: rkyv::Archive> std::fmt::Debug for ArchivedGuard<'_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchivedGuard")
+            .field("len", &self.bytes.len)
+            .finish()
+    }
+}

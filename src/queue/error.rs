@@ -1,0 +1,107 @@
+//! What a send or a receive can end with, crossbeam-style: the message comes
+//! back to the sender when it could not be sent.
+
+use crate::error::Error;
+use std::fmt;
+
+/// Why a message was not sent. The message comes back in the variants that
+/// can carry it.
+///
+/// `try_send` gives `Full` or `Disconnected`; `send_timeout` gives `Timeout`
+/// or `Disconnected`; `send` gives `Disconnected`. Byte and typed messages can
+/// also give `TooLarge` and `Encoding`.
+#[non_exhaustive]
+pub enum SendError<T> {
+    /// The queue is full (non-blocking send).
+    Full(T),
+    /// The queue stayed full until the timeout.
+    Timeout(T),
+    /// Every receiver is gone (dropped or dead), or the queue was closed.
+    Disconnected(T),
+    /// The message is longer than the queue's maximum message size.
+    TooLarge {
+        /// Its length in bytes.
+        len: usize,
+        /// The queue's maximum.
+        max: usize,
+    },
+    /// The message could not be encoded.
+    Encoding(Error),
+}
+
+impl<T> SendError<T> {
+    /// The unsent message, if this error carries it.
+    pub fn into_inner(self) -> Option<T> {
+        match self {
+            SendError::Full(t) | SendError::Timeout(t) | SendError::Disconnected(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Full(_) => f.write_str("Full(..)"),
+            SendError::Timeout(_) => f.write_str("Timeout(..)"),
+            SendError::Disconnected(_) => f.write_str("Disconnected(..)"),
+            SendError::TooLarge { len, max } => write!(f, "TooLarge {{ len: {len}, max: {max} }}"),
+            SendError::Encoding(e) => write!(f, "Encoding({e:?})"),
+        }
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Full(_) => f.write_str("the queue is full"),
+            SendError::Timeout(_) => f.write_str("the queue stayed full until the timeout"),
+            SendError::Disconnected(_) => {
+                f.write_str("no receiver is left (all dropped or dead), or the queue was closed")
+            }
+            SendError::TooLarge { len, max } => write!(
+                f,
+                "a {len}-byte message does not fit this queue's {max}-byte slots: create it \
+                 with a larger max_message, or send an Array handle instead of the bytes"
+            ),
+            SendError::Encoding(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+/// Why nothing was received.
+///
+/// `try_recv` gives `Empty` or `Disconnected`; `recv_timeout` gives `Timeout`
+/// or `Disconnected`; `recv` gives `Disconnected`; typed receives can also
+/// give `Invalid`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// Nothing to receive now (non-blocking receive).
+    Empty,
+    /// Nothing arrived before the timeout.
+    Timeout,
+    /// Every sender is gone (dropped or dead), or the queue was closed, and
+    /// everything committed has been received.
+    Disconnected,
+    /// The message failed validation (a corrupted or hostile archive); it was
+    /// consumed and dropped.
+    Invalid(Error),
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::Empty => f.write_str("the queue is empty"),
+            RecvError::Timeout => f.write_str("nothing arrived before the timeout"),
+            RecvError::Disconnected => f.write_str(
+                "no sender is left (all dropped or dead), or the queue was closed, and it is drained",
+            ),
+            RecvError::Invalid(e) => write!(f, "a message failed validation and was dropped: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}

@@ -1,0 +1,435 @@
+//! A bounded queue in shared memory for many producers and many consumers:
+//! each message is taken by exactly one receiver.
+//!
+//! ```no_run
+//! # fn main() -> shmkit::Result<()> {
+//! use shmkit::queue;
+//! let (tx, rx) = queue::bounded::<u64>(1024)?;      // anonymous; or Queue::builder().name(..)
+//! let child = shmkit::spawn(|tx: queue::Sender<u64>| {
+//!     for i in 0..10 { tx.send(i).unwrap(); }
+//! }, tx)?;                                            // the sender travels as a handle
+//! for _ in 0..10 { println!("{}", rx.recv().unwrap()); }
+//! child.join()?;
+//! # Ok(()) }
+//! ```
+//!
+//! - **Messages**: `Queue<T>` for `T: Pod` (fixed slots; [`Sender::send`] is
+//!   one copy into the slot), or `Queue<Bytes>` for variable-size byte
+//!   messages up to a maximum, and rkyv archives of any [`Message`] type
+//!   ([`Sender::send_msg`] serialises straight into the slot;
+//!   [`Receiver::recv_archived`] validates and reads it in place).
+//! - **Zero-copy** both ways: [`Sender::reserve`] / [`Sender::reserve_bytes`]
+//!   give the slot to write into, [`SendSlot::commit`] publishes it;
+//!   [`Receiver::recv_ref`] / [`Receiver::recv_bytes`] borrow the slot until
+//!   the guard drops. A `Value`/`Array` sent as a message travels as its name
+//!   (a few bytes), never as its contents.
+//! - **Blocking**: a bounded spin, then a shared futex sleep; an idle receiver
+//!   wakes once per 50 ms slice to look for dead peers, nothing more.
+//! - **Lifecycle**: the queue counts its live sender and receiver handles.
+//!   When every sender is gone (dropped *or dead*), receivers drain what was
+//!   committed and then get [`RecvError::Disconnected`]; likewise senders when
+//!   every receiver is gone. [`Queue::close`] shuts it down explicitly.
+//!   Joinable queues count messages until [`Queue::task_done`]; [`Queue::join`]
+//!   waits for zero.
+//! - **Crashes**: a sender killed between claiming a slot and committing it
+//!   leaves a claim that a blocked receiver finds (the claim is recorded in
+//!   the sender's participant entry) and turns into a skip; a receiver killed
+//!   while holding a received slot has that message delivered again to
+//!   another receiver. Nothing committed is lost; a message is delivered
+//!   twice only if a receiver died while holding it (at-least-once for that
+//!   one message). Counted in [`Queue::stats`].
+//! - **Hostile peers**: geometry is checked against the mapping on open,
+//!   positions are masked, lengths are checked against the slot size before
+//!   any read, archives are validated (bytecheck).
+//!
+//! Each handle (and each clone) is one participant entry, used by one thread
+//! at a time: `Sender` and `Receiver` are `Send` but not `Sync`; clone them
+//! for other threads. A queue has room for 64 participants.
+
+pub(crate) mod atomic;
+pub(crate) mod ring;
+
+#[cfg(not(loom))]
+mod control;
+#[cfg(not(loom))]
+mod endpoints;
+#[cfg(not(loom))]
+mod error;
+#[cfg(not(loom))]
+mod raw;
+
+#[cfg(not(loom))]
+pub use endpoints::{ArchivedGuard, Receiver, RecvGuard, SendSlot, Sender};
+#[cfg(not(loom))]
+pub use error::{RecvError, SendError};
+
+#[cfg(not(loom))]
+use crate::codec::Message;
+#[cfg(not(loom))]
+use crate::error::{Error, Result};
+#[cfg(not(loom))]
+use crate::region::{RegionOptions, Segment};
+#[cfg(not(loom))]
+use control::{FLAG_BYTES, FLAG_JOINABLE};
+#[cfg(not(loom))]
+pub(crate) use control::{ROLE_RECEIVER, ROLE_SENDER};
+#[cfg(not(loom))]
+use raw::{Geometry, RawQueue};
+#[cfg(not(loom))]
+use std::marker::PhantomData;
+#[cfg(not(loom))]
+use std::sync::Arc;
+#[cfg(not(loom))]
+use std::time::Duration;
+
+/// The message type of a queue of variable-size byte (or rkyv) messages:
+/// `Queue<Bytes>`. It has no values.
+#[derive(Debug, Clone, Copy)]
+pub enum Bytes {}
+
+/// What a queue carries: any `T: Pod` (fixed-size slots), or [`Bytes`].
+pub trait Item: 'static {
+    /// Bytes per message for a fixed-size item, `None` for [`Bytes`].
+    const FIXED: Option<usize>;
+    /// The name recorded in the region for type checks on open.
+    fn tag() -> &'static str;
+}
+
+impl<T: bytemuck::Pod> Item for T {
+    const FIXED: Option<usize> = Some(size_of::<T>());
+    fn tag() -> &'static str {
+        std::any::type_name::<T>()
+    }
+}
+
+impl Item for Bytes {
+    const FIXED: Option<usize> = None;
+    fn tag() -> &'static str {
+        "shmkit::queue::Bytes"
+    }
+}
+
+/// Counters of crash recovery, from [`Queue::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Slots claimed by senders that died before committing, skipped.
+    pub skipped: u64,
+    /// Messages held by receivers that died, delivered again.
+    pub redelivered: u64,
+    /// Dead participants removed.
+    pub reaped: u64,
+}
+
+/// One registered sender or receiver, from [`Queue::participants`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    /// Its process.
+    pub pid: u32,
+    /// Whether it sends (else it receives).
+    pub sender: bool,
+    /// Whether the handle is travelling to another process.
+    pub in_transit: bool,
+    /// Whether its process still runs.
+    pub alive: bool,
+}
+
+/// A handle on a queue region. Cheap to clone; make [`sender`](Self::sender)s
+/// and [`receiver`](Self::receiver)s from it.
+#[cfg(not(loom))]
+pub struct Queue<T> {
+    pub(crate) raw: Arc<RawQueue>,
+    _t: PhantomData<fn() -> T>,
+}
+
+#[cfg(not(loom))]
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            raw: self.raw.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("segment", &self.raw.segment().id())
+            .field("capacity", &self.raw.capacity())
+            .field("len", &self.raw.ring().len())
+            .finish()
+    }
+}
+
+/// Builder for [`Queue`].
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub struct QueueBuilder<T> {
+    opts: RegionOptions,
+    capacity: usize,
+    max_message: Option<usize>,
+    joinable: bool,
+    _t: PhantomData<fn() -> T>,
+}
+
+#[cfg(not(loom))]
+impl<T: Item> QueueBuilder<T> {
+    region_setters!();
+
+    /// Slots in the ring, rounded up to a power of two (default 1024).
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = n;
+        self
+    }
+
+    /// The largest message in bytes, for `Queue<Bytes>` (default 4096).
+    /// Ignored for `T: Pod`, whose messages are `size_of::<T>()` bytes.
+    pub fn max_message(mut self, bytes: usize) -> Self {
+        self.max_message = Some(bytes);
+        self
+    }
+
+    /// Count sent messages until [`Queue::task_done`], so that
+    /// [`Queue::join`] can wait for them (Python's `JoinableQueue`).
+    pub fn joinable(mut self, yes: bool) -> Self {
+        self.joinable = yes;
+        self
+    }
+
+    fn flags(&self) -> u64 {
+        let mut f = 0;
+        if T::FIXED.is_none() {
+            f |= FLAG_BYTES;
+        }
+        if self.joinable {
+            f |= FLAG_JOINABLE;
+        }
+        f
+    }
+
+    fn max_len(&self) -> usize {
+        T::FIXED.unwrap_or(self.max_message.unwrap_or(4096))
+    }
+
+    /// Creates the queue.
+    ///
+    /// # Errors
+    ///
+    /// As for any region ([`Error::AlreadyExists`], [`Error::NoSpace`], ...);
+    /// [`Error::TypeMismatch`] for a `T` aligned to more than 16 bytes.
+    pub fn create(self) -> Result<Queue<T>> {
+        if let Some(n) = T::FIXED
+            && n > 0
+            && align_needed::<T>() > 16
+        {
+            return Err(Error::Corrupted {
+                name: "<new queue>".into(),
+                what: "queue items may be aligned to at most 16 bytes".into(),
+            });
+        }
+        let g = Geometry {
+            capacity: self.capacity as u64,
+            max_len: self.max_len() as u64,
+            flags: self.flags(),
+        };
+        Ok(Queue::wrap(RawQueue::create(&self.opts, T::tag(), g)?))
+    }
+
+    /// Opens an existing queue, checking the item type (and, if
+    /// [`max_message`](Self::max_message) was given, the message size).
+    pub fn open(self) -> Result<Queue<T>> {
+        let max = T::FIXED.or(self.max_message).map(|m| m as u64);
+        Ok(Queue::wrap(RawQueue::open(
+            &self.opts,
+            T::tag(),
+            self.flags(),
+            max,
+        )?))
+    }
+
+    /// Opens a queue from an inherited descriptor.
+    pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<Queue<T>> {
+        let max = T::FIXED.map(|m| m as u64);
+        Ok(Queue::wrap(RawQueue::from_fd(
+            fd,
+            &self.opts,
+            T::tag(),
+            self.flags(),
+            max,
+        )?))
+    }
+}
+
+#[cfg(not(loom))]
+fn align_needed<T: Item>() -> usize {
+    // Only Pod items reach here with FIXED = Some; Bytes is byte-aligned.
+    std::mem::align_of::<T>()
+}
+
+/// A new anonymous queue of `T: Pod` with `capacity` slots: a sender and a
+/// receiver. Pass either to a spawned child as an argument.
+#[cfg(not(loom))]
+pub fn bounded<T: bytemuck::Pod>(capacity: usize) -> Result<(Sender<T>, Receiver<T>)> {
+    let q = Queue::<T>::builder().capacity(capacity).create()?;
+    Ok((q.sender()?, q.receiver()?))
+}
+
+/// A new anonymous queue of byte messages up to `max_message` bytes.
+#[cfg(not(loom))]
+pub fn bounded_bytes(
+    capacity: usize,
+    max_message: usize,
+) -> Result<(Sender<Bytes>, Receiver<Bytes>)> {
+    let q = Queue::<Bytes>::builder()
+        .capacity(capacity)
+        .max_message(max_message)
+        .create()?;
+    Ok((q.sender()?, q.receiver()?))
+}
+
+#[cfg(not(loom))]
+impl<T: Item> Queue<T> {
+    fn wrap(raw: Arc<RawQueue>) -> Self {
+        Queue {
+            raw,
+            _t: PhantomData,
+        }
+    }
+
+    /// A builder: name, capacity, maximum message, joinable, ...
+    pub fn builder() -> QueueBuilder<T> {
+        QueueBuilder {
+            opts: RegionOptions::default(),
+            capacity: 1024,
+            max_message: None,
+            joinable: false,
+            _t: PhantomData,
+        }
+    }
+
+    /// Opens the named queue.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::builder().name(name).open()
+    }
+
+    /// A new sender: one participant entry of this process.
+    pub fn sender(&self) -> Result<Sender<T>> {
+        let entry = self.raw.register(ROLE_SENDER)?;
+        Ok(Sender::new(self.clone(), entry))
+    }
+
+    /// A new receiver: one participant entry of this process.
+    pub fn receiver(&self) -> Result<Receiver<T>> {
+        let entry = self.raw.register(ROLE_RECEIVER)?;
+        Ok(Receiver::new(self.clone(), entry))
+    }
+
+    /// Messages committed (or being written) and not yet received.
+    pub fn len(&self) -> usize {
+        self.raw.ring().len() as usize
+    }
+
+    /// Whether there is nothing to receive.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a send would have to wait.
+    pub fn is_full(&self) -> bool {
+        !self.raw.ring().can_send()
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.raw.capacity()
+    }
+
+    /// The largest message in bytes.
+    pub fn max_message(&self) -> usize {
+        self.raw.max_len()
+    }
+
+    /// Live sender handles (dead ones are removed when a blocked peer looks).
+    pub fn sender_count(&self) -> usize {
+        self.raw.senders() as usize
+    }
+
+    /// Live receiver handles.
+    pub fn receiver_count(&self) -> usize {
+        self.raw.receivers() as usize
+    }
+
+    /// Closes the queue for everyone: sends fail with `Disconnected`,
+    /// receivers drain what was committed and then get `Disconnected`.
+    pub fn close(&self) {
+        self.raw.close();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.raw.is_closed()
+    }
+
+    /// Looks for dead participants now and repairs what they held; `true`
+    /// if any was found. Blocked senders and receivers do this by themselves
+    /// every 50 ms.
+    pub fn recover(&self) -> bool {
+        self.raw.recover()
+    }
+
+    /// The registered senders and receivers.
+    pub fn participants(&self) -> Vec<ParticipantInfo> {
+        self.raw.participants()
+    }
+
+    /// Crash-recovery counters.
+    pub fn stats(&self) -> QueueStats {
+        let (skipped, redelivered, reaped) = self.raw.stats();
+        QueueStats {
+            skipped,
+            redelivered,
+            reaped,
+        }
+    }
+
+    /// Marks one received message as processed (joinable queues).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] if called more often than messages were sent.
+    pub fn task_done(&self) -> Result<()> {
+        self.raw.task_done()
+    }
+
+    /// Waits until every sent message was marked done (joinable queues).
+    pub fn join(&self) {
+        while !self.raw.join(None) {}
+    }
+
+    /// [`join`](Self::join) for at most `timeout`; `false` on timeout.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.raw.join(crate::sync::wait::deadline_after(timeout))
+    }
+
+    /// The region beneath.
+    pub fn segment(&self) -> &Segment {
+        self.raw.segment()
+    }
+
+    pub(crate) fn from_handle(h: crate::codec::RegionHandle) -> Result<Self> {
+        match (h.name, h.path) {
+            (Some(n), _) => Self::builder().name(n).open(),
+            (None, Some(p)) => Self::builder().file(p).open(),
+            (None, None) => Self::builder().from_fd(crate::codec::claim_inherited(h.fd)?),
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl Queue<Bytes> {
+    /// Encodes `msg` and reports its size, to choose `max_message`.
+    pub fn encoded_len<M: Message>(msg: &M) -> Result<usize> {
+        Ok(msg.encode()?.len())
+    }
+}

@@ -1,0 +1,754 @@
+//! The queue region and everything around the ring that needs the OS: the
+//! participant table, blocking (bounded spin, then a shared futex sleep in
+//! slices), disconnection, joinable counting, and recovery from dead
+//! participants.
+
+use super::control::{
+    FLAG_BYTES, FLAG_JOINABLE, MAX_PARTICIPANTS, Participant, QueueControl, ROLE_RECEIVER,
+    ROLE_SENDER,
+};
+use super::ring::{Empty, Ring, SKIP, SlotHeader};
+use crate::error::{Error, Result};
+use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
+use crate::sync::mutex::RawMutex;
+use crate::sync::wait::Backoff;
+use crate::sys::{futex, proc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::time::{Duration, Instant};
+
+/// How long a blocked sender or receiver sleeps before it looks for dead
+/// participants (an idle queue costs one wake-up per slice).
+const SLICE: Duration = Duration::from_millis(50);
+
+/// Why a blocking operation stopped without its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Non-blocking attempt found the ring full/empty.
+    WouldBlock,
+    Timeout,
+    Disconnected,
+}
+
+/// The queue region.
+#[derive(Debug)]
+pub(crate) struct RawQueue {
+    seg: Segment,
+}
+
+/// Geometry of a new queue.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
+    pub capacity: u64,
+    pub max_len: u64,
+    pub flags: u64,
+}
+
+impl Geometry {
+    fn stride(&self) -> u64 {
+        (size_of::<SlotHeader>() as u64 + self.max_len).next_multiple_of(64)
+    }
+}
+
+fn spec(opts: &RegionOptions, tag: &str, flags: u64) -> Spec {
+    Spec {
+        kind: Kind::Queue,
+        flags: flags as u32,
+        ty: TypeInfo::tagged::<u8>(opts.tag.as_deref().unwrap_or(tag)),
+        control_size: size_of::<QueueControl>() as u64,
+        control_align: align_of::<QueueControl>() as u64,
+    }
+}
+
+impl RawQueue {
+    pub(crate) fn create(opts: &RegionOptions, tag: &str, g: Geometry) -> Result<Arc<RawQueue>> {
+        let capacity = g
+            .capacity
+            .max(1)
+            .checked_next_power_of_two()
+            .ok_or(Error::Corrupted {
+                name: "<new queue>".into(),
+                what: "capacity too large".into(),
+            })?;
+        let g = Geometry { capacity, ..g };
+        let stride = g.stride();
+        let bytes = capacity.checked_mul(stride).ok_or(Error::NoSpace {
+            name: "<new queue>".into(),
+            requested: u64::MAX,
+            available: 0,
+        })?;
+        let seg = Segment::create(opts, &spec(opts, tag, g.flags), bytes, |control, data| {
+            let c = control.cast::<QueueControl>();
+            // SAFETY: the segment is unpublished and zero-filled; the control
+            // block is sized and aligned for a QueueControl (spec), whose
+            // fields are all valid when zero except the mutex, initialised
+            // here, and the geometry, written here.
+            unsafe {
+                RawMutex::init(std::ptr::addr_of_mut!((*c).recovery)).map_err(|e| Error::Io {
+                    op: "pthread_mutex_init",
+                    name: String::new(),
+                    source: e,
+                })?;
+                let st = std::ptr::addr_of_mut!((*c).state.0);
+                (*st).capacity = capacity;
+                (*st).stride = stride;
+                (*st).max_len = g.max_len;
+                (*st).flags = g.flags;
+            }
+            for i in 0..capacity {
+                // SAFETY: slot i lies within the data area of capacity*stride
+                // bytes, 64-aligned; a zeroed SlotHeader is valid, we set seq.
+                unsafe {
+                    let slot = data.add((i * stride) as usize).cast::<SlotHeader>();
+                    (*slot).seq = AtomicU64::new(i);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Arc::new(RawQueue { seg }))
+    }
+
+    /// Opens a queue and checks its geometry against the data area, so that
+    /// no later index can leave the mapping whatever a peer wrote.
+    pub(crate) fn open(
+        opts: &RegionOptions,
+        tag: &str,
+        flags: u64,
+        max_len: Option<u64>,
+    ) -> Result<Arc<RawQueue>> {
+        let seg = Segment::open(opts, &spec(opts, tag, flags), None)?;
+        Self::checked(seg, flags, max_len)
+    }
+
+    pub(crate) fn from_fd(
+        fd: std::os::fd::OwnedFd,
+        opts: &RegionOptions,
+        tag: &str,
+        flags: u64,
+        max_len: Option<u64>,
+    ) -> Result<Arc<RawQueue>> {
+        let seg = Segment::from_fd(fd, opts, &spec(opts, tag, flags), None)?;
+        Self::checked(seg, flags, max_len)
+    }
+
+    fn checked(seg: Segment, flags: u64, max_len: Option<u64>) -> Result<Arc<RawQueue>> {
+        let q = RawQueue { seg };
+        let st = &q.control().state.0;
+        let corrupt = |what: String| Error::Corrupted {
+            name: q.seg.id(),
+            what,
+        };
+        let (cap, stride, len) = (st.capacity, st.stride, st.max_len);
+        if !cap.is_power_of_two()
+            || stride % 64 != 0
+            || stride < size_of::<SlotHeader>() as u64 + len
+            || cap.checked_mul(stride) != Some(q.seg.element_count())
+        {
+            return Err(corrupt(format!(
+                "queue geometry (capacity {cap}, stride {stride}, max message {len}) does not \
+                 match its {}-byte slot area",
+                q.seg.element_count()
+            )));
+        }
+        if st.flags & FLAG_BYTES != flags & FLAG_BYTES {
+            return Err(corrupt("message kind (bytes or typed) differs".into()));
+        }
+        if let Some(m) = max_len
+            && m != len
+        {
+            return Err(Error::LengthMismatch {
+                name: q.seg.id(),
+                expected: m,
+                found: len,
+            });
+        }
+        Ok(Arc::new(q))
+    }
+
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    pub(crate) fn control(&self) -> &QueueControl {
+        // SAFETY: the header check guarantees a published control block of
+        // QueueControl's size and alignment; it is made of atomics, plain
+        // integers only read, and a RawMutex used through pthread calls.
+        unsafe { &*self.seg.control_ptr().cast::<QueueControl>() }
+    }
+
+    pub(crate) fn ring(&self) -> Ring<'_> {
+        let c = self.control();
+        let st = &c.state.0;
+        // SAFETY: `checked` verified capacity (a power of two) * stride equals
+        // the data area, stride is a multiple of 64 and covers a SlotHeader
+        // plus max_len; the slots were initialised before publication.
+        unsafe {
+            Ring::new(
+                &c.head.0,
+                &c.tail.0,
+                self.seg.data_ptr(),
+                st.capacity,
+                st.stride as usize,
+                false,
+                false,
+            )
+        }
+    }
+
+    pub(crate) fn max_len(&self) -> usize {
+        self.control().state.0.max_len as usize
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.control().state.0.capacity as usize
+    }
+
+    fn joinable(&self) -> bool {
+        self.control().state.0.flags & FLAG_JOINABLE != 0
+    }
+
+    // ---- participants ----
+
+    /// Registers a sender or receiver of this process; its entry index.
+    pub(crate) fn register(&self, role: u32) -> Result<usize> {
+        let me = proc::pid();
+        let start = proc::own_start_time();
+        for attempt in 0..2 {
+            for (i, p) in self.control().participants.iter().enumerate() {
+                if p.pid
+                    .compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    p.start.store(start, Ordering::SeqCst);
+                    p.intent.store(0, Ordering::SeqCst);
+                    p.token.store(0, Ordering::SeqCst);
+                    // Counted before the role is visible: a recoverer only
+                    // uncounts entries with a role (a death between the two
+                    // stores leaves one count too many; two instructions).
+                    self.count(role).fetch_add(1, Ordering::SeqCst);
+                    p.role.store(role, Ordering::SeqCst);
+                    return Ok(i);
+                }
+            }
+            if attempt == 0 {
+                self.recover();
+            }
+        }
+        Err(Error::Corrupted {
+            name: self.seg.id(),
+            what: format!(
+                "all {MAX_PARTICIPANTS} participant entries are taken: drop unused \
+                 senders/receivers (each handle, clone or thread uses one)"
+            ),
+        })
+    }
+
+    fn count(&self, role: u32) -> &AtomicU32 {
+        let st = &self.control().state.0;
+        if role == ROLE_SENDER {
+            &st.senders
+        } else {
+            &st.receivers
+        }
+    }
+
+    pub(crate) fn unregister(&self, entry: usize) {
+        let p = &self.control().participants[entry];
+        let role = p.role.swap(0, Ordering::SeqCst);
+        p.intent.store(0, Ordering::SeqCst);
+        p.token.store(0, Ordering::SeqCst);
+        p.pid.store(0, Ordering::SeqCst);
+        if role != 0 {
+            self.count(role).fetch_sub(1, Ordering::SeqCst);
+        }
+        self.wake_all();
+    }
+
+    /// Marks the entry as travelling to another process; the token that
+    /// process presents to [`adopt`](Self::adopt) it.
+    pub(crate) fn begin_transit(&self, entry: usize) -> u64 {
+        let token = match crate::sys::shm::random_bytes::<8>() {
+            Ok(b) => u64::from_ne_bytes(b),
+            Err(_) => (proc::pid() as u64) << 32 | entry as u64,
+        };
+        let token = (token & !RELEASING) | 1;
+        self.control().participants[entry]
+            .token
+            .store(token, Ordering::SeqCst);
+        token
+    }
+
+    /// Takes over a registration that travelled here: registers a new
+    /// entry for this process first, then retires the travelling one, so
+    /// the count of senders (receivers) never drops to zero in between.
+    /// The retiring entry is marked with our pid, so that if we die midway
+    /// a recoverer finishes the job.
+    pub(crate) fn adopt(&self, entry: u32, token: u64, role: u32) -> Result<usize> {
+        let mine = self.register(role)?;
+        if let Some(p) = self.control().participants.get(entry as usize)
+            && token != 0
+            && token & RELEASING == 0
+            && p.role.load(Ordering::SeqCst) == role
+            && p.token
+                .compare_exchange(
+                    token,
+                    RELEASING | proc::pid() as u64,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_ok()
+        {
+            self.unregister(entry as usize);
+        }
+        Ok(mine)
+    }
+
+    /// Frees an entry whose journey ended without adoption (the receiving
+    /// process died first).
+    pub(crate) fn abandon(&self, entry: usize, token: u64) {
+        let p = &self.control().participants[entry];
+        if token != 0
+            && p.token
+                .compare_exchange(token, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            self.unregister(entry);
+        }
+    }
+
+    pub(crate) fn intent(&self, entry: usize) -> &AtomicU64 {
+        &self.control().participants[entry].intent
+    }
+
+    pub(crate) fn senders(&self) -> u32 {
+        self.control().state.0.senders.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn receivers(&self) -> u32 {
+        self.control().state.0.receivers.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.control().state.0.closed.load(Ordering::SeqCst) != 0
+    }
+
+    pub(crate) fn close(&self) {
+        self.control().state.0.closed.store(1, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        let w = &self.control().waits.0;
+        for word in [&w.items, &w.space, &w.done] {
+            word.fetch_add(1, Ordering::SeqCst);
+            futex::wake(word, i32::MAX as u32);
+        }
+    }
+
+    // ---- sending ----
+
+    fn send_disconnected(&self) -> bool {
+        self.is_closed() || self.receivers() == 0
+    }
+
+    /// Claims a slot to send into, blocking as `deadline` allows (`None`:
+    /// forever; `Some(now)`: not at all).
+    pub(crate) fn claim_send(
+        &self,
+        entry: usize,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<u64, Stop> {
+        let ring = self.ring();
+        let intent = self.intent(entry);
+        let w = &self.control().waits.0;
+        let mut backoff = Backoff::new();
+        loop {
+            if self.send_disconnected() {
+                return Err(Stop::Disconnected);
+            }
+            let seen = w.space.load(Ordering::SeqCst);
+            if let Some(pos) = ring.try_claim_send(intent) {
+                return Ok(pos);
+            }
+            if backoff.spin() {
+                continue;
+            }
+            self.sleep(&w.space, &w.send_waiters, seen, deadline, || {
+                ring.can_send() || self.send_disconnected()
+            })?;
+        }
+    }
+
+    /// Publishes a claimed slot with `len` bytes (or [`SKIP`]).
+    pub(crate) fn commit(&self, entry: usize, pos: u64, len: u64) {
+        if len != SKIP && self.joinable() {
+            self.control()
+                .state
+                .0
+                .unfinished
+                .fetch_add(1, Ordering::SeqCst);
+        }
+        self.ring().commit(pos, len, self.intent(entry));
+        let w = &self.control().waits.0;
+        wake_one(&w.items, &w.recv_waiters);
+    }
+
+    // ---- receiving ----
+
+    fn recv_disconnected(&self) -> bool {
+        self.is_closed() || self.senders() == 0
+    }
+
+    /// Claims the next message (skips are released here, never returned):
+    /// its position and length.
+    pub(crate) fn claim_recv(
+        &self,
+        entry: usize,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(u64, usize), Stop> {
+        let ring = self.ring();
+        let intent = self.intent(entry);
+        let c = self.control();
+        let w = &c.waits.0;
+        let max = self.max_len() as u64;
+        let mut backoff = Backoff::new();
+        loop {
+            if c.state.0.orphan_count.load(Ordering::SeqCst) > 0
+                && let Some(claim) = self.take_orphan(entry)
+            {
+                return Ok(claim);
+            }
+            let seen = w.items.load(Ordering::SeqCst);
+            match ring.try_claim_recv(intent) {
+                Ok((pos, len)) if len == SKIP => {
+                    self.release(entry, pos);
+                    continue;
+                }
+                Ok((pos, len)) if len > max => {
+                    // A hostile or broken peer wrote a length beyond the slot:
+                    // never read past it; drop the message, count it.
+                    self.release(entry, pos);
+                    c.state.0.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Ok((pos, len)) => return Ok((pos, len as usize)),
+                Err(Empty::Idle) => {
+                    if self.recv_disconnected() {
+                        // Before concluding: a dead receiver may hold a
+                        // message nobody has handed on yet.
+                        self.recover();
+                        if c.state.0.orphan_count.load(Ordering::SeqCst) > 0 {
+                            continue;
+                        }
+                        // A message committed before the last sender left is
+                        // visible now (SeqCst load after its Release commit).
+                        match ring.try_claim_recv(intent) {
+                            Err(Empty::Idle) => return Err(Stop::Disconnected),
+                            _ => continue,
+                        }
+                    }
+                }
+                Err(Empty::Stalled(_)) => {}
+            }
+            if backoff.spin() {
+                continue;
+            }
+            self.sleep(&w.items, &w.recv_waiters, seen, deadline, || {
+                ring.can_recv()
+                    || self.recv_disconnected()
+                    || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
+            })?;
+        }
+    }
+
+    /// Frees a received slot for the next lap's sender.
+    pub(crate) fn release(&self, entry: usize, pos: u64) {
+        self.ring().release(pos, self.intent(entry));
+        let w = &self.control().waits.0;
+        wake_one(&w.space, &w.send_waiters);
+    }
+
+    pub(crate) fn data(&self, pos: u64) -> *mut u8 {
+        self.ring().data(pos)
+    }
+
+    // ---- joinable ----
+
+    pub(crate) fn task_done(&self) -> Result<()> {
+        let st = &self.control().state.0;
+        let prev = st
+            .unfinished
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match prev {
+            Ok(1) => {
+                let w = &self.control().waits.0;
+                w.done.fetch_add(1, Ordering::SeqCst);
+                futex::wake(&w.done, i32::MAX as u32);
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::Corrupted {
+                name: self.seg.id(),
+                what: "task_done() called more times than messages were sent".into(),
+            }),
+        }
+    }
+
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
+        let st = &self.control().state.0;
+        let w = &self.control().waits.0;
+        loop {
+            let seen = w.done.load(Ordering::SeqCst);
+            if st.unfinished.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if self
+                .sleep(&w.done, &w.join_waiters, seen, deadline, || {
+                    st.unfinished.load(Ordering::SeqCst) == 0
+                })
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+
+    // ---- sleeping ----
+
+    /// Sleeps on `word` (which held `seen` before the caller's failed
+    /// attempt) until woken, `ready()` holds, a slice passes (then dead
+    /// participants are looked for), or `deadline` passes (→ `Timeout`;
+    /// a deadline already past → `WouldBlock`).
+    fn sleep(
+        &self,
+        word: &AtomicU32,
+        waiters: &AtomicU32,
+        seen: u32,
+        deadline: Option<Instant>,
+        ready: impl Fn() -> bool,
+    ) -> std::result::Result<(), Stop> {
+        let now = Instant::now();
+        let slice_end = now + SLICE;
+        let until = match deadline {
+            Some(d) if d <= now => return Err(Stop::WouldBlock),
+            Some(d) => d.min(slice_end),
+            None => slice_end,
+        };
+        // SYNC(waiters): the SeqCst increment, then `ready()` re-checked,
+        // pairs with the waker's fence(SeqCst) between its state change and
+        // its load of the count (`wake_one`): either we see the change, or
+        // the waker sees us and bumps the word.
+        waiters.fetch_add(1, Ordering::SeqCst);
+        if !ready() {
+            futex::wait(
+                word,
+                seen,
+                Some(until.saturating_duration_since(Instant::now())),
+            );
+        }
+        waiters.fetch_sub(1, Ordering::SeqCst);
+        if Instant::now() >= slice_end {
+            self.recover();
+        }
+        match deadline {
+            Some(d) if Instant::now() >= d => Err(Stop::Timeout),
+            _ => Ok(()),
+        }
+    }
+
+    // ---- recovery ----
+
+    /// Looks for dead participants and repairs what they held: an
+    /// uncommitted send claim becomes a skip, a received-but-unreleased
+    /// message is queued for redelivery, and the entry is freed. Returns
+    /// whether anything was done.
+    pub(crate) fn recover(&self) -> bool {
+        let c = self.control();
+        let dead: Vec<usize> = c
+            .participants
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| is_dead(p))
+            .map(|(i, _)| i)
+            .collect();
+        if dead.is_empty() {
+            return false;
+        }
+        let _guard = RecoveryGuard::lock(&c.recovery);
+        let ring = self.ring();
+        let mut changed = false;
+        for i in dead {
+            let p = &c.participants[i];
+            if !is_dead(p) {
+                continue; // freed (and maybe reused) meanwhile
+            }
+            let role = p.role.load(Ordering::SeqCst);
+            let intent = p.intent.load(Ordering::SeqCst);
+            if intent != 0 {
+                let pos = intent - 1;
+                // Another participant with the same intent that is alive may
+                // be the real holder: leave this entry for a later round.
+                if self.live_holder(role, intent, i) {
+                    continue;
+                }
+                if role == ROLE_SENDER && ring.is_uncommitted(pos) {
+                    ring.skip_abandoned_send(pos);
+                    c.state.0.skipped.fetch_add(1, Ordering::Relaxed);
+                } else if role == ROLE_RECEIVER && ring.is_held(pos) {
+                    self.add_orphan(pos);
+                }
+            }
+            p.intent.store(0, Ordering::SeqCst);
+            p.role.store(0, Ordering::SeqCst);
+            p.token.store(0, Ordering::SeqCst);
+            p.pid.store(0, Ordering::SeqCst);
+            if role == ROLE_SENDER || role == ROLE_RECEIVER {
+                self.count(role).fetch_sub(1, Ordering::SeqCst);
+            }
+            c.state.0.reaped.fetch_add(1, Ordering::Relaxed);
+            changed = true;
+        }
+        drop(_guard);
+        if changed {
+            self.wake_all();
+        }
+        changed
+    }
+
+    fn live_holder(&self, role: u32, intent: u64, except: usize) -> bool {
+        self.control()
+            .participants
+            .iter()
+            .enumerate()
+            .any(|(j, q)| {
+                j != except
+                    && q.role.load(Ordering::SeqCst) == role
+                    && q.intent.load(Ordering::SeqCst) == intent
+                    && !is_dead(q)
+            })
+    }
+
+    fn add_orphan(&self, pos: u64) {
+        let c = self.control();
+        if c.orphans
+            .iter()
+            .any(|o| o.load(Ordering::SeqCst) == pos + 1)
+        {
+            return;
+        }
+        if let Some(o) = c.orphans.iter().find(|o| o.load(Ordering::SeqCst) == 0) {
+            o.store(pos + 1, Ordering::SeqCst);
+            c.state.0.orphan_count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes a message a dead receiver held, recording it in our intent
+    /// first (so our own death hands it on again).
+    fn take_orphan(&self, entry: usize) -> Option<(u64, usize)> {
+        let c = self.control();
+        let _guard = RecoveryGuard::lock(&c.recovery);
+        let ring = self.ring();
+        for o in &c.orphans {
+            let v = o.load(Ordering::SeqCst);
+            if v == 0 {
+                continue;
+            }
+            let pos = v - 1;
+            o.store(0, Ordering::SeqCst);
+            c.state.0.orphan_count.fetch_sub(1, Ordering::SeqCst);
+            if !ring.is_held(pos) {
+                continue;
+            }
+            self.intent(entry).store(v, Ordering::SeqCst);
+            let len = ring.slot(pos).len.load(Ordering::Acquire);
+            if len == SKIP || len > self.max_len() as u64 {
+                ring.release(pos, self.intent(entry));
+                continue;
+            }
+            c.state.0.redelivered.fetch_add(1, Ordering::Relaxed);
+            return Some((pos, len as usize));
+        }
+        None
+    }
+
+    pub(crate) fn participants(&self) -> Vec<super::ParticipantInfo> {
+        self.control()
+            .participants
+            .iter()
+            .filter(|p| p.pid.load(Ordering::SeqCst) != 0)
+            .map(|p| super::ParticipantInfo {
+                pid: p.pid.load(Ordering::SeqCst),
+                sender: p.role.load(Ordering::SeqCst) == ROLE_SENDER,
+                in_transit: p.token.load(Ordering::SeqCst) != 0,
+                alive: !is_dead(p),
+            })
+            .collect()
+    }
+
+    /// Statistics: (skipped claims, redelivered messages, reaped participants).
+    pub(crate) fn stats(&self) -> (u64, u64, u64) {
+        let st = &self.control().state.0;
+        (
+            st.skipped.load(Ordering::Relaxed),
+            st.redelivered.load(Ordering::Relaxed),
+            st.reaped.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Wakes one sleeper on `word` if any sleeps (see `RawQueue::sleep`).
+fn wake_one(word: &AtomicU32, waiters: &AtomicU32) {
+    fence(Ordering::SeqCst);
+    if waiters.load(Ordering::Relaxed) > 0 {
+        word.fetch_add(1, Ordering::SeqCst);
+        futex::wake(word, 1);
+    }
+}
+
+/// Marks a token as "being retired by the adopter whose pid is in the low
+/// 32 bits".
+const RELEASING: u64 = 1 << 63;
+
+fn pid_gone(pid: u32) -> bool {
+    matches!(proc::kill(pid, 0), Err(e) if e.raw_os_error() == Some(libc::ESRCH))
+}
+
+/// Whether the participant's process is gone (or, for an entry being
+/// retired by an adopter, whether that adopter is gone). An entry still being
+/// registered (role not yet stored) has no start time yet: only a pid that
+/// no longer exists counts as dead then.
+fn is_dead(p: &Participant) -> bool {
+    let pid = p.pid.load(Ordering::SeqCst);
+    if pid == 0 {
+        return false;
+    }
+    let token = p.token.load(Ordering::SeqCst);
+    if token & RELEASING != 0 && pid_gone(token as u32) {
+        return true;
+    }
+    if p.role.load(Ordering::SeqCst) == 0 {
+        return pid_gone(pid);
+    }
+    !proc::is_alive(pid, p.start.load(Ordering::SeqCst))
+}
+
+/// The recovery lock, held for a scope. A recoverer that died inside left
+/// only idempotent steps half done, so the poison is simply cleared.
+struct RecoveryGuard<'a>(&'a RawMutex);
+
+impl<'a> RecoveryGuard<'a> {
+    fn lock(m: &'a RawMutex) -> Self {
+        if let crate::sync::mutex::Acquired::Poisoned = m.lock() {
+            // SAFETY: we hold the lock.
+            unsafe { m.clear_poison() };
+        }
+        RecoveryGuard(m)
+    }
+}
+
+impl Drop for RecoveryGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: this guard's thread holds the lock (taken in `lock`).
+        unsafe { self.0.unlock() };
+    }
+}

@@ -1,0 +1,510 @@
+//! The implementation is based on Dmitry Vyukov's bounded MPMC queue
+//! (<https://www.1024cores.net/home/lock-free-algorithms/queues/bounded-mpmc-queue>),
+//! with two additions for processes that die:
+//!
+//! - **Intents.** Before a sender (receiver) tries to claim position `p` with
+//!   its compare-and-swap on `head` (`tail`), it stores `p + 1` in its own
+//!   intent word (SeqCst, before the SeqCst CAS). Whoever later sees `head > p`
+//!   (`tail > p`) and slot `p` not yet committed (not yet released) can find
+//!   every participant that may hold `p`: the winner of the CAS still has
+//!   `p + 1` in its intent, and keeps it until it commits (releases). A loser
+//!   may also show `p + 1` for a moment; the recovery rule (act only when
+//!   *every* participant showing `p + 1` is dead) handles both.
+//! - **Skips.** A committed slot may carry the length [`SKIP`]: a claim whose
+//!   sender died (or dropped a reservation uncommitted) is committed as a skip
+//!   by a recoverer, and receivers release skips without delivering them.
+//!
+//! A single-producer (single-consumer) ring replaces the CAS by a plain store
+//! and needs no intent: its one sender cannot race anyone for a position.
+//!
+//! The ring touches memory only through [`SlotHeader`]s at `base + i * stride`
+//! and two cursors; it makes no system call, so the same code runs on heap
+//! memory under loom (see `loom_tests`).
+
+use super::atomic::{AtomicU64, Ordering};
+
+/// Length of a slot whose claim was abandoned: receivers skip it.
+pub(crate) const SKIP: u64 = u64::MAX;
+
+/// The start of every slot; the message bytes follow.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct SlotHeader {
+    /// Vyukov's stamp: `p` free for the sender of position `p`, `p + 1`
+    /// committed for its receiver, `p + capacity` released for the next lap.
+    pub seq: AtomicU64,
+    /// Message length in bytes, or [`SKIP`].
+    pub len: AtomicU64,
+}
+
+/// Why a claim found nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Empty {
+    /// Nothing sent and not taken.
+    Idle,
+    /// Position `p` was claimed by a sender that has not committed it yet.
+    Stalled(u64),
+}
+
+/// A view of a ring: two cursors and `capacity` slots of `stride` bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ring<'a> {
+    head: &'a AtomicU64,
+    tail: &'a AtomicU64,
+    base: *const u8,
+    stride: usize,
+    mask: u64,
+    single_producer: bool,
+    single_consumer: bool,
+}
+
+/// Whether position `a` is after position `b` (positions never wrap in
+/// practice: 2^64 messages).
+fn after(a: u64, b: u64) -> bool {
+    (a.wrapping_sub(b) as i64) > 0
+}
+
+impl<'a> Ring<'a> {
+    /// A view of the ring whose slots start at `base`.
+    ///
+    /// # Safety
+    ///
+    /// `base` must point to `capacity` slots of `stride` bytes each (stride a
+    /// multiple of 16 and at least `size_of::<SlotHeader>()`), each starting
+    /// with an initialised `SlotHeader`, valid for `'a`; `capacity` a power of
+    /// two. Every process using the ring must pass the same flags.
+    pub(crate) unsafe fn new(
+        head: &'a AtomicU64,
+        tail: &'a AtomicU64,
+        base: *const u8,
+        capacity: u64,
+        stride: usize,
+        single_producer: bool,
+        single_consumer: bool,
+    ) -> Self {
+        debug_assert!(capacity.is_power_of_two());
+        Ring {
+            head,
+            tail,
+            base,
+            stride,
+            mask: capacity - 1,
+            single_producer,
+            single_consumer,
+        }
+    }
+
+    /// Slots in the ring.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    pub(crate) fn slot(&self, pos: u64) -> &'a SlotHeader {
+        // SAFETY: the index is masked into 0..capacity, and `new`'s contract
+        // says each such slot starts with an initialised SlotHeader.
+        unsafe {
+            &*self
+                .base
+                .add((pos & self.mask) as usize * self.stride)
+                .cast::<SlotHeader>()
+        }
+    }
+
+    /// The message bytes of the slot for `pos` (`stride - 16` of them).
+    pub(crate) fn data(&self, pos: u64) -> *mut u8 {
+        // SAFETY: in bounds of the slot, per `new`'s contract.
+        unsafe {
+            self.base
+                .add((pos & self.mask) as usize * self.stride + size_of::<SlotHeader>())
+                .cast_mut()
+        }
+    }
+
+    /// Claims the next position for sending, or `None` if the ring is full.
+    /// The caller writes the message into [`data`](Self::data) and then calls
+    /// [`commit`](Self::commit); until then `intent` must stay untouched.
+    pub(crate) fn try_claim_send(&self, intent: &AtomicU64) -> Option<u64> {
+        let mut pos = self.head.load(Ordering::Relaxed);
+        loop {
+            // SYNC(seq): pairs with the Release store in `release` (the slot's
+            // previous message was read before we overwrite it).
+            let seq = self.slot(pos).seq.load(Ordering::Acquire);
+            let dif = seq.wrapping_sub(pos) as i64;
+            if dif == 0 {
+                if self.single_producer {
+                    self.head.store(pos + 1, Ordering::Relaxed);
+                    return Some(pos);
+                }
+                // SYNC(intent): SeqCst before the SeqCst CAS, so a recoverer
+                // that sees `head > pos` also sees this intent.
+                intent.store(pos + 1, Ordering::SeqCst);
+                match self.head.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Some(pos),
+                    Err(now) => pos = now,
+                }
+            } else if dif < 0 {
+                if !self.single_producer {
+                    intent.store(0, Ordering::SeqCst);
+                }
+                return None;
+            } else {
+                pos = self.head.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Publishes the message at `pos` with `len` bytes (or [`SKIP`]).
+    pub(crate) fn commit(&self, pos: u64, len: u64, intent: &AtomicU64) {
+        let slot = self.slot(pos);
+        slot.len.store(len, Ordering::Relaxed);
+        // SYNC(seq): pairs with the Acquire load in `try_claim_recv`; the
+        // message bytes and `len` are visible to the receiver.
+        slot.seq.store(pos + 1, Ordering::Release);
+        if !self.single_producer {
+            intent.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Claims the next committed message: its position and length (which may
+    /// be [`SKIP`]). The caller reads [`data`](Self::data), then calls
+    /// [`release`](Self::release).
+    pub(crate) fn try_claim_recv(&self, intent: &AtomicU64) -> Result<(u64, u64), Empty> {
+        let mut pos = self.tail.load(Ordering::Relaxed);
+        loop {
+            let slot = self.slot(pos);
+            // SYNC(seq): pairs with the Release store in `commit`.
+            let seq = slot.seq.load(Ordering::Acquire);
+            let dif = seq.wrapping_sub(pos + 1) as i64;
+            if dif == 0 {
+                if self.single_consumer {
+                    self.tail.store(pos + 1, Ordering::Relaxed);
+                    return Ok((pos, slot.len.load(Ordering::Relaxed)));
+                }
+                // SYNC(intent): as in try_claim_send.
+                intent.store(pos + 1, Ordering::SeqCst);
+                match self.tail.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Ok((pos, slot.len.load(Ordering::Relaxed))),
+                    Err(now) => pos = now,
+                }
+            } else if dif < 0 {
+                if !self.single_consumer {
+                    intent.store(0, Ordering::SeqCst);
+                }
+                let head = self.head.load(Ordering::SeqCst);
+                return Err(if after(head, pos) {
+                    Empty::Stalled(pos)
+                } else {
+                    Empty::Idle
+                });
+            } else {
+                pos = self.tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Frees the slot at `pos` for the sender of the next lap.
+    pub(crate) fn release(&self, pos: u64, intent: &AtomicU64) {
+        // SYNC(seq): pairs with the Acquire load in `try_claim_send`.
+        self.slot(pos)
+            .seq
+            .store(pos + self.capacity(), Ordering::Release);
+        if !self.single_consumer {
+            intent.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the slot at `head` is free for a sender (the ring is not full,
+    /// and no receiver still holds that slot from the previous lap).
+    pub(crate) fn can_send(&self) -> bool {
+        let head = self.head.load(Ordering::SeqCst);
+        self.slot(head).seq.load(Ordering::SeqCst) == head
+    }
+
+    /// Whether the message at `tail` is committed.
+    pub(crate) fn can_recv(&self) -> bool {
+        let tail = self.tail.load(Ordering::SeqCst);
+        self.slot(tail).seq.load(Ordering::SeqCst) == tail + 1
+    }
+
+    /// Messages committed or being written, not yet claimed by a receiver.
+    pub(crate) fn len(&self) -> u64 {
+        let tail = self.tail.load(Ordering::SeqCst);
+        let head = self.head.load(Ordering::SeqCst);
+        head.wrapping_sub(tail).min(self.capacity())
+    }
+
+    /// Recovery: position `pos` was claimed by a sender that is dead. If it
+    /// never committed, commit it as a skip. Only one recoverer may run at a
+    /// time (the caller holds the recovery lock).
+    pub(crate) fn skip_abandoned_send(&self, pos: u64) -> bool {
+        let slot = self.slot(pos);
+        if slot.seq.load(Ordering::Acquire) == pos && after(self.head.load(Ordering::SeqCst), pos) {
+            slot.len.store(SKIP, Ordering::Relaxed);
+            slot.seq.store(pos + 1, Ordering::Release);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Recovery: whether the message at `pos` was claimed by a receiver and
+    /// not released.
+    pub(crate) fn is_held(&self, pos: u64) -> bool {
+        self.slot(pos).seq.load(Ordering::Acquire) == pos + 1
+            && after(self.tail.load(Ordering::SeqCst), pos)
+    }
+
+    /// Recovery: whether a sender claimed `pos` and has not committed it.
+    pub(crate) fn is_uncommitted(&self, pos: u64) -> bool {
+        self.slot(pos).seq.load(Ordering::Acquire) == pos
+            && after(self.head.load(Ordering::SeqCst), pos)
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// A slot for loom: the header, then the message as an atomic so that
+    /// loom can show a stale read if the ring's orderings were too weak.
+    #[repr(C)]
+    struct TestSlot {
+        header: SlotHeader,
+        value: AtomicU64,
+    }
+
+    struct Heap {
+        head: AtomicU64,
+        tail: AtomicU64,
+        slots: Vec<TestSlot>,
+    }
+
+    impl Heap {
+        fn new(capacity: u64) -> Arc<Heap> {
+            Arc::new(Heap {
+                head: AtomicU64::new(0),
+                tail: AtomicU64::new(0),
+                slots: (0..capacity)
+                    .map(|i| TestSlot {
+                        header: SlotHeader {
+                            seq: AtomicU64::new(i),
+                            len: AtomicU64::new(0),
+                        },
+                        value: AtomicU64::new(0),
+                    })
+                    .collect(),
+            })
+        }
+
+        fn ring(&self, sp: bool, sc: bool) -> Ring<'_> {
+            // SAFETY: the Vec holds `capacity` TestSlots, each starting with
+            // an initialised SlotHeader, stride = size_of::<TestSlot>().
+            unsafe {
+                Ring::new(
+                    &self.head,
+                    &self.tail,
+                    self.slots.as_ptr().cast(),
+                    self.slots.len() as u64,
+                    size_of::<TestSlot>(),
+                    sp,
+                    sc,
+                )
+            }
+        }
+
+        fn value(&self, ring: &Ring<'_>, pos: u64) -> &AtomicU64 {
+            &self.slots[(pos % ring.capacity()) as usize].value
+        }
+
+        fn send(&self, ring: &Ring<'_>, intent: &AtomicU64, v: u64) -> bool {
+            match ring.try_claim_send(intent) {
+                Some(pos) => {
+                    self.value(ring, pos).store(v, Ordering::Relaxed);
+                    ring.commit(pos, 8, intent);
+                    true
+                }
+                None => false,
+            }
+        }
+
+        fn recv(&self, ring: &Ring<'_>, intent: &AtomicU64) -> Option<u64> {
+            loop {
+                match ring.try_claim_recv(intent) {
+                    Ok((pos, len)) => {
+                        let v = self.value(ring, pos).load(Ordering::Relaxed);
+                        ring.release(pos, intent);
+                        if len == SKIP {
+                            continue;
+                        }
+                        return Some(v);
+                    }
+                    Err(_) => return None,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn two_producers_two_consumers_exactly_once() {
+        loom::model(|| {
+            let heap = Heap::new(2);
+            let producers: Vec<_> = (0..2u64)
+                .map(|p| {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        let intent = AtomicU64::new(0);
+                        let ring = heap.ring(false, false);
+                        // Values 1.. so a stale zero shows.
+                        while !heap.send(&ring, &intent, p + 1) {
+                            thread::yield_now();
+                        }
+                    })
+                })
+                .collect();
+            let consumer = {
+                let heap = heap.clone();
+                thread::spawn(move || {
+                    let intent = AtomicU64::new(0);
+                    let ring = heap.ring(false, false);
+                    heap.recv(&ring, &intent)
+                })
+            };
+            let intent = AtomicU64::new(0);
+            let ring = heap.ring(false, false);
+            for p in producers {
+                p.join().unwrap();
+            }
+            let a = consumer.join().unwrap();
+            let mut got: Vec<u64> = a.into_iter().collect();
+            while let Some(v) = heap.recv(&ring, &intent) {
+                got.push(v);
+            }
+            got.sort();
+            assert_eq!(got, vec![1, 2]);
+        });
+    }
+
+    #[test]
+    fn wraparound_with_one_slot_never_loses_or_duplicates() {
+        loom::model(|| {
+            let heap = Heap::new(1);
+            let producer = {
+                let heap = heap.clone();
+                thread::spawn(move || {
+                    let intent = AtomicU64::new(0);
+                    let ring = heap.ring(false, false);
+                    for v in 1..=2 {
+                        while !heap.send(&ring, &intent, v) {
+                            thread::yield_now();
+                        }
+                    }
+                })
+            };
+            let intent = AtomicU64::new(0);
+            let ring = heap.ring(false, false);
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                match heap.recv(&ring, &intent) {
+                    Some(v) => got.push(v),
+                    None => thread::yield_now(),
+                }
+            }
+            producer.join().unwrap();
+            assert_eq!(got, vec![1, 2]);
+        });
+    }
+
+    #[test]
+    fn spsc_in_order() {
+        loom::model(|| {
+            let heap = Heap::new(2);
+            let producer = {
+                let heap = heap.clone();
+                thread::spawn(move || {
+                    let intent = AtomicU64::new(0);
+                    let ring = heap.ring(true, true);
+                    for v in 1..=3 {
+                        while !heap.send(&ring, &intent, v) {
+                            thread::yield_now();
+                        }
+                    }
+                })
+            };
+            let intent = AtomicU64::new(0);
+            let ring = heap.ring(true, true);
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                match heap.recv(&ring, &intent) {
+                    Some(v) => got.push(v),
+                    None => thread::yield_now(),
+                }
+            }
+            producer.join().unwrap();
+            assert_eq!(got, vec![1, 2, 3]);
+        });
+    }
+
+    #[test]
+    fn a_dead_senders_claim_is_skipped_and_later_messages_flow() {
+        loom::model(|| {
+            let heap = Heap::new(2);
+            let ring = heap.ring(false, false);
+            // A sender claims position 0 and "dies" before committing.
+            let dead_intent = AtomicU64::new(0);
+            let pos = ring.try_claim_send(&dead_intent).unwrap();
+            assert_eq!(dead_intent.load(Ordering::SeqCst), pos + 1);
+            let live = {
+                let heap = heap.clone();
+                thread::spawn(move || {
+                    let intent = AtomicU64::new(0);
+                    let ring = heap.ring(false, false);
+                    while !heap.send(&ring, &intent, 7) {
+                        thread::yield_now();
+                    }
+                })
+            };
+            let intent = AtomicU64::new(0);
+            // The receiver is stalled on position 0 until it is recovered.
+            assert!(matches!(
+                ring.try_claim_recv(&intent),
+                Err(Empty::Stalled(0)) | Err(Empty::Idle)
+            ));
+            assert!(ring.is_uncommitted(pos));
+            assert!(ring.skip_abandoned_send(pos));
+            live.join().unwrap();
+            assert_eq!(heap.recv(&ring, &intent), Some(7));
+            assert_eq!(heap.recv(&ring, &intent), None);
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_header_layout() {
+        assert_eq!(size_of::<SlotHeader>(), 16);
+        assert_eq!(std::mem::offset_of!(SlotHeader, len), 8);
+    }
+
+    #[test]
+    fn after_compares_positions() {
+        assert!(after(1, 0));
+        assert!(!after(0, 0));
+        assert!(!after(0, 1));
+        assert!(after(0, u64::MAX));
+    }
+}

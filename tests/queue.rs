@@ -1,0 +1,504 @@
+//! The shared-memory Queue with real processes: MPMC exactly-once and
+//! per-producer order, disconnection, timeouts, variable-size and rkyv
+//! messages, handles sent through a queue, joinable queues, hostile input,
+//! and SIGKILLed producers and consumers.
+
+mod common;
+
+use common::{WATCHDOG, unique};
+use shmkit::process::{self, Builder, Process};
+use shmkit::queue::{self, Bytes, Queue, Receiver, RecvError, SendError, Sender};
+use shmkit::{Array, Message, Value};
+use std::time::{Duration, Instant};
+
+fn join<R: Message>(p: Process<R>) -> R {
+    let mut p = p;
+    match p
+        .join_timeout(WATCHDOG)
+        .unwrap_or_else(|e| panic!("child failed: {e}"))
+    {
+        Some(r) => r,
+        None => {
+            let _ = p.kill();
+            panic!("watchdog: child {} still runs", p.pid());
+        }
+    }
+}
+
+#[test]
+fn in_process_basics_full_empty_timeouts_and_disconnect() {
+    let (tx, rx) = queue::bounded::<u64>(4).unwrap();
+    assert_eq!(tx.queue().capacity(), 4);
+    assert!(matches!(rx.try_recv(), Err(RecvError::Empty)));
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_millis(20)),
+        Err(RecvError::Timeout)
+    ));
+    for i in 0..4 {
+        tx.try_send(i).unwrap();
+    }
+    assert!(tx.queue().is_full());
+    assert_eq!(tx.queue().len(), 4);
+    assert!(matches!(tx.try_send(9), Err(SendError::Full(9))));
+    assert!(matches!(
+        tx.send_timeout(9, Duration::from_millis(20)),
+        Err(SendError::Timeout(9))
+    ));
+    assert_eq!(rx.recv().unwrap(), 0);
+    tx.send(4).unwrap();
+    drop(tx);
+    // Drained in order, then disconnected.
+    assert_eq!(rx.iter().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
+
+    let (tx, rx) = queue::bounded::<u64>(4).unwrap();
+    drop(rx);
+    assert!(matches!(tx.send(1), Err(SendError::Disconnected(1))));
+
+    let (tx, rx) = queue::bounded::<u64>(4).unwrap();
+    tx.send(7).unwrap();
+    tx.queue().close();
+    assert!(matches!(tx.send(8), Err(SendError::Disconnected(8))));
+    assert_eq!(rx.recv().unwrap(), 7);
+    assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
+}
+
+#[test]
+fn zero_copy_reserve_and_recv_ref() {
+    let (mut tx, mut rx) = queue::bounded::<[u64; 8]>(4).unwrap();
+    {
+        let mut slot = tx.reserve().unwrap();
+        slot[3] = 33;
+        slot[7] = 77;
+        slot.commit();
+    }
+    {
+        // Dropped uncommitted: receivers never see it.
+        let mut slot = tx.reserve().unwrap();
+        slot[0] = 1;
+    }
+    tx.send([5; 8]).unwrap();
+    {
+        let msg = rx.recv_ref().unwrap();
+        assert_eq!((msg[3], msg[7]), (33, 77));
+    }
+    assert_eq!(rx.recv().unwrap(), [5; 8]);
+    assert!(matches!(rx.try_recv(), Err(RecvError::Empty)));
+}
+
+const PER_PRODUCER: u64 = 250_000;
+
+fn produce((tx, p): (Sender<u64>, u64)) {
+    for i in 0..PER_PRODUCER {
+        tx.send(p << 32 | i).unwrap();
+    }
+}
+
+/// Returns how many it received and whether each producer's messages came in
+/// order; marks each message in `seen`.
+fn consume((rx, seen): (Receiver<u64>, Array<u8>)) -> (u64, bool) {
+    let mut last = [None::<u64>; 4];
+    let mut ordered = true;
+    let mut n = 0;
+    while let Ok(v) = rx.recv() {
+        let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+        if let Some(prev) = last[p]
+            && i <= prev
+        {
+            ordered = false;
+        }
+        last[p] = Some(i);
+        seen.atomic(p * PER_PRODUCER as usize + i as usize)
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        n += 1;
+    }
+    (n, ordered)
+}
+
+#[test]
+fn four_producers_four_consumers_move_a_million_messages_exactly_once_in_order() {
+    let q = Queue::<u64>::builder()
+        .name(unique("mpmc"))
+        .capacity(1024)
+        .create()
+        .unwrap();
+    let seen = Array::<u8>::builder()
+        .name(unique("seen"))
+        .lock(false)
+        .create(4 * PER_PRODUCER as usize)
+        .unwrap();
+    let consumers: Vec<_> = (0..4)
+        .map(|_| process::spawn(consume, (q.receiver().unwrap(), seen.clone())).unwrap())
+        .collect();
+    let producers: Vec<_> = (0..4)
+        .map(|p| process::spawn(produce, (q.sender().unwrap(), p)).unwrap())
+        .collect();
+    for p in producers {
+        join(p);
+    }
+    let mut total = 0;
+    for c in consumers {
+        let (n, ordered) = join(c);
+        assert!(ordered, "a consumer saw a producer's messages out of order");
+        total += n;
+    }
+    assert_eq!(total, 4 * PER_PRODUCER);
+    let counts = seen.to_vec().unwrap();
+    let bad = counts.iter().filter(|&&c| c != 1).count();
+    assert_eq!(bad, 0, "{bad} messages not delivered exactly once");
+}
+
+#[test]
+fn a_killed_sender_disconnects_and_a_dropped_one_too() {
+    let q = Queue::<u64>::builder().capacity(8).create().unwrap();
+    let rx = q.receiver().unwrap();
+    let child = process::spawn(
+        |tx: Sender<u64>| {
+            let q = tx.queue();
+            eprintln!(
+                "child: senders {} receivers {} closed {} seg {}",
+                q.sender_count(),
+                q.receiver_count(),
+                q.is_closed(),
+                q.segment().id()
+            );
+            tx.send(1).unwrap();
+            std::thread::sleep(Duration::from_secs(120));
+        },
+        q.sender().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rx.recv_timeout(WATCHDOG).unwrap(), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Found dead within a slice, then disconnected.
+    assert!(matches!(
+        rx.recv_timeout(WATCHDOG),
+        Err(RecvError::Disconnected)
+    ));
+    assert_eq!(q.stats().reaped, 1);
+
+    let child = process::spawn(
+        |tx: Sender<u64>| {
+            tx.send(2).unwrap();
+        },
+        q.sender().unwrap(),
+    )
+    .unwrap();
+    join(child);
+    assert_eq!(rx.recv_timeout(WATCHDOG).unwrap(), 2);
+    assert!(matches!(
+        rx.recv_timeout(WATCHDOG),
+        Err(RecvError::Disconnected)
+    ));
+}
+
+fn echo_sizes((mut rx, tx): (Receiver<Bytes>, Sender<u64>)) {
+    while let Ok(msg) = rx.recv_bytes() {
+        let ok = msg.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8);
+        tx.send(if ok { msg.len() as u64 } else { u64::MAX })
+            .unwrap();
+    }
+}
+
+#[test]
+fn byte_messages_from_empty_to_the_maximum_cross_processes() {
+    let max = 4096;
+    let (tx, rx) = queue::bounded_bytes(16, max).unwrap();
+    let (back_tx, back_rx) = queue::bounded::<u64>(16).unwrap();
+    let child = process::spawn(echo_sizes, (rx, back_tx)).unwrap();
+    let mut buf = vec![0u8; max + 1];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let sizes: Vec<usize> = (0..=64).chain([1000, 4095, 4096]).collect();
+    for &n in &sizes {
+        tx.send_bytes(&buf[..n]).unwrap();
+        assert_eq!(back_rx.recv_timeout(WATCHDOG).unwrap(), n as u64);
+    }
+    assert!(matches!(
+        tx.send_bytes(&buf),
+        Err(SendError::TooLarge {
+            len: 4097,
+            max: 4096
+        })
+    ));
+    drop(tx);
+    join(child);
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+struct Job {
+    id: u32,
+    name: String,
+    weights: Vec<f32>,
+}
+
+#[test]
+fn rkyv_messages_are_validated_and_read_in_place() {
+    let (mut tx, mut rx) = queue::bounded_bytes(8, 1024).unwrap();
+    let job = Job {
+        id: 7,
+        name: "resize".into(),
+        weights: vec![0.5, 1.5],
+    };
+    tx.send_msg(&job).unwrap();
+    tx.send_msg(&job).unwrap();
+    assert_eq!(rx.recv_msg::<Job>().unwrap(), job);
+    {
+        let archived = rx.recv_archived::<Job>().unwrap();
+        assert_eq!(archived.id, 7);
+        assert_eq!(archived.name.as_str(), "resize");
+        assert_eq!(archived.weights.len(), 2);
+    }
+    // A corrupted archive: the root's last field (the vector's length)
+    // claims far more elements than the message holds.
+    let mut bytes = job.encode().unwrap().to_vec();
+    let n = bytes.len();
+    bytes[n - 4..].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+    tx.send_bytes(&bytes).unwrap();
+    assert!(matches!(rx.recv_msg::<Job>(), Err(RecvError::Invalid(_))));
+    tx.send_bytes(&bytes).unwrap();
+    assert!(matches!(
+        rx.recv_archived::<Job>(),
+        Err(RecvError::Invalid(_))
+    ));
+    // Too large for a slot.
+    let big = Job {
+        id: 1,
+        name: "x".repeat(2000),
+        weights: vec![],
+    };
+    assert!(matches!(tx.send_msg(&big), Err(SendError::TooLarge { .. })));
+    assert!(matches!(rx.try_recv_bytes(), Err(RecvError::Empty)));
+}
+
+fn sum_received_array(mut rx: Receiver<Bytes>) -> (u64, usize) {
+    let a: Array<u8> = rx.recv_msg().unwrap();
+    let sum = a.lock().unwrap().iter().map(|&b| b as u64).sum();
+    (sum, a.len())
+}
+
+#[test]
+fn an_array_sent_through_a_queue_is_shared_not_copied() {
+    let (mut tx, rx) = queue::bounded_bytes(4, 256).unwrap();
+    let big = Array::<u8>::builder()
+        .name(unique("big"))
+        .create(64 << 20)
+        .unwrap();
+    big.lock().unwrap().fill(3);
+    let child = process::spawn(sum_received_array, rx).unwrap();
+    let encoded = big.encode().unwrap().len();
+    assert!(encoded < 128, "the handle is {encoded} bytes");
+    tx.send_msg(&big).unwrap();
+    assert_eq!(join(child), (3 * (64 << 20), 64 << 20));
+}
+
+#[test]
+fn joinable_queue_join_waits_for_task_done() {
+    let q = Queue::<u32>::builder()
+        .capacity(16)
+        .joinable(true)
+        .create()
+        .unwrap();
+    let tx = q.sender().unwrap();
+    let child = process::spawn(
+        |rx: Receiver<u32>| {
+            let mut n = 0;
+            while let Ok(_task) = rx.recv() {
+                std::thread::sleep(Duration::from_millis(1));
+                rx.task_done().unwrap();
+                n += 1;
+            }
+            n
+        },
+        q.receiver().unwrap(),
+    )
+    .unwrap();
+    for t in 0..10 {
+        tx.send(t).unwrap();
+    }
+    assert!(q.join_timeout(WATCHDOG), "join timed out");
+    assert!(q.is_empty());
+    assert!(
+        q.task_done().is_err(),
+        "more task_done than tasks is an error"
+    );
+    drop(tx);
+    assert_eq!(join(child), 10);
+}
+
+#[test]
+fn hostile_geometry_and_lengths_are_refused_not_read() {
+    let q = Queue::<u64>::builder()
+        .name(unique("hostile"))
+        .capacity(8)
+        .create()
+        .unwrap();
+    let name = q.segment().name().unwrap().to_owned();
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    tx.send(1).unwrap();
+    tx.send(2).unwrap();
+    // Find the first slot's length word and make it enormous.
+    let data_offset = q.segment().len() - q.segment().element_count() as usize;
+    // SAFETY: the test owns the region; it writes inside the mapping.
+    unsafe {
+        let len = q.segment().as_ptr().add(data_offset + 8).cast::<u64>();
+        len.write_volatile(1 << 40);
+    }
+    // The corrupted message is dropped, the next one delivered.
+    assert_eq!(rx.recv_timeout(WATCHDOG).unwrap(), 2);
+    assert_eq!(q.stats().skipped, 1);
+    // Corrupt the geometry: opening it again is refused.
+    // SAFETY: as above; capacity lives at control + 384 + 48.
+    unsafe {
+        let control = q
+            .segment()
+            .as_ptr()
+            .add(shmkit::region::HEADER_SIZE.next_multiple_of(128));
+        control.add(384 + 48).cast::<u64>().write_volatile(3);
+    }
+    match Queue::<u64>::open(&name) {
+        Err(shmkit::Error::Corrupted { what, .. }) => assert!(what.contains("geometry"), "{what}"),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+}
+
+/// A producer for the kill test: takes ids from `next`, sends them, and
+/// records each id once `send` returned.
+fn kill_producer((tx, next, committed): (Sender<u64>, Value<u64>, Array<u8>)) {
+    loop {
+        let id = next.fetch_add(1);
+        if id as usize >= committed.len() {
+            return;
+        }
+        if tx.send(id).is_err() {
+            return;
+        }
+        committed
+            .atomic(id as usize)
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A consumer for the kill test: counts each message while holding its slot.
+fn kill_consumer((mut rx, counts): (Receiver<u64>, Array<u8>)) {
+    while let Ok(msg) = rx.recv_ref() {
+        counts
+            .atomic(*msg as usize)
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        drop(msg);
+    }
+}
+
+#[test]
+fn sigkill_producers_and_consumers_100_times_and_nothing_committed_is_lost() {
+    const IDS: usize = 4_000_000;
+    let q = Queue::<u64>::builder()
+        .name(unique("kill"))
+        .capacity(64)
+        .create()
+        .unwrap();
+    let next = Value::builder().name(unique("next")).create(0u64).unwrap();
+    let committed = Array::<u8>::builder()
+        .name(unique("committed"))
+        .lock(false)
+        .create(IDS)
+        .unwrap();
+    let counts = Array::<u8>::builder()
+        .name(unique("counts"))
+        .lock(false)
+        .create(IDS)
+        .unwrap();
+    // The parent keeps one receiver registered, so producers never see
+    // "no receivers" between rounds; it drains at the end.
+    let drain = q.receiver().unwrap();
+    // Daemons: if this test fails, its children die with its thread.
+    let start_producer = || {
+        Builder::new()
+            .daemon(true)
+            .spawn(
+                kill_producer,
+                (q.sender().unwrap(), next.clone(), committed.clone()),
+            )
+            .unwrap()
+    };
+    let start_consumer = || {
+        Builder::new()
+            .daemon(true)
+            .spawn(kill_consumer, (q.receiver().unwrap(), counts.clone()))
+            .unwrap()
+    };
+    let mut producers = vec![start_producer(), start_producer()];
+    let mut consumers = vec![start_consumer(), start_consumer()];
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let (mut producer_kills, mut consumer_kills) = (0, 0);
+    for round in 0..100 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_micros(rng % 3000));
+        let (list, start): (&mut Vec<Process<()>>, &dyn Fn() -> Process<()>) = if round % 2 == 0 {
+            producer_kills += 1;
+            (&mut producers, &start_producer)
+        } else {
+            consumer_kills += 1;
+            (&mut consumers, &start_consumer)
+        };
+        let victim = list.remove((rng % 2) as usize);
+        victim.kill().unwrap();
+        assert!(victim.wait_timeout(WATCHDOG).unwrap().is_some(), "watchdog");
+        list.push(start());
+    }
+    // Stop producing: kill the remaining producers, let consumers finish.
+    for p in producers {
+        p.kill().unwrap();
+        assert!(p.wait_timeout(WATCHDOG).unwrap().is_some());
+    }
+    // The parent drains what is left; consumers stop at disconnection.
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        match drain.recv_timeout(WATCHDOG) {
+            Ok(id) => {
+                counts
+                    .atomic(id as usize)
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Err(RecvError::Disconnected) => break,
+            Err(e) => panic!(
+                "drain: {e}; senders {} receivers {} stats {:?}; participants {:?}; me {}",
+                q.sender_count(),
+                q.receiver_count(),
+                q.stats(),
+                q.participants(),
+                std::process::id()
+            ),
+        }
+        assert!(Instant::now() < deadline, "watchdog: drain");
+    }
+    for c in consumers {
+        join(c);
+    }
+    let committed = committed.to_vec().unwrap();
+    let counts = counts.to_vec().unwrap();
+    let taken = next.load().min(IDS as u64) as usize;
+    let lost = (0..taken)
+        .filter(|&i| committed[i] == 1 && counts[i] == 0)
+        .count();
+    let duplicates: usize = counts.iter().map(|&c| c.saturating_sub(1) as usize).sum();
+    let delivered = counts.iter().filter(|&&c| c > 0).count();
+    let stats = q.stats();
+    println!(
+        "kill test: {producer_kills} producer and {consumer_kills} consumer kills; {delivered} \
+         messages delivered; {} claims skipped, {} redelivered, {} dead participants reaped; \
+         {duplicates} duplicates",
+        stats.skipped, stats.redelivered, stats.reaped
+    );
+    assert_eq!(lost, 0, "committed messages lost");
+    assert!(
+        duplicates <= consumer_kills,
+        "{duplicates} duplicates for {consumer_kills} consumer kills"
+    );
+    assert!(delivered > 0);
+}
