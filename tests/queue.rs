@@ -154,14 +154,6 @@ fn a_killed_sender_disconnects_and_a_dropped_one_too() {
     let rx = q.receiver().unwrap();
     let child = process::spawn(
         |tx: Sender<u64>| {
-            let q = tx.queue();
-            eprintln!(
-                "child: senders {} receivers {} closed {} seg {}",
-                q.sender_count(),
-                q.receiver_count(),
-                q.is_closed(),
-                q.segment().id()
-            );
             tx.send(1).unwrap();
             std::thread::sleep(Duration::from_secs(120));
         },
