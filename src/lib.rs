@@ -49,7 +49,6 @@ pub use atomic::AtomicInt;
 pub use codec::{Message, RegionHandle};
 pub use error::{Error, Result};
 pub use process::{Process, cpu_count, spawn};
-#[cfg(not(loom))]
 pub use queue::{Queue, QueueBuilder};
 pub use shared::{DataControl, LockChoice};
 pub use value::{Value, ValueBuilder};

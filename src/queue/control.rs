@@ -14,6 +14,7 @@
 //! Slots follow in the region's data area: `capacity` slots of `stride`
 //! bytes, each a [`SlotHeader`](super::ring::SlotHeader) then the message.
 
+use super::atomic::AtomicU64 as RingU64;
 use crate::sync::mutex::RawMutex;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -87,7 +88,7 @@ pub(crate) struct Participant {
     /// The process's start time (so a reused pid is not mistaken for it).
     pub start: AtomicU64,
     /// The ring position this participant may hold, + 1; 0 for none.
-    pub intent: AtomicU64,
+    pub intent: RingU64,
     /// Non-zero while the handle travels to another process, which adopts
     /// the entry by presenting this token.
     pub token: AtomicU64,
@@ -97,8 +98,8 @@ pub(crate) struct Participant {
 #[repr(C, align(128))]
 #[derive(Debug)]
 pub(crate) struct QueueControl {
-    pub head: Padded<AtomicU64>,
-    pub tail: Padded<AtomicU64>,
+    pub head: Padded<RingU64>,
+    pub tail: Padded<RingU64>,
     pub waits: Padded<Waits>,
     pub state: Padded<State>,
     /// Serialises recovery and the taking of orphans (rare paths only).

@@ -49,37 +49,22 @@
 pub(crate) mod atomic;
 pub(crate) mod ring;
 
-#[cfg(not(loom))]
 mod control;
-#[cfg(not(loom))]
 mod endpoints;
-#[cfg(not(loom))]
 mod error;
-#[cfg(not(loom))]
 mod raw;
 
-#[cfg(not(loom))]
 pub use endpoints::{ArchivedGuard, Receiver, RecvGuard, SendSlot, Sender};
-#[cfg(not(loom))]
 pub use error::{RecvError, SendError};
 
-#[cfg(not(loom))]
 use crate::codec::Message;
-#[cfg(not(loom))]
 use crate::error::{Error, Result};
-#[cfg(not(loom))]
 use crate::region::{RegionOptions, Segment};
-#[cfg(not(loom))]
 use control::{FLAG_BYTES, FLAG_JOINABLE};
-#[cfg(not(loom))]
 pub(crate) use control::{ROLE_RECEIVER, ROLE_SENDER};
-#[cfg(not(loom))]
 use raw::{Geometry, RawQueue};
-#[cfg(not(loom))]
 use std::marker::PhantomData;
-#[cfg(not(loom))]
 use std::sync::Arc;
-#[cfg(not(loom))]
 use std::time::Duration;
 
 /// The message type of a queue of variable-size byte (or rkyv) messages:
@@ -135,13 +120,11 @@ pub struct ParticipantInfo {
 
 /// A handle on a queue region. Cheap to clone; make [`sender`](Self::sender)s
 /// and [`receiver`](Self::receiver)s from it.
-#[cfg(not(loom))]
 pub struct Queue<T> {
     pub(crate) raw: Arc<RawQueue>,
     _t: PhantomData<fn() -> T>,
 }
 
-#[cfg(not(loom))]
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
@@ -151,7 +134,6 @@ impl<T> Clone for Queue<T> {
     }
 }
 
-#[cfg(not(loom))]
 impl<T> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
@@ -163,7 +145,6 @@ impl<T> std::fmt::Debug for Queue<T> {
 }
 
 /// Builder for [`Queue`].
-#[cfg(not(loom))]
 #[derive(Debug)]
 pub struct QueueBuilder<T> {
     opts: RegionOptions,
@@ -173,11 +154,11 @@ pub struct QueueBuilder<T> {
     _t: PhantomData<fn() -> T>,
 }
 
-#[cfg(not(loom))]
 impl<T: Item> QueueBuilder<T> {
     region_setters!();
 
-    /// Slots in the ring, rounded up to a power of two (default 1024).
+    /// Slots in the ring, rounded up to a power of two, at least 2 (default
+    /// 1024).
     pub fn capacity(mut self, n: usize) -> Self {
         self.capacity = n;
         self
@@ -261,7 +242,6 @@ impl<T: Item> QueueBuilder<T> {
     }
 }
 
-#[cfg(not(loom))]
 fn align_needed<T: Item>() -> usize {
     // Only Pod items reach here with FIXED = Some; Bytes is byte-aligned.
     std::mem::align_of::<T>()
@@ -269,14 +249,12 @@ fn align_needed<T: Item>() -> usize {
 
 /// A new anonymous queue of `T: Pod` with `capacity` slots: a sender and a
 /// receiver. Pass either to a spawned child as an argument.
-#[cfg(not(loom))]
 pub fn bounded<T: bytemuck::Pod>(capacity: usize) -> Result<(Sender<T>, Receiver<T>)> {
     let q = Queue::<T>::builder().capacity(capacity).create()?;
     Ok((q.sender()?, q.receiver()?))
 }
 
 /// A new anonymous queue of byte messages up to `max_message` bytes.
-#[cfg(not(loom))]
 pub fn bounded_bytes(
     capacity: usize,
     max_message: usize,
@@ -288,7 +266,6 @@ pub fn bounded_bytes(
     Ok((q.sender()?, q.receiver()?))
 }
 
-#[cfg(not(loom))]
 impl<T: Item> Queue<T> {
     fn wrap(raw: Arc<RawQueue>) -> Self {
         Queue {
@@ -426,7 +403,6 @@ impl<T: Item> Queue<T> {
     }
 }
 
-#[cfg(not(loom))]
 impl Queue<Bytes> {
     /// Encodes `msg` and reports its size, to choose `max_message`.
     pub fn encoded_len<M: Message>(msg: &M) -> Result<usize> {

@@ -3,6 +3,7 @@
 //! slices), disconnection, joinable counting, and recovery from dead
 //! participants.
 
+use super::atomic::AtomicU64 as RingU64;
 use super::control::{
     FLAG_BYTES, FLAG_JOINABLE, MAX_PARTICIPANTS, Participant, QueueControl, ROLE_RECEIVER,
     ROLE_SENDER,
@@ -14,7 +15,7 @@ use crate::sync::mutex::RawMutex;
 use crate::sync::wait::Backoff;
 use crate::sys::{futex, proc};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
 /// How long a blocked sender or receiver sleeps before it looks for dead
@@ -100,7 +101,7 @@ impl RawQueue {
                 // bytes, 64-aligned; a zeroed SlotHeader is valid, we set seq.
                 unsafe {
                     let slot = data.add((i * stride) as usize).cast::<SlotHeader>();
-                    (*slot).seq = AtomicU64::new(i);
+                    std::ptr::addr_of_mut!((*slot).seq).write(RingU64::new(i));
                 }
             }
             Ok(())
@@ -140,6 +141,7 @@ impl RawQueue {
         };
         let (cap, stride, len) = (st.capacity, st.stride, st.max_len);
         if !cap.is_power_of_two()
+            || cap < 2
             || stride % 64 != 0
             || stride < size_of::<SlotHeader>() as u64 + len
             || cap.checked_mul(stride) != Some(q.seg.element_count())
@@ -316,7 +318,7 @@ impl RawQueue {
         }
     }
 
-    pub(crate) fn intent(&self, entry: usize) -> &AtomicU64 {
+    pub(crate) fn intent(&self, entry: usize) -> &RingU64 {
         &self.control().participants[entry].intent
     }
 
