@@ -164,7 +164,8 @@ impl Builder {
     /// No other thread may hold a lock, or be inside the allocator, when the
     /// fork happens: the child gets the lock held by nobody and may wait on it
     /// forever (or find the data it guards half-written). Only threads you
-    /// know to be quiescent may exist.
+    /// know to be quiescent may exist. (shmkit's own reaper thread, which runs
+    /// while dropped children are still running, is handled here.)
     pub unsafe fn fork_unchecked<R: Message>(
         mut self,
         f: impl FnOnce() -> R,
@@ -175,9 +176,14 @@ impl Builder {
         // Unflushed output would be printed twice, once by each process.
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
+        // shmkit's own reaper thread may hold the children lock: hold it
+        // ourselves across the fork (each process drops its copy).
+        let children_lock = children::lock_for_fork();
         // SAFETY: the caller guarantees no other thread holds a lock; the
         // child only runs `f`, writes its outcome and calls `_exit`.
-        match unsafe { nix::unistd::fork() } {
+        let forked = unsafe { nix::unistd::fork() };
+        drop(children_lock);
+        match forked {
             Ok(nix::unistd::ForkResult::Child) => {
                 super::set_identity(name, Some(parent.clone()));
                 if self.daemon && child::become_daemon(parent.pid).is_err() {

@@ -147,7 +147,13 @@ extern "C" fn child_entry() {
 /// shmkit calls this from a constructor before `main`, so programs need not.
 /// Call it yourself as the first line of `main` only on a platform or link
 /// setup where constructors in `.init_array` do not run; it is idempotent.
-pub fn init() {
+///
+/// # Safety
+///
+/// No other thread may exist yet (it edits the environment, which other
+/// threads may read): call it before anything starts threads, including an
+/// async runtime's `main` attribute.
+pub unsafe fn init() {
     run_if_child();
 }
 
@@ -157,8 +163,8 @@ fn run_if_child() {
         // which must run its own `main`.
         return;
     }
-    // SAFETY: this runs before `main` (or first thing in it, per `init`'s
-    // contract), when no other thread can be reading the environment.
+    // SAFETY: this runs before `main`, or from `init`, whose contract is that
+    // no other thread exists yet, so nothing reads the environment meanwhile.
     unsafe { std::env::remove_var(ENV) };
     let code = run_child();
     let _ = std::io::stdout().flush();

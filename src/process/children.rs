@@ -56,6 +56,13 @@ fn children() -> MutexGuard<'static, Children> {
     c
 }
 
+/// Holds the children lock for the caller's scope: a `fork` made while it is
+/// held cannot copy it locked by the reaper thread (both processes then
+/// release their own copy when the guard drops).
+pub(crate) fn lock_for_fork() -> impl Drop {
+    children()
+}
+
 /// The next child's sequence number, from 1.
 pub(crate) fn next_number() -> u64 {
     let mut c = children();

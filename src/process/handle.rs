@@ -158,7 +158,16 @@ impl<R: Message> Process<R> {
         if let Some(code) = self.poll(false)? {
             return Ok(Some(code));
         }
-        match proc::pidfd_open(self.pid) {
+        // Opened under the lock: the child cannot be reaped (and its pid
+        // reused) by another thread between the check and the open.
+        let pidfd = {
+            let exit = self.exit();
+            if let Some(code) = *exit {
+                return Ok(Some(code));
+            }
+            proc::pidfd_open(self.pid)
+        };
+        match pidfd {
             Ok(fd) => {
                 let ended = proc::poll_readable(&fd, timeout)
                     .map_err(|e| Error::from_io("poll", &self.name, e))?;

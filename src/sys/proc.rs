@@ -245,24 +245,34 @@ pub(crate) fn exe_identity() -> io::Result<[u64; 4]> {
 }
 
 /// Whether `addr` lies in an executable mapping of the running executable's
-/// file (from /proc/self/maps).
+/// file (from /proc/self/maps), matched by device and inode rather than by
+/// path (a path may contain spaces, or end in " (deleted)" once the file was
+/// replaced on disk).
 pub(crate) fn is_code_of_exe(addr: usize) -> io::Result<bool> {
-    let exe = std::fs::read_link("/proc/self/exe")?;
+    let [dev, ino, ..] = exe_identity()?;
     let maps = std::fs::read_to_string("/proc/self/maps")?;
-    Ok(code_ranges(&maps, &exe.to_string_lossy()).any(|(lo, hi)| (lo..hi).contains(&addr)))
+    Ok(code_ranges(&maps, dev, ino).any(|(lo, hi)| (lo..hi).contains(&addr)))
 }
 
-/// `(start, end)` of the `r-xp` mappings of `path` in a /proc/<pid>/maps text.
-pub(crate) fn code_ranges<'a>(
-    maps: &'a str,
-    path: &'a str,
-) -> impl Iterator<Item = (usize, usize)> + 'a {
+/// `(start, end)` of the executable mappings of the file with device `dev`
+/// and inode `ino` in a /proc/<pid>/maps text.
+pub(crate) fn code_ranges(
+    maps: &str,
+    dev: u64,
+    ino: u64,
+) -> impl Iterator<Item = (usize, usize)> + '_ {
     maps.lines().filter_map(move |line| {
         let mut f = line.split_ascii_whitespace();
         let range = f.next()?;
         let perms = f.next()?;
-        let file = f.nth(3)?;
-        if !perms.contains('x') || file != path {
+        let _offset = f.next()?;
+        let (major, minor) = f.next()?.split_once(':')?;
+        let inode: u64 = f.next()?.parse().ok()?;
+        let (major, minor) = (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        );
+        if !perms.contains('x') || inode != ino || libc::makedev(major, minor) != dev {
             return None;
         }
         let (lo, hi) = range.split_once('-')?;
@@ -291,11 +301,11 @@ mod tests {
     fn reads_threads_and_code_ranges() {
         assert!(thread_count().unwrap() >= 1);
         assert!(affinity_count().unwrap() >= 1);
-        let maps = "55d0-55f0 r-xp 00000000 08:01 12 /bin/x\n\
-                    55f0-5600 rw-p 00000000 08:01 12 /bin/x\n\
+        let maps = "55d0-55f0 r-xp 00000000 08:01 12 /my dir/x (deleted)\n\
+                    55f0-5600 rw-p 00000000 08:01 12 /my dir/x (deleted)\n\
                     7f00-7f10 r-xp 00000000 08:01 13 /lib/libc.so\n";
         assert_eq!(
-            code_ranges(maps, "/bin/x").collect::<Vec<_>>(),
+            code_ranges(maps, libc::makedev(8, 1), 12).collect::<Vec<_>>(),
             vec![(0x55d0, 0x55f0)]
         );
         assert!(is_code_of_exe(reads_threads_and_code_ranges as *const () as usize).unwrap());
