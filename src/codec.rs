@@ -8,6 +8,7 @@
 //! length) run on that open.
 
 use crate::error::{Error, Result};
+use crate::pipe::{ArchivedPipeHandle, Connection, PipeHandle, PipeHandleResolver};
 use crate::queue::{Item, Queue, Receiver, Sender};
 use crate::region::Segment;
 use crate::{Array, Value};
@@ -336,6 +337,38 @@ macro_rules! endpoint_archive {
 }
 
 endpoint_archive!(Sender, crate::queue::ROLE_SENDER);
+
+impl Archive for Connection {
+    type Archived = ArchivedPipeHandle;
+    type Resolver = PipeHandleResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
+        self.portable().resolve(resolver, out)
+    }
+}
+
+impl<S: Fallible + ?Sized> Serialize<S> for Connection
+where
+    PipeHandle: Serialize<S>,
+    S::Error: Source,
+{
+    fn serialize(&self, s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
+        note_outgoing(&RegionHandle::of(self.segment())).map_err(S::Error::new)?;
+        if let Some((abandon, _)) = self.start_transit() {
+            note_transit(Box::new(move || abandon()));
+        }
+        self.portable().serialize(s)
+    }
+}
+
+impl<D: Fallible + ?Sized> Deserialize<Connection, D> for ArchivedPipeHandle
+where
+    D::Error: Source,
+{
+    fn deserialize(&self, _: &mut D) -> std::result::Result<Connection, D::Error> {
+        Connection::adopt(self).map_err(D::Error::new)
+    }
+}
 endpoint_archive!(Receiver, crate::queue::ROLE_RECEIVER);
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ mod macros;
 pub mod atomic;
 mod codec;
 mod error;
+pub mod pipe;
 pub mod process;
 pub mod queue;
 pub mod region;

@@ -52,7 +52,7 @@ pub(crate) mod ring;
 mod control;
 mod endpoints;
 mod error;
-mod raw;
+pub(crate) mod raw;
 
 pub use endpoints::{ArchivedGuard, Receiver, RecvGuard, SendSlot, Sender};
 pub use error::{RecvError, SendError};

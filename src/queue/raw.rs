@@ -517,10 +517,7 @@ impl RawQueue {
 
     // ---- sleeping ----
 
-    /// Sleeps on `word` (which held `seen` before the caller's failed
-    /// attempt) until woken, `ready()` holds, a slice passes (then dead
-    /// participants are looked for), or `deadline` passes (→ `Timeout`;
-    /// a deadline already past → `WouldBlock`).
+    /// [`sleep_slice`], looking for dead participants when a slice ends.
     fn sleep(
         &self,
         word: &AtomicU32,
@@ -529,33 +526,10 @@ impl RawQueue {
         deadline: Option<Instant>,
         ready: impl Fn() -> bool,
     ) -> std::result::Result<(), Stop> {
-        let now = Instant::now();
-        let slice_end = now + SLICE;
-        let until = match deadline {
-            Some(d) if d <= now => return Err(Stop::WouldBlock),
-            Some(d) => d.min(slice_end),
-            None => slice_end,
-        };
-        // SYNC(waiters): the SeqCst increment, then `ready()` re-checked,
-        // pairs with the waker's fence(SeqCst) between its state change and
-        // its load of the count (`wake_one`): either we see the change, or
-        // the waker sees us and bumps the word.
-        waiters.fetch_add(1, Ordering::SeqCst);
-        if !ready() {
-            futex::wait(
-                word,
-                seen,
-                Some(until.saturating_duration_since(Instant::now())),
-            );
-        }
-        waiters.fetch_sub(1, Ordering::SeqCst);
-        if Instant::now() >= slice_end {
+        if sleep_slice(word, waiters, seen, deadline, ready)? {
             self.recover();
         }
-        match deadline {
-            Some(d) if Instant::now() >= d => Err(Stop::Timeout),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     // ---- recovery ----
@@ -698,8 +672,45 @@ impl RawQueue {
     }
 }
 
-/// Wakes one sleeper on `word` if any sleeps (see `RawQueue::sleep`).
-fn wake_one(word: &AtomicU32, waiters: &AtomicU32) {
+/// Sleeps on `word` (which held `seen` before the caller's failed attempt)
+/// until woken, `ready()` holds, a slice passes, or `deadline` passes
+/// (→ `Timeout`; a deadline already past → `WouldBlock`). `Ok(true)` when a
+/// whole slice passed: time to look for dead peers.
+pub(crate) fn sleep_slice(
+    word: &AtomicU32,
+    waiters: &AtomicU32,
+    seen: u32,
+    deadline: Option<Instant>,
+    ready: impl Fn() -> bool,
+) -> std::result::Result<bool, Stop> {
+    let now = Instant::now();
+    let slice_end = now + SLICE;
+    let until = match deadline {
+        Some(d) if d <= now => return Err(Stop::WouldBlock),
+        Some(d) => d.min(slice_end),
+        None => slice_end,
+    };
+    // SYNC(waiters): the SeqCst increment, then `ready()` re-checked, pairs
+    // with the waker's fence(SeqCst) between its state change and its load of
+    // the count (`wake_one`): either we see the change, or the waker sees us
+    // and bumps the word.
+    waiters.fetch_add(1, Ordering::SeqCst);
+    if !ready() {
+        futex::wait(
+            word,
+            seen,
+            Some(until.saturating_duration_since(Instant::now())),
+        );
+    }
+    waiters.fetch_sub(1, Ordering::SeqCst);
+    match deadline {
+        Some(d) if Instant::now() >= d => Err(Stop::Timeout),
+        _ => Ok(Instant::now() >= slice_end),
+    }
+}
+
+/// Wakes one sleeper on `word` if any sleeps (see [`sleep_slice`]).
+pub(crate) fn wake_one(word: &AtomicU32, waiters: &AtomicU32) {
     fence(Ordering::SeqCst);
     if waiters.load(Ordering::Relaxed) > 0 {
         word.fetch_add(1, Ordering::SeqCst);

@@ -1,0 +1,598 @@
+//! A duplex pipe in shared memory: two connected ends, each direction a
+//! single-producer single-consumer ring (the queue's ring with plain stores
+//! instead of compare-and-swap), carrying byte messages and rkyv
+//! [`Message`]s.
+//!
+//! ```no_run
+//! # fn main() -> shmkit::Result<()> {
+//! let (mut parent, child_end) = shmkit::pipe::pipe()?;
+//! let child = shmkit::spawn(|mut conn: shmkit::pipe::Connection| {
+//!     conn.send(&String::from("hello")).unwrap();
+//! }, child_end)?;
+//! let s: String = parent.recv()?;
+//! child.join()?;
+//! # Ok(()) }
+//! ```
+//!
+//! Python's `Pipe()`: `send`, `recv`, `poll`. An end learns that its peer is
+//! gone when the peer drops its `Connection` (at once) or dies (within a
+//! 50 ms slice of blocking); then `recv` drains what was sent and returns
+//! [`RecvError::Disconnected`], and `send` fails with
+//! [`SendError::Disconnected`].
+
+use crate::codec::{Message, RegionHandle};
+use crate::error::{Error, Result};
+use crate::queue::atomic::AtomicU64 as RingU64;
+use crate::queue::raw::{Stop, sleep_slice, wake_one};
+use crate::queue::ring::{Ring, SlotHeader};
+use crate::queue::{RecvError, SendError};
+use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
+use crate::sync::wait::{Backoff, deadline_after};
+use crate::sys::proc;
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[repr(C, align(128))]
+#[derive(Debug)]
+struct Padded<T>(T);
+
+/// One direction: cursors, wait words.
+#[repr(C)]
+#[derive(Debug)]
+struct Direction {
+    head: Padded<RingU64>,
+    tail: Padded<RingU64>,
+    waits: Padded<[AtomicU32; 4]>, // items, recv_waiters, space, send_waiters
+}
+
+/// One end: who holds it.
+#[repr(C, align(64))]
+#[derive(Debug)]
+struct End {
+    pid: AtomicU32,
+    closed: AtomicU32,
+    start: AtomicU64,
+    /// Non-zero while the end travels to another process.
+    token: AtomicU64,
+}
+
+/// The control block: two directions (0: end 0 → end 1, 1: end 1 → end 0),
+/// two ends, the geometry.
+#[repr(C, align(128))]
+#[derive(Debug)]
+struct PipeControl {
+    dirs: [Direction; 2],
+    ends: [End; 2],
+    capacity: u64,
+    stride: u64,
+    max_len: u64,
+}
+
+const TAG: &str = "shmkit::pipe";
+
+fn spec() -> Spec {
+    Spec {
+        kind: Kind::Pipe,
+        flags: 0,
+        ty: TypeInfo::tagged::<u8>(TAG),
+        control_size: size_of::<PipeControl>() as u64,
+        control_align: align_of::<PipeControl>() as u64,
+    }
+}
+
+#[derive(Debug)]
+struct RawPipe {
+    seg: Segment,
+}
+
+impl RawPipe {
+    fn control(&self) -> &PipeControl {
+        // SAFETY: the header check guarantees a published PipeControl of this
+        // size and alignment; its fields are atomics and integers only read.
+        unsafe { &*self.seg.control_ptr().cast::<PipeControl>() }
+    }
+
+    fn ring(&self, dir: usize) -> Ring<'_> {
+        let c = self.control();
+        let d = &c.dirs[dir];
+        // SAFETY: `open` checked 2 * capacity * stride == the data area, the
+        // capacity a power of two >= 2, the stride a multiple of 64 covering
+        // a SlotHeader and max_len; direction `dir` owns the `dir`th half.
+        unsafe {
+            Ring::new(
+                &d.head.0,
+                &d.tail.0,
+                self.seg
+                    .data_ptr()
+                    .add(dir * (c.capacity * c.stride) as usize),
+                c.capacity,
+                c.stride as usize,
+                true,
+                true,
+            )
+        }
+    }
+
+    fn check(seg: Segment) -> Result<Arc<RawPipe>> {
+        let p = RawPipe { seg };
+        let c = p.control();
+        let (cap, stride, len) = (c.capacity, c.stride, c.max_len);
+        if !cap.is_power_of_two()
+            || cap < 2
+            || stride % 64 != 0
+            || stride < size_of::<SlotHeader>() as u64 + len
+            || cap.checked_mul(stride).and_then(|b| b.checked_mul(2)) != Some(p.seg.element_count())
+        {
+            return Err(Error::Corrupted {
+                name: p.seg.id(),
+                what: format!(
+                    "pipe geometry (capacity {cap}, stride {stride}, max message {len}) does \
+                     not match its slot area"
+                ),
+            });
+        }
+        Ok(Arc::new(p))
+    }
+
+    fn peer_gone(&self, end: usize) -> bool {
+        let e = &self.control().ends[1 - end];
+        e.closed.load(Ordering::SeqCst) != 0
+    }
+
+    /// Marks the peer closed if its process died (checked once per slice).
+    fn check_peer(&self, end: usize) {
+        let e = &self.control().ends[1 - end];
+        let pid = e.pid.load(Ordering::SeqCst);
+        if pid != 0
+            && e.token.load(Ordering::SeqCst) == 0
+            && !proc::is_alive(pid, e.start.load(Ordering::SeqCst))
+        {
+            e.closed.store(1, Ordering::SeqCst);
+        }
+    }
+
+    fn close(&self, end: usize) {
+        self.control().ends[end].closed.store(1, Ordering::SeqCst);
+        for d in &self.control().dirs {
+            for w in [&d.waits.0[0], &d.waits.0[2]] {
+                w.fetch_add(1, Ordering::SeqCst);
+                crate::sys::futex::wake(w, i32::MAX as u32);
+            }
+        }
+    }
+}
+
+/// Builder for a [`pipe`] with a name, a capacity or a larger maximum
+/// message.
+#[derive(Debug)]
+pub struct PipeBuilder {
+    opts: RegionOptions,
+    capacity: usize,
+    max_message: usize,
+}
+
+impl Default for PipeBuilder {
+    fn default() -> Self {
+        PipeBuilder {
+            opts: RegionOptions::default(),
+            capacity: 64,
+            max_message: 64 * 1024,
+        }
+    }
+}
+
+impl PipeBuilder {
+    region_setters!();
+
+    /// Messages in flight per direction, rounded up to a power of two, at
+    /// least 2 (default 64).
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = n;
+        self
+    }
+
+    /// The largest message in bytes (default 64 KiB).
+    pub fn max_message(mut self, bytes: usize) -> Self {
+        self.max_message = bytes;
+        self
+    }
+
+    /// Creates the pipe; its two connected ends.
+    pub fn create(self) -> Result<(Connection, Connection)> {
+        let capacity = (self.capacity.max(2) as u64).next_power_of_two();
+        let stride =
+            (size_of::<SlotHeader>() as u64 + self.max_message as u64).next_multiple_of(64);
+        let bytes = 2 * capacity * stride;
+        let max_len = self.max_message as u64;
+        let seg = Segment::create(&self.opts, &spec(), bytes, |control, data| {
+            let c = control.cast::<PipeControl>();
+            // SAFETY: unpublished, zeroed, sized and aligned for PipeControl
+            // (zero is valid for every field); the slots lie in the data area.
+            unsafe {
+                (*c).capacity = capacity;
+                (*c).stride = stride;
+                (*c).max_len = max_len;
+                for i in 0..2 * capacity {
+                    let slot = data.add((i * stride) as usize).cast::<SlotHeader>();
+                    std::ptr::addr_of_mut!((*slot).seq).write(RingU64::new(i % capacity));
+                }
+            }
+            Ok(())
+        })?;
+        let raw = RawPipe::check(seg)?;
+        Ok((Connection::claim(raw.clone(), 0), Connection::claim(raw, 1)))
+    }
+
+    /// Opens end `end` (0 or 1) of a named pipe, taking it over.
+    pub fn open(self, end: usize) -> Result<Connection> {
+        let raw = RawPipe::check(Segment::open(&self.opts, &spec(), None)?)?;
+        Ok(Connection::claim(raw, end.min(1)))
+    }
+}
+
+/// A new anonymous duplex pipe (64 messages in flight per direction, up to
+/// 64 KiB each): its two ends. Give one to a child as an argument.
+pub fn pipe() -> Result<(Connection, Connection)> {
+    PipeBuilder::default().create()
+}
+
+/// One end of a pipe. `Send`, not `Sync` (one thread at a time).
+pub struct Connection {
+    raw: Arc<RawPipe>,
+    end: usize,
+    transit: Cell<u64>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("segment", &self.raw.seg.id())
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+impl Connection {
+    fn claim(raw: Arc<RawPipe>, end: usize) -> Connection {
+        let e = &raw.control().ends[end];
+        e.start.store(proc::own_start_time(), Ordering::SeqCst);
+        e.pid.store(proc::pid(), Ordering::SeqCst);
+        e.token.store(0, Ordering::SeqCst);
+        e.closed.store(0, Ordering::SeqCst);
+        Connection {
+            raw,
+            end,
+            transit: Cell::new(0),
+        }
+    }
+
+    /// A builder for named pipes or other sizes.
+    pub fn builder() -> PipeBuilder {
+        PipeBuilder::default()
+    }
+
+    /// The region beneath.
+    pub fn segment(&self) -> &Segment {
+        &self.raw.seg
+    }
+
+    /// The largest message in bytes.
+    pub fn max_message(&self) -> usize {
+        self.raw.control().max_len as usize
+    }
+
+    fn send_with(
+        &self,
+        deadline: Option<Instant>,
+        write: impl FnOnce(&mut [u8]) -> Result<usize>,
+    ) -> std::result::Result<(), SendError<()>> {
+        let ring = self.raw.ring(self.end);
+        let w = &self.raw.control().dirs[self.end].waits.0;
+        let unused = RingU64::new(0);
+        let mut backoff = Backoff::new();
+        let pos = loop {
+            if self.raw.peer_gone(self.end) {
+                return Err(SendError::Disconnected(()));
+            }
+            let seen = w[2].load(Ordering::SeqCst);
+            if let Some(pos) = ring.try_claim_send(&unused) {
+                break pos;
+            }
+            if backoff.spin() {
+                continue;
+            }
+            match sleep_slice(&w[2], &w[3], seen, deadline, || {
+                ring.can_send() || self.raw.peer_gone(self.end)
+            }) {
+                Ok(true) => self.raw.check_peer(self.end),
+                Ok(false) => {}
+                Err(Stop::WouldBlock) => return Err(SendError::Full(())),
+                Err(Stop::Timeout) => return Err(SendError::Timeout(())),
+                Err(Stop::Disconnected) => return Err(SendError::Disconnected(())),
+            }
+        };
+        let max = self.max_message();
+        // SAFETY: the claimed slot is ours (single producer) until commit;
+        // its data area holds max_len bytes.
+        let buf = unsafe { std::slice::from_raw_parts_mut(ring.data(pos), max) };
+        let (len, result) = match write(buf) {
+            Ok(n) => (n as u64, Ok(())),
+            Err(e) => (crate::queue::ring::SKIP, Err(SendError::Encoding(e))),
+        };
+        ring.commit(pos, len, &unused);
+        wake_one(&w[0], &w[1]);
+        result
+    }
+
+    /// Sends a copy of `bytes`.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::TooLarge`], or [`SendError::Disconnected`] once the peer
+    /// is gone.
+    pub fn send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), SendError<()>> {
+        let max = self.max_message();
+        if bytes.len() > max {
+            return Err(SendError::TooLarge {
+                len: bytes.len(),
+                max,
+            });
+        }
+        self.send_with(None, |buf| {
+            buf[..bytes.len()].copy_from_slice(bytes);
+            Ok(bytes.len())
+        })
+    }
+
+    /// Sends `msg` (rkyv), serialised straight into the slot.
+    pub fn send<M: Message>(&mut self, msg: &M) -> std::result::Result<(), SendError<()>> {
+        let max = self.max_message();
+        let r = self.send_with(None, |buf| msg.encode_into(buf));
+        match r {
+            Err(SendError::Encoding(e)) => match msg.encode() {
+                Ok(v) if v.len() > max => Err(SendError::TooLarge { len: v.len(), max }),
+                _ => Err(SendError::Encoding(e)),
+            },
+            other => other,
+        }
+    }
+
+    fn recv_with<R>(
+        &mut self,
+        deadline: Option<Instant>,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> std::result::Result<R, RecvError> {
+        let dir = 1 - self.end;
+        let ring = self.raw.ring(dir);
+        let w = &self.raw.control().dirs[dir].waits.0;
+        let unused = RingU64::new(0);
+        let max = self.max_message() as u64;
+        let mut backoff = Backoff::new();
+        let mut read = Some(read);
+        loop {
+            let seen = w[0].load(Ordering::SeqCst);
+            match ring.try_claim_recv(&unused) {
+                Ok((pos, len)) if len > max => {
+                    // A skip or a hostile length: never read past the slot.
+                    ring.release(pos, &unused);
+                    wake_one(&w[2], &w[3]);
+                }
+                Ok((pos, len)) => {
+                    let read = read.take().expect("read once");
+                    // SAFETY: claimed slot, len checked against the slot.
+                    let r =
+                        read(unsafe { std::slice::from_raw_parts(ring.data(pos), len as usize) });
+                    ring.release(pos, &unused);
+                    wake_one(&w[2], &w[3]);
+                    return Ok(r);
+                }
+                Err(_) if self.raw.peer_gone(self.end) => {
+                    if ring.can_recv() {
+                        continue;
+                    }
+                    return Err(RecvError::Disconnected);
+                }
+                Err(_) => {}
+            }
+            if backoff.spin() {
+                continue;
+            }
+            match sleep_slice(&w[0], &w[1], seen, deadline, || {
+                ring.can_recv() || self.raw.peer_gone(self.end)
+            }) {
+                Ok(true) => self.raw.check_peer(self.end),
+                Ok(false) => {}
+                Err(Stop::WouldBlock) => return Err(RecvError::Empty),
+                Err(Stop::Timeout) => return Err(RecvError::Timeout),
+                Err(Stop::Disconnected) => return Err(RecvError::Disconnected),
+            }
+        }
+    }
+
+    /// Receives the next message as bytes.
+    pub fn recv_bytes(&mut self) -> std::result::Result<Vec<u8>, RecvError> {
+        self.recv_with(None, <[u8]>::to_vec)
+    }
+
+    /// Receives the next message and hands its bytes, in place, to `f`.
+    pub fn recv_with_bytes<R>(
+        &mut self,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> std::result::Result<R, RecvError> {
+        self.recv_with(None, f)
+    }
+
+    /// Receives an rkyv message, validated then deserialised.
+    pub fn recv<M: Message>(&mut self) -> std::result::Result<M, RecvError> {
+        self.recv_with(None, M::decode)?.map_err(RecvError::Invalid)
+    }
+
+    /// [`recv`](Self::recv), waiting at most `timeout`.
+    pub fn recv_timeout<M: Message>(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<M, RecvError> {
+        self.recv_with(deadline_after(timeout), M::decode)?
+            .map_err(RecvError::Invalid)
+    }
+
+    /// Whether a message is ready to receive, waiting up to `timeout`
+    /// (Python's `poll`). Also `true` once the peer is gone, so that `recv`
+    /// returns at once.
+    pub fn poll(&self, timeout: Duration) -> bool {
+        let dir = 1 - self.end;
+        let ring = self.raw.ring(dir);
+        let w = &self.raw.control().dirs[dir].waits.0;
+        let deadline = deadline_after(timeout);
+        loop {
+            let seen = w[0].load(Ordering::SeqCst);
+            if ring.can_recv() || self.raw.peer_gone(self.end) {
+                return true;
+            }
+            match sleep_slice(&w[0], &w[1], seen, deadline, || {
+                ring.can_recv() || self.raw.peer_gone(self.end)
+            }) {
+                Ok(true) => self.raw.check_peer(self.end),
+                Ok(false) => {}
+                Err(_) => return ring.can_recv() || self.raw.peer_gone(self.end),
+            }
+        }
+    }
+
+    pub(crate) fn start_transit(&self) -> Option<(Arc<dyn Fn() + Send + Sync>, u64)> {
+        if self.transit.get() != 0 {
+            return None;
+        }
+        let token = match crate::sys::shm::random_bytes::<8>() {
+            Ok(b) => u64::from_ne_bytes(b) | 1,
+            Err(_) => 1,
+        };
+        self.raw.control().ends[self.end]
+            .token
+            .store(token, Ordering::SeqCst);
+        self.transit.set(token);
+        let (raw, end) = (self.raw.clone(), self.end);
+        let abandon: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let e = &raw.control().ends[end];
+            if e.token
+                .compare_exchange(token, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                raw.close(end);
+            }
+        });
+        Some((abandon, token))
+    }
+
+    pub(crate) fn portable(&self) -> PipeHandle {
+        PipeHandle {
+            region: RegionHandle::of(&self.raw.seg),
+            end: self.end as u32,
+            token: self.transit.get(),
+        }
+    }
+
+    pub(crate) fn adopt(h: &ArchivedPipeHandle) -> Result<Connection> {
+        let region = h.region.to_handle();
+        let opts = RegionOptions::default();
+        let seg = match (region.name, region.path) {
+            (Some(n), _) => Segment::open(&opts.clone().name(n), &spec(), None)?,
+            (None, Some(p)) => Segment::open(&opts.clone().file(p), &spec(), None)?,
+            (None, None) => Segment::from_fd(
+                crate::codec::claim_inherited(region.fd)?,
+                &opts,
+                &spec(),
+                None,
+            )?,
+        };
+        let raw = RawPipe::check(seg)?;
+        let end = (h.end.to_native() as usize).min(1);
+        let token = h.token.to_native();
+        let e = &raw.control().ends[end];
+        if token == 0
+            || e.token
+                .compare_exchange(token, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+        {
+            return Err(Error::Encoding {
+                what: "pipe end",
+                reason: "this end was already taken over by another process".into(),
+            });
+        }
+        // The sender's pid stays until ours is stored: both are alive.
+        e.start.store(proc::own_start_time(), Ordering::SeqCst);
+        e.pid.store(proc::pid(), Ordering::SeqCst);
+        Ok(Connection {
+            raw,
+            end,
+            transit: Cell::new(0),
+        })
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.transit.get() == 0 {
+            self.raw.close(self.end);
+        }
+    }
+}
+
+/// The portable form of a pipe end.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PipeHandle {
+    /// The pipe region.
+    pub region: RegionHandle,
+    /// Which end.
+    pub end: u32,
+    /// The adoption token.
+    pub token: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    #[test]
+    fn layout() {
+        assert_eq!(size_of::<Direction>(), 384);
+        assert_eq!(offset_of!(PipeControl, ends), 768);
+        assert_eq!(size_of::<End>(), 64);
+        assert_eq!(offset_of!(PipeControl, capacity), 896);
+        assert_eq!(offset_of!(End, token), 16);
+    }
+
+    #[test]
+    fn in_process_round_trip_and_disconnect() {
+        let (mut a, mut b) = Connection::builder()
+            .capacity(2)
+            .max_message(64)
+            .create()
+            .unwrap();
+        a.send_bytes(b"ping").unwrap();
+        assert_eq!(b.recv_bytes().unwrap(), b"ping");
+        b.send(&(1u32, String::from("pong"))).unwrap();
+        assert!(a.poll(Duration::ZERO));
+        assert_eq!(a.recv::<(u32, String)>().unwrap(), (1, "pong".into()));
+        assert!(!a.poll(Duration::from_millis(5)));
+        assert!(matches!(
+            a.recv_timeout::<u32>(Duration::from_millis(5)),
+            Err(RecvError::Timeout)
+        ));
+        assert!(matches!(
+            a.send_bytes(&[0; 65]),
+            Err(SendError::TooLarge { len: 65, max: 64 })
+        ));
+        b.send_bytes(b"last").unwrap();
+        drop(b);
+        assert_eq!(a.recv_bytes().unwrap(), b"last");
+        assert!(matches!(a.recv_bytes(), Err(RecvError::Disconnected)));
+        assert!(matches!(
+            a.send_bytes(b"x"),
+            Err(SendError::Disconnected(()))
+        ));
+    }
+}
