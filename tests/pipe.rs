@@ -34,7 +34,7 @@ fn ping_pong_with_a_child_then_disconnect_on_drop() {
 
 #[test]
 fn bytes_up_to_the_maximum_and_strings() {
-    let (mut here, there) = Connection::builder()
+    let (here, there) = Connection::builder()
         .capacity(4)
         .max_message(100_000)
         .create()
