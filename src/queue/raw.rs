@@ -434,7 +434,7 @@ impl RawQueue {
                     continue;
                 }
                 Ok((pos, len)) => return Ok((pos, len as usize)),
-                Err(Empty::Idle) => {
+                Err(Empty) => {
                     if self.recv_disconnected() {
                         // Before concluding: a dead receiver may hold a
                         // message nobody has handed on yet.
@@ -444,13 +444,12 @@ impl RawQueue {
                         }
                         // A message committed before the last sender left is
                         // visible now (SeqCst load after its Release commit).
-                        match ring.try_claim_recv(intent) {
-                            Err(Empty::Idle) => return Err(Stop::Disconnected),
-                            _ => continue,
+                        if ring.can_recv() {
+                            continue;
                         }
+                        return Err(Stop::Disconnected);
                     }
                 }
-                Err(Empty::Stalled(_)) => {}
             }
             if backoff.spin() {
                 continue;
@@ -562,15 +561,19 @@ impl RawQueue {
             let intent = p.intent.load(Ordering::SeqCst);
             if intent != 0 {
                 let pos = intent - 1;
+                // First the cursor (is_uncommitted/is_held load it with
+                // SeqCst): having seen the CAS that claimed `pos`, we see the
+                // winner's intent, stored before it.
+                let stuck = (role == ROLE_SENDER && ring.is_uncommitted(pos))
+                    || (role == ROLE_RECEIVER && ring.is_held(pos));
                 // Another participant with the same intent that is alive may
                 // be the real holder: leave this entry for a later round.
-                if self.live_holder(role, intent, i) {
+                if stuck && self.live_holder(role, intent, i) {
                     continue;
                 }
-                if role == ROLE_SENDER && ring.is_uncommitted(pos) {
-                    ring.skip_abandoned_send(pos);
+                if stuck && role == ROLE_SENDER && ring.skip_abandoned_send(pos) {
                     c.state.0.skipped.fetch_add(1, Ordering::Relaxed);
-                } else if role == ROLE_RECEIVER && ring.is_held(pos) {
+                } else if stuck && role == ROLE_RECEIVER {
                     self.add_orphan(pos);
                 }
             }

@@ -1,0 +1,113 @@
+//! Harness shared by the cross-process benches: a parent and a forked child
+//! started together, raw pipes, sockets and futexes for the baselines.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A zeroed `T` in a shared anonymous mapping, leaked for the bench's life.
+pub fn shared<T>() -> &'static T {
+    // SAFETY: a fresh MAP_SHARED|MAP_ANONYMOUS mapping, zero-filled; every T
+    // used here (atomics) is valid when zeroed.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            size_of::<T>().max(4096),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        &*p.cast::<T>()
+    }
+}
+
+/// Runs `child` in a forked process and `parent` here, released together;
+/// returns the parent's time from the release to the end of `parent` and
+/// of the child.
+pub fn fork_pair(child: impl FnOnce(), parent: impl FnOnce()) -> Duration {
+    let go: &AtomicU32 = shared();
+    go.store(0, Ordering::SeqCst);
+    // SAFETY: the bench process runs no other thread that could hold a lock
+    // at this point (crossbeam baselines join theirs); the child runs the
+    // closure and _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        while go.load(Ordering::Acquire) == 0 {
+            std::hint::spin_loop();
+        }
+        child();
+        // SAFETY: leave without running the parent's destructors.
+        unsafe { libc::_exit(0) }
+    }
+    let t0 = Instant::now();
+    go.store(1, Ordering::Release);
+    parent();
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    t0.elapsed()
+}
+
+/// A Unix pipe: (read end, write end).
+pub fn pipe() -> (i32, i32) {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid two-int array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[0], fds[1])
+}
+
+/// A connected pair of Unix stream sockets.
+pub fn socketpair() -> (i32, i32) {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid two-int array.
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+    assert_eq!(r, 0);
+    (fds[0], fds[1])
+}
+
+pub fn write_all(fd: i32, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        // SAFETY: writing from a live buffer of the given length.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        assert!(n > 0, "write failed");
+        buf = &buf[n as usize..];
+    }
+}
+
+pub fn read_exact(fd: i32, mut buf: &mut [u8]) {
+    while !buf.is_empty() {
+        // SAFETY: reading into a live buffer of the given length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        assert!(n > 0, "read failed");
+        buf = &mut buf[n as usize..];
+    }
+}
+
+pub fn close(fd: i32) {
+    // SAFETY: closing a descriptor this bench opened.
+    unsafe { libc::close(fd) };
+}
+
+/// Waits while `word` holds `v` (shared futex).
+pub fn futex_wait(word: &AtomicU32, v: u32) {
+    // SAFETY: FUTEX_WAIT on a valid, aligned u32 in shared memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            v,
+            std::ptr::null::<libc::timespec>(),
+        )
+    };
+}
+
+/// Wakes one waiter on `word`.
+pub fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a valid, aligned u32.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
+}

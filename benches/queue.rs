@@ -1,0 +1,325 @@
+//! The shared-memory Queue across processes beside what a user would pick
+//! instead, in ONE group (`queue`), so every ratio comes from the same run.
+//! Ids sort by use:
+//!
+//! - `1x-u64-spsc-*`: one producer, one consumer, 8-byte messages:
+//!   crossbeam-channel (bounded 1024) between threads, shmkit between
+//!   processes, a Unix pipe and a Unix stream socket with one 8-byte write per
+//!   message between processes.
+//! - `2x-u64-mpmc-2x2-*`: two producers, two consumers.
+//! - `3x-1KiB-*`, `4x-64KiB-*`: sized messages (crossbeam sends a `Vec`, which
+//!   moves a pointer: the thread baseline does not copy).
+//! - `5x-ping-pong-*`: one round trip; the bare limits (a cache line bounced
+//!   by spinning; a futex pair) beside shmkit spinning (`try_recv` loop) and
+//!   blocking (`recv`), and a Unix pipe.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{close, fork_pair, futex_wait, futex_wake, read_exact, shared, write_all};
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, measurement::WallTime};
+use shmkit::queue::{self, Bytes, Queue};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn crossbeam_spsc<T: Send + 'static>(iters: u64, make: impl Fn() -> T + Sync) -> Duration {
+    let (tx, rx) = crossbeam_channel::bounded::<T>(1024);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..iters {
+                tx.send(make()).unwrap();
+            }
+        });
+        for _ in 0..iters {
+            black_box(rx.recv().unwrap());
+        }
+    });
+    t0.elapsed()
+}
+
+fn fd_stream(iters: u64, size: usize, (r, w): (i32, i32)) -> Duration {
+    let msg = vec![7u8; size];
+    let mut buf = vec![0u8; size];
+    let d = fork_pair(
+        || {
+            for _ in 0..iters {
+                write_all(w, &msg);
+            }
+        },
+        || {
+            for _ in 0..iters {
+                read_exact(r, &mut buf);
+            }
+        },
+    );
+    close(r);
+    close(w);
+    d
+}
+
+fn sized(g: &mut BenchmarkGroup<'_, WallTime>, prefix: &str, size: usize) {
+    g.throughput(Throughput::Bytes(size as u64));
+    g.bench_function(
+        format!("{prefix}0-{}-crossbeam-threads", label(size)),
+        |b| b.iter_custom(|iters| crossbeam_spsc(iters, || vec![7u8; size])),
+    );
+    let q = Queue::<Bytes>::builder()
+        .capacity(64)
+        .max_message(size)
+        .create()
+        .unwrap();
+    let (tx, mut rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    let msg = vec![7u8; size];
+    g.bench_function(format!("{prefix}1-{}-shmkit-queue", label(size)), |b| {
+        b.iter_custom(|iters| {
+            fork_pair(
+                || {
+                    for _ in 0..iters {
+                        tx.send_bytes(&msg).unwrap();
+                    }
+                },
+                || {
+                    for _ in 0..iters {
+                        black_box(rx.recv_bytes().unwrap().len());
+                    }
+                },
+            )
+        })
+    });
+    g.bench_function(format!("{prefix}2-{}-unix-pipe", label(size)), |b| {
+        b.iter_custom(|iters| fd_stream(iters, size, common::pipe()))
+    });
+    g.bench_function(format!("{prefix}3-{}-unix-socket", label(size)), |b| {
+        b.iter_custom(|iters| fd_stream(iters, size, common::socketpair()))
+    });
+}
+
+fn label(size: usize) -> String {
+    if size >= 1024 {
+        format!("{}KiB", size / 1024)
+    } else {
+        format!("{size}B")
+    }
+}
+
+fn queue(c: &mut Criterion) {
+    let mut g = c.benchmark_group("queue");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+
+    // 1x: u64 SPSC.
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("10-u64-spsc-crossbeam-threads", |b| {
+        b.iter_custom(|iters| crossbeam_spsc(iters, || 1u64))
+    });
+    let (tx, rx) = queue::bounded::<u64>(1024).unwrap();
+    g.bench_function("11-u64-spsc-shmkit-queue", |b| {
+        b.iter_custom(|iters| {
+            fork_pair(
+                || {
+                    for i in 0..iters {
+                        tx.send(i).unwrap();
+                    }
+                },
+                || {
+                    for _ in 0..iters {
+                        black_box(rx.recv().unwrap());
+                    }
+                },
+            )
+        })
+    });
+    g.bench_function("12-u64-spsc-unix-pipe-8B-writes", |b| {
+        b.iter_custom(|iters| fd_stream(iters, 8, common::pipe()))
+    });
+    g.bench_function("13-u64-spsc-unix-socket-8B-writes", |b| {
+        b.iter_custom(|iters| fd_stream(iters, 8, common::socketpair()))
+    });
+
+    // 2x: u64 MPMC, two producers and two consumers.
+    g.bench_function("20-u64-mpmc-2x2-crossbeam-threads", |b| {
+        b.iter_custom(|iters| {
+            let (tx, rx) = crossbeam_channel::bounded::<u64>(1024);
+            let t0 = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    let tx = tx.clone();
+                    s.spawn(move || {
+                        for i in 0..iters / 2 {
+                            tx.send(i).unwrap();
+                        }
+                    });
+                }
+                drop(tx);
+                let rx2 = rx.clone();
+                s.spawn(move || while rx2.recv().is_ok() {});
+                while rx.recv().is_ok() {}
+            });
+            t0.elapsed()
+        })
+    });
+    let q = Queue::<u64>::builder().capacity(1024).create().unwrap();
+    let senders = [q.sender().unwrap(), q.sender().unwrap()];
+    let receivers = [q.receiver().unwrap(), q.receiver().unwrap()];
+    g.bench_function("21-u64-mpmc-2x2-shmkit-queue", |b| {
+        b.iter_custom(|iters| {
+            // Two producer processes and two consumer processes (this one
+            // and a forked one), each with its own handle; each producer ends
+            // with one sentinel, each consumer stops at its first.
+            let produce = |k: usize| {
+                for i in 0..iters / 2 {
+                    senders[k].send(i).unwrap();
+                }
+                senders[k].send(u64::MAX).unwrap();
+            };
+            let consume = |k: usize| while receivers[k].recv().unwrap() != u64::MAX {};
+            fork_pair(
+                || {
+                    fork_pair(|| produce(0), || produce(1));
+                },
+                || {
+                    fork_pair(|| consume(0), || consume(1));
+                },
+            )
+        })
+    });
+
+    // 3x, 4x: sized messages.
+    sized(&mut g, "3", 1024);
+    sized(&mut g, "4", 64 * 1024);
+
+    // 5x: ping-pong round trips.
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("50-ping-pong-bare-cache-line-spin", |b| {
+        let word: &AtomicU64 = shared();
+        b.iter_custom(|iters| {
+            word.store(0, Ordering::SeqCst);
+            fork_pair(
+                || {
+                    for i in 0..iters {
+                        while word.load(Ordering::Acquire) != 2 * i + 1 {
+                            std::hint::spin_loop();
+                        }
+                        word.store(2 * i + 2, Ordering::Release);
+                    }
+                },
+                || {
+                    for i in 0..iters {
+                        word.store(2 * i + 1, Ordering::Release);
+                        while word.load(Ordering::Acquire) != 2 * i + 2 {
+                            std::hint::spin_loop();
+                        }
+                    }
+                },
+            )
+        })
+    });
+    let (atx, arx) = queue::bounded::<u64>(2).unwrap();
+    let (btx, brx) = queue::bounded::<u64>(2).unwrap();
+    g.bench_function("51-ping-pong-shmkit-queue-spin", |b| {
+        b.iter_custom(|iters| {
+            let spin_recv = |rx: &queue::Receiver<u64>| loop {
+                if let Ok(v) = rx.try_recv() {
+                    return v;
+                }
+                std::hint::spin_loop();
+            };
+            fork_pair(
+                || {
+                    for _ in 0..iters {
+                        let v = spin_recv(&arx);
+                        btx.try_send(v + 1).unwrap();
+                    }
+                },
+                || {
+                    for i in 0..iters {
+                        atx.try_send(i).unwrap();
+                        black_box(spin_recv(&brx));
+                    }
+                },
+            )
+        })
+    });
+    g.bench_function("52-ping-pong-bare-futex", |b| {
+        let word: &AtomicU32 = shared();
+        b.iter_custom(|iters| {
+            word.store(0, Ordering::SeqCst);
+            let iters = iters as u32;
+            fork_pair(
+                || {
+                    for i in 0..iters {
+                        while word.load(Ordering::Acquire) != 2 * i + 1 {
+                            futex_wait(word, 2 * i);
+                        }
+                        word.store(2 * i + 2, Ordering::Release);
+                        futex_wake(word);
+                    }
+                },
+                || {
+                    for i in 0..iters {
+                        word.store(2 * i + 1, Ordering::Release);
+                        futex_wake(word);
+                        while word.load(Ordering::Acquire) != 2 * i + 2 {
+                            futex_wait(word, 2 * i + 1);
+                        }
+                    }
+                },
+            )
+        })
+    });
+    g.bench_function("53-ping-pong-shmkit-queue-blocking", |b| {
+        b.iter_custom(|iters| {
+            fork_pair(
+                || {
+                    for _ in 0..iters {
+                        let v = arx.recv().unwrap();
+                        btx.send(v + 1).unwrap();
+                    }
+                },
+                || {
+                    for i in 0..iters {
+                        atx.send(i).unwrap();
+                        black_box(brx.recv().unwrap());
+                    }
+                },
+            )
+        })
+    });
+    g.bench_function("54-ping-pong-unix-pipe", |b| {
+        b.iter_custom(|iters| {
+            let (ar, aw) = common::pipe();
+            let (br, bw) = common::pipe();
+            let d = fork_pair(
+                || {
+                    let mut buf = [0u8; 8];
+                    for _ in 0..iters {
+                        read_exact(ar, &mut buf);
+                        write_all(bw, &buf);
+                    }
+                },
+                || {
+                    let mut buf = [0u8; 8];
+                    for _ in 0..iters {
+                        write_all(aw, &buf);
+                        read_exact(br, &mut buf);
+                    }
+                },
+            );
+            for fd in [ar, aw, br, bw] {
+                close(fd);
+            }
+            d
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, queue);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
