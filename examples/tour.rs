@@ -138,6 +138,73 @@ fn main() -> Result<(), Error> {
         "4 processes met at the barrier; at most {} held the 2-permit semaphore at once",
         max_inside.load()
     );
+    println!("\n== 5. A queue in shared memory: 2 producers, 2 consumers, exactly once ==");
+    let (tx, rx) = shmkit::queue::bounded::<u64>(1024)?;
+    let t = Instant::now();
+    let producers = (0..2u64)
+        .map(|p| {
+            process::spawn(
+                |(tx, p): (shmkit::queue::Sender<u64>, u64)| {
+                    for i in 0..250_000 {
+                        tx.send(p * 1_000_000 + i).unwrap();
+                    }
+                },
+                (tx.clone(), p),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(tx);
+    let consumers = (0..2)
+        .map(|_| {
+            process::spawn(
+                |rx: shmkit::queue::Receiver<u64>| {
+                    rx.iter().fold((0u64, 0u64), |(n, s), x| (n + 1, s + x))
+                },
+                rx.clone(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(rx);
+    producers.into_iter().try_for_each(|p| p.join())?;
+    let (mut n, mut sum) = (0, 0);
+    for c in consumers {
+        let (cn, cs) = c.join()?;
+        println!("  a consumer took {cn} messages");
+        n += cn;
+        sum += cs;
+    }
+    let expected: u64 = (0..2u64)
+        .map(|p| (0..250_000).map(|i| p * 1_000_000 + i).sum::<u64>())
+        .sum();
+    println!(
+        "{n} messages in {:?}; sum matches (each delivered exactly once): {}",
+        t.elapsed(),
+        sum == expected
+    );
+
+    println!("\n== 6. A duplex pipe: ping-pong with a child ==");
+    let (mut here, there) = shmkit::pipe::pipe()?;
+    let child = process::spawn(
+        |mut c: shmkit::pipe::Connection| {
+            while let Ok(v) = c.recv::<u64>() {
+                c.send(&(v + 1)).unwrap();
+            }
+        },
+        there,
+    )?;
+    let t = Instant::now();
+    let mut v = 0u64;
+    for _ in 0..10_000 {
+        here.send(&v).expect("send");
+        v = here.recv().expect("recv");
+    }
+    println!(
+        "10,000 round trips: {:?} each; last value {v}",
+        t.elapsed() / 10_000
+    );
+    drop(here);
+    child.join()?;
+
     println!("\nDone. Next: `cargo test` runs the whole suite.");
     Ok(())
 }
