@@ -53,14 +53,8 @@ fn main() -> Result<(), Error> {
     let t = Instant::now();
     let mut v = 0u64;
     for _ in 0..n {
-        here.send(&v).map_err(|e| Error::Encoding {
-            what: "ping",
-            reason: e.to_string(),
-        })?;
-        v = here.recv().map_err(|e| Error::Encoding {
-            what: "pong",
-            reason: e.to_string(),
-        })?;
+        here.send(&v)?;
+        v = here.recv()?;
     }
     let per = t.elapsed() / n as u32;
     drop(here); // the child sees the pipe disconnected and returns

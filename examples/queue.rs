@@ -94,10 +94,7 @@ fn main() -> Result<(), Error> {
     let big = Array::<f64>::builder().random_name().create(32 << 20)?;
     big.lock()?.fill(0.5);
     let child = spawn(sum_array, rx)?;
-    tx.send_msg(&big).map_err(|e| Error::Encoding {
-        what: "array handle",
-        reason: e.to_string(),
-    })?;
+    tx.send_msg(&big)?;
     println!(
         "the child summed {} (expected {}) after receiving a {}-byte message",
         child.join()?,

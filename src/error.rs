@@ -174,6 +174,15 @@ pub enum Error {
         /// The child's pid.
         pid: u32,
     },
+    /// A queue or pipe send or receive failed; converted by `?` from
+    /// [`SendError`](crate::queue::SendError) and
+    /// [`RecvError`](crate::queue::RecvError) (match those for details).
+    Channel {
+        /// `send` or `recv`.
+        op: &'static str,
+        /// What happened.
+        reason: String,
+    },
     /// Any other OS failure.
     Io {
         /// The operation that failed.
@@ -356,6 +365,7 @@ impl fmt::Display for Error {
             Error::AlreadyJoined { pid } => {
                 write!(f, "process {pid} was already joined and its result taken")
             }
+            Error::Channel { op, reason } => write!(f, "{op} failed: {reason}"),
             Error::Io { op, name, source } => write!(f, "{op} failed for {name}: {source}"),
         }
     }
@@ -366,6 +376,24 @@ impl std::error::Error for Error {
         match self {
             Error::PermissionDenied { source, .. } | Error::Io { source, .. } => Some(source),
             _ => None,
+        }
+    }
+}
+
+impl From<crate::queue::RecvError> for Error {
+    fn from(e: crate::queue::RecvError) -> Error {
+        Error::Channel {
+            op: "recv",
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl<T> From<crate::queue::SendError<T>> for Error {
+    fn from(e: crate::queue::SendError<T>) -> Error {
+        Error::Channel {
+            op: "send",
+            reason: e.to_string(),
         }
     }
 }
