@@ -494,3 +494,19 @@ fn sigkill_producers_and_consumers_100_times_and_nothing_committed_is_lost() {
     );
     assert!(delivered > 0);
 }
+
+#[test]
+fn receivers_started_before_any_sender_wait_for_it() {
+    let q = Queue::<u64>::builder().capacity(8).create().unwrap();
+    let rx = q.receiver().unwrap();
+    assert!(matches!(rx.try_recv(), Err(RecvError::Empty)));
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_millis(20)),
+        Err(RecvError::Timeout)
+    ));
+    let tx = q.sender().unwrap();
+    tx.send(5).unwrap();
+    drop(tx);
+    assert_eq!(rx.recv().unwrap(), 5);
+    assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
+}

@@ -76,6 +76,9 @@ pub(crate) struct State {
     pub stride: u64,
     pub max_len: u64,
     pub flags: u64,
+    /// Roles that have ever registered (bit `1 << role`): a queue that never
+    /// had a sender is empty, not disconnected.
+    pub ever: AtomicU32,
 }
 
 /// One sender or receiver handle.
@@ -126,6 +129,8 @@ mod tests {
         assert_eq!(offset_of!(State, unfinished), 16);
         assert_eq!(offset_of!(State, capacity), 48);
         assert_eq!(offset_of!(State, flags), 72);
+        assert_eq!(offset_of!(State, ever), 80);
+        assert!(size_of::<State>() <= 128);
         assert_eq!(offset_of!(Participant, intent), 16);
         assert_eq!(offset_of!(Participant, token), 24);
         assert_eq!(align_of::<QueueControl>(), 128);

@@ -28,7 +28,9 @@
 //! - **Lifecycle**: the queue counts its live sender and receiver handles.
 //!   When every sender is gone (dropped *or dead*), receivers drain what was
 //!   committed and then get [`RecvError::Disconnected`]; likewise senders when
-//!   every receiver is gone. [`Queue::close`] shuts it down explicitly.
+//!   every receiver is gone. A queue that never had a sender (receiver) is
+//!   not disconnected: receivers started before the producers wait for them.
+//!   [`Queue::close`] shuts it down explicitly.
 //!   Joinable queues count messages until [`Queue::task_done`]; [`Queue::join`]
 //!   waits for zero.
 //! - **Crashes**: a sender killed between claiming a slot and committing it

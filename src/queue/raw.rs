@@ -228,6 +228,11 @@ impl RawQueue {
                     // uncounts entries with a role (a death between the two
                     // stores leaves one count too many; two instructions).
                     self.count(role).fetch_add(1, Ordering::SeqCst);
+                    self.control()
+                        .state
+                        .0
+                        .ever
+                        .fetch_or(1 << role, Ordering::SeqCst);
                     p.role.store(role, Ordering::SeqCst);
                     return Ok(i);
                 }
@@ -349,8 +354,13 @@ impl RawQueue {
 
     // ---- sending ----
 
+    fn ever(&self, role: u32) -> bool {
+        self.control().state.0.ever.load(Ordering::SeqCst) & (1 << role) != 0
+    }
+
+    /// Closed, or every receiver that ever was is gone.
     fn send_disconnected(&self) -> bool {
-        self.is_closed() || self.receivers() == 0
+        self.is_closed() || (self.receivers() == 0 && self.ever(ROLE_RECEIVER))
     }
 
     /// Claims a slot to send into, blocking as `deadline` allows (`None`:
@@ -397,8 +407,10 @@ impl RawQueue {
 
     // ---- receiving ----
 
+    /// Closed, or every sender that ever was is gone (a queue that never had
+    /// a sender is waited on, not disconnected).
     fn recv_disconnected(&self) -> bool {
-        self.is_closed() || self.senders() == 0
+        self.is_closed() || (self.senders() == 0 && self.ever(ROLE_SENDER))
     }
 
     /// Claims the next message (skips are released here, never returned):
