@@ -261,13 +261,16 @@ impl RawQueue {
 
     pub(crate) fn unregister(&self, entry: usize) {
         let p = &self.control().participants[entry];
-        let role = p.role.swap(0, Ordering::SeqCst);
-        p.intent.store(0, Ordering::SeqCst);
-        p.token.store(0, Ordering::SeqCst);
-        p.pid.store(0, Ordering::SeqCst);
+        let role = p.role.load(Ordering::SeqCst);
+        // Uncount first, while the entry still shows its role: a recount
+        // that runs in between counts the entry and never goes below us.
         if role != 0 {
             self.count(role).fetch_sub(1, Ordering::SeqCst);
         }
+        p.role.store(0, Ordering::SeqCst);
+        p.intent.store(0, Ordering::SeqCst);
+        p.token.store(0, Ordering::SeqCst);
+        p.pid.store(0, Ordering::SeqCst);
         self.wake_all();
     }
 
@@ -559,7 +562,7 @@ impl RawQueue {
             .map(|(i, _)| i)
             .collect();
         if dead.is_empty() {
-            return false;
+            return self.recount();
         }
         let _guard = RecoveryGuard::lock(&c.recovery);
         let ring = self.ring();
@@ -589,21 +592,58 @@ impl RawQueue {
                     self.add_orphan(pos);
                 }
             }
+            // Freed without uncounting: the recount below sets the counts
+            // from the table (the dead process may or may not have uncounted
+            // itself before it died).
             p.intent.store(0, Ordering::SeqCst);
             p.role.store(0, Ordering::SeqCst);
             p.token.store(0, Ordering::SeqCst);
             p.pid.store(0, Ordering::SeqCst);
-            if role == ROLE_SENDER || role == ROLE_RECEIVER {
-                self.count(role).fetch_sub(1, Ordering::SeqCst);
-            }
+            let _ = role;
             c.state.0.reaped.fetch_add(1, Ordering::Relaxed);
             changed = true;
         }
         drop(_guard);
+        changed |= self.recount();
         if changed {
             self.wake_all();
         }
         changed
+    }
+
+    /// Repairs the sender/receiver counts from the table, downwards only:
+    /// dead entries are freed without uncounting, and a process killed
+    /// between the count and the role store of a registration leaves one
+    /// count too many. The count is set to the number of entries with that
+    /// role, but only when no entry is half-registered and the count did not
+    /// move meanwhile (CAS), so a concurrent registration or unregistration
+    /// (which uncounts before it clears its role) is never undercounted.
+    fn recount(&self) -> bool {
+        let c = self.control();
+        let mut repaired = false;
+        for role in [ROLE_SENDER, ROLE_RECEIVER] {
+            let count = self.count(role);
+            let before = count.load(Ordering::SeqCst);
+            let mut actual = 0;
+            for p in &c.participants {
+                let pid = p.pid.load(Ordering::SeqCst);
+                let r = p.role.load(Ordering::SeqCst);
+                if pid != 0 && r == 0 {
+                    return repaired; // an entry in flux: next time
+                }
+                if pid != 0 && r == role {
+                    actual += 1;
+                }
+            }
+            if before > actual
+                && count
+                    .compare_exchange(before, actual, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                repaired = true;
+            }
+        }
+        repaired
     }
 
     fn live_holder(&self, role: u32, intent: u64, except: usize) -> bool {
