@@ -5,7 +5,7 @@
 //! - `1x-u64-spsc-*`: one producer, one consumer, 8-byte messages:
 //!   crossbeam-channel (bounded 1024) between threads, shmkit between
 //!   processes, a Unix pipe and a Unix stream socket with one 8-byte write per
-//!   message between processes.
+//!   message between processes, and ipc-channel between processes.
 //! - `2x-u64-mpmc-2x2-*`: two producers, two consumers.
 //! - `3x-1KiB-*`, `4x-64KiB-*`: sized messages (crossbeam sends a `Vec`, which
 //!   moves a pointer: the thread baseline does not copy).
@@ -37,6 +37,26 @@ fn crossbeam_spsc<T: Send + 'static>(iters: u64, make: impl Fn() -> T + Sync) ->
         }
     });
     t0.elapsed()
+}
+
+/// ipc-channel between a forked child (sending) and this process.
+fn ipc_stream<T>(iters: u64, make: impl Fn() -> T) -> Duration
+where
+    T: serde::Serialize + for<'de> serde::Deserialize<'de>,
+{
+    let (tx, rx) = ipc_channel::ipc::channel::<T>().unwrap();
+    fork_pair(
+        || {
+            for _ in 0..iters {
+                tx.send(make()).unwrap();
+            }
+        },
+        || {
+            for _ in 0..iters {
+                black_box(rx.recv().unwrap());
+            }
+        },
+    )
 }
 
 fn fd_stream(iters: u64, size: usize, (r, w): (i32, i32)) -> Duration {
@@ -94,6 +114,9 @@ fn sized(g: &mut BenchmarkGroup<'_, WallTime>, prefix: &str, size: usize) {
     g.bench_function(format!("{prefix}3-{}-unix-socket", label(size)), |b| {
         b.iter_custom(|iters| fd_stream(iters, size, common::socketpair()))
     });
+    g.bench_function(format!("{prefix}4-{}-ipc-channel", label(size)), |b| {
+        b.iter_custom(|iters| ipc_stream(iters, || serde_bytes::ByteBuf::from(vec![7u8; size])))
+    });
 }
 
 fn label(size: usize) -> String {
@@ -137,6 +160,9 @@ fn queue(c: &mut Criterion) {
     });
     g.bench_function("13-u64-spsc-unix-socket-8B-writes", |b| {
         b.iter_custom(|iters| fd_stream(iters, 8, common::socketpair()))
+    });
+    g.bench_function("14-u64-spsc-ipc-channel", |b| {
+        b.iter_custom(|iters| ipc_stream(iters, || 1u64))
     });
 
     // 2x: u64 MPMC, two producers and two consumers.
@@ -312,6 +338,26 @@ fn queue(c: &mut Criterion) {
                 close(fd);
             }
             d
+        })
+    });
+    g.bench_function("55-ping-pong-ipc-channel", |b| {
+        b.iter_custom(|iters| {
+            let (atx, arx) = ipc_channel::ipc::channel::<u64>().unwrap();
+            let (btx, brx) = ipc_channel::ipc::channel::<u64>().unwrap();
+            fork_pair(
+                || {
+                    for _ in 0..iters {
+                        let v = arx.recv().unwrap();
+                        btx.send(v + 1).unwrap();
+                    }
+                },
+                || {
+                    for i in 0..iters {
+                        atx.send(i).unwrap();
+                        black_box(brx.recv().unwrap());
+                    }
+                },
+            )
         })
     });
     g.finish();
