@@ -599,7 +599,6 @@ impl RawQueue {
             p.role.store(0, Ordering::SeqCst);
             p.token.store(0, Ordering::SeqCst);
             p.pid.store(0, Ordering::SeqCst);
-            let _ = role;
             c.state.0.reaped.fetch_add(1, Ordering::Relaxed);
             changed = true;
         }
