@@ -65,7 +65,9 @@ where
 
     fn decode(bytes: &[u8]) -> Result<Self> {
         // rkyv reads in place and needs the archive aligned; one copy of a
-        // small message buys that (large data travels as handles).
+        // small message buys that (large data travels as handles), and makes
+        // the validated bytes private: a peer cannot change them between
+        // validation and use.
         let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
         aligned.extend_from_slice(bytes);
         rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|e| Error::Encoding {

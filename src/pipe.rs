@@ -85,6 +85,9 @@ fn spec() -> Spec {
 #[derive(Debug)]
 struct RawPipe {
     seg: Segment,
+    /// (capacity, stride, max_len) as validated at open; the shared copy is
+    /// never read again (a peer may rewrite it).
+    geometry: (u64, u64, u64),
 }
 
 impl RawPipe {
@@ -95,20 +98,19 @@ impl RawPipe {
     }
 
     fn ring(&self, dir: usize) -> Ring<'_> {
-        let c = self.control();
-        let d = &c.dirs[dir];
-        // SAFETY: `open` checked 2 * capacity * stride == the data area, the
+        let d = &self.control().dirs[dir];
+        let (capacity, stride, _) = self.geometry;
+        // SAFETY: `check` verified 2 * capacity * stride == the data area, the
         // capacity a power of two >= 2, the stride a multiple of 64 covering
-        // a SlotHeader and max_len; direction `dir` owns the `dir`th half.
+        // a SlotHeader and max_len (our private copies); direction `dir` owns
+        // the `dir`th half.
         unsafe {
             Ring::new(
                 &d.head.0,
                 &d.tail.0,
-                self.seg
-                    .data_ptr()
-                    .add(dir * (c.capacity * c.stride) as usize),
-                c.capacity,
-                c.stride as usize,
+                self.seg.data_ptr().add(dir * (capacity * stride) as usize),
+                capacity,
+                stride as usize,
                 true,
                 true,
             )
@@ -116,9 +118,20 @@ impl RawPipe {
     }
 
     fn check(seg: Segment) -> Result<Arc<RawPipe>> {
-        let p = RawPipe { seg };
+        let mut p = RawPipe {
+            seg,
+            geometry: (0, 0, 0),
+        };
         let c = p.control();
-        let (cap, stride, len) = (c.capacity, c.stride, c.max_len);
+        // SAFETY: plain u64 fields of the published control block, copied
+        // once with volatile reads (a peer may write them concurrently).
+        let (cap, stride, len) = unsafe {
+            (
+                std::ptr::read_volatile(&c.capacity),
+                std::ptr::read_volatile(&c.stride),
+                std::ptr::read_volatile(&c.max_len),
+            )
+        };
         if !cap.is_power_of_two()
             || cap < 2
             || stride % 64 != 0
@@ -133,6 +146,7 @@ impl RawPipe {
                 ),
             });
         }
+        p.geometry = (cap, stride, len);
         Ok(Arc::new(p))
     }
 
@@ -201,10 +215,22 @@ impl PipeBuilder {
 
     /// Creates the pipe; its two connected ends.
     pub fn create(self) -> Result<(Connection, Connection)> {
-        let capacity = (self.capacity.max(2) as u64).next_power_of_two();
-        let stride =
-            (size_of::<SlotHeader>() as u64 + self.max_message as u64).next_multiple_of(64);
-        let bytes = 2 * capacity * stride;
+        let too_big = || Error::NoSpace {
+            name: "<new pipe>".into(),
+            requested: u64::MAX,
+            available: 0,
+        };
+        let capacity = (self.capacity.max(2) as u64)
+            .checked_next_power_of_two()
+            .ok_or_else(too_big)?;
+        let stride = (size_of::<SlotHeader>() as u64)
+            .checked_add(self.max_message as u64)
+            .and_then(|s| s.checked_next_multiple_of(64))
+            .ok_or_else(too_big)?;
+        let bytes = capacity
+            .checked_mul(stride)
+            .and_then(|b| b.checked_mul(2))
+            .ok_or_else(too_big)?;
         let max_len = self.max_message as u64;
         let seg = Segment::create(&self.opts, &spec(), bytes, |control, data| {
             let c = control.cast::<PipeControl>();
@@ -280,7 +306,7 @@ impl Connection {
 
     /// The largest message in bytes.
     pub fn max_message(&self) -> usize {
-        self.raw.control().max_len as usize
+        self.raw.geometry.2 as usize
     }
 
     fn send_with(
@@ -511,19 +537,24 @@ impl Connection {
         let end = (h.end.to_native() as usize).min(1);
         let token = h.token.to_native();
         let e = &raw.control().ends[end];
-        if token == 0
-            || e.token
-                .compare_exchange(token, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
-        {
-            return Err(Error::Encoding {
-                what: "pipe end",
-                reason: "this end was already taken over by another process".into(),
-            });
+        let taken = || Error::Encoding {
+            what: "pipe end",
+            reason: "this end was already taken over by another process".into(),
+        };
+        if token == 0 || e.token.load(Ordering::SeqCst) != token {
+            return Err(taken());
         }
-        // The sender's pid stays until ours is stored: both are alive.
+        // While the token is set, the peer does not judge this end's
+        // liveness (`check_peer`), so pid and start may change one by one;
+        // the token is cleared last.
         e.start.store(proc::own_start_time(), Ordering::SeqCst);
         e.pid.store(proc::pid(), Ordering::SeqCst);
+        if e.token
+            .compare_exchange(token, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return Err(taken());
+        }
         Ok(Connection {
             raw,
             end,

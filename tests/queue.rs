@@ -355,6 +355,10 @@ fn hostile_geometry_and_lengths_are_refused_not_read() {
         Err(shmkit::Error::Corrupted { what, .. }) => assert!(what.contains("geometry"), "{what}"),
         other => panic!("expected Corrupted, got {other:?}"),
     }
+    // Handles opened before the corruption keep the geometry they validated:
+    // the rewritten capacity is never used to index the slots.
+    tx.send(3).unwrap();
+    assert_eq!(rx.recv_timeout(WATCHDOG).unwrap(), 3);
 }
 
 /// A producer for the kill test: takes ids from `next`, sends them, and

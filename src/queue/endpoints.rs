@@ -484,6 +484,12 @@ impl Receiver<Bytes> {
     /// Receives an rkyv message and lends its archive in place, after
     /// validating it (bytecheck): zero-copy. An invalid message is dropped
     /// with [`RecvError::Invalid`].
+    ///
+    /// Validation guards against a corrupted or hostile *message*. Reading in
+    /// place afterwards assumes, as every shared-memory borrow does
+    /// ([`recv_ref`](Receiver::recv_ref), `Array::lock`), that no peer writes
+    /// into a slot it does not hold. Against peers that might, use
+    /// [`recv_msg`](Self::recv_msg), which validates a private copy.
     pub fn recv_archived<M>(&mut self) -> std::result::Result<ArchivedGuard<'_, M>, RecvError>
     where
         M: rkyv::Archive,

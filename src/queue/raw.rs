@@ -35,10 +35,14 @@ pub(crate) enum Stop {
 #[derive(Debug)]
 pub(crate) struct RawQueue {
     seg: Segment,
+    /// The geometry as validated at open, kept privately: a peer may rewrite
+    /// the shared copy at any time, so it is never read again.
+    geometry: Geometry,
+    geometry_stride: u64,
 }
 
 /// Geometry of a new queue.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Geometry {
     pub capacity: u64,
     pub max_len: u64,
@@ -106,7 +110,7 @@ impl RawQueue {
             }
             Ok(())
         })?;
-        Ok(Arc::new(RawQueue { seg }))
+        Self::checked(seg, g.flags, Some(g.max_len))
     }
 
     /// Opens a queue and checks its geometry against the data area, so that
@@ -133,13 +137,29 @@ impl RawQueue {
     }
 
     fn checked(seg: Segment, flags: u64, max_len: Option<u64>) -> Result<Arc<RawQueue>> {
-        let q = RawQueue { seg };
+        let mut q = RawQueue {
+            seg,
+            geometry: Geometry::default(),
+            geometry_stride: 0,
+        };
         let st = &q.control().state.0;
+        // The geometry is plain u64s a peer may write concurrently: copied
+        // once with volatile reads; every later use goes through the private
+        // copy validated below.
+        let read = |f: &u64| {
+            // SAFETY: `f` is a valid, aligned u64 in the mapping.
+            unsafe { std::ptr::read_volatile(f) }
+        };
+        let (cap, stride, len, stored_flags) = (
+            read(&st.capacity),
+            read(&st.stride),
+            read(&st.max_len),
+            read(&st.flags),
+        );
         let corrupt = |what: String| Error::Corrupted {
             name: q.seg.id(),
             what,
         };
-        let (cap, stride, len) = (st.capacity, st.stride, st.max_len);
         if !cap.is_power_of_two()
             || cap < 2
             || stride % 64 != 0
@@ -152,7 +172,7 @@ impl RawQueue {
                 q.seg.element_count()
             )));
         }
-        if st.flags & FLAG_BYTES != flags & FLAG_BYTES {
+        if stored_flags & FLAG_BYTES != flags & FLAG_BYTES {
             return Err(corrupt("message kind (bytes or typed) differs".into()));
         }
         if let Some(m) = max_len
@@ -164,6 +184,12 @@ impl RawQueue {
                 found: len,
             });
         }
+        q.geometry = Geometry {
+            capacity: cap,
+            max_len: len,
+            flags: stored_flags,
+        };
+        q.geometry_stride = stride;
         Ok(Arc::new(q))
     }
 
@@ -180,17 +206,18 @@ impl RawQueue {
 
     pub(crate) fn ring(&self) -> Ring<'_> {
         let c = self.control();
-        let st = &c.state.0;
-        // SAFETY: `checked` verified capacity (a power of two) * stride equals
-        // the data area, stride is a multiple of 64 and covers a SlotHeader
-        // plus max_len; the slots were initialised before publication.
+        // SAFETY: `checked` verified that capacity (a power of two, >= 2)
+        // times stride equals the data area, and that the stride is a
+        // multiple of 64 covering a SlotHeader plus max_len; these are our
+        // private copies, which no peer can change; the slots were
+        // initialised before publication.
         unsafe {
             Ring::new(
                 &c.head.0,
                 &c.tail.0,
                 self.seg.data_ptr(),
-                st.capacity,
-                st.stride as usize,
+                self.geometry.capacity,
+                self.geometry_stride as usize,
                 false,
                 false,
             )
@@ -198,15 +225,15 @@ impl RawQueue {
     }
 
     pub(crate) fn max_len(&self) -> usize {
-        self.control().state.0.max_len as usize
+        self.geometry.max_len as usize
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.control().state.0.capacity as usize
+        self.geometry.capacity as usize
     }
 
     fn joinable(&self) -> bool {
-        self.control().state.0.flags & FLAG_JOINABLE != 0
+        self.geometry.flags & FLAG_JOINABLE != 0
     }
 
     // ---- participants ----
@@ -588,8 +615,8 @@ impl RawQueue {
                 }
                 if stuck && role == ROLE_SENDER && ring.skip_abandoned_send(pos) {
                     c.state.0.skipped.fetch_add(1, Ordering::Relaxed);
-                } else if stuck && role == ROLE_RECEIVER {
-                    self.add_orphan(pos);
+                } else if stuck && role == ROLE_RECEIVER && !self.add_orphan(pos) {
+                    continue; // the orphan list is full: keep the entry
                 }
             }
             // Freed without uncounting: the recount below sets the counts
@@ -658,17 +685,23 @@ impl RawQueue {
             })
     }
 
-    fn add_orphan(&self, pos: u64) {
+    /// Queues `pos` for redelivery; `false` if the orphan list is full (the
+    /// dead entry is then kept, and handed on in a later round).
+    fn add_orphan(&self, pos: u64) -> bool {
         let c = self.control();
         if c.orphans
             .iter()
             .any(|o| o.load(Ordering::SeqCst) == pos + 1)
         {
-            return;
+            return true;
         }
-        if let Some(o) = c.orphans.iter().find(|o| o.load(Ordering::SeqCst) == 0) {
-            o.store(pos + 1, Ordering::SeqCst);
-            c.state.0.orphan_count.fetch_add(1, Ordering::SeqCst);
+        match c.orphans.iter().find(|o| o.load(Ordering::SeqCst) == 0) {
+            Some(o) => {
+                o.store(pos + 1, Ordering::SeqCst);
+                c.state.0.orphan_count.fetch_add(1, Ordering::SeqCst);
+                true
+            }
+            None => false,
         }
     }
 
@@ -790,8 +823,10 @@ fn is_dead(p: &Participant) -> bool {
         return false;
     }
     let token = p.token.load(Ordering::SeqCst);
-    if token & RELEASING != 0 && pid_gone(token as u32) {
-        return true;
+    if token & RELEASING != 0 {
+        // Being retired by its adopter: only the adopter's death matters
+        // (the adopter finishes the retirement itself otherwise).
+        return pid_gone(token as u32);
     }
     if p.role.load(Ordering::SeqCst) == 0 {
         return pid_gone(pid);
