@@ -16,14 +16,14 @@
 //!
 //! Python's `Pipe()`: `send`, `recv`, `poll`. An end learns that its peer is
 //! gone when the peer drops its `Connection` (at once) or dies (within a
-//! 50 ms slice of blocking); then `recv` drains what was sent and returns
+//! sleep slice of blocking: 50 ms, growing to 1 s while idle); then `recv` drains what was sent and returns
 //! [`RecvError::Disconnected`], and `send` fails with
 //! [`SendError::Disconnected`].
 
 use crate::codec::{Message, RegionHandle};
 use crate::error::{Error, Result};
 use crate::queue::atomic::AtomicU64 as RingU64;
-use crate::queue::raw::{Stop, sleep_slice, wake_one};
+use crate::queue::raw::{SLICE, Stop, sleep_slice, wake_one};
 use crate::queue::ring::{Ring, SlotHeader};
 use crate::queue::{RecvError, SendError};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
@@ -318,6 +318,7 @@ impl Connection {
         let w = &self.raw.control().dirs[self.end].waits.0;
         let unused = RingU64::new(0);
         let mut backoff = Backoff::new();
+        let mut slice = SLICE;
         let pos = loop {
             if self.raw.peer_gone(self.end) {
                 return Err(SendError::Disconnected(()));
@@ -329,7 +330,7 @@ impl Connection {
             if backoff.spin() {
                 continue;
             }
-            match sleep_slice(&w[2], &w[3], seen, deadline, || {
+            match sleep_slice(&w[2], &w[3], seen, deadline, &mut slice, || {
                 ring.can_send() || self.raw.peer_gone(self.end)
             }) {
                 Ok(true) => self.raw.check_peer(self.end),
@@ -396,6 +397,7 @@ impl Connection {
         let unused = RingU64::new(0);
         let max = self.max_message() as u64;
         let mut backoff = Backoff::new();
+        let mut slice = SLICE;
         let mut read = Some(read);
         loop {
             let seen = w[0].load(Ordering::SeqCst);
@@ -425,7 +427,7 @@ impl Connection {
             if backoff.spin() {
                 continue;
             }
-            match sleep_slice(&w[0], &w[1], seen, deadline, || {
+            match sleep_slice(&w[0], &w[1], seen, deadline, &mut slice, || {
                 ring.can_recv() || self.raw.peer_gone(self.end)
             }) {
                 Ok(true) => self.raw.check_peer(self.end),
@@ -472,12 +474,13 @@ impl Connection {
         let ring = self.raw.ring(dir);
         let w = &self.raw.control().dirs[dir].waits.0;
         let deadline = deadline_after(timeout);
+        let mut slice = SLICE;
         loop {
             let seen = w[0].load(Ordering::SeqCst);
             if ring.can_recv() || self.raw.peer_gone(self.end) {
                 return true;
             }
-            match sleep_slice(&w[0], &w[1], seen, deadline, || {
+            match sleep_slice(&w[0], &w[1], seen, deadline, &mut slice, || {
                 ring.can_recv() || self.raw.peer_gone(self.end)
             }) {
                 Ok(true) => self.raw.check_peer(self.end),

@@ -18,9 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
-/// How long a blocked sender or receiver sleeps before it looks for dead
-/// participants (an idle queue costs one wake-up per slice).
-const SLICE: Duration = Duration::from_millis(50);
+/// How long a blocked sender or receiver first sleeps before it looks for
+/// dead participants. Each slice that passes with nothing happening doubles
+/// the next, up to [`MAX_SLICE`]: an idle receiver wakes about once a second.
+pub(crate) const SLICE: Duration = Duration::from_millis(50);
+/// The longest slice.
+pub(crate) const MAX_SLICE: Duration = Duration::from_secs(1);
 
 /// Why a blocking operation stopped without its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -404,6 +407,7 @@ impl RawQueue {
         let intent = self.intent(entry);
         let w = &self.control().waits.0;
         let mut backoff = Backoff::new();
+        let mut slice = SLICE;
         loop {
             if self.send_disconnected() {
                 return Err(Stop::Disconnected);
@@ -415,9 +419,14 @@ impl RawQueue {
             if backoff.spin() {
                 continue;
             }
-            self.sleep(&w.space, &w.send_waiters, seen, deadline, || {
-                ring.can_send() || self.send_disconnected()
-            })?;
+            self.sleep(
+                &w.space,
+                &w.send_waiters,
+                seen,
+                deadline,
+                &mut slice,
+                || ring.can_send() || self.send_disconnected(),
+            )?;
         }
     }
 
@@ -456,6 +465,7 @@ impl RawQueue {
         let w = &c.waits.0;
         let max = self.max_len() as u64;
         let mut backoff = Backoff::new();
+        let mut slice = SLICE;
         loop {
             if c.state.0.orphan_count.load(Ordering::SeqCst) > 0
                 && let Some(claim) = self.take_orphan(entry)
@@ -496,11 +506,18 @@ impl RawQueue {
             if backoff.spin() {
                 continue;
             }
-            self.sleep(&w.items, &w.recv_waiters, seen, deadline, || {
-                ring.can_recv()
-                    || self.recv_disconnected()
-                    || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
-            })?;
+            self.sleep(
+                &w.items,
+                &w.recv_waiters,
+                seen,
+                deadline,
+                &mut slice,
+                || {
+                    ring.can_recv()
+                        || self.recv_disconnected()
+                        || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
+                },
+            )?;
         }
     }
 
@@ -540,13 +557,14 @@ impl RawQueue {
     pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
         let st = &self.control().state.0;
         let w = &self.control().waits.0;
+        let mut slice = SLICE;
         loop {
             let seen = w.done.load(Ordering::SeqCst);
             if st.unfinished.load(Ordering::SeqCst) == 0 {
                 return true;
             }
             if self
-                .sleep(&w.done, &w.join_waiters, seen, deadline, || {
+                .sleep(&w.done, &w.join_waiters, seen, deadline, &mut slice, || {
                     st.unfinished.load(Ordering::SeqCst) == 0
                 })
                 .is_err()
@@ -565,9 +583,10 @@ impl RawQueue {
         waiters: &AtomicU32,
         seen: u32,
         deadline: Option<Instant>,
+        slice: &mut Duration,
         ready: impl Fn() -> bool,
     ) -> std::result::Result<(), Stop> {
-        if sleep_slice(word, waiters, seen, deadline, ready)? {
+        if sleep_slice(word, waiters, seen, deadline, slice, ready)? {
             self.recover();
         }
         Ok(())
@@ -762,16 +781,18 @@ impl RawQueue {
 /// Sleeps on `word` (which held `seen` before the caller's failed attempt)
 /// until woken, `ready()` holds, a slice passes, or `deadline` passes
 /// (→ `Timeout`; a deadline already past → `WouldBlock`). `Ok(true)` when a
-/// whole slice passed: time to look for dead peers.
+/// whole slice passed: time to look for dead peers (and the next slice is
+/// twice as long, up to [`MAX_SLICE`]).
 pub(crate) fn sleep_slice(
     word: &AtomicU32,
     waiters: &AtomicU32,
     seen: u32,
     deadline: Option<Instant>,
+    slice: &mut Duration,
     ready: impl Fn() -> bool,
 ) -> std::result::Result<bool, Stop> {
     let now = Instant::now();
-    let slice_end = now + SLICE;
+    let slice_end = now + *slice;
     let until = match deadline {
         Some(d) if d <= now => return Err(Stop::WouldBlock),
         Some(d) => d.min(slice_end),
@@ -792,7 +813,11 @@ pub(crate) fn sleep_slice(
     waiters.fetch_sub(1, Ordering::SeqCst);
     match deadline {
         Some(d) if Instant::now() >= d => Err(Stop::Timeout),
-        _ => Ok(Instant::now() >= slice_end),
+        _ if Instant::now() >= slice_end => {
+            *slice = (*slice * 2).min(MAX_SLICE);
+            Ok(true)
+        }
+        _ => Ok(false),
     }
 }
 
