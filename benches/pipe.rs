@@ -9,50 +9,12 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{close, fork_pair, futex_wait, futex_wake, read_exact, shared, write_all};
+use common::{fd_ping_pong, fd_stream, fork_pair};
 use criterion::{Criterion, Throughput, criterion_group};
 use shmkit::pipe::Connection;
 use std::cell::RefCell;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-
-fn fd_stream(iters: u64, size: usize, (r, w): (i32, i32)) -> Duration {
-    let msg = vec![7u8; size];
-    let mut buf = vec![0u8; size];
-    let d = fork_pair(
-        || (0..iters).for_each(|_| write_all(w, &msg)),
-        || (0..iters).for_each(|_| read_exact(r, &mut buf)),
-    );
-    close(r);
-    close(w);
-    d
-}
-
-fn fd_ping_pong(iters: u64, make: fn() -> (i32, i32)) -> Duration {
-    let (ar, aw) = make();
-    let (br, bw) = make();
-    let d = fork_pair(
-        || {
-            let mut buf = [0u8; 8];
-            for _ in 0..iters {
-                read_exact(ar, &mut buf);
-                write_all(bw, &buf);
-            }
-        },
-        || {
-            let mut buf = [0u8; 8];
-            for _ in 0..iters {
-                write_all(aw, &buf);
-                read_exact(br, &mut buf);
-            }
-        },
-    );
-    for fd in [ar, aw, br, bw] {
-        close(fd);
-    }
-    d
-}
 
 fn pipe(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipe");
@@ -93,31 +55,7 @@ fn pipe(c: &mut Criterion) {
 
     g.throughput(Throughput::Elements(1));
     g.bench_function("30-ping-pong-bare-futex", |bn| {
-        let word: &AtomicU32 = shared();
-        bn.iter_custom(|iters| {
-            word.store(0, Ordering::SeqCst);
-            let iters = iters as u32;
-            fork_pair(
-                || {
-                    for i in 0..iters {
-                        while word.load(Ordering::Acquire) != 2 * i + 1 {
-                            futex_wait(word, 2 * i);
-                        }
-                        word.store(2 * i + 2, Ordering::Release);
-                        futex_wake(word);
-                    }
-                },
-                || {
-                    for i in 0..iters {
-                        word.store(2 * i + 1, Ordering::Release);
-                        futex_wake(word);
-                        while word.load(Ordering::Acquire) != 2 * i + 2 {
-                            futex_wait(word, 2 * i + 1);
-                        }
-                    }
-                },
-            )
-        })
+        bn.iter_custom(common::futex_ping_pong)
     });
     g.bench_function("31-ping-pong-shmkit-pipe", |bn| {
         bn.iter_custom(|iters| {

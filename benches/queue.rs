@@ -16,11 +16,11 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{close, fork_pair, futex_wait, futex_wake, read_exact, shared, write_all};
+use common::{fd_ping_pong, fd_stream, fork_pair, shared};
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, measurement::WallTime};
 use shmkit::queue::{self, Bytes, Queue};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn crossbeam_spsc<T: Send + 'static>(iters: u64, make: impl Fn() -> T + Sync) -> Duration {
@@ -57,26 +57,6 @@ where
             }
         },
     )
-}
-
-fn fd_stream(iters: u64, size: usize, (r, w): (i32, i32)) -> Duration {
-    let msg = vec![7u8; size];
-    let mut buf = vec![0u8; size];
-    let d = fork_pair(
-        || {
-            for _ in 0..iters {
-                write_all(w, &msg);
-            }
-        },
-        || {
-            for _ in 0..iters {
-                read_exact(r, &mut buf);
-            }
-        },
-    );
-    close(r);
-    close(w);
-    d
 }
 
 fn sized(g: &mut BenchmarkGroup<'_, WallTime>, prefix: &str, size: usize) {
@@ -270,31 +250,7 @@ fn queue(c: &mut Criterion) {
         })
     });
     g.bench_function("52-ping-pong-bare-futex", |b| {
-        let word: &AtomicU32 = shared();
-        b.iter_custom(|iters| {
-            word.store(0, Ordering::SeqCst);
-            let iters = iters as u32;
-            fork_pair(
-                || {
-                    for i in 0..iters {
-                        while word.load(Ordering::Acquire) != 2 * i + 1 {
-                            futex_wait(word, 2 * i);
-                        }
-                        word.store(2 * i + 2, Ordering::Release);
-                        futex_wake(word);
-                    }
-                },
-                || {
-                    for i in 0..iters {
-                        word.store(2 * i + 1, Ordering::Release);
-                        futex_wake(word);
-                        while word.load(Ordering::Acquire) != 2 * i + 2 {
-                            futex_wait(word, 2 * i + 1);
-                        }
-                    }
-                },
-            )
-        })
+        b.iter_custom(common::futex_ping_pong)
     });
     g.bench_function("53-ping-pong-shmkit-queue-blocking", |b| {
         b.iter_custom(|iters| {
@@ -315,30 +271,7 @@ fn queue(c: &mut Criterion) {
         })
     });
     g.bench_function("54-ping-pong-unix-pipe", |b| {
-        b.iter_custom(|iters| {
-            let (ar, aw) = common::pipe();
-            let (br, bw) = common::pipe();
-            let d = fork_pair(
-                || {
-                    let mut buf = [0u8; 8];
-                    for _ in 0..iters {
-                        read_exact(ar, &mut buf);
-                        write_all(bw, &buf);
-                    }
-                },
-                || {
-                    let mut buf = [0u8; 8];
-                    for _ in 0..iters {
-                        write_all(aw, &buf);
-                        read_exact(br, &mut buf);
-                    }
-                },
-            );
-            for fd in [ar, aw, br, bw] {
-                close(fd);
-            }
-            d
-        })
+        b.iter_custom(|iters| fd_ping_pong(iters, common::pipe))
     });
     g.bench_function("55-ping-pong-ipc-channel", |b| {
         b.iter_custom(|iters| {

@@ -111,3 +111,72 @@ pub fn futex_wake(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE on a valid, aligned u32.
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
 }
+
+/// Streams `iters` messages of `size` bytes from a forked child to this
+/// process over the descriptor pair `(read, write)`, then closes it.
+pub fn fd_stream(iters: u64, size: usize, (r, w): (i32, i32)) -> Duration {
+    let msg = vec![7u8; size];
+    let mut buf = vec![0u8; size];
+    let d = fork_pair(
+        || (0..iters).for_each(|_| write_all(w, &msg)),
+        || (0..iters).for_each(|_| read_exact(r, &mut buf)),
+    );
+    close(r);
+    close(w);
+    d
+}
+
+/// `iters` 8-byte round trips with a forked child over two descriptor pairs
+/// made by `make` (`pipe` or `socketpair`).
+pub fn fd_ping_pong(iters: u64, make: fn() -> (i32, i32)) -> Duration {
+    let (ar, aw) = make();
+    let (br, bw) = make();
+    let d = fork_pair(
+        || {
+            let mut buf = [0u8; 8];
+            for _ in 0..iters {
+                read_exact(ar, &mut buf);
+                write_all(bw, &buf);
+            }
+        },
+        || {
+            let mut buf = [0u8; 8];
+            for _ in 0..iters {
+                write_all(aw, &buf);
+                read_exact(br, &mut buf);
+            }
+        },
+    );
+    for fd in [ar, aw, br, bw] {
+        close(fd);
+    }
+    d
+}
+
+/// `iters` round trips with a forked child on one shared futex word: the
+/// bare blocking limit.
+pub fn futex_ping_pong(iters: u64) -> Duration {
+    let word: &AtomicU32 = shared();
+    word.store(0, Ordering::SeqCst);
+    let iters = iters as u32;
+    fork_pair(
+        || {
+            for i in 0..iters {
+                while word.load(Ordering::Acquire) != 2 * i + 1 {
+                    futex_wait(word, 2 * i);
+                }
+                word.store(2 * i + 2, Ordering::Release);
+                futex_wake(word);
+            }
+        },
+        || {
+            for i in 0..iters {
+                word.store(2 * i + 1, Ordering::Release);
+                futex_wake(word);
+                while word.load(Ordering::Acquire) != 2 * i + 2 {
+                    futex_wait(word, 2 * i + 1);
+                }
+            }
+        },
+    )
+}
