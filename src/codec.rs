@@ -109,7 +109,7 @@ impl RegionHandle {
 #[derive(Default)]
 pub(crate) struct Outgoing {
     pub fds: Vec<RawFd>,
-    pub abandons: Vec<Box<dyn FnOnce() + Send>>,
+    pub abandons: Vec<Abandon>,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -136,9 +136,21 @@ pub(crate) fn collecting<R>(encode: impl FnOnce() -> R) -> (R, Outgoing) {
     (r, out)
 }
 
+/// A clean-up that frees a travelling endpoint nobody adopted.
+pub(crate) type Abandon = Box<dyn FnOnce() + Send>;
+
+/// A token for a travelling endpoint: random, non-zero, top bit clear (the
+/// queue uses the top bit to mark an entry being retired).
+pub(crate) fn transit_token() -> u64 {
+    let r = crate::sys::shm::random_bytes::<8>()
+        .map(u64::from_ne_bytes)
+        .unwrap_or_else(|_| u64::from(std::process::id()) << 20 ^ 0x5eed);
+    (r & !(1 << 63)) | 1
+}
+
 /// Whether a spawn is collecting (so endpoints may travel), and if so, adds
 /// a clean-up for an endpoint entry.
-pub(crate) fn note_transit(abandon: Box<dyn FnOnce() + Send>) -> bool {
+pub(crate) fn note_transit(abandon: Abandon) -> bool {
     OUTGOING.with(|s| match s.borrow_mut().as_mut() {
         Some(out) => {
             out.abandons.push(abandon);
@@ -312,8 +324,8 @@ macro_rules! endpoint_archive {
             fn serialize(&self, s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
                 let region = RegionHandle::of(self.segment());
                 note_outgoing(&region).map_err(S::Error::new)?;
-                if let Some((queue, entry, token)) = self.start_transit() {
-                    note_transit(Box::new(move || queue.abandon(entry, token)));
+                if let Some(abandon) = self.start_transit() {
+                    note_transit(abandon);
                 }
                 self.portable().serialize(s)
             }
@@ -356,8 +368,8 @@ where
 {
     fn serialize(&self, s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
         note_outgoing(&RegionHandle::of(self.segment())).map_err(S::Error::new)?;
-        if let Some((abandon, _)) = self.start_transit() {
-            note_transit(Box::new(move || abandon()));
+        if let Some(abandon) = self.start_transit() {
+            note_transit(abandon);
         }
         self.portable().serialize(s)
     }

@@ -23,6 +23,7 @@
 use crate::codec::{Message, RegionHandle};
 use crate::error::{Error, Result};
 use crate::queue::atomic::AtomicU64 as RingU64;
+use crate::queue::control::Padded;
 use crate::queue::raw::{SLICE, Stop, sleep_slice, wake_one};
 use crate::queue::ring::{Ring, SlotHeader};
 use crate::queue::{RecvError, SendError};
@@ -33,10 +34,6 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-#[repr(C, align(128))]
-#[derive(Debug)]
-struct Padded<T>(T);
 
 /// One direction: cursors, wait words.
 #[repr(C)]
@@ -490,20 +487,19 @@ impl Connection {
         }
     }
 
-    pub(crate) fn start_transit(&self) -> Option<(Arc<dyn Fn() + Send + Sync>, u64)> {
+    /// Marks this end as travelling (once); the clean-up that closes it if
+    /// nobody adopts it.
+    pub(crate) fn start_transit(&self) -> Option<crate::codec::Abandon> {
         if self.transit.get() != 0 {
             return None;
         }
-        let token = match crate::sys::shm::random_bytes::<8>() {
-            Ok(b) => u64::from_ne_bytes(b) | 1,
-            Err(_) => 1,
-        };
+        let token = crate::codec::transit_token();
         self.raw.control().ends[self.end]
             .token
             .store(token, Ordering::SeqCst);
         self.transit.set(token);
         let (raw, end) = (self.raw.clone(), self.end);
-        let abandon: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        Some(Box::new(move || {
             let e = &raw.control().ends[end];
             if e.token
                 .compare_exchange(token, 0, Ordering::SeqCst, Ordering::SeqCst)
@@ -511,8 +507,7 @@ impl Connection {
             {
                 raw.close(end);
             }
-        });
-        Some((abandon, token))
+        }))
     }
 
     pub(crate) fn portable(&self) -> PipeHandle {

@@ -196,7 +196,14 @@ fn fill_quarter((array, quarter): (Array<u64>, usize)) -> usize {
     n
 }
 
-fn check_whole(array: &Array<u64>) {
+/// Four children each fill a quarter of `array`; the parent sees it whole.
+fn fill_quarters_and_check(array: &Array<u64>) {
+    let children: Vec<_> = (0..4)
+        .map(|q| process::spawn(fill_quarter, (array.clone(), q)).unwrap())
+        .collect();
+    for c in children {
+        assert_eq!(join(Ok(c)).unwrap(), 1 << 18);
+    }
     let all = array.to_vec().unwrap();
     for (i, &x) in all.iter().enumerate() {
         assert_eq!(x, i as u64 * 3 + 1, "element {i}");
@@ -209,26 +216,13 @@ fn four_children_fill_quarters_of_one_named_array() {
         .name(unique("quarters"))
         .create(1 << 20)
         .unwrap();
-    let children: Vec<_> = (0..4)
-        .map(|q| process::spawn(fill_quarter, (array.clone(), q)).unwrap())
-        .collect();
-    for c in children {
-        assert_eq!(join(Ok(c)).unwrap(), 1 << 18);
-    }
-    check_whole(&array);
+    fill_quarters_and_check(&array);
 }
 
 #[test]
 fn four_children_fill_quarters_of_one_anonymous_array() {
     // No name: the children inherit its descriptor.
-    let array = Array::<u64>::new(1 << 20).unwrap();
-    let children: Vec<_> = (0..4)
-        .map(|q| process::spawn(fill_quarter, (array.clone(), q)).unwrap())
-        .collect();
-    for c in children {
-        assert_eq!(join(Ok(c)).unwrap(), 1 << 18);
-    }
-    check_whole(&array);
+    fill_quarters_and_check(&Array::<u64>::new(1 << 20).unwrap());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub(crate) type Abandon = Box<dyn FnOnce() + Send>;
+pub(crate) use crate::codec::Abandon;
 
 /// A child process started by [`spawn`](super::spawn) or a
 /// [`Builder`](super::Builder); `R` is what its function returns.

@@ -55,16 +55,16 @@ macro_rules! endpoint_common {
                 }
             }
 
-            /// Marks the entry as travelling (once); what a clean-up needs.
-            pub(crate) fn start_transit(
-                &self,
-            ) -> Option<(std::sync::Arc<super::raw::RawQueue>, usize, u64)> {
+            /// Marks the entry as travelling (once); the clean-up that frees
+            /// it if nobody adopts it.
+            pub(crate) fn start_transit(&self) -> Option<crate::codec::Abandon> {
                 if self.transit.get() != 0 {
                     return None;
                 }
                 let token = self.queue.raw.begin_transit(self.entry);
                 self.transit.set(token);
-                Some((self.queue.raw.clone(), self.entry, token))
+                let (raw, entry) = (self.queue.raw.clone(), self.entry);
+                Some(Box::new(move || raw.abandon(entry, token)))
             }
 
             /// The portable form (after `start_transit`).

@@ -53,7 +53,7 @@
 pub(crate) mod atomic;
 pub(crate) mod ring;
 
-mod control;
+pub(crate) mod control;
 mod endpoints;
 mod error;
 pub(crate) mod raw;
@@ -61,7 +61,6 @@ pub(crate) mod raw;
 pub use endpoints::{ArchivedGuard, Receiver, RecvGuard, SendSlot, Sender};
 pub use error::{RecvError, SendError};
 
-use crate::codec::Message;
 use crate::error::{Error, Result};
 use crate::region::{RegionOptions, Segment};
 use control::{FLAG_BYTES, FLAG_JOINABLE};
@@ -404,12 +403,5 @@ impl<T: Item> Queue<T> {
             (None, Some(p)) => Self::builder().file(p).open(),
             (None, None) => Self::builder().from_fd(crate::codec::claim_inherited(h.fd)?),
         }
-    }
-}
-
-impl Queue<Bytes> {
-    /// Encodes `msg` and reports its size, to choose `max_message`.
-    pub fn encoded_len<M: Message>(msg: &M) -> Result<usize> {
-        Ok(msg.encode()?.len())
     }
 }

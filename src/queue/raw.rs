@@ -40,12 +40,20 @@ pub(crate) struct RawQueue {
     seg: Segment,
     /// The geometry as validated at open, kept privately: a peer may rewrite
     /// the shared copy at any time, so it is never read again.
-    geometry: Geometry,
-    geometry_stride: u64,
+    slots: Slots,
+}
+
+/// The validated geometry of an open queue.
+#[derive(Clone, Copy, Debug, Default)]
+struct Slots {
+    capacity: u64,
+    stride: u64,
+    max_len: u64,
+    flags: u64,
 }
 
 /// Geometry of a new queue.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Geometry {
     pub capacity: u64,
     pub max_len: u64,
@@ -142,8 +150,7 @@ impl RawQueue {
     fn checked(seg: Segment, flags: u64, max_len: Option<u64>) -> Result<Arc<RawQueue>> {
         let mut q = RawQueue {
             seg,
-            geometry: Geometry::default(),
-            geometry_stride: 0,
+            slots: Slots::default(),
         };
         let st = &q.control().state.0;
         // The geometry is plain u64s a peer may write concurrently: copied
@@ -187,12 +194,12 @@ impl RawQueue {
                 found: len,
             });
         }
-        q.geometry = Geometry {
+        q.slots = Slots {
             capacity: cap,
+            stride,
             max_len: len,
             flags: stored_flags,
         };
-        q.geometry_stride = stride;
         Ok(Arc::new(q))
     }
 
@@ -219,8 +226,8 @@ impl RawQueue {
                 &c.head.0,
                 &c.tail.0,
                 self.seg.data_ptr(),
-                self.geometry.capacity,
-                self.geometry_stride as usize,
+                self.slots.capacity,
+                self.slots.stride as usize,
                 false,
                 false,
             )
@@ -228,15 +235,15 @@ impl RawQueue {
     }
 
     pub(crate) fn max_len(&self) -> usize {
-        self.geometry.max_len as usize
+        self.slots.max_len as usize
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.geometry.capacity as usize
+        self.slots.capacity as usize
     }
 
     fn joinable(&self) -> bool {
-        self.geometry.flags & FLAG_JOINABLE != 0
+        self.slots.flags & FLAG_JOINABLE != 0
     }
 
     // ---- participants ----
@@ -307,11 +314,7 @@ impl RawQueue {
     /// Marks the entry as travelling to another process; the token that
     /// process presents to [`adopt`](Self::adopt) it.
     pub(crate) fn begin_transit(&self, entry: usize) -> u64 {
-        let token = match crate::sys::shm::random_bytes::<8>() {
-            Ok(b) => u64::from_ne_bytes(b),
-            Err(_) => (proc::pid() as u64) << 32 | entry as u64,
-        };
-        let token = (token & !RELEASING) | 1;
+        let token = crate::codec::transit_token();
         self.control().participants[entry]
             .token
             .store(token, Ordering::SeqCst);
@@ -391,9 +394,14 @@ impl RawQueue {
         self.control().state.0.ever.load(Ordering::SeqCst) & (1 << role) != 0
     }
 
-    /// Closed, or every receiver that ever was is gone.
+    /// Closed, or every peer of role `peer` that ever registered is gone (a
+    /// queue that never had one is waited on, not disconnected).
+    fn disconnected(&self, peer: u32) -> bool {
+        self.is_closed() || (self.count(peer).load(Ordering::SeqCst) == 0 && self.ever(peer))
+    }
+
     fn send_disconnected(&self) -> bool {
-        self.is_closed() || (self.receivers() == 0 && self.ever(ROLE_RECEIVER))
+        self.disconnected(ROLE_RECEIVER)
     }
 
     /// Claims a slot to send into, blocking as `deadline` allows (`None`:
@@ -446,10 +454,8 @@ impl RawQueue {
 
     // ---- receiving ----
 
-    /// Closed, or every sender that ever was is gone (a queue that never had
-    /// a sender is waited on, not disconnected).
     fn recv_disconnected(&self) -> bool {
-        self.is_closed() || (self.senders() == 0 && self.ever(ROLE_SENDER))
+        self.disconnected(ROLE_SENDER)
     }
 
     /// Claims the next message (skips are released here, never returned):
@@ -831,7 +837,7 @@ pub(crate) fn wake_one(word: &AtomicU32, waiters: &AtomicU32) {
 }
 
 /// Marks a token as "being retired by the adopter whose pid is in the low
-/// 32 bits".
+/// 32 bits" (transit tokens never have this bit).
 const RELEASING: u64 = 1 << 63;
 
 fn pid_gone(pid: u32) -> bool {
