@@ -37,6 +37,14 @@ pub trait Message: Sized {
     fn encode_into(&self, buf: &mut [u8]) -> Result<usize>;
     /// Validates `bytes` as an archive of `Self`, then deserializes it.
     fn decode(bytes: &[u8]) -> Result<Self>;
+    /// Encodes `items` as one archive of `Vec<Self>`, placed after `prefix`
+    /// zero bytes (a multiple of 16) of the returned buffer. (Used by the
+    /// pool for chunks; generic code cannot name `Vec<Self>: Message`.)
+    #[doc(hidden)]
+    fn encode_vec(items: &Vec<Self>, prefix: usize) -> Result<AlignedVec>;
+    /// Validates `bytes` as an archive of `Vec<Self>` and deserializes it.
+    #[doc(hidden)]
+    fn decode_vec(bytes: &[u8]) -> Result<Vec<Self>>;
 }
 
 impl<T> Message for T
@@ -72,6 +80,28 @@ where
         aligned.extend_from_slice(bytes);
         rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|e| Error::Encoding {
             what: std::any::type_name::<T>(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn encode_vec(items: &Vec<Self>, prefix: usize) -> Result<AlignedVec> {
+        debug_assert_eq!(prefix % 16, 0);
+        let mut out = AlignedVec::with_capacity(prefix + 64);
+        out.resize(prefix, 0);
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(items, out).map_err(|e| {
+            Error::Encoding {
+                what: std::any::type_name::<Vec<T>>(),
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    fn decode_vec(bytes: &[u8]) -> Result<Vec<Self>> {
+        // As in `decode`: a private, aligned copy is validated and read.
+        let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<Vec<T>, rancor::Error>(&aligned).map_err(|e| Error::Encoding {
+            what: std::any::type_name::<Vec<T>>(),
             reason: e.to_string(),
         })
     }

@@ -183,6 +183,39 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// A pool task panicked; the worker that ran it lives on.
+    TaskPanicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The pool worker running the task died (killed, aborted, crashed, or
+    /// exited) before it returned; it was replaced.
+    WorkerDied {
+        /// The worker's pid.
+        pid: u32,
+        /// The signal that killed it, if one did.
+        signal: Option<i32>,
+        /// Its exit code, or minus the signal (as [`Process::exitcode`](crate::Process::exitcode)).
+        exitcode: i32,
+    },
+    /// The encoded arguments of one task do not fit a task slot.
+    TaskTooLarge {
+        /// Bytes the task needs.
+        size: usize,
+        /// Bytes a task slot holds.
+        max: usize,
+    },
+    /// The pool no longer takes tasks (`close` or `terminate` was called).
+    PoolClosed,
+    /// The pool was terminated (or dropped) before the task finished.
+    PoolTerminated,
+    /// The pool cannot run tasks: a worker's initializer failed.
+    PoolBroken {
+        /// Why.
+        reason: String,
+    },
+    /// A wait ran out of time.
+    Timeout,
     /// Any other OS failure.
     Io {
         /// The operation that failed.
@@ -366,6 +399,35 @@ impl fmt::Display for Error {
                 write!(f, "process {pid} was already joined and its result taken")
             }
             Error::Channel { op, reason } => write!(f, "{op} failed: {reason}"),
+            Error::TaskPanicked { message } => write!(f, "the task panicked: {message}"),
+            Error::WorkerDied {
+                pid,
+                signal,
+                exitcode,
+            } => match signal {
+                Some(s) => write!(
+                    f,
+                    "pool worker {pid} was killed by signal {s} while running the task; \
+                     it was replaced (retry the task, or set retries on the pool)"
+                ),
+                None => write!(
+                    f,
+                    "pool worker {pid} exited with code {exitcode} while running the task; \
+                     it was replaced (retry the task, or set retries on the pool)"
+                ),
+            },
+            Error::TaskTooLarge { size, max } => write!(
+                f,
+                "a task's arguments take {size} bytes but a task slot holds {max}: pass large \
+                 data as an Array or Value handle (shared, not copied), use a smaller \
+                 chunksize, or raise PoolBuilder::max_message"
+            ),
+            Error::PoolClosed => write!(f, "the pool is closed and takes no more tasks"),
+            Error::PoolTerminated => {
+                write!(f, "the pool was terminated before the task finished")
+            }
+            Error::PoolBroken { reason } => write!(f, "the pool cannot run tasks: {reason}"),
+            Error::Timeout => write!(f, "timed out"),
             Error::Io { op, name, source } => write!(f, "{op} failed for {name}: {source}"),
         }
     }

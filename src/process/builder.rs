@@ -28,6 +28,16 @@ pub fn spawn<A: Message, R: Message>(f: fn(A) -> R, args: A) -> Result<Process<R
     Builder::new().spawn(f, args)
 }
 
+/// `Ok` if this process runs one thread, so `fork` is sound.
+fn single_threaded() -> Result<()> {
+    let threads =
+        proc::thread_count().map_err(|e| Error::from_io("read", "/proc/self/status", e))?;
+    if threads > 1 {
+        return Err(Error::ForkRefused { threads });
+    }
+    Ok(())
+}
+
 /// Settings for a new child.
 #[derive(Clone, Debug, Default)]
 pub struct Builder {
@@ -64,8 +74,37 @@ impl Builder {
     pub fn start<A: Message, R: Message>(self, f: fn(A) -> R, args: A) -> Result<Process<R>> {
         match self.method {
             StartMethod::Spawn => self.spawn(f, args),
-            StartMethod::Fork => self.fork(move || f(args)),
+            StartMethod::Fork => self.fork_with(f, args),
         }
+    }
+
+    /// Forks a child that runs `f(args)`, with `args` passed as a spawn
+    /// passes them (encoded, then decoded in the child): queue endpoints
+    /// move to the child instead of being shared by two processes, and
+    /// anonymous regions are reopened from the inherited descriptors.
+    fn fork_with<A: Message, R: Message>(self, f: fn(A) -> R, args: A) -> Result<Process<R>> {
+        single_threaded()?;
+        let (bytes, outgoing) = codec::collecting(|| args.encode());
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) => {
+                outgoing.abandons.into_iter().for_each(|f| f());
+                return Err(e);
+            }
+        };
+        drop(args);
+        let fds = outgoing.fds;
+        let run = move || {
+            // The descriptors are this process's copies; each handle
+            // decoded takes a duplicate of its own.
+            codec::set_inherited_fds(fds);
+            match A::decode(&bytes) {
+                Ok(a) => f(a),
+                Err(e) => panic!("decoding the arguments in the forked child: {e}"),
+            }
+        };
+        // SAFETY: single-threaded (checked above).
+        unsafe { self.fork_inner(run, outgoing.abandons) }
     }
 
     fn child_name(&mut self) -> String {
@@ -147,11 +186,7 @@ impl Builder {
     /// [`Error::ForkRefused`] while the process runs more than one thread
     /// (a `cargo test` binary always does: use [`spawn`](Self::spawn) there).
     pub fn fork<R: Message>(self, f: impl FnOnce() -> R) -> Result<Process<R>> {
-        let threads =
-            proc::thread_count().map_err(|e| Error::from_io("read", "/proc/self/status", e))?;
-        if threads > 1 {
-            return Err(Error::ForkRefused { threads });
-        }
+        single_threaded()?;
         // SAFETY: single-threaded, so no lock can be held by a thread that
         // would be missing in the child.
         unsafe { self.fork_unchecked(f) }
@@ -166,9 +201,20 @@ impl Builder {
     /// forever (or find the data it guards half-written). Only threads you
     /// know to be quiescent may exist. (shmkit's own reaper thread, which runs
     /// while dropped children are still running, is handled here.)
-    pub unsafe fn fork_unchecked<R: Message>(
+    pub unsafe fn fork_unchecked<R: Message>(self, f: impl FnOnce() -> R) -> Result<Process<R>> {
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe { self.fork_inner(f, Vec::new()) }
+    }
+
+    /// `fork_unchecked`, with clean-ups for endpoints sent to the child.
+    ///
+    /// # Safety
+    ///
+    /// As for [`fork_unchecked`](Self::fork_unchecked).
+    unsafe fn fork_inner<R: Message>(
         mut self,
         f: impl FnOnce() -> R,
+        abandons: Vec<codec::Abandon>,
     ) -> Result<Process<R>> {
         let name = self.child_name();
         let parent = current_process();
@@ -210,9 +256,12 @@ impl Builder {
                 name,
                 self.daemon,
                 channel,
-                Vec::new(),
+                abandons,
             )),
-            Err(e) => Err(Error::from_io("fork", &name, e.into())),
+            Err(e) => {
+                abandons.into_iter().for_each(|f| f());
+                Err(Error::from_io("fork", &name, e.into()))
+            }
         }
     }
 }

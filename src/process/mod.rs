@@ -64,7 +64,7 @@
 
 mod builder;
 mod channel;
-mod child;
+pub(crate) mod child;
 mod children;
 mod handle;
 

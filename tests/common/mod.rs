@@ -110,3 +110,33 @@ pub fn sigkill(child: &mut Child) {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(st.signal(), Some(libc::SIGKILL));
 }
+
+/// Aborts the whole test process if it is still alive after [`WATCHDOG`]:
+/// for tests whose blocking calls take no timeout. Dropping it disarms it.
+pub struct Watchdog {
+    done: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+pub fn watchdog(what: &'static str) -> Watchdog {
+    let done = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let d = done.clone();
+    std::thread::spawn(move || {
+        let (lock, cv) = &*d;
+        let guard = lock.lock().unwrap();
+        let (guard, _) = cv
+            .wait_timeout_while(guard, WATCHDOG, |done| !*done)
+            .unwrap();
+        if !*guard {
+            eprintln!("watchdog: {what} still runs after {WATCHDOG:?}; aborting");
+            std::process::abort();
+        }
+    });
+    Watchdog { done }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        *self.done.0.lock().unwrap() = true;
+        self.done.1.notify_all();
+    }
+}

@@ -1,0 +1,380 @@
+//! The pool's thread: it starts the workers, receives every outcome from the
+//! result queue, notices workers that end, replaces them, and shuts the pool
+//! down. Workers are started from this thread so that their parent-death
+//! signal (Linux ties it to the starting *thread*) lasts as long as the pool.
+
+use super::job::{Delivery, TaskFailure};
+use super::state::{self, State, Stop, WorkerSlot};
+use super::wire::{self, ResultHeader, ResultKind};
+use super::worker::{self, WorkerArgs};
+use crate::Array;
+use crate::codec::Message;
+use crate::error::{Error, Result};
+use crate::process::child::Failure;
+use crate::process::{Builder, StartMethod};
+use crate::queue::{Bytes, Queue, Receiver, RecvError, Sender};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How often the collector looks for ended workers while chunks are out.
+const BUSY_CHECK: Duration = Duration::from_millis(10);
+/// ... and while the pool is idle.
+const IDLE_CHECK: Duration = Duration::from_millis(100);
+/// How long `terminate` waits after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(1);
+
+/// Fixed at construction.
+pub(crate) struct Config {
+    pub workers: usize,
+    pub init: Option<wire::InitCall>,
+    pub max_tasks: u64,
+    pub max_message: usize,
+    pub retries: u32,
+}
+
+/// What the pool's handle and its thread share.
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    /// Signalled when a chunk finishes or the pool stops.
+    pub idle: Condvar,
+    pub config: Config,
+    pub results: Queue<Bytes>,
+    /// The pool's own sender, to wake the collector.
+    pub waker: Mutex<Sender<Bytes>>,
+    pub status: Array<u64>,
+    /// Workers started, for their names.
+    pub started: AtomicU64,
+    /// Initial workers that reported ready (or the first failure).
+    pub startup: Mutex<(usize, Option<String>)>,
+    /// Signalled when `startup` changes.
+    pub startup_cv: Condvar,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the collector out of its receive.
+    pub(crate) fn wake(&self) {
+        let head = ResultHeader {
+            kind: ResultKind::Wake as u32,
+            ..bytemuck::Zeroable::zeroed()
+        };
+        let mut frame = [0u8; wire::HEADER];
+        frame[..size_of::<ResultHeader>()].copy_from_slice(bytemuck::bytes_of(&head));
+        let _ = self
+            .waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_send_bytes(&frame);
+    }
+
+    /// Starts a worker for `slot` by `method`.
+    pub(crate) fn start_worker(&self, slot: usize, method: StartMethod) -> Result<WorkerSlot> {
+        let queue = Queue::<Bytes>::builder()
+            .capacity(state::IN_FLIGHT)
+            .max_message(self.config.max_message)
+            .create()?;
+        let tasks = queue.sender()?;
+        self.status.atomic(slot).store(0, Ordering::SeqCst);
+        let args = WorkerArgs {
+            slot: slot as u32,
+            tasks: queue.receiver()?,
+            results: self.results.sender()?,
+            status: self.status.clone(),
+            init: self.config.init.clone(),
+            max_tasks: self.config.max_tasks,
+        };
+        let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        let kind = match method {
+            StartMethod::Spawn => "Spawn",
+            StartMethod::Fork => "Fork",
+        };
+        let process = Builder::new()
+            .name(format!("{kind}PoolWorker-{n}"))
+            .daemon(true)
+            .start_method(method)
+            .start(worker::worker_main, args)?;
+        Ok(WorkerSlot {
+            process,
+            tasks,
+            in_flight: Default::default(),
+            dispatched: 0,
+            usable: true,
+        })
+    }
+}
+
+/// The collector's own state.
+pub(crate) struct Collector<'a> {
+    shared: &'a Shared,
+    /// Payloads arriving in pieces, by worker pid.
+    pieces: HashMap<u32, Vec<u8>>,
+    last_check: Instant,
+}
+
+impl<'a> Collector<'a> {
+    pub(crate) fn new(shared: &'a Shared) -> Self {
+        Collector {
+            shared,
+            pieces: HashMap::new(),
+            last_check: Instant::now(),
+        }
+    }
+
+    /// Starts the workers not started yet (by spawn), then serves until the
+    /// pool stops; then stops the workers.
+    pub(crate) fn run(mut self, mut rx: Receiver<Bytes>) {
+        for slot in 0..self.shared.config.workers {
+            if self.shared.lock().workers[slot].is_some() {
+                continue; // forked by the pool's constructor
+            }
+            match self.shared.start_worker(slot, StartMethod::Spawn) {
+                Ok(w) => self.shared.lock().workers[slot] = Some(w),
+                Err(e) => self.startup_failed(e.to_string()),
+            }
+        }
+        loop {
+            let (stop, busy) = {
+                let st = self.shared.lock();
+                (st.stop, st.outstanding() > 0)
+            };
+            match stop {
+                Stop::Terminate => break,
+                Stop::Join if !busy => break,
+                _ => {}
+            }
+            let slice = if busy { BUSY_CHECK } else { IDLE_CHECK };
+            let received = match rx.recv_bytes_timeout(slice) {
+                Ok(frame) => {
+                    self.handle(&frame);
+                    true
+                }
+                Err(RecvError::Timeout | RecvError::Empty) => false,
+                Err(_) => {
+                    std::thread::sleep(slice);
+                    false
+                }
+            };
+            if received {
+                // Take what else is there before looking at workers.
+                self.drain(&mut rx);
+            }
+            if self.last_check.elapsed() >= slice {
+                self.check_workers(&mut rx);
+            }
+        }
+        self.shutdown();
+    }
+
+    /// Handles every frame there now.
+    fn drain(&mut self, rx: &mut Receiver<Bytes>) {
+        while let Ok(frame) = rx.try_recv_bytes() {
+            self.handle(&frame);
+        }
+    }
+
+    fn startup(&self) -> MutexGuard<'_, (usize, Option<String>)> {
+        self.shared
+            .startup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether every initial worker reported (or one failed).
+    fn started(&self) -> bool {
+        let s = self.startup();
+        s.0 >= self.shared.config.workers || s.1.is_some()
+    }
+
+    fn startup_failed(&self, why: String) {
+        self.startup().1.get_or_insert(why);
+        self.shared.startup_cv.notify_all();
+    }
+
+    fn handle(&mut self, frame: &[u8]) {
+        let Some((head, piece)) = wire::split::<ResultHeader>(frame) else {
+            return;
+        };
+        let Some(kind) = ResultKind::from_raw(head.kind) else {
+            return;
+        };
+        match kind {
+            ResultKind::Wake => {}
+            ResultKind::Ready => {
+                self.startup().0 += 1;
+                self.shared.startup_cv.notify_all();
+            }
+            ResultKind::InitFailed => {
+                let why = String::from_utf8_lossy(piece).into_owned();
+                self.startup_failed(why.clone());
+                self.broken(why);
+            }
+            ResultKind::Done | ResultKind::Failed => {
+                let total = head.total as usize;
+                if head.offset == 0 && piece.len() == total {
+                    self.finished(&head, kind, piece);
+                    return;
+                }
+                let buf = self.pieces.entry(head.pid).or_default();
+                if head.offset == 0 {
+                    buf.clear();
+                }
+                if head.offset as usize != buf.len() || buf.len() + piece.len() > total {
+                    self.pieces.remove(&head.pid); // out of order: a lost sender
+                    return;
+                }
+                buf.extend_from_slice(piece);
+                if buf.len() == total {
+                    let whole = self.pieces.remove(&head.pid).expect("present");
+                    self.finished(&head, kind, &whole);
+                }
+            }
+        }
+    }
+
+    /// A chunk's whole outcome arrived.
+    fn finished(&mut self, head: &ResultHeader, kind: ResultKind, payload: &[u8]) {
+        let task = {
+            let mut st = self.shared.lock();
+            let task = st.take(head.slot as usize, head.id);
+            if task.is_some() {
+                st.stats.chunks_done += 1;
+            }
+            st.dispatch();
+            task
+        };
+        self.shared.idle.notify_all();
+        let Some(task) = task else { return };
+        let outcome = match kind {
+            ResultKind::Done => Delivery::Done {
+                payload,
+                outputs: head.outputs as usize,
+            },
+            _ => Delivery::Failed(match <Failure as Message>::decode(payload) {
+                Ok(f) => TaskFailure::NotRun {
+                    function_not_found: f.function_not_found,
+                    message: f.message,
+                },
+                Err(e) => TaskFailure::NotRun {
+                    function_not_found: false,
+                    message: e.to_string(),
+                },
+            }),
+        };
+        task.job.deliver(task.seq, task.count, outcome);
+    }
+
+    /// Fails everything: a worker's initializer failed.
+    fn broken(&mut self, why: String) {
+        let failed = {
+            let mut st = self.shared.lock();
+            st.broken.get_or_insert(why.clone());
+            st.closed = true;
+            st.drain_all(TaskFailure::Broken(why))
+        };
+        state::deliver_failures(failed);
+        self.shared.idle.notify_all();
+    }
+
+    /// Finds workers that ended, settles their chunks, replaces them.
+    fn check_workers(&mut self, rx: &mut Receiver<Bytes>) {
+        self.last_check = Instant::now();
+        let ended: Vec<(usize, i32)> = {
+            let st = self.shared.lock();
+            st.workers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, w)| Some((i, w.as_ref()?.process.exitcode()?)))
+                .collect()
+        };
+        if ended.is_empty() {
+            return;
+        }
+        // Outcomes it committed before it ended are in the queue: take them
+        // first, so that they count as answered.
+        self.drain(rx);
+        let starting = !self.started();
+        for (slot, code) in ended {
+            if starting {
+                self.startup_failed(format!(
+                    "a worker exited with code {code} before it was ready"
+                ));
+            }
+            let status = self.shared.status.atomic(slot).load(Ordering::SeqCst);
+            let (old, failed) = self.shared.lock().worker_ended(slot, code, status);
+            drop(old);
+            state::deliver_failures(failed);
+            self.replace(slot);
+        }
+        self.shared.idle.notify_all();
+    }
+
+    fn replace(&mut self, slot: usize) {
+        if !self.started() || self.startup().1.is_some() {
+            return;
+        }
+        {
+            let st = self.shared.lock();
+            if st.stop != Stop::Running || st.broken.is_some() {
+                return;
+            }
+        }
+        // Free the dead worker's entry in the result queue first.
+        self.shared.results.recover();
+        match self.shared.start_worker(slot, StartMethod::Spawn) {
+            Ok(w) => {
+                let mut st = self.shared.lock();
+                st.stats.workers_replaced += 1;
+                st.workers[slot] = Some(w);
+                st.dispatch();
+            }
+            Err(e) => self.broken(format!("cannot start a replacement worker: {e}")),
+        }
+    }
+
+    /// Stops every worker: by closing their queues (join) or by signal
+    /// (terminate), and reaps them.
+    fn shutdown(&mut self) {
+        let (stop, workers) = {
+            let mut st = self.shared.lock();
+            let failed = st.drain_all(TaskFailure::Terminated);
+            let workers: Vec<WorkerSlot> = st.workers.iter_mut().filter_map(Option::take).collect();
+            let stop = st.stop;
+            drop(st);
+            state::deliver_failures(failed);
+            (stop, workers)
+        };
+        let mut processes = Vec::new();
+        for w in workers {
+            if stop == Stop::Terminate {
+                let _ = w.process.terminate();
+            }
+            // Dropping the sender disconnects the worker's queue: it exits.
+            processes.push(w.process);
+        }
+        let deadline = Instant::now() + TERM_GRACE;
+        for p in &processes {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !matches!(p.wait_timeout(left), Ok(Some(_))) {
+                let _ = p.kill();
+                let _ = p.wait();
+            }
+        }
+        self.shared.idle.notify_all();
+    }
+}
+
+/// Starts the collector thread.
+pub(crate) fn start(
+    shared: std::sync::Arc<Shared>,
+    rx: Receiver<Bytes>,
+) -> Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("shmkit-pool".into())
+        .spawn(move || Collector::new(&shared).run(rx))
+        .map_err(|e| Error::from_io("spawn", "<pool thread>", e))
+}

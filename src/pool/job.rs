@@ -1,0 +1,428 @@
+//! The caller's side of a submitted call: where chunk outcomes land, and the
+//! handles that wait for them ([`AsyncResult`], [`MapResult`]).
+
+use super::wire;
+use crate::codec::Message;
+use crate::error::{Error, Result};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Why a chunk (every item in it) failed. Cloneable, unlike [`Error`].
+#[derive(Clone, Debug)]
+pub(crate) enum TaskFailure {
+    WorkerDied {
+        pid: u32,
+        signal: Option<i32>,
+        exitcode: i32,
+    },
+    NotRun {
+        function_not_found: bool,
+        message: String,
+    },
+    Terminated,
+    Broken(String),
+}
+
+impl TaskFailure {
+    pub(crate) fn to_error(&self) -> Error {
+        match self.clone() {
+            TaskFailure::WorkerDied {
+                pid,
+                signal,
+                exitcode,
+            } => Error::WorkerDied {
+                pid,
+                signal,
+                exitcode,
+            },
+            TaskFailure::NotRun {
+                function_not_found: true,
+                message,
+            } => Error::FunctionNotFound { reason: message },
+            TaskFailure::NotRun { message, .. } => Error::Encoding {
+                what: "a pool task",
+                reason: message,
+            },
+            TaskFailure::Terminated => Error::PoolTerminated,
+            TaskFailure::Broken(reason) => Error::PoolBroken { reason },
+        }
+    }
+}
+
+/// How far a call has got, for a progress callback: items done, and the
+/// total once the input is exhausted (`None` before, for `imap`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Items finished (returned, panicked or failed).
+    pub done: usize,
+    /// Items submitted in all, once known.
+    pub total: Option<usize>,
+}
+
+/// A chunk's outcome, as the collector hands it to a job.
+pub(crate) enum Delivery<'a> {
+    /// The result payload (after the header) and its outputs length.
+    Done { payload: &'a [u8], outputs: usize },
+    Failed(TaskFailure),
+}
+
+/// A job as the dispatcher sees it, whatever its output type.
+pub(crate) trait Sink: Send + Sync {
+    /// The outcome of chunk `seq`, which held `count` items.
+    fn deliver(&self, seq: u64, count: usize, outcome: Delivery<'_>);
+}
+
+/// One chunk's outputs.
+pub(crate) enum Chunk<R> {
+    Values(Vec<R>),
+    Mixed(Vec<std::result::Result<R, String>>),
+    Failed(TaskFailure, usize),
+}
+
+impl<R> Chunk<R> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Chunk::Values(v) => v.len(),
+            Chunk::Mixed(v) => v.len(),
+            Chunk::Failed(_, n) => *n,
+        }
+    }
+
+    /// Its items, in order.
+    pub(crate) fn into_items(self) -> Box<dyn Iterator<Item = Result<R>>>
+    where
+        R: 'static,
+    {
+        match self {
+            Chunk::Values(v) => Box::new(v.into_iter().map(Ok)),
+            Chunk::Mixed(v) => Box::new(
+                v.into_iter()
+                    .map(|r| r.map_err(|message| Error::TaskPanicked { message })),
+            ),
+            Chunk::Failed(f, n) => Box::new((0..n).map(move |_| Err(f.to_error()))),
+        }
+    }
+}
+
+/// A completion callback: gets the whole call's outcome.
+pub(crate) type OnComplete<R> = Box<dyn FnOnce(&Result<Vec<R>>) + Send>;
+/// A progress callback.
+pub(crate) type OnProgress = Box<dyn FnMut(Progress) + Send>;
+
+pub(crate) struct Counts {
+    pub chunks_submitted: u64,
+    pub items_submitted: usize,
+    pub chunks_done: u64,
+    pub items_done: usize,
+    /// Whether every chunk has been submitted.
+    pub input_done: bool,
+}
+
+impl Counts {
+    fn complete(&self) -> bool {
+        self.input_done && self.chunks_done == self.chunks_submitted
+    }
+}
+
+pub(crate) struct JobState<R> {
+    pub counts: Counts,
+    /// Finished chunks not yet taken, by sequence number.
+    pub chunks: BTreeMap<u64, Chunk<R>>,
+    /// Their arrival order (for unordered iteration).
+    pub arrived: VecDeque<u64>,
+    /// The assembled outcome, once taken or built for a callback.
+    pub outcome: Option<Result<Vec<R>>>,
+    pub taken: bool,
+}
+
+/// Where one call's chunk outcomes land.
+pub(crate) struct Job<R> {
+    state: Mutex<JobState<R>>,
+    cond: Condvar,
+    ready: AtomicBool,
+    on_complete: Mutex<Option<OnComplete<R>>>,
+    on_progress: Mutex<Option<OnProgress>>,
+}
+
+impl<R: Message + Send + 'static> Job<R> {
+    pub(crate) fn new(on_complete: Option<OnComplete<R>>, on_progress: Option<OnProgress>) -> Self {
+        Job {
+            state: Mutex::new(JobState {
+                counts: Counts {
+                    chunks_submitted: 0,
+                    items_submitted: 0,
+                    chunks_done: 0,
+                    items_done: 0,
+                    input_done: false,
+                },
+                chunks: BTreeMap::new(),
+                arrived: VecDeque::new(),
+                outcome: None,
+                taken: false,
+            }),
+            cond: Condvar::new(),
+            ready: AtomicBool::new(false),
+            on_complete: Mutex::new(on_complete),
+            on_progress: Mutex::new(on_progress),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, JobState<R>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a chunk as submitted.
+    pub(crate) fn submitted(&self, items: usize) {
+        let mut s = self.lock();
+        s.counts.chunks_submitted += 1;
+        s.counts.items_submitted += items;
+    }
+
+    /// No more chunks will come.
+    pub(crate) fn input_done(&self) {
+        let complete = {
+            let mut s = self.lock();
+            s.counts.input_done = true;
+            s.counts.complete()
+        };
+        if complete {
+            self.finish();
+        }
+        self.cond.notify_all();
+    }
+
+    /// Whether every chunk has finished.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Waits until `ready(state)` or the deadline; the state on success.
+    pub(crate) fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut(&JobState<R>) -> bool,
+    ) -> Option<MutexGuard<'_, JobState<R>>> {
+        let mut s = self.lock();
+        while !ready(&s) {
+            s = match deadline {
+                None => self.cond.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.checked_duration_since(Instant::now())?;
+                    self.cond
+                        .wait_timeout(s, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        Some(s)
+    }
+
+    /// Marks the job ready and runs the completion callback.
+    fn finish(&self) {
+        let callback = self
+            .on_complete
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(cb) = callback {
+            let outcome = assemble(&mut self.lock());
+            cb(&outcome);
+            // Nobody takes it before `ready` is set, below.
+            self.lock().outcome = Some(outcome);
+        }
+        self.ready.store(true, Ordering::Release);
+        let _guard = self.lock();
+        self.cond.notify_all();
+    }
+
+    /// The assembled outcome (once).
+    pub(crate) fn take_outcome(&self, deadline: Option<Instant>) -> Option<Result<Vec<R>>> {
+        let mut s = self.wait_until(deadline, |_| self.is_ready())?;
+        if s.taken {
+            return Some(Err(Error::AlreadyJoined { pid: 0 }));
+        }
+        s.taken = true;
+        Some(s.outcome.take().unwrap_or_else(|| assemble(&mut s)))
+    }
+
+    /// Whether the job finished with every item returned, once ready.
+    pub(crate) fn successful(&self) -> Option<bool> {
+        if !self.is_ready() {
+            return None;
+        }
+        let s = self.lock();
+        Some(match &s.outcome {
+            Some(o) => o.is_ok(),
+            None => s.chunks.values().all(|c| match c {
+                Chunk::Values(_) => true,
+                Chunk::Mixed(v) => v.iter().all(|r| r.is_ok()),
+                Chunk::Failed(..) => false,
+            }),
+        })
+    }
+}
+
+/// All chunks in order: every output, or the first error by position.
+fn assemble<R: 'static>(s: &mut JobState<R>) -> Result<Vec<R>> {
+    let mut out = Vec::with_capacity(s.counts.items_submitted);
+    for (_, chunk) in std::mem::take(&mut s.chunks) {
+        match chunk {
+            Chunk::Values(v) => out.extend(v),
+            other => {
+                for item in other.into_items() {
+                    out.push(item?);
+                }
+            }
+        }
+    }
+    s.arrived.clear();
+    Ok(out)
+}
+
+impl<R: Message + Send + 'static> Sink for Job<R> {
+    fn deliver(&self, seq: u64, count: usize, outcome: Delivery<'_>) {
+        let chunk = match outcome {
+            Delivery::Done { payload, outputs } => {
+                match wire::decode_outputs::<R>(payload, outputs, count) {
+                    Ok(items) if items.iter().all(|r| r.is_ok()) => {
+                        Chunk::Values(items.into_iter().map(|r| r.ok().expect("all ok")).collect())
+                    }
+                    Ok(items) => Chunk::Mixed(items),
+                    Err(e) => Chunk::Failed(
+                        TaskFailure::NotRun {
+                            function_not_found: false,
+                            message: format!("the worker's result: {e}"),
+                        },
+                        count,
+                    ),
+                }
+            }
+            Delivery::Failed(f) => Chunk::Failed(f, count),
+        };
+        let (progress, complete) = {
+            let mut s = self.lock();
+            if s.chunks.contains_key(&seq) {
+                return; // delivered already (a late duplicate)
+            }
+            s.counts.chunks_done += 1;
+            s.counts.items_done += chunk.len();
+            s.chunks.insert(seq, chunk);
+            s.arrived.push_back(seq);
+            let c = &s.counts;
+            (
+                Progress {
+                    done: c.items_done,
+                    total: c.input_done.then_some(c.items_submitted),
+                },
+                c.complete(),
+            )
+        };
+        self.cond.notify_all();
+        if let Some(cb) = self
+            .on_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            cb(progress);
+        }
+        if complete {
+            self.finish();
+        }
+    }
+}
+
+/// The pending result of [`Pool::apply_async`](super::Pool::apply_async).
+pub struct AsyncResult<R> {
+    pub(crate) job: Arc<Job<R>>,
+}
+
+/// The pending result of [`Pool::map_async`](super::Pool::map_async):
+/// every output, in input order.
+pub struct MapResult<R> {
+    pub(crate) job: Arc<Job<R>>,
+}
+
+macro_rules! pending_common {
+    ($ty:ident) => {
+        impl<R: Message + Send + 'static> $ty<R> {
+            /// Whether the call has finished.
+            pub fn ready(&self) -> bool {
+                self.job.is_ready()
+            }
+
+            /// Waits until the call has finished.
+            pub fn wait(&self) {
+                self.job.wait_until(None, |_| self.job.is_ready());
+            }
+
+            /// Waits at most `timeout`; whether the call has finished.
+            pub fn wait_timeout(&self, timeout: Duration) -> bool {
+                self.job
+                    .wait_until(Some(Instant::now() + timeout), |_| self.job.is_ready())
+                    .is_some()
+            }
+
+            /// `Some(true)` if the call finished and every item returned,
+            /// `Some(false)` if one failed, `None` while it runs.
+            pub fn successful(&self) -> Option<bool> {
+                self.job.successful()
+            }
+        }
+
+        impl<R> std::fmt::Debug for $ty<R> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("ready", &self.job.ready.load(Ordering::Relaxed))
+                    .finish()
+            }
+        }
+    };
+}
+
+pending_common!(AsyncResult);
+pending_common!(MapResult);
+
+impl<R: Message + Send + 'static> AsyncResult<R> {
+    /// Waits for the task's return value, or its error
+    /// ([`Error::TaskPanicked`], [`Error::WorkerDied`], ...).
+    pub fn get(self) -> Result<R> {
+        one(self.job.take_outcome(None).expect("no deadline"))
+    }
+
+    /// Like [`get`](Self::get), waiting at most `timeout`: `Err(Timeout)`
+    /// if the task has not finished (call again later);
+    /// [`Error::AlreadyJoined`] once the value was taken.
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
+        match self.job.take_outcome(Some(Instant::now() + timeout)) {
+            Some(o) => one(o),
+            None => Err(Error::Timeout),
+        }
+    }
+}
+
+fn one<R>(outcome: Result<Vec<R>>) -> Result<R> {
+    outcome?.pop().ok_or(Error::Encoding {
+        what: "a pool task",
+        reason: "no output".into(),
+    })
+}
+
+impl<R: Message + Send + 'static> MapResult<R> {
+    /// Waits for every output, in input order; the first error by position
+    /// if an item failed (as Python's `map` raises the first exception).
+    pub fn get(self) -> Result<Vec<R>> {
+        self.job.take_outcome(None).expect("no deadline")
+    }
+
+    /// Like [`get`](Self::get), waiting at most `timeout`: `Err(Timeout)`
+    /// if the call has not finished.
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<Vec<R>> {
+        self.job
+            .take_outcome(Some(Instant::now() + timeout))
+            .unwrap_or(Err(Error::Timeout))
+    }
+}

@@ -1,0 +1,196 @@
+//! The worker's side: a child process that runs the initializer, then chunks
+//! from its own task queue, one at a time, and sends each outcome back.
+//!
+//! Before it runs a chunk the worker writes `(id, RUNNING)` into its status
+//! word, and `(id, SENT)` once the outcome is committed to the result queue.
+//! If the worker dies, the pool reads that word: a chunk marked RUNNING was
+//! held and fails (or is retried); chunks after it never started and go to
+//! another worker; a chunk marked SENT has its outcome in the queue.
+
+use super::wire::{
+    self, ChunkTrampoline, HEADER, InitCall, InitTrampoline, ResultHeader, ResultKind, TASK_MAGIC,
+    TaskHeader,
+};
+use crate::Array;
+use crate::process::child::{Failure, anchor};
+use crate::queue::{Bytes, Receiver, Sender};
+use crate::sys::proc;
+use std::sync::atomic::Ordering;
+
+/// Status word phases (the low two bits; the task id is above them).
+pub(crate) const RUNNING: u64 = 1;
+pub(crate) const SENT: u64 = 2;
+
+/// What a worker is started with.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct WorkerArgs {
+    /// Its slot in the pool (and index of its status word).
+    pub slot: u32,
+    pub tasks: Receiver<Bytes>,
+    pub results: Sender<Bytes>,
+    pub status: Array<u64>,
+    pub init: Option<InitCall>,
+    /// Chunks to run before exiting (0: no limit).
+    pub max_tasks: u64,
+}
+
+/// This executable's code, read once: the worker checks every function
+/// address a task names against it.
+struct Code {
+    ranges: Vec<(usize, usize)>,
+}
+
+impl Code {
+    fn load() -> Result<Code, String> {
+        let [dev, ino, ..] =
+            proc::exe_identity().map_err(|e| format!("cannot stat /proc/self/exe: {e}"))?;
+        let maps = std::fs::read_to_string("/proc/self/maps")
+            .map_err(|e| format!("cannot read /proc/self/maps: {e}"))?;
+        Ok(Code {
+            ranges: proc::code_ranges(&maps, dev, ino).collect(),
+        })
+    }
+
+    /// The address at `offset` from the anchor, if it is code of ours.
+    fn resolve(&self, offset: i64) -> Result<usize, String> {
+        let addr = (anchor as fn() as usize).wrapping_add(offset as usize);
+        if self.ranges.iter().any(|&(lo, hi)| (lo..hi).contains(&addr)) {
+            Ok(addr)
+        } else {
+            Err(format!(
+                "the address {addr:#x} is not in this executable's code"
+            ))
+        }
+    }
+}
+
+/// The worker process's function.
+pub(crate) fn worker_main(args: WorkerArgs) {
+    let WorkerArgs {
+        slot,
+        mut tasks,
+        mut results,
+        status,
+        init,
+        max_tasks,
+    } = args;
+    let mut out = Outbox {
+        results: &mut results,
+        slot,
+        pid: proc::pid(),
+    };
+    let code = match Code::load() {
+        Ok(c) => c,
+        Err(e) => {
+            out.send(ResultKind::InitFailed, 0, e.as_bytes(), 0);
+            return;
+        }
+    };
+    if let Some(init) = init
+        && let Err(e) = run_init(&code, &init)
+    {
+        out.send(ResultKind::InitFailed, 0, e.as_bytes(), 0);
+        return;
+    }
+    if !out.send(ResultKind::Ready, 0, &[], 0) {
+        return;
+    }
+    let word = status.atomic(slot as usize);
+    let mut done = 0u64;
+    while max_tasks == 0 || done < max_tasks {
+        let Ok(frame) = tasks.recv_bytes() else {
+            break; // the pool closed this queue, or died
+        };
+        let Some((head, payload)) = wire::split::<TaskHeader>(&frame) else {
+            continue;
+        };
+        if head.magic != TASK_MAGIC || head.len != payload.len() as u64 {
+            continue;
+        }
+        word.store(head.id << 2 | RUNNING, Ordering::SeqCst);
+        let outcome = run_chunk(&code, &head, payload);
+        drop(frame);
+        let sent = match outcome {
+            Ok(enc) => out.send(ResultKind::Done, head.id, &enc.bytes[HEADER..], enc.outputs),
+            Err(failure) => {
+                let bytes = crate::codec::Message::encode(&failure)
+                    .map(|b| b.to_vec())
+                    .unwrap_or_default();
+                out.send(ResultKind::Failed, head.id, &bytes, 0)
+            }
+        };
+        if !sent {
+            break;
+        }
+        word.store(head.id << 2 | SENT, Ordering::SeqCst);
+        done += 1;
+    }
+}
+
+fn run_init(code: &Code, init: &InitCall) -> Result<(), String> {
+    let trampoline = code.resolve(init.trampoline)?;
+    let function = code.resolve(init.function)?;
+    // SAFETY: the address lies in this executable's code and was computed by
+    // the pool, running the same file, from an `InitTrampoline`; the
+    // trampoline checks the signature before it calls the function.
+    let t = unsafe { std::mem::transmute::<usize, InitTrampoline>(trampoline) };
+    t(function, init.signature, &init.args)
+}
+
+fn run_chunk(code: &Code, head: &TaskHeader, payload: &[u8]) -> Result<wire::Encoded, Failure> {
+    let not_found = |message| Failure {
+        function_not_found: true,
+        message,
+    };
+    let trampoline = code.resolve(head.trampoline).map_err(not_found)?;
+    let function = code.resolve(head.function).map_err(not_found)?;
+    // SAFETY: as in `run_init`, for a `ChunkTrampoline`.
+    let t = unsafe { std::mem::transmute::<usize, ChunkTrampoline>(trampoline) };
+    let enc = t(function, head.signature, payload)?;
+    if enc.outputs > enc.bytes.len() - HEADER {
+        return Err(Failure {
+            function_not_found: false,
+            message: "the trampoline returned a malformed outcome".into(),
+        });
+    }
+    Ok(enc)
+}
+
+/// The worker's end of the result queue.
+struct Outbox<'a> {
+    results: &'a mut Sender<Bytes>,
+    slot: u32,
+    pid: u32,
+}
+
+impl Outbox<'_> {
+    /// Sends a result frame (in pieces if the payload exceeds a slot);
+    /// `false` if the pool is gone.
+    fn send(&mut self, kind: ResultKind, id: u64, payload: &[u8], outputs: usize) -> bool {
+        let room = self.results.queue().max_message() - HEADER;
+        let mut offset = 0;
+        loop {
+            let piece = &payload[offset..payload.len().min(offset + room)];
+            let head = ResultHeader {
+                kind: kind as u32,
+                slot: self.slot,
+                pid: self.pid,
+                _pad: 0,
+                id,
+                total: payload.len() as u64,
+                offset: offset as u64,
+                outputs: outputs as u64,
+            };
+            let Ok(mut frame) = self.results.reserve_bytes(HEADER + piece.len()) else {
+                return false;
+            };
+            frame[..size_of::<ResultHeader>()].copy_from_slice(bytemuck::bytes_of(&head));
+            frame[HEADER..].copy_from_slice(piece);
+            frame.commit();
+            offset += piece.len();
+            if offset >= payload.len() {
+                return true;
+            }
+        }
+    }
+}
