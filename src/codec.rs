@@ -41,6 +41,7 @@ pub trait Message: Sized {
     /// zero bytes (a multiple of 16) of the returned buffer. (Used by the
     /// pool for chunks; generic code cannot name `Vec<Self>: Message`.)
     #[doc(hidden)]
+    #[allow(clippy::ptr_arg, reason = "rkyv serializes a Vec, not a slice")]
     fn encode_vec(items: &Vec<Self>, prefix: usize) -> Result<AlignedVec>;
     /// Validates `bytes` as an archive of `Vec<Self>` and deserializes it.
     #[doc(hidden)]
@@ -88,11 +89,9 @@ where
         debug_assert_eq!(prefix % 16, 0);
         let mut out = AlignedVec::with_capacity(prefix + 64);
         out.resize(prefix, 0);
-        rkyv::api::high::to_bytes_in::<_, rancor::Error>(items, out).map_err(|e| {
-            Error::Encoding {
-                what: std::any::type_name::<Vec<T>>(),
-                reason: e.to_string(),
-            }
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(items, out).map_err(|e| Error::Encoding {
+            what: std::any::type_name::<Vec<T>>(),
+            reason: e.to_string(),
         })
     }
 

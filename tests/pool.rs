@@ -1,12 +1,15 @@
 //! The pool with real worker processes: results, order, laziness, panics,
-//! killed workers, recycling, terminate.
+//! killed workers, retries, recycling, terminate, shared data.
 
 mod common;
 
 use common::watchdog;
 use shmkit::pool::Progress;
-use shmkit::{Error, Pool};
+use shmkit::process::StartMethod;
+use shmkit::{Array, Error, Pool, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 fn start_process(_: ()) {
     println!("Start {}", shmkit::process::current_process().name);
@@ -14,6 +17,22 @@ fn start_process(_: ()) {
 
 fn do_work(data: u64) -> u64 {
     data * data
+}
+
+fn pid_of(_: u64) -> u32 {
+    std::process::id()
+}
+
+fn pool(n: usize) -> Pool {
+    Pool::builder().processes(n).build().unwrap()
+}
+
+/// Whether `pid` is gone or a zombie.
+fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('Z'),
+    }
 }
 
 #[test]
@@ -28,4 +47,467 @@ fn the_tutorial_pool_squares_with_an_initializer() {
     pool.close();
     pool.join();
     assert_eq!(outputs, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+    assert!(matches!(pool.map(do_work, 0..1), Err(Error::PoolClosed)));
+}
+
+#[test]
+fn map_and_imap_keep_order_and_imap_unordered_gives_everything() {
+    let _w = watchdog("order");
+    let pool = pool(3);
+    let want: Vec<u64> = (0..5000u64).map(|x| x * x).collect();
+    assert_eq!(pool.map(do_work, 0..5000).unwrap(), want);
+    for chunk in [1, 7, 5000] {
+        let got = pool
+            .options()
+            .chunksize(chunk)
+            .map(do_work, 0..5000)
+            .unwrap();
+        assert_eq!(got, want, "chunksize {chunk}");
+    }
+    let got: Vec<u64> = pool.imap(do_work, 0..500).map(Result::unwrap).collect();
+    assert_eq!(got, want[..500]);
+    let got: Vec<u64> = pool
+        .options()
+        .chunksize(16)
+        .imap(do_work, 0..5000)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, want);
+    let mut got: Vec<u64> = pool
+        .imap_unordered(do_work, 0..500)
+        .map(Result::unwrap)
+        .collect();
+    got.sort();
+    assert_eq!(got, want[..500]);
+    assert!(pool.map(do_work, std::iter::empty()).unwrap().is_empty());
+    assert_eq!(pool.imap(do_work, std::iter::empty()).count(), 0);
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn greet(name: String) -> String {
+    format!("hello {name}")
+}
+
+#[test]
+fn starmap_apply_and_owned_types() {
+    let _w = watchdog("starmap");
+    let pool = pool(2);
+    let pairs: Vec<(u64, u64)> = (0..100).map(|i| (i, 2 * i)).collect();
+    let sums = pool.starmap(add, pairs).unwrap();
+    assert_eq!(sums, (0..100).map(|i| 3 * i).collect::<Vec<_>>());
+    assert_eq!(pool.apply(greet, "pool".into()).unwrap(), "hello pool");
+    let names = pool.map(greet, ["a".to_owned(), "b".to_owned()]).unwrap();
+    assert_eq!(names, ["hello a", "hello b"]);
+}
+
+static PULLED: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn imap_reads_its_input_lazily() {
+    let _w = watchdog("lazy imap");
+    let pool = pool(2);
+    let input = (0..1_000_000u64).inspect(|_| {
+        PULLED.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut it = pool
+        .options()
+        .chunksize(10)
+        .lookahead(4)
+        .imap(do_work, input);
+    for i in 0..25u64 {
+        assert_eq!(it.next().unwrap().unwrap(), i * i);
+    }
+    // 25 taken, at most 4 chunks of 10 ahead of the consumer.
+    let pulled = PULLED.load(Ordering::SeqCst);
+    assert!(pulled <= 30 + 40, "imap read {pulled} items ahead");
+}
+
+fn maybe_panic(x: u64) -> u64 {
+    if x % 10 == 3 {
+        panic!("item {x} refuses");
+    }
+    x
+}
+
+#[test]
+fn a_panic_fails_its_item_and_the_worker_lives_on() {
+    let _w = watchdog("panics");
+    let pool = pool(2);
+    let before = pool.worker_pids();
+    let got: Vec<_> = pool
+        .options()
+        .chunksize(4)
+        .imap(maybe_panic, 0..40)
+        .collect();
+    for (i, r) in got.iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(*v, i as u64),
+            Err(Error::TaskPanicked { message }) => {
+                assert_eq!(i % 10, 3);
+                assert_eq!(message, &format!("item {i} refuses"));
+            }
+            Err(e) => panic!("item {i}: {e}"),
+        }
+    }
+    assert_eq!(got.iter().filter(|r| r.is_err()).count(), 4);
+    // map reports the first failure by position.
+    match pool.map(maybe_panic, 0..40) {
+        Err(Error::TaskPanicked { message }) => assert_eq!(message, "item 3 refuses"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pool.worker_pids(), before, "no worker died");
+    assert_eq!(pool.stats().workers_died, 0);
+}
+
+/// Dies by `how` on item 5; other items take a little time.
+fn fragile((x, how): (u64, String)) -> u64 {
+    if x == 5 {
+        // SAFETY: raising a signal at ourselves, or writing through null
+        // to crash on purpose: the test wants this worker dead.
+        unsafe {
+            match how.as_str() {
+                "abort" => std::process::abort(),
+                "segv" => std::ptr::null_mut::<u8>().write_volatile(1),
+                "exit" => std::process::exit(7),
+                _ => {
+                    libc::raise(libc::SIGKILL);
+                }
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(2));
+    x * 10
+}
+
+fn deaths(how: &str, n: u64) -> impl Iterator<Item = (u64, String)> + '_ {
+    (0..n).map(move |i| (i, how.to_owned()))
+}
+
+fn check_one_death(pool: &Pool, how: &str, signal: Option<i32>, exitcode: i32) {
+    let before = pool.worker_pids();
+    let got: Vec<_> = pool
+        .options()
+        .chunksize(1)
+        .imap(fragile, deaths(how, 40))
+        .collect();
+    for (i, r) in got.iter().enumerate() {
+        if i == 5 {
+            match r {
+                Err(Error::WorkerDied {
+                    pid,
+                    signal: s,
+                    exitcode: c,
+                }) => {
+                    assert!(before.contains(pid), "pid {pid} not a worker of {before:?}");
+                    assert_eq!((*s, *c), (signal, exitcode));
+                }
+                other => panic!("item 5: {other:?}"),
+            }
+        } else {
+            assert_eq!(*r.as_ref().unwrap(), i as u64 * 10, "item {i}");
+        }
+    }
+    // Replaced, and the pool goes on.
+    assert_eq!(pool.worker_pids().len(), before.len());
+    assert_ne!(pool.worker_pids(), before);
+    assert_eq!(pool.map(do_work, 0..100).unwrap()[99], 99 * 99);
+}
+
+#[test]
+fn a_worker_killed_mid_map_fails_only_its_task() {
+    let _w = watchdog("worker death");
+    let pool = pool(2);
+    check_one_death(&pool, "kill", Some(libc::SIGKILL), -libc::SIGKILL);
+    let s = pool.stats();
+    assert_eq!(
+        (s.workers_died, s.workers_replaced, s.chunks_lost),
+        (1, 1, 1)
+    );
+    // map_async sees the same, as the first error.
+    match pool.options().chunksize(1).map(fragile, deaths("kill", 10)) {
+        Err(Error::WorkerDied { signal, .. }) => assert_eq!(signal, Some(libc::SIGKILL)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn abort_segfault_and_exit_are_worker_deaths_too() {
+    let _w = watchdog("abort and segv");
+    for (how, signal, code) in [
+        ("abort", Some(libc::SIGABRT), -libc::SIGABRT),
+        ("segv", Some(libc::SIGSEGV), -libc::SIGSEGV),
+        ("exit", None, 7),
+    ] {
+        check_one_death(&pool(2), how, signal, code);
+    }
+}
+
+fn sleepy(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn a_worker_killed_from_outside_fails_its_task_and_nothing_hangs() {
+    let _w = watchdog("outside kill");
+    let pool = pool(2);
+    let victim = pool.worker_pids()[0];
+    let pending = pool
+        .options()
+        .chunksize(1)
+        .map_async(sleepy, vec![300; 8])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: kill(2) on a worker of ours.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    match pending.get() {
+        Err(Error::WorkerDied { pid, signal, .. }) => {
+            assert_eq!((pid, signal), (victim, Some(libc::SIGKILL)));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The others all finished: one chunk lost, the rest done.
+    let s = pool.stats();
+    assert_eq!(s.chunks_lost, 1);
+    assert_eq!(s.chunks_done, 7);
+}
+
+/// Dies the first time it runs for a flag, succeeds the second time.
+fn dies_once(flag: Value<u64>) -> u64 {
+    if flag.fetch_add(1) == 0 {
+        // SAFETY: killing ourselves on purpose.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+    42
+}
+
+#[test]
+fn retries_run_a_lost_task_again() {
+    let _w = watchdog("retries");
+    let pool = Pool::builder().processes(2).retries(1).build().unwrap();
+    let flag = Value::<u64>::builder().random_name().create(0).unwrap();
+    assert_eq!(pool.apply(dies_once, flag.clone()).unwrap(), 42);
+    assert_eq!(flag.load(), 2);
+    assert_eq!(pool.stats().chunks_retried, 1);
+}
+
+#[test]
+fn max_tasks_per_child_recycles_workers() {
+    let _w = watchdog("recycling");
+    let pool = Pool::builder()
+        .processes(2)
+        .max_tasks_per_child(2)
+        .build()
+        .unwrap();
+    let mut pids = pool.options().chunksize(1).map(pid_of, 0..20).unwrap();
+    pids.sort();
+    pids.dedup();
+    assert!(
+        pids.len() >= 10,
+        "20 tasks, 2 per worker: {} workers",
+        pids.len()
+    );
+    let s = pool.stats();
+    assert!(s.workers_recycled >= 8, "{s:?}");
+    assert_eq!(s.workers_died, 0, "{s:?}");
+}
+
+#[test]
+fn terminate_ends_a_pool_mid_map() {
+    let _w = watchdog("terminate");
+    let pool = pool(2);
+    let pids = pool.worker_pids();
+    let mut pending = pool
+        .options()
+        .chunksize(1)
+        .map_async(sleepy, vec![20_000; 6])
+        .unwrap();
+    assert!(matches!(
+        pending.get_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+    pool.terminate();
+    assert!(matches!(pending.get(), Err(Error::PoolTerminated)));
+    for pid in pids {
+        assert!(is_dead(pid), "worker {pid} survived terminate");
+    }
+    assert!(matches!(pool.apply(do_work, 1), Err(Error::PoolClosed)));
+}
+
+#[test]
+fn dropping_a_pool_leaves_no_worker() {
+    let _w = watchdog("drop");
+    let pool = pool(2);
+    let pids = pool.worker_pids();
+    let pending = pool.apply_async(sleepy, 20_000).unwrap();
+    drop(pool);
+    assert!(matches!(pending.get(), Err(Error::PoolTerminated)));
+    for pid in pids {
+        assert!(is_dead(pid), "worker {pid} outlived its pool");
+    }
+}
+
+#[test]
+fn apply_async_callbacks_and_state() {
+    let _w = watchdog("callbacks");
+    let pool = pool(2);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (ok, err) = (seen.clone(), seen.clone());
+    let a = pool
+        .apply_async_with(
+            do_work,
+            7,
+            move |v| ok.lock().unwrap().push(format!("ok {v}")),
+            move |e| err.lock().unwrap().push(format!("err {e}")),
+        )
+        .unwrap();
+    a.wait();
+    assert!(a.ready());
+    assert_eq!(a.successful(), Some(true));
+    assert_eq!(a.get().unwrap(), 49);
+    let (ok, err) = (seen.clone(), seen.clone());
+    let b = pool
+        .apply_async_with(
+            maybe_panic,
+            3,
+            move |v| ok.lock().unwrap().push(format!("ok {v}")),
+            move |e| err.lock().unwrap().push(format!("err {e}")),
+        )
+        .unwrap();
+    assert!(b.wait_timeout(common::WATCHDOG));
+    assert_eq!(b.successful(), Some(false));
+    assert!(matches!(b.get(), Err(Error::TaskPanicked { .. })));
+    let (ok, err) = (seen.clone(), seen.clone());
+    let m = pool
+        .map_async_with(
+            do_work,
+            0..4,
+            move |v| ok.lock().unwrap().push(format!("map {v:?}")),
+            move |e| err.lock().unwrap().push(format!("err {e}")),
+        )
+        .unwrap();
+    assert_eq!(m.get().unwrap(), [0, 1, 4, 9]);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            "ok 49".to_owned(),
+            "err the task panicked: item 3 refuses".to_owned(),
+            "map [0, 1, 4, 9]".to_owned()
+        ]
+    );
+}
+
+#[test]
+fn progress_reports_every_chunk() {
+    let _w = watchdog("progress");
+    let pool = pool(2);
+    let seen = Arc::new(Mutex::new(Vec::<Progress>::new()));
+    let s = seen.clone();
+    pool.options()
+        .chunksize(10)
+        .progress(move |p| s.lock().unwrap().push(p))
+        .map(do_work, 0..100)
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 10);
+    assert_eq!(seen.last().unwrap().done, 100);
+    assert!(seen.iter().all(|p| p.total == Some(100)));
+    assert!(seen.windows(2).all(|w| w[0].done < w[1].done));
+}
+
+fn sum_range((data, start, end): (Array<f32>, u64, u64)) -> f64 {
+    // SAFETY: nobody writes the array while the pool reads it.
+    let all = unsafe { data.as_slice_unchecked() };
+    all[start as usize..end as usize]
+        .iter()
+        .map(|&x| x as f64)
+        .sum()
+}
+
+#[test]
+fn tasks_share_an_array_instead_of_copying_it() {
+    let _w = watchdog("shared array");
+    let n = 16 << 20; // 64 MiB of f32
+    let data = Array::<f32>::builder().random_name().create(n).unwrap();
+    // SAFETY: no other process has the array yet.
+    let slice = unsafe { data.as_mut_slice_unchecked() };
+    for (i, x) in slice.iter_mut().enumerate() {
+        *x = (i % 1000) as f32;
+    }
+    let want: f64 = slice.iter().map(|&x| x as f64).sum();
+    let pool = pool(2);
+    let step = (n / 16) as u64;
+    let tasks: Vec<_> = (0..16u64)
+        .map(|i| (data.clone(), i * step, (i + 1) * step))
+        .collect();
+    let parts = pool.map(sum_range, tasks).unwrap();
+    assert_eq!(parts.iter().sum::<f64>(), want);
+}
+
+#[test]
+fn bad_input_gets_typed_errors() {
+    let _w = watchdog("bad input");
+    let pool = Pool::builder()
+        .processes(1)
+        .max_message(64 << 10)
+        .build()
+        .unwrap();
+    match pool.apply_async(greet, "x".repeat(100 << 10)) {
+        Err(Error::TaskTooLarge { size, max }) => assert!(size > max && max == 64 << 10),
+        other => panic!("{other:?}"),
+    }
+    // A chunk too large is cut; its items still fit.
+    let big: Vec<String> = (0..8).map(|i| format!("{i}").repeat(20 << 10)).collect();
+    assert_eq!(
+        pool.options().chunksize(8).map(greet, big).unwrap().len(),
+        8
+    );
+    // Results larger than a slot travel in pieces.
+    let long = pool.apply(greet, "y".repeat(60 << 10)).unwrap();
+    assert_eq!(long.len(), 6 + (60 << 10));
+}
+
+fn refuse(_: ()) {
+    panic!("no initialising today");
+}
+
+#[test]
+fn a_failing_initializer_fails_the_build() {
+    let _w = watchdog("initializer");
+    match Pool::builder().processes(2).initializer(refuse, ()).build() {
+        Err(Error::PoolBroken { reason }) => {
+            assert!(reason.contains("no initialising today"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn fork_pool(_: ()) -> Vec<u64> {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(StartMethod::Fork)
+        .initializer(start_process, ())
+        .build()
+        .unwrap();
+    let out = pool.map(do_work, 0..10).unwrap();
+    pool.join();
+    out
+}
+
+#[test]
+fn the_fork_start_method_works_in_a_single_threaded_process() {
+    let _w = watchdog("fork pool");
+    // This test binary runs threads: refused here ...
+    let refused = Pool::builder()
+        .processes(1)
+        .start_method(StartMethod::Fork)
+        .build();
+    assert!(matches!(refused, Err(Error::ForkRefused { .. })));
+    // ... and fine in a spawned child, where `main` never ran.
+    let got = shmkit::spawn(fork_pool, ()).unwrap().join().unwrap();
+    assert_eq!(got, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
 }

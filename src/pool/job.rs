@@ -64,7 +64,10 @@ pub struct Progress {
 /// A chunk's outcome, as the collector hands it to a job.
 pub(crate) enum Delivery<'a> {
     /// The result payload (after the header) and its outputs length.
-    Done { payload: &'a [u8], outputs: usize },
+    Done {
+        payload: &'a [u8],
+        outputs: usize,
+    },
     Failed(TaskFailure),
 }
 
@@ -288,7 +291,7 @@ impl<R: Message + Send + 'static> Sink for Job<R> {
             Delivery::Done { payload, outputs } => {
                 match wire::decode_outputs::<R>(payload, outputs, count) {
                     Ok(items) if items.iter().all(|r| r.is_ok()) => {
-                        Chunk::Values(items.into_iter().map(|r| r.ok().expect("all ok")).collect())
+                        Chunk::Values(items.into_iter().flatten().collect())
                     }
                     Ok(items) => Chunk::Mixed(items),
                     Err(e) => Chunk::Failed(

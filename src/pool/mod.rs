@@ -419,7 +419,11 @@ impl Pool {
     }
 
     /// Queues the frames of one call.
-    fn enqueue<R: Message + Send + 'static>(&self, job: &Arc<Job<R>>, frames: Vec<Frame>) -> Result<()> {
+    fn enqueue<R: Message + Send + 'static>(
+        &self,
+        job: &Arc<Job<R>>,
+        frames: Vec<Frame>,
+    ) -> Result<()> {
         let mut st = self.shared.lock();
         if let Some(reason) = &st.broken {
             return Err(Error::PoolBroken {
@@ -714,9 +718,7 @@ impl<'p> CallOptions<'p> {
             pool: self.pool,
             f,
             chunksize: self.chunksize.unwrap_or(1),
-            lookahead: self
-                .lookahead
-                .unwrap_or(2 * self.pool.processes().max(1)),
+            lookahead: self.lookahead.unwrap_or(2 * self.pool.processes().max(1)),
             job: Arc::new(Job::new(None, self.progress)),
             input: Some(input),
             ordered,
@@ -778,11 +780,10 @@ where
             let count = chunk.len();
             self.next_first += count;
             let max = self.pool.shared.config.max_message;
-            let submitted = frames(self.f, first, chunk, max)
-                .and_then(|fr| {
-                    let n = fr.len();
-                    self.pool.enqueue(&self.job, fr).map(|()| n)
-                });
+            let submitted = frames(self.f, first, chunk, max).and_then(|fr| {
+                let n = fr.len();
+                self.pool.enqueue(&self.job, fr).map(|()| n)
+            });
             match submitted {
                 Ok(n) => self.chunks_out += n,
                 Err(e) => {

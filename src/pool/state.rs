@@ -244,6 +244,7 @@ impl State {
 /// Hands failures to their jobs (call without the state lock).
 pub(crate) fn deliver_failures(failed: Vec<Failed>) {
     for (task, why) in failed {
-        task.job.deliver(task.seq, task.count, Delivery::Failed(why));
+        task.job
+            .deliver(task.seq, task.count, Delivery::Failed(why));
     }
 }

@@ -94,7 +94,10 @@ pub(crate) struct ResultHeader {
 /// The bytes after a header, if the frame is long enough to have one.
 pub(crate) fn split<H: Pod>(frame: &[u8]) -> Option<(H, &[u8])> {
     let head = frame.get(..HEADER)?;
-    Some((bytemuck::pod_read_unaligned(&head[..size_of::<H>()]), &frame[HEADER..]))
+    Some((
+        bytemuck::pod_read_unaligned(&head[..size_of::<H>()]),
+        &frame[HEADER..],
+    ))
 }
 
 mod sealed {
@@ -308,7 +311,9 @@ mod tests {
         let args = u64::encode_vec(&vec![1, 2, 3, 4], 0).unwrap();
         let t: ChunkTrampoline = chunk_trampoline::<F>;
         let f = address::<F>(square);
-        let enc = t(f, signature::<F>(), &args).map_err(|f| f.message).unwrap();
+        let enc = t(f, signature::<F>(), &args)
+            .map_err(|f| f.message)
+            .unwrap();
         let out = decode_outputs::<u64>(&enc.bytes[HEADER..], enc.outputs, 4).unwrap();
         assert_eq!(out[0], Ok(1));
         assert_eq!(out[1], Ok(4));
