@@ -37,13 +37,18 @@ pub trait Message: Sized {
     fn encode_into(&self, buf: &mut [u8]) -> Result<usize>;
     /// Validates `bytes` as an archive of `Self`, then deserializes it.
     fn decode(bytes: &[u8]) -> Result<Self>;
-    /// Encodes `items` as one archive of `Vec<Self>`, placed after `prefix`
-    /// zero bytes (a multiple of 16) of the returned buffer. (Used by the
-    /// pool for chunks; generic code cannot name `Vec<Self>: Message`.)
+    /// Encodes `items` as one archive of `Vec<Self>` into `buf` (cleared
+    /// first; its capacity is reused), after `prefix` zero bytes (a multiple
+    /// of 16). (Used by the pool for chunks; generic code cannot name
+    /// `Vec<Self>: Message`.)
     #[doc(hidden)]
     #[allow(clippy::ptr_arg, reason = "rkyv serializes a Vec, not a slice")]
-    fn encode_vec(items: &Vec<Self>, prefix: usize) -> Result<AlignedVec>;
-    /// Validates `bytes` as an archive of `Vec<Self>` and deserializes it.
+    fn encode_vec(items: &Vec<Self>, buf: AlignedVec, prefix: usize) -> Result<AlignedVec>;
+    /// Validates `bytes` as an archive of `Vec<Self>` and deserializes it:
+    /// in place if `bytes` is 16-aligned, else from an aligned copy. Unlike
+    /// [`decode`](Self::decode), the caller vouches that nobody writes
+    /// `bytes` meanwhile (the pool's private queues, whose only writers are
+    /// the pool and its own workers).
     #[doc(hidden)]
     fn decode_vec(bytes: &[u8]) -> Result<Vec<Self>>;
 }
@@ -85,24 +90,27 @@ where
         })
     }
 
-    fn encode_vec(items: &Vec<Self>, prefix: usize) -> Result<AlignedVec> {
+    fn encode_vec(items: &Vec<Self>, mut buf: AlignedVec, prefix: usize) -> Result<AlignedVec> {
         debug_assert_eq!(prefix % 16, 0);
-        let mut out = AlignedVec::with_capacity(prefix + 64);
-        out.resize(prefix, 0);
-        rkyv::api::high::to_bytes_in::<_, rancor::Error>(items, out).map_err(|e| Error::Encoding {
+        buf.clear();
+        buf.resize(prefix, 0);
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(items, buf).map_err(|e| Error::Encoding {
             what: std::any::type_name::<Vec<T>>(),
             reason: e.to_string(),
         })
     }
 
     fn decode_vec(bytes: &[u8]) -> Result<Vec<Self>> {
-        // As in `decode`: a private, aligned copy is validated and read.
-        let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(bytes);
-        rkyv::from_bytes::<Vec<T>, rancor::Error>(&aligned).map_err(|e| Error::Encoding {
+        let failed = |e: rancor::Error| Error::Encoding {
             what: std::any::type_name::<Vec<T>>(),
             reason: e.to_string(),
-        })
+        };
+        if (bytes.as_ptr() as usize).is_multiple_of(16) {
+            return rkyv::from_bytes::<Vec<T>, rancor::Error>(bytes).map_err(failed);
+        }
+        let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<Vec<T>, rancor::Error>(&aligned).map_err(failed)
     }
 }
 

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::process::child::Failure;
 use crate::process::{Builder, StartMethod};
 use crate::queue::{Bytes, Queue, Receiver, RecvError, Sender};
+use rkyv::util::AlignedVec;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -50,7 +51,23 @@ pub(crate) struct Shared {
     pub startup: Mutex<(usize, Option<String>)>,
     /// Signalled when `startup` changes.
     pub startup_cv: Condvar,
+    /// Payloads arriving in pieces, by (worker pid, task id). Pieces may be
+    /// taken by the collector and a helper in either order.
+    pub pieces: Mutex<HashMap<(u32, u64), Partial>>,
+    /// A second receiver on the result queue, for a caller that waits on a
+    /// result: it takes outcomes itself instead of waiting for the
+    /// collector to hand them over (one wake-up less).
+    pub helper: Mutex<Receiver<Bytes>>,
 }
+
+/// A payload being put together from pieces.
+pub(crate) struct Partial {
+    buf: AlignedVec,
+    filled: usize,
+}
+
+/// How long a waiting caller takes outcomes itself before it sleeps.
+const HELP_SPIN: Duration = Duration::from_micros(100);
 
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -70,6 +87,148 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .try_send_bytes(&frame);
+    }
+
+    pub(crate) fn startup(&self) -> MutexGuard<'_, (usize, Option<String>)> {
+        self.startup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether every initial worker reported (or one failed).
+    pub(crate) fn started(&self) -> bool {
+        let s = self.startup();
+        s.0 >= self.config.workers || s.1.is_some()
+    }
+
+    pub(crate) fn startup_failed(&self, why: String) {
+        self.startup().1.get_or_insert(why);
+        self.startup_cv.notify_all();
+    }
+
+    pub(crate) fn handle(&self, frame: &[u8]) {
+        let Some((head, piece)) = wire::split::<ResultHeader>(frame) else {
+            return;
+        };
+        let Some(kind) = ResultKind::from_raw(head.kind) else {
+            return;
+        };
+        match kind {
+            ResultKind::Wake => {}
+            ResultKind::Ready => {
+                self.startup().0 += 1;
+                self.startup_cv.notify_all();
+            }
+            ResultKind::InitFailed => {
+                let why = String::from_utf8_lossy(piece).into_owned();
+                self.startup_failed(why.clone());
+                self.broken(why);
+            }
+            ResultKind::Done | ResultKind::Failed => {
+                let total = head.total as usize;
+                if head.offset == 0 && piece.len() == total {
+                    self.finished(&head, kind, piece);
+                    return;
+                }
+                let whole = {
+                    let mut pieces = self.pieces.lock().unwrap_or_else(|p| p.into_inner());
+                    let key = (head.pid, head.id);
+                    let part = pieces.entry(key).or_insert_with(|| {
+                        let mut buf = AlignedVec::with_capacity(total);
+                        buf.resize(total, 0);
+                        Partial { buf, filled: 0 }
+                    });
+                    let at = head.offset as usize;
+                    let sized = part.buf.len() == total;
+                    match part.buf.get_mut(at..at + piece.len()) {
+                        Some(dst) if sized => {
+                            dst.copy_from_slice(piece);
+                            part.filled += piece.len();
+                        }
+                        _ => {
+                            // Inconsistent pieces: a corrupted sender.
+                            pieces.remove(&key);
+                            return;
+                        }
+                    }
+                    if part.filled < total {
+                        return;
+                    }
+                    pieces.remove(&key).expect("present").buf
+                };
+                self.finished(&head, kind, &whole);
+            }
+        }
+    }
+
+    /// A chunk's whole outcome arrived.
+    fn finished(&self, head: &ResultHeader, kind: ResultKind, payload: &[u8]) {
+        let task = {
+            let mut st = self.lock();
+            let task = st.take(head.slot as usize, head.id);
+            if task.is_some() {
+                st.stats.chunks_done += 1;
+            }
+            st.dispatch();
+            task
+        };
+        self.idle.notify_all();
+        let Some(task) = task else { return };
+        let outcome = match kind {
+            ResultKind::Done => Delivery::Done {
+                payload,
+                outputs: head.outputs as usize,
+            },
+            _ => Delivery::Failed(match <Failure as Message>::decode(payload) {
+                Ok(f) => TaskFailure::NotRun {
+                    function_not_found: f.function_not_found,
+                    message: f.message,
+                },
+                Err(e) => TaskFailure::NotRun {
+                    function_not_found: false,
+                    message: e.to_string(),
+                },
+            }),
+        };
+        task.job.deliver(task.seq, task.count, outcome);
+    }
+
+    /// Fails everything: a worker's initializer failed.
+    pub(crate) fn broken(&self, why: String) {
+        let failed = {
+            let mut st = self.lock();
+            st.broken.get_or_insert(why.clone());
+            st.closed = true;
+            st.drain_all(TaskFailure::Broken(why))
+        };
+        state::deliver_failures(failed);
+        self.idle.notify_all();
+    }
+
+    /// Takes whatever outcomes wait in the queue, through the helper
+    /// receiver, unless another thread is helping.
+    pub(crate) fn help_once(&self) -> bool {
+        let Ok(mut rx) = self.helper.try_lock() else {
+            return false;
+        };
+        let mut any = false;
+        while let Ok(frame) = rx.try_recv_bytes() {
+            self.handle(&frame);
+            any = true;
+        }
+        any
+    }
+
+    /// A caller about to wait for `done()`: takes outcomes itself for a
+    /// short while (when another CPU can run the worker meanwhile).
+    pub(crate) fn help_until(&self, done: impl Fn() -> bool) {
+        if !crate::sync::wait::may_spin() {
+            return;
+        }
+        let until = Instant::now() + HELP_SPIN;
+        while !done() && Instant::now() < until {
+            if !self.help_once() {
+                std::hint::spin_loop();
+            }
+        }
     }
 
     /// Starts a worker for `slot` by `method`.
@@ -111,8 +270,6 @@ impl Shared {
 /// The collector's own state.
 pub(crate) struct Collector<'a> {
     shared: &'a Shared,
-    /// Payloads arriving in pieces, by worker pid.
-    pieces: HashMap<u32, Vec<u8>>,
     last_check: Instant,
 }
 
@@ -120,7 +277,6 @@ impl<'a> Collector<'a> {
     pub(crate) fn new(shared: &'a Shared) -> Self {
         Collector {
             shared,
-            pieces: HashMap::new(),
             last_check: Instant::now(),
         }
     }
@@ -134,7 +290,7 @@ impl<'a> Collector<'a> {
             }
             match self.shared.start_worker(slot, StartMethod::Spawn) {
                 Ok(w) => self.shared.lock().workers[slot] = Some(w),
-                Err(e) => self.startup_failed(e.to_string()),
+                Err(e) => self.shared.startup_failed(e.to_string()),
             }
         }
         loop {
@@ -150,7 +306,7 @@ impl<'a> Collector<'a> {
             let slice = if busy { BUSY_CHECK } else { IDLE_CHECK };
             let received = match rx.recv_bytes_timeout(slice) {
                 Ok(frame) => {
-                    self.handle(&frame);
+                    self.shared.handle(&frame);
                     true
                 }
                 Err(RecvError::Timeout | RecvError::Empty) => false,
@@ -173,111 +329,10 @@ impl<'a> Collector<'a> {
     /// Handles every frame there now.
     fn drain(&mut self, rx: &mut Receiver<Bytes>) {
         while let Ok(frame) = rx.try_recv_bytes() {
-            self.handle(&frame);
+            self.shared.handle(&frame);
         }
-    }
-
-    fn startup(&self) -> MutexGuard<'_, (usize, Option<String>)> {
-        self.shared
-            .startup
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether every initial worker reported (or one failed).
-    fn started(&self) -> bool {
-        let s = self.startup();
-        s.0 >= self.shared.config.workers || s.1.is_some()
-    }
-
-    fn startup_failed(&self, why: String) {
-        self.startup().1.get_or_insert(why);
-        self.shared.startup_cv.notify_all();
-    }
-
-    fn handle(&mut self, frame: &[u8]) {
-        let Some((head, piece)) = wire::split::<ResultHeader>(frame) else {
-            return;
-        };
-        let Some(kind) = ResultKind::from_raw(head.kind) else {
-            return;
-        };
-        match kind {
-            ResultKind::Wake => {}
-            ResultKind::Ready => {
-                self.startup().0 += 1;
-                self.shared.startup_cv.notify_all();
-            }
-            ResultKind::InitFailed => {
-                let why = String::from_utf8_lossy(piece).into_owned();
-                self.startup_failed(why.clone());
-                self.broken(why);
-            }
-            ResultKind::Done | ResultKind::Failed => {
-                let total = head.total as usize;
-                if head.offset == 0 && piece.len() == total {
-                    self.finished(&head, kind, piece);
-                    return;
-                }
-                let buf = self.pieces.entry(head.pid).or_default();
-                if head.offset == 0 {
-                    buf.clear();
-                }
-                if head.offset as usize != buf.len() || buf.len() + piece.len() > total {
-                    self.pieces.remove(&head.pid); // out of order: a lost sender
-                    return;
-                }
-                buf.extend_from_slice(piece);
-                if buf.len() == total {
-                    let whole = self.pieces.remove(&head.pid).expect("present");
-                    self.finished(&head, kind, &whole);
-                }
-            }
-        }
-    }
-
-    /// A chunk's whole outcome arrived.
-    fn finished(&mut self, head: &ResultHeader, kind: ResultKind, payload: &[u8]) {
-        let task = {
-            let mut st = self.shared.lock();
-            let task = st.take(head.slot as usize, head.id);
-            if task.is_some() {
-                st.stats.chunks_done += 1;
-            }
-            st.dispatch();
-            task
-        };
-        self.shared.idle.notify_all();
-        let Some(task) = task else { return };
-        let outcome = match kind {
-            ResultKind::Done => Delivery::Done {
-                payload,
-                outputs: head.outputs as usize,
-            },
-            _ => Delivery::Failed(match <Failure as Message>::decode(payload) {
-                Ok(f) => TaskFailure::NotRun {
-                    function_not_found: f.function_not_found,
-                    message: f.message,
-                },
-                Err(e) => TaskFailure::NotRun {
-                    function_not_found: false,
-                    message: e.to_string(),
-                },
-            }),
-        };
-        task.job.deliver(task.seq, task.count, outcome);
-    }
-
-    /// Fails everything: a worker's initializer failed.
-    fn broken(&mut self, why: String) {
-        let failed = {
-            let mut st = self.shared.lock();
-            st.broken.get_or_insert(why.clone());
-            st.closed = true;
-            st.drain_all(TaskFailure::Broken(why))
-        };
-        state::deliver_failures(failed);
-        self.shared.idle.notify_all();
+        // A helper may hold outcomes committed before a worker ended, too.
+        self.shared.help_once();
     }
 
     /// Finds workers that ended, settles their chunks, replaces them.
@@ -297,10 +352,10 @@ impl<'a> Collector<'a> {
         // Outcomes it committed before it ended are in the queue: take them
         // first, so that they count as answered.
         self.drain(rx);
-        let starting = !self.started();
+        let starting = !self.shared.started();
         for (slot, code) in ended {
             if starting {
-                self.startup_failed(format!(
+                self.shared.startup_failed(format!(
                     "a worker exited with code {code} before it was ready"
                 ));
             }
@@ -314,8 +369,8 @@ impl<'a> Collector<'a> {
     }
 
     fn replace(&mut self, slot: usize) {
-        if !self.started() || self.startup().1.is_some() {
-            return;
+        if self.shared.startup().1.is_some() {
+            return; // the pool is broken
         }
         {
             let st = self.shared.lock();
@@ -332,7 +387,9 @@ impl<'a> Collector<'a> {
                 st.workers[slot] = Some(w);
                 st.dispatch();
             }
-            Err(e) => self.broken(format!("cannot start a replacement worker: {e}")),
+            Err(e) => self
+                .shared
+                .broken(format!("cannot start a replacement worker: {e}")),
         }
     }
 

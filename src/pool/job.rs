@@ -1,6 +1,7 @@
 //! The caller's side of a submitted call: where chunk outcomes land, and the
 //! handles that wait for them ([`AsyncResult`], [`MapResult`]).
 
+use super::collector::Shared;
 use super::wire;
 use crate::codec::Message;
 use crate::error::{Error, Result};
@@ -23,6 +24,25 @@ pub(crate) enum TaskFailure {
     },
     Terminated,
     Broken(String),
+    /// Anything else that kept the chunk from running (its error's text).
+    Other(String),
+    TooLarge {
+        size: usize,
+        max: usize,
+    },
+    Closed,
+}
+
+impl From<Error> for TaskFailure {
+    fn from(e: Error) -> TaskFailure {
+        match e {
+            Error::TaskTooLarge { size, max } => TaskFailure::TooLarge { size, max },
+            Error::PoolClosed => TaskFailure::Closed,
+            Error::PoolTerminated => TaskFailure::Terminated,
+            Error::PoolBroken { reason } => TaskFailure::Broken(reason),
+            other => TaskFailure::Other(other.to_string()),
+        }
+    }
 }
 
 impl TaskFailure {
@@ -47,6 +67,12 @@ impl TaskFailure {
             },
             TaskFailure::Terminated => Error::PoolTerminated,
             TaskFailure::Broken(reason) => Error::PoolBroken { reason },
+            TaskFailure::TooLarge { size, max } => Error::TaskTooLarge { size, max },
+            TaskFailure::Closed => Error::PoolClosed,
+            TaskFailure::Other(reason) => Error::Encoding {
+                what: "a pool task",
+                reason,
+            },
         }
     }
 }
@@ -121,6 +147,8 @@ pub(crate) struct Counts {
     pub items_done: usize,
     /// Whether every chunk has been submitted.
     pub input_done: bool,
+    /// The number of items, when known before they are all submitted.
+    pub expected: Option<usize>,
 }
 
 impl Counts {
@@ -159,6 +187,7 @@ impl<R: Message + Send + 'static> Job<R> {
                     chunks_done: 0,
                     items_done: 0,
                     input_done: false,
+                    expected: None,
                 },
                 chunks: BTreeMap::new(),
                 arrived: VecDeque::new(),
@@ -174,6 +203,11 @@ impl<R: Message + Send + 'static> Job<R> {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, JobState<R>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Announces the number of items (for progress reports).
+    pub(crate) fn expect(&self, items: usize) {
+        self.lock().counts.expected = Some(items);
     }
 
     /// Counts a chunk as submitted.
@@ -290,10 +324,8 @@ impl<R: Message + Send + 'static> Sink for Job<R> {
         let chunk = match outcome {
             Delivery::Done { payload, outputs } => {
                 match wire::decode_outputs::<R>(payload, outputs, count) {
-                    Ok(items) if items.iter().all(|r| r.is_ok()) => {
-                        Chunk::Values(items.into_iter().flatten().collect())
-                    }
-                    Ok(items) => Chunk::Mixed(items),
+                    Ok(wire::Outputs::Values(v)) => Chunk::Values(v),
+                    Ok(wire::Outputs::Mixed(v)) => Chunk::Mixed(v),
                     Err(e) => Chunk::Failed(
                         TaskFailure::NotRun {
                             function_not_found: false,
@@ -318,7 +350,7 @@ impl<R: Message + Send + 'static> Sink for Job<R> {
             (
                 Progress {
                     done: c.items_done,
-                    total: c.input_done.then_some(c.items_submitted),
+                    total: c.expected.or(c.input_done.then_some(c.items_submitted)),
                 },
                 c.complete(),
             )
@@ -341,12 +373,14 @@ impl<R: Message + Send + 'static> Sink for Job<R> {
 /// The pending result of [`Pool::apply_async`](super::Pool::apply_async).
 pub struct AsyncResult<R> {
     pub(crate) job: Arc<Job<R>>,
+    pub(crate) pool: Arc<Shared>,
 }
 
 /// The pending result of [`Pool::map_async`](super::Pool::map_async):
 /// every output, in input order.
 pub struct MapResult<R> {
     pub(crate) job: Arc<Job<R>>,
+    pub(crate) pool: Arc<Shared>,
 }
 
 macro_rules! pending_common {
@@ -359,14 +393,22 @@ macro_rules! pending_common {
 
             /// Waits until the call has finished.
             pub fn wait(&self) {
+                self.help();
                 self.job.wait_until(None, |_| self.job.is_ready());
             }
 
             /// Waits at most `timeout`; whether the call has finished.
             pub fn wait_timeout(&self, timeout: Duration) -> bool {
+                self.help();
                 self.job
                     .wait_until(Some(Instant::now() + timeout), |_| self.job.is_ready())
                     .is_some()
+            }
+
+            /// Takes outcomes off the result queue for a moment, before a
+            /// wait would sleep.
+            fn help(&self) {
+                self.pool.help_until(|| self.job.is_ready());
             }
 
             /// `Some(true)` if the call finished and every item returned,
@@ -393,6 +435,7 @@ impl<R: Message + Send + 'static> AsyncResult<R> {
     /// Waits for the task's return value, or its error
     /// ([`Error::TaskPanicked`], [`Error::WorkerDied`], ...).
     pub fn get(self) -> Result<R> {
+        self.help();
         one(self.job.take_outcome(None).expect("no deadline"))
     }
 
@@ -400,6 +443,7 @@ impl<R: Message + Send + 'static> AsyncResult<R> {
     /// if the task has not finished (call again later);
     /// [`Error::AlreadyJoined`] once the value was taken.
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
+        self.help();
         match self.job.take_outcome(Some(Instant::now() + timeout)) {
             Some(o) => one(o),
             None => Err(Error::Timeout),
@@ -418,12 +462,14 @@ impl<R: Message + Send + 'static> MapResult<R> {
     /// Waits for every output, in input order; the first error by position
     /// if an item failed (as Python's `map` raises the first exception).
     pub fn get(self) -> Result<Vec<R>> {
+        self.help();
         self.job.take_outcome(None).expect("no deadline")
     }
 
     /// Like [`get`](Self::get), waiting at most `timeout`: `Err(Timeout)`
     /// if the call has not finished.
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<Vec<R>> {
+        self.help();
         self.job
             .take_outcome(Some(Instant::now() + timeout))
             .unwrap_or(Err(Error::Timeout))

@@ -168,6 +168,7 @@ impl PoolBuilder {
             .max_message(self.max_message)
             .create()?;
         let rx = results.receiver()?;
+        let helper = results.receiver()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(workers, self.max_tasks)),
             idle: Condvar::new(),
@@ -184,6 +185,8 @@ impl PoolBuilder {
             started: AtomicU64::new(0),
             startup: Mutex::new((0, None)),
             startup_cv: Condvar::new(),
+            pieces: Mutex::new(Default::default()),
+            helper: Mutex::new(helper),
         });
         if self.method == StartMethod::Fork {
             // Forked from this thread, before the pool's thread exists.
@@ -415,7 +418,39 @@ impl Pool {
         let frames = frames(f, 0, vec![args], self.shared.config.max_message)?;
         self.enqueue(&job, frames)?;
         job.input_done();
-        Ok(AsyncResult { job })
+        Ok(AsyncResult {
+            job,
+            pool: self.shared.clone(),
+        })
+    }
+
+    /// Encodes and queues one chunk of a call (its items from index
+    /// `first`); the number of frames it took. A chunk that cannot be
+    /// encoded fails its items in place; a pool that takes no more tasks is
+    /// an error.
+    fn submit_chunk<F: Callable>(
+        &self,
+        f: F,
+        job: &Arc<Job<F::Output>>,
+        first: usize,
+        chunk: Vec<F::Args>,
+    ) -> Result<usize>
+    where
+        F::Output: Send,
+    {
+        let count = chunk.len();
+        match frames(f, first, chunk, self.shared.config.max_message) {
+            Ok(fr) => {
+                let n = fr.len();
+                self.enqueue(job, fr)?;
+                Ok(n)
+            }
+            Err(e) => {
+                job.submitted(count);
+                job.deliver(first as u64, count, job::Delivery::Failed(e.into()));
+                Ok(1)
+            }
+        }
     }
 
     /// Queues the frames of one call.
@@ -546,7 +581,7 @@ fn encode_chunk<F: Callable>(
     max: usize,
     out: &mut Vec<Frame>,
 ) -> Result<()> {
-    let mut bytes = F::Args::encode_vec(&items, HEADER)?;
+    let mut bytes = F::Args::encode_vec(&items, rkyv::util::AlignedVec::new(), HEADER)?;
     if bytes.len() > max {
         if items.len() == 1 {
             return Err(Error::TaskTooLarge {
@@ -663,27 +698,39 @@ impl<'p> CallOptions<'p> {
     where
         F::Output: Send,
     {
-        let mut items: Vec<F::Args> = items.into_iter().collect();
-        let n = items.len();
+        // The length decides the chunk size; an iterator that does not know
+        // it exactly is collected first (as Python's map does).
+        let mut items = items.into_iter();
+        let collected: Vec<F::Args>;
+        let (n, mut items): (usize, Box<dyn Iterator<Item = F::Args>>) = match items.size_hint() {
+            (lo, Some(hi)) if lo == hi => (lo, Box::new(items)),
+            _ => {
+                collected = items.by_ref().collect();
+                (collected.len(), Box::new(collected.into_iter()))
+            }
+        };
         let size = self
             .chunksize
             .unwrap_or_else(|| auto_chunksize(n, self.pool.processes()));
-        let max = self.pool.shared.config.max_message;
-        let mut all = Vec::new();
+        let job = Arc::new(Job::new(on_complete, self.progress));
+        job.expect(n);
         let mut first = 0;
-        // Encode everything first: an item too large fails the call before
-        // any of it runs.
-        while !items.is_empty() {
-            let rest = items.split_off(size.min(items.len()));
-            let chunk = std::mem::replace(&mut items, rest);
+        // Each chunk goes out as soon as it is encoded, so the workers start
+        // while the rest is encoded.
+        loop {
+            let chunk: Vec<F::Args> = items.by_ref().take(size).collect();
+            if chunk.is_empty() {
+                break;
+            }
             let count = chunk.len();
-            all.extend(frames(f, first, chunk, max)?);
+            self.pool.submit_chunk(f, &job, first, chunk)?;
             first += count;
         }
-        let job = Arc::new(Job::new(on_complete, self.progress));
-        self.pool.enqueue(&job, all)?;
         job.input_done();
-        Ok(MapResult { job })
+        Ok(MapResult {
+            job,
+            pool: self.pool.shared.clone(),
+        })
     }
 
     /// [`Pool::imap`] with these options.
@@ -777,25 +824,16 @@ where
                 return;
             }
             let first = self.next_first;
+            self.next_first += chunk.len();
             let count = chunk.len();
-            self.next_first += count;
-            let max = self.pool.shared.config.max_message;
-            let submitted = frames(self.f, first, chunk, max).and_then(|fr| {
-                let n = fr.len();
-                self.pool.enqueue(&self.job, fr).map(|()| n)
-            });
-            match submitted {
+            match self.pool.submit_chunk(self.f, &self.job, first, chunk) {
                 Ok(n) => self.chunks_out += n,
                 Err(e) => {
-                    // The chunk fails in its place: its items yield the error.
+                    // The pool takes no more: the chunk's items yield the error.
                     self.job.submitted(count);
                     self.chunks_out += 1;
-                    let why = job::TaskFailure::NotRun {
-                        function_not_found: false,
-                        message: e.to_string(),
-                    };
                     self.job
-                        .deliver(first as u64, count, job::Delivery::Failed(why));
+                        .deliver(first as u64, count, job::Delivery::Failed(e.into()));
                 }
             }
         }
@@ -820,16 +858,15 @@ where
             }
             let ordered = self.ordered;
             let key = self.next_take;
-            let mut st = self
-                .job
-                .wait_until(None, |s| {
-                    if ordered {
-                        s.chunks.contains_key(&key)
-                    } else {
-                        !s.arrived.is_empty()
-                    }
-                })
-                .expect("no deadline");
+            let ready = |s: &job::JobState<F::Output>| {
+                if ordered {
+                    s.chunks.contains_key(&key)
+                } else {
+                    !s.arrived.is_empty()
+                }
+            };
+            self.pool.shared.help_until(|| ready(&self.job.lock()));
+            let mut st = self.job.wait_until(None, ready).expect("no deadline");
             let seq = if ordered {
                 key
             } else {

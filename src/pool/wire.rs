@@ -137,8 +137,10 @@ where
 }
 
 /// A chunk trampoline: decodes the items, runs the function on each (a panic
-/// fails only its item), encodes the outputs after [`HEADER`] bytes.
-pub(crate) type ChunkTrampoline = fn(usize, u64, &[u8]) -> std::result::Result<Encoded, Failure>;
+/// fails only its item), encodes the outputs after [`HEADER`] bytes of the
+/// buffer it is given (whose capacity it reuses).
+pub(crate) type ChunkTrampoline =
+    fn(usize, u64, &[u8], AlignedVec) -> std::result::Result<Encoded, Failure>;
 
 /// An encoded result payload (after [`HEADER`] bytes) and the length of its
 /// outputs archive.
@@ -164,6 +166,7 @@ pub(crate) fn chunk_trampoline<F: Callable>(
     function: usize,
     signature_sent: u64,
     args: &[u8],
+    buf: AlignedVec,
 ) -> std::result::Result<Encoded, Failure> {
     if signature_sent != signature::<F>() {
         return Err(Failure {
@@ -184,17 +187,23 @@ pub(crate) fn chunk_trampoline<F: Callable>(
     })?;
     let mut outputs = Vec::with_capacity(items.len());
     let mut failures: Vec<(u32, String)> = Vec::new();
-    for (i, item) in items.into_iter().enumerate() {
-        match catch_unwind(AssertUnwindSafe(|| f.call(item))) {
-            Ok(r) => outputs.push(r),
-            Err(p) => failures.push((i as u32, panic_message(&*p))),
+    // One unwind guard for the whole chunk; after a panic, the rest of the
+    // chunk runs under a new one.
+    let mut rest = items.into_iter().enumerate();
+    let mut current = 0;
+    while let Err(p) = catch_unwind(AssertUnwindSafe(|| {
+        for (i, item) in &mut rest {
+            current = i;
+            outputs.push(f.call(item));
         }
+    })) {
+        failures.push((current as u32, panic_message(&*p)));
     }
     let encoding_failed = |e: Error| Failure {
         function_not_found: false,
         message: format!("the return value: {e}"),
     };
-    let mut bytes = F::Output::encode_vec(&outputs, HEADER).map_err(encoding_failed)?;
+    let mut bytes = F::Output::encode_vec(&outputs, buf, HEADER).map_err(encoding_failed)?;
     let outputs = bytes.len() - HEADER;
     if !failures.is_empty() {
         let tail = failures.encode().map_err(encoding_failed)?;
@@ -209,7 +218,7 @@ pub(crate) fn decode_outputs<R: Message>(
     payload: &[u8],
     outputs: usize,
     count: usize,
-) -> Result<Vec<std::result::Result<R, String>>> {
+) -> Result<Outputs<R>> {
     let corrupted = |what: &str| Error::Encoding {
         what: "pool result",
         reason: what.to_owned(),
@@ -225,6 +234,9 @@ pub(crate) fn decode_outputs<R: Message>(
     if values.len() + failures.len() != count {
         return Err(corrupted("the outputs do not match the chunk"));
     }
+    if failures.is_empty() {
+        return Ok(Outputs::Values(values));
+    }
     let mut values = values.into_iter();
     let mut failures = failures.into_iter().peekable();
     let mut out = Vec::with_capacity(count);
@@ -237,7 +249,16 @@ pub(crate) fn decode_outputs<R: Message>(
                 .ok_or_else(|| corrupted("failures out of order"))?));
         }
     }
-    Ok(out)
+    Ok(Outputs::Mixed(out))
+}
+
+/// A chunk's decoded outputs.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Outputs<R> {
+    /// Every item returned.
+    Values(Vec<R>),
+    /// Some panicked (with these messages).
+    Mixed(Vec<std::result::Result<R, String>>),
 }
 
 /// An initializer: `fn(A)` with its encoded arguments.

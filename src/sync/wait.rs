@@ -19,7 +19,7 @@ pub(crate) struct Backoff {
 
 const SPIN_LIMIT: u32 = 6;
 
-fn may_spin() -> bool {
+pub(crate) fn may_spin() -> bool {
     static MULTI_CPU: OnceLock<bool> = OnceLock::new();
     *MULTI_CPU.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) > 1)
 }
