@@ -105,7 +105,7 @@ where
             what: std::any::type_name::<Vec<T>>(),
             reason: e.to_string(),
         };
-        if (bytes.as_ptr() as usize).is_multiple_of(16) {
+        if (bytes.as_ptr() as usize) % 16 == 0 {
             return rkyv::from_bytes::<Vec<T>, rancor::Error>(bytes).map_err(failed);
         }
         let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());

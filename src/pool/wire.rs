@@ -310,11 +310,11 @@ mod tests {
 
     #[test]
     fn headers_are_48_bytes() {
-        assert_eq!(size_of::<TaskHeader>(), 40);
+        assert_eq!(size_of::<TaskHeader>(), 48);
         assert_eq!(size_of::<ResultHeader>(), 48);
         assert!(size_of::<TaskHeader>() <= HEADER);
         assert_eq!(std::mem::offset_of!(TaskHeader, id), 8);
-        assert_eq!(std::mem::offset_of!(TaskHeader, len), 32);
+        assert_eq!(std::mem::offset_of!(TaskHeader, len), 40);
         assert_eq!(std::mem::offset_of!(ResultHeader, id), 16);
         assert_eq!(std::mem::offset_of!(ResultHeader, outputs), 40);
     }
@@ -329,20 +329,23 @@ mod tests {
     #[test]
     fn a_chunk_runs_and_a_panic_fails_only_its_item() {
         type F = fn(u64) -> u64;
-        let args = u64::encode_vec(&vec![1, 2, 3, 4], 0).unwrap();
         let t: ChunkTrampoline = chunk_trampoline::<F>;
         let f = address::<F>(square);
-        let enc = t(f, signature::<F>(), &args)
+        let run = |sig, args: &[u8]| t(f, sig, args, AlignedVec::new());
+        let encode = |v: Vec<u64>| u64::encode_vec(&v, AlignedVec::new(), 0).unwrap();
+        let enc = run(signature::<F>(), &encode(vec![1, 2, 3, 4]))
             .map_err(|f| f.message)
             .unwrap();
         let out = decode_outputs::<u64>(&enc.bytes[HEADER..], enc.outputs, 4).unwrap();
-        assert_eq!(out[0], Ok(1));
-        assert_eq!(out[1], Ok(4));
-        assert_eq!(out[2], Err("three".to_owned()));
-        assert_eq!(out[3], Ok(16));
+        let want = vec![Ok(1), Ok(4), Err("three".to_owned()), Ok(16)];
+        assert_eq!(out, Outputs::Mixed(want));
+        let args = encode(vec![1, 2]);
+        let enc = run(signature::<F>(), &args).map_err(|f| f.message).unwrap();
+        let out = decode_outputs::<u64>(&enc.bytes[HEADER..], enc.outputs, 2).unwrap();
+        assert_eq!(out, Outputs::Values(vec![1, 4]));
         // A wrong count, a wrong signature, garbage arguments.
         assert!(decode_outputs::<u64>(&enc.bytes[HEADER..], enc.outputs, 5).is_err());
-        assert!(t(f, signature::<fn(u32) -> u64>(), &args).is_err_and(|e| e.function_not_found));
-        assert!(t(f, signature::<F>(), b"\x07").is_err_and(|e| !e.function_not_found));
+        assert!(run(signature::<fn(u32) -> u64>(), &args).is_err_and(|e| e.function_not_found));
+        assert!(run(signature::<F>(), b"\x07").is_err_and(|e| !e.function_not_found));
     }
 }
