@@ -34,6 +34,32 @@ fn cube(x: u64) -> u64 {
     x * x * x
 }
 
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn start_worker(_: ()) {
+    println!("  Start {}", process::current_process().name);
+}
+
+/// Item 13 kills its own worker.
+fn square_but_13_dies(x: u64) -> u64 {
+    if x == 13 {
+        // SAFETY: raising SIGKILL at ourselves, on purpose.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+    x * x
+}
+
+fn sum_range((data, start, end): (Array<f32>, u64, u64)) -> f64 {
+    // SAFETY: written before the pool started; nobody writes meanwhile.
+    let all = unsafe { data.as_slice_unchecked() };
+    all[start as usize..end as usize]
+        .iter()
+        .map(|&x| x as f64)
+        .sum()
+}
+
 fn main() -> Result<(), Error> {
     println!("== 0. Processes: spawn a function, get its result back ==");
     let t = Instant::now();
@@ -204,6 +230,57 @@ fn main() -> Result<(), Error> {
     );
     drop(here);
     child.join()?;
+
+    // The pool runs a thread: from here on the tour no longer forks.
+    println!("\n== 7. A pool: the tutorial's map, then a worker killed mid-map ==");
+    let pool = shmkit::Pool::builder()
+        .processes(shmkit::cpu_count() * 2)
+        .initializer(start_worker, ())
+        .build()?;
+    println!("map(square, 0..10) = {:?}", pool.map(square, 0..10)?);
+    let t = Instant::now();
+    let r = pool.apply_async(square, 9)?.get()?;
+    println!("apply_async(square, 9).get() = {r} in {:?}", t.elapsed());
+    let out: Vec<String> = pool
+        .options()
+        .chunksize(1)
+        .imap(square_but_13_dies, 10..16)
+        .map(|r| match r {
+            Ok(v) => v.to_string(),
+            Err(e) => format!("<{e}>"),
+        })
+        .collect();
+    println!("imap over 10..16, item 13 SIGKILLs its worker: {out:?}");
+    println!(
+        "the pool goes on ({} worker died, a new one takes its place): {:?}",
+        pool.stats().workers_died,
+        pool.map(square, 0..4)?
+    );
+    pool.close();
+    pool.join();
+
+    println!("\n== 8. A 256 MiB array summed by a pool: shared, not sent ==");
+    let n = 64 << 20; // f32s
+    let data = Array::<f32>::builder().random_name().create(n)?;
+    // SAFETY: no other process has the array yet.
+    let cells = unsafe { data.as_mut_slice_unchecked() };
+    for (i, x) in cells.iter_mut().enumerate() {
+        *x = (i % 1000) as f32;
+    }
+    let want: f64 = cells.iter().map(|&x| x as f64).sum();
+    let pool = shmkit::Pool::new()?;
+    let step = (n / 8) as u64;
+    let tasks: Vec<_> = (0..8u64)
+        .map(|i| (data.clone(), i * step, (i + 1) * step))
+        .collect();
+    let t = Instant::now();
+    let total: f64 = pool.map(sum_range, tasks)?.iter().sum();
+    println!(
+        "{} workers summed it in {:?}: {total} (sequential: {want}); each task carried \
+         the array's name and a range (`--example big_buffer` compares with a pipe)",
+        pool.processes(),
+        t.elapsed()
+    );
 
     println!("\nDone. Next: `cargo test` runs the whole suite.");
     Ok(())
