@@ -3,7 +3,9 @@
 //!
 //! Shared objects travel as *handles*: a [`Value`] or [`Array`] encodes as its
 //! segment's name (or, for an anonymous region handed to a child, the number of
-//! a descriptor the child inherits), and decodes by opening the region again —
+//! a descriptor the child inherits; in a pool task, a descriptor of the pool's
+//! process that the worker opens through `/proc/<pid>/fd`, kept open until the
+//! task is done), and decodes by opening the region again —
 //! its bytes are never copied. The usual header checks (kind, element type,
 //! length) run on that open.
 
@@ -125,18 +127,29 @@ pub struct RegionHandle {
     /// Descriptor number the receiver inherited, for an anonymous region; -1
     /// otherwise.
     pub fd: i32,
+    /// For an anonymous region sent to a running process (a pool task): the
+    /// sender's pid, whose descriptor `fd` the receiver opens through
+    /// `/proc/<pid>/fd/<fd>`; 0 when `fd` is inherited.
+    pub via_pid: u32,
 }
 
 impl RegionHandle {
     pub(crate) fn of(segment: &Segment) -> RegionHandle {
         let name = segment.name().map(str::to_owned);
         let path = segment.path().map(|p| p.to_string_lossy().into_owned());
-        let fd = if name.is_none() && path.is_none() {
-            segment.as_fd().as_raw_fd()
-        } else {
-            -1
-        };
-        RegionHandle { name, path, fd }
+        let (mut fd, mut via_pid) = (-1, 0);
+        if name.is_none() && path.is_none() {
+            fd = segment.as_fd().as_raw_fd();
+            if let Some(kept) = keep_for_proc(segment) {
+                (fd, via_pid) = (kept, std::process::id());
+            }
+        }
+        RegionHandle {
+            name,
+            path,
+            fd,
+            via_pid,
+        }
     }
 }
 
@@ -159,6 +172,9 @@ impl std::fmt::Debug for Outgoing {
 }
 
 thread_local! {
+    /// While a pool encodes a task: duplicates of the anonymous regions'
+    /// descriptors, by original descriptor, kept open until the task is done.
+    static VIA_PROC: RefCell<Option<Vec<(RawFd, OwnedFd)>>> = const { RefCell::new(None) };
     /// While a spawn encodes its arguments: what it collects.
     static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
     /// In a spawned child: descriptors the parent declared as inherited.
@@ -171,6 +187,44 @@ pub(crate) fn collecting<R>(encode: impl FnOnce() -> R) -> (R, Outgoing) {
     let r = encode();
     let out = OUTGOING.with(|s| s.borrow_mut().take()).unwrap_or_default();
     (r, out)
+}
+
+/// Runs `encode` so that anonymous regions travel as `/proc/<pid>/fd/<fd>`
+/// of this process (for a process already running, as a pool worker); the
+/// descriptors they name, to keep open until the receiver has opened them.
+pub(crate) fn collecting_via_proc<R>(encode: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
+    VIA_PROC.with(|s| *s.borrow_mut() = Some(Vec::new()));
+    let r = encode();
+    let kept = VIA_PROC.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    (r, kept.into_iter().map(|(_, fd)| fd).collect())
+}
+
+/// In [`collecting_via_proc`]: the kept duplicate's number for `segment`
+/// (the same on every call, as rkyv asks for the handle twice).
+fn keep_for_proc(segment: &Segment) -> Option<RawFd> {
+    VIA_PROC.with(|s| {
+        let mut s = s.borrow_mut();
+        let kept = s.as_mut()?;
+        let fd = segment.as_fd().as_raw_fd();
+        if let Some((_, dup)) = kept.iter().find(|(orig, _)| *orig == fd) {
+            return Some(dup.as_raw_fd());
+        }
+        let dup = segment.as_fd().try_clone_to_owned().ok()?;
+        let n = dup.as_raw_fd();
+        kept.push((fd, dup));
+        Some(n)
+    })
+}
+
+/// Opens descriptor `fd` of process `pid` (which keeps it open for us).
+pub(crate) fn open_via_proc(pid: u32, fd: i32) -> Result<OwnedFd> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::from_io("open", &path, e))
 }
 
 /// A clean-up that frees a travelling endpoint nobody adopted.
@@ -219,7 +273,7 @@ pub(crate) fn close_inherited_fds() {
 }
 
 pub(crate) fn note_outgoing(handle: &RegionHandle) -> Result<()> {
-    if handle.fd < 0 {
+    if handle.fd < 0 || handle.via_pid != 0 {
         return Ok(());
     }
     OUTGOING.with(|s| match s.borrow_mut().as_mut() {
@@ -232,8 +286,8 @@ pub(crate) fn note_outgoing(handle: &RegionHandle) -> Result<()> {
         None => Err(Error::Encoding {
             what: "anonymous region handle",
             reason: "an anonymous region can only be passed as an argument to a spawned \
-                     process (it travels as an inherited descriptor); give it a name \
-                     (builder().name(..) or random_name()) to send it elsewhere"
+                     process (it travels as an inherited descriptor) or in a pool task; give \
+                     it a name (builder().name(..) or random_name()) to send it elsewhere"
                 .into(),
         }),
     })
@@ -269,6 +323,7 @@ impl ArchivedRegionHandle {
             name: self.name.as_ref().map(|s| s.as_str().to_owned()),
             path: self.path.as_ref().map(|s| s.as_str().to_owned()),
             fd: self.fd.to_native(),
+            via_pid: self.via_pid.to_native(),
         }
     }
 }
@@ -310,16 +365,27 @@ macro_rules! region_handle_archive {
     };
 }
 
-region_handle_archive!(Value, Pod, |h| match (h.name, h.path) {
+impl RegionHandle {
+    /// The descriptor of an anonymous region: inherited, or opened through
+    /// /proc from the sender.
+    pub(crate) fn anonymous_fd(&self) -> Result<OwnedFd> {
+        match self.via_pid {
+            0 => claim_inherited(self.fd),
+            pid => open_via_proc(pid, self.fd),
+        }
+    }
+}
+
+region_handle_archive!(Value, Pod, |h| match (&h.name, &h.path) {
     (Some(n), _) => Value::builder().name(n).open(),
     (None, Some(p)) => Value::builder().file(p).open(),
-    (None, None) => Value::builder().from_fd(claim_inherited(h.fd)?),
+    (None, None) => Value::builder().from_fd(h.anonymous_fd()?),
 });
 
-region_handle_archive!(Array, Pod, |h| match (h.name, h.path) {
+region_handle_archive!(Array, Pod, |h| match (&h.name, &h.path) {
     (Some(n), _) => Array::builder().name(n).open(),
     (None, Some(p)) => Array::builder().file(p).open(),
-    (None, None) => Array::builder().from_fd(claim_inherited(h.fd)?),
+    (None, None) => Array::builder().from_fd(h.anonymous_fd()?),
 });
 
 region_handle_archive!(Queue, Item, Queue::from_handle);

@@ -521,15 +521,10 @@ impl Connection {
     pub(crate) fn adopt(h: &ArchivedPipeHandle) -> Result<Connection> {
         let region = h.region.to_handle();
         let opts = RegionOptions::default();
-        let seg = match (region.name, region.path) {
+        let seg = match (&region.name, &region.path) {
             (Some(n), _) => Segment::open(&opts.clone().name(n), &spec(), None)?,
             (None, Some(p)) => Segment::open(&opts.clone().file(p), &spec(), None)?,
-            (None, None) => Segment::from_fd(
-                crate::codec::claim_inherited(region.fd)?,
-                &opts,
-                &spec(),
-                None,
-            )?,
+            (None, None) => Segment::from_fd(region.anonymous_fd()?, &opts, &spec(), None)?,
         };
         let raw = RawPipe::check(seg)?;
         let end = (h.end.to_native() as usize).min(1);

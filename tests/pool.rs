@@ -431,8 +431,41 @@ fn sum_range((data, start, end): (Array<f32>, u64, u64)) -> f64 {
 #[test]
 fn tasks_share_an_array_instead_of_copying_it() {
     let _w = watchdog("shared array");
-    let n = 16 << 20; // 64 MiB of f32
-    let data = Array::<f32>::builder().random_name().create(n).unwrap();
+    share_an_array(
+        Array::<f32>::builder()
+            .random_name()
+            .create(16 << 20)
+            .unwrap(),
+    );
+    // An anonymous array (no name: a memfd) travels too, as a descriptor of
+    // this process that the worker opens through /proc.
+    share_an_array(Array::<f32>::new(16 << 20).unwrap());
+}
+
+fn bump(v: Value<u64>) -> u64 {
+    v.fetch_add(1) + 1
+}
+
+#[test]
+fn an_anonymous_value_is_shared_with_every_worker() {
+    let _w = watchdog("anonymous value");
+    let pool = pool(2);
+    let v = Value::new(0u64).unwrap();
+    let seen = pool.map(bump, vec![v.clone(); 100]).unwrap();
+    assert_eq!(v.load(), 100);
+    assert_eq!(seen.iter().max(), Some(&100));
+    // Dropping the parent's handle while tasks wait does not strand them.
+    let pending = pool
+        .options()
+        .chunksize(1)
+        .map_async(bump, vec![v.clone(); 20])
+        .unwrap();
+    drop(v);
+    assert_eq!(pending.get().unwrap().len(), 20);
+}
+
+fn share_an_array(data: Array<f32>) {
+    let n = data.len();
     // SAFETY: no other process has the array yet.
     let slice = unsafe { data.as_mut_slice_unchecked() };
     for (i, x) in slice.iter_mut().enumerate() {

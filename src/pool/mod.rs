@@ -20,7 +20,9 @@
 //!   of an even share per worker); each chunk is one message to a worker and
 //!   one back. A chunk too large for a slot is cut in two (and an item alone
 //!   too large is [`Error::TaskTooLarge`]: pass big data as an
-//!   [`Array`](crate::Array) handle, which travels as its name).
+//!   [`Array`](crate::Array) handle, which travels as its name, or, for an
+//!   anonymous one, as a descriptor of the pool's process that the worker
+//!   opens through `/proc/<pid>/fd`, kept open until the task is done).
 //! - **Lazy input**: [`imap`](Pool::imap) and
 //!   [`imap_unordered`](Pool::imap_unordered) read their input only as far as
 //!   a bounded lookahead (Python reads it all first).
@@ -476,6 +478,7 @@ impl Pool {
                 seq: fr.first as u64,
                 count: fr.count,
                 frame: fr.bytes,
+                _open: fr.fds,
                 job: sink.clone(),
                 retries_left: self.shared.config.retries,
             });
@@ -564,6 +567,8 @@ pub(crate) struct Frame {
     first: usize,
     count: usize,
     bytes: rkyv::util::AlignedVec,
+    /// Descriptors its anonymous regions travel as.
+    fds: Vec<std::os::fd::OwnedFd>,
 }
 
 /// Encodes `items` (the call's items from index `first`) as task frames of
@@ -581,7 +586,12 @@ fn encode_chunk<F: Callable>(
     max: usize,
     out: &mut Vec<Frame>,
 ) -> Result<()> {
-    let mut bytes = F::Args::encode_vec(&items, rkyv::util::AlignedVec::new(), HEADER)?;
+    // Anonymous regions in the items travel as this process's descriptors,
+    // which the chunk keeps open until it is done.
+    let (bytes, fds) = crate::codec::collecting_via_proc(|| {
+        F::Args::encode_vec(&items, rkyv::util::AlignedVec::new(), HEADER)
+    });
+    let mut bytes = bytes?;
     if bytes.len() > max {
         if items.len() == 1 {
             return Err(Error::TaskTooLarge {
@@ -610,6 +620,7 @@ fn encode_chunk<F: Callable>(
         first,
         count: items.len(),
         bytes,
+        fds,
     });
     Ok(())
 }

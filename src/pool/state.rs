@@ -26,6 +26,9 @@ pub(crate) struct TaskRec {
     pub count: usize,
     /// Header and payload, as sent (kept for a re-send).
     pub frame: AlignedVec,
+    /// Descriptors of anonymous regions the items name (through /proc):
+    /// open until the chunk is done.
+    pub _open: Vec<std::os::fd::OwnedFd>,
     pub job: Arc<dyn Sink>,
     pub retries_left: u32,
 }

@@ -398,10 +398,10 @@ impl<T: Item> Queue<T> {
     }
 
     pub(crate) fn from_handle(h: crate::codec::RegionHandle) -> Result<Self> {
-        match (h.name, h.path) {
+        match (&h.name, &h.path) {
             (Some(n), _) => Self::builder().name(n).open(),
             (None, Some(p)) => Self::builder().file(p).open(),
-            (None, None) => Self::builder().from_fd(crate::codec::claim_inherited(h.fd)?),
+            (None, None) => Self::builder().from_fd(h.anonymous_fd()?),
         }
     }
 }
