@@ -3,7 +3,7 @@
 //! down. Workers are started from this thread so that their parent-death
 //! signal (Linux ties it to the starting *thread*) lasts as long as the pool.
 
-use super::job::{Delivery, TaskFailure};
+use super::job::{Delivery, Sink, TaskFailure};
 use super::state::{self, State, Stop, WorkerSlot};
 use super::wire::{self, ResultHeader, ResultKind};
 use super::worker::{self, WorkerArgs};
@@ -15,8 +15,9 @@ use crate::process::{Builder, StartMethod};
 use crate::queue::{Bytes, Queue, Receiver, RecvError, Sender};
 use rkyv::util::AlignedVec;
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How often the collector looks for ended workers while chunks are out.
@@ -30,7 +31,6 @@ const TERM_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct Config {
     pub workers: usize,
     pub init: Option<wire::InitCall>,
-    pub max_tasks: u64,
     pub max_message: usize,
     pub retries: u32,
 }
@@ -38,8 +38,6 @@ pub(crate) struct Config {
 /// What the pool's handle and its thread share.
 pub(crate) struct Shared {
     pub state: Mutex<State>,
-    /// Signalled when a chunk finishes or the pool stops.
-    pub idle: Condvar,
     pub config: Config,
     pub results: Queue<Bytes>,
     /// The pool's own sender, to wake the collector.
@@ -58,7 +56,22 @@ pub(crate) struct Shared {
     /// result: it takes outcomes itself instead of waiting for the
     /// collector to hand them over (one wake-up less).
     pub helper: Mutex<Receiver<Bytes>>,
+    /// Jobs whose callbacks are due, for the pool's thread to run.
+    pub deferred: Mutex<Vec<Arc<dyn Sink>>>,
 }
+
+thread_local! {
+    /// Whether this thread is a pool's collector (where callbacks run).
+    static ON_POOL_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The largest result payload a worker may announce (a hostile or corrupt
+/// header must not make the pool allocate without bound).
+const MAX_RESULT: u64 = 1 << 32;
+
+/// Workers in a row that die before they are ready, after which the pool
+/// stops replacing them (an initializer that crashes instead of panicking).
+const EARLY_DEATHS: u32 = 3;
 
 /// A payload being put together from pieces.
 pub(crate) struct Partial {
@@ -114,6 +127,18 @@ impl Shared {
         match kind {
             ResultKind::Wake => {}
             ResultKind::Ready => {
+                {
+                    let mut st = self.lock();
+                    st.early_deaths = 0;
+                    if let Some(w) = st
+                        .workers
+                        .get_mut(head.slot as usize)
+                        .and_then(Option::as_mut)
+                        && w.process.pid() == head.pid
+                    {
+                        w.ready = true;
+                    }
+                }
                 self.startup().0 += 1;
                 self.startup_cv.notify_all();
             }
@@ -123,8 +148,15 @@ impl Shared {
                 self.broken(why);
             }
             ResultKind::Done | ResultKind::Failed => {
+                if head.total > MAX_RESULT
+                    || head.offset.checked_add(piece.len() as u64) > Some(head.total)
+                {
+                    return; // a corrupt header: the chunk is settled when its worker ends
+                }
                 let total = head.total as usize;
                 if head.offset == 0 && piece.len() == total {
+                    // Read in place: the slot is written only by our own
+                    // worker, which no longer touches it once committed.
                     self.finished(&head, kind, piece);
                     return;
                 }
@@ -140,6 +172,8 @@ impl Shared {
                     let sized = part.buf.len() == total;
                     match part.buf.get_mut(at..at + piece.len()) {
                         Some(dst) if sized => {
+                            // (A duplicated piece would be counted twice;
+                            // the decoder then rejects the payload.)
                             dst.copy_from_slice(piece);
                             part.filled += piece.len();
                         }
@@ -170,7 +204,6 @@ impl Shared {
             st.dispatch();
             task
         };
-        self.idle.notify_all();
         let Some(task) = task else { return };
         let outcome = match kind {
             ResultKind::Done => Delivery::Done {
@@ -188,10 +221,48 @@ impl Shared {
                 },
             }),
         };
-        task.job.deliver(task.seq, task.count, outcome);
+        self.deliver(&task.job, task.seq, task.count, outcome);
     }
 
-    /// Fails everything: a worker's initializer failed.
+    /// Hands a chunk's outcome to its job; its callbacks, if due, run on
+    /// the pool's thread.
+    pub(crate) fn deliver(&self, job: &Arc<dyn Sink>, seq: u64, count: usize, outcome: Delivery) {
+        if job.deliver(seq, count, outcome) {
+            self.settle_later(job);
+        }
+    }
+
+    /// Fails whole chunks (call without the state lock).
+    pub(crate) fn fail(&self, failed: Vec<state::Failed>) {
+        for (task, why) in failed {
+            self.deliver(&task.job, task.seq, task.count, Delivery::Failed(why));
+        }
+    }
+
+    /// Runs `job`'s due callbacks now if this is the pool's thread, else
+    /// asks the pool's thread to.
+    pub(crate) fn settle_later(&self, job: &Arc<dyn Sink>) {
+        if ON_POOL_THREAD.with(|t| t.get()) {
+            job.settle();
+        } else {
+            self.deferred
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(job.clone());
+            self.wake();
+        }
+    }
+
+    /// Runs the callbacks other threads left for the pool's thread.
+    fn settle_deferred(&self) {
+        let jobs = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
+        for job in jobs {
+            job.settle();
+        }
+    }
+
+    /// Fails everything: a worker's initializer failed, or the pool cannot
+    /// go on.
     pub(crate) fn broken(&self, why: String) {
         let failed = {
             let mut st = self.lock();
@@ -199,22 +270,39 @@ impl Shared {
             st.closed = true;
             st.drain_all(TaskFailure::Broken(why))
         };
-        state::deliver_failures(failed);
-        self.idle.notify_all();
+        self.fail(failed);
+    }
+
+    /// Handles a frame; a panic (a bug: frames are checked) breaks the pool
+    /// instead of killing the thread that handles it.
+    fn handle_guarded(&self, frame: &[u8]) {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.handle(frame))) {
+            self.broken(format!(
+                "internal error handling a worker's frame: {}",
+                crate::process::child::panic_message(&*p)
+            ));
+        }
+    }
+
+    /// Handles every frame waiting for the helper receiver.
+    fn drain_helper(&self, rx: &mut Receiver<Bytes>) -> bool {
+        let mut any = false;
+        while let Ok(frame) = rx.try_recv_bytes() {
+            self.handle_guarded(&frame);
+            any = true;
+        }
+        any
     }
 
     /// Takes whatever outcomes wait in the queue, through the helper
     /// receiver, unless another thread is helping.
     pub(crate) fn help_once(&self) -> bool {
-        let Ok(mut rx) = self.helper.try_lock() else {
-            return false;
+        let mut rx = match self.helper.try_lock() {
+            Ok(rx) => rx,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
         };
-        let mut any = false;
-        while let Ok(frame) = rx.try_recv_bytes() {
-            self.handle(&frame);
-            any = true;
-        }
-        any
+        self.drain_helper(&mut rx)
     }
 
     /// A caller about to wait for `done()`: takes outcomes itself for a
@@ -245,7 +333,7 @@ impl Shared {
             results: self.results.sender()?,
             status: self.status.clone(),
             init: self.config.init.clone(),
-            max_tasks: self.config.max_tasks,
+            max_tasks: self.lock().max_tasks,
         };
         let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
         let kind = match method {
@@ -263,6 +351,7 @@ impl Shared {
             in_flight: Default::default(),
             dispatched: 0,
             usable: true,
+            ready: false,
         })
     }
 }
@@ -284,6 +373,7 @@ impl<'a> Collector<'a> {
     /// Starts the workers not started yet (by spawn), then serves until the
     /// pool stops; then stops the workers.
     pub(crate) fn run(mut self, mut rx: Receiver<Bytes>) {
+        ON_POOL_THREAD.with(|t| t.set(true));
         for slot in 0..self.shared.config.workers {
             if self.shared.lock().workers[slot].is_some() {
                 continue; // forked by the pool's constructor
@@ -306,7 +396,7 @@ impl<'a> Collector<'a> {
             let slice = if busy { BUSY_CHECK } else { IDLE_CHECK };
             let received = match rx.recv_bytes_timeout(slice) {
                 Ok(frame) => {
-                    self.shared.handle(&frame);
+                    self.shared.handle_guarded(&frame);
                     true
                 }
                 Err(RecvError::Timeout | RecvError::Empty) => false,
@@ -319,20 +409,23 @@ impl<'a> Collector<'a> {
                 // Take what else is there before looking at workers.
                 self.drain(&mut rx);
             }
+            self.shared.settle_deferred();
             if self.last_check.elapsed() >= slice {
                 self.check_workers(&mut rx);
             }
         }
         self.shutdown();
+        self.shared.settle_deferred();
     }
 
-    /// Handles every frame there now.
+    /// Handles every frame there now, through both receivers (waiting for a
+    /// helper that is handling one).
     fn drain(&mut self, rx: &mut Receiver<Bytes>) {
         while let Ok(frame) = rx.try_recv_bytes() {
-            self.shared.handle(&frame);
+            self.shared.handle_guarded(&frame);
         }
-        // A helper may hold outcomes committed before a worker ended, too.
-        self.shared.help_once();
+        let mut helper = self.shared.helper.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.drain_helper(&mut helper);
     }
 
     /// Finds workers that ended, settles their chunks, replaces them.
@@ -349,6 +442,9 @@ impl<'a> Collector<'a> {
         if ended.is_empty() {
             return;
         }
+        // A worker killed while sending left a claim that blocks the queue
+        // until recovery skips it; its entry is freed for a replacement.
+        self.shared.results.recover();
         // Outcomes it committed before it ended are in the queue: take them
         // first, so that they count as answered.
         self.drain(rx);
@@ -360,12 +456,37 @@ impl<'a> Collector<'a> {
                 ));
             }
             let status = self.shared.status.atomic(slot).load(Ordering::SeqCst);
-            let (old, failed) = self.shared.lock().worker_ended(slot, code, status);
+            let (old, failed, early) = {
+                let mut st = self.shared.lock();
+                let (old, failed) = st.worker_ended(slot, code, status);
+                let early = old.as_ref().is_some_and(|w| !w.ready);
+                st.early_deaths = if early { st.early_deaths + 1 } else { 0 };
+                (old, failed, st.early_deaths)
+            };
+            if let Some(w) = &old {
+                self.forget_pieces(w.process.pid());
+            }
             drop(old);
-            state::deliver_failures(failed);
+            self.shared.fail(failed);
+            if early >= EARLY_DEATHS {
+                self.shared.broken(format!(
+                    "{early} workers in a row died before they were ready (the last with \
+                     exit code {code}): does the initializer crash?"
+                ));
+            }
             self.replace(slot);
         }
-        self.shared.idle.notify_all();
+    }
+
+    /// Drops the partial payloads of a dead worker, except those of chunks
+    /// whose outcome it committed in full (a helper may still hold a piece).
+    fn forget_pieces(&self, pid: u32) {
+        let keep: Vec<u64> = self.shared.lock().orphans.iter().map(|t| t.id).collect();
+        self.shared
+            .pieces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&(p, id), _| p != pid || keep.contains(&id));
     }
 
     fn replace(&mut self, slot: usize) {
@@ -373,13 +494,17 @@ impl<'a> Collector<'a> {
             return; // the pool is broken
         }
         {
+            // While joining, workers are still needed for what is left.
             let st = self.shared.lock();
-            if st.stop != Stop::Running || st.broken.is_some() {
+            let needed = match st.stop {
+                Stop::Running => true,
+                Stop::Join => st.outstanding() > 0,
+                Stop::Terminate => false,
+            };
+            if !needed || st.broken.is_some() {
                 return;
             }
         }
-        // Free the dead worker's entry in the result queue first.
-        self.shared.results.recover();
         match self.shared.start_worker(slot, StartMethod::Spawn) {
             Ok(w) => {
                 let mut st = self.shared.lock();
@@ -402,7 +527,7 @@ impl<'a> Collector<'a> {
             let workers: Vec<WorkerSlot> = st.workers.iter_mut().filter_map(Option::take).collect();
             let stop = st.stop;
             drop(st);
-            state::deliver_failures(failed);
+            self.shared.fail(failed);
             (stop, workers)
         };
         let mut processes = Vec::new();
@@ -421,13 +546,12 @@ impl<'a> Collector<'a> {
                 let _ = p.wait();
             }
         }
-        self.shared.idle.notify_all();
     }
 }
 
 /// Starts the collector thread.
 pub(crate) fn start(
-    shared: std::sync::Arc<Shared>,
+    shared: Arc<Shared>,
     rx: Receiver<Bytes>,
 ) -> Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()

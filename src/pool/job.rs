@@ -5,7 +5,9 @@ use super::collector::Shared;
 use super::wire;
 use crate::codec::Message;
 use crate::error::{Error, Result};
+use crate::process::child::panic_message;
 use std::collections::{BTreeMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -99,8 +101,13 @@ pub(crate) enum Delivery<'a> {
 
 /// A job as the dispatcher sees it, whatever its output type.
 pub(crate) trait Sink: Send + Sync {
-    /// The outcome of chunk `seq`, which held `count` items.
-    fn deliver(&self, seq: u64, count: usize, outcome: Delivery<'_>);
+    /// Stores the outcome of chunk `seq`, which held `count` items. `true`
+    /// if the job's callbacks must now run, on the pool's thread.
+    #[must_use]
+    fn deliver(&self, seq: u64, count: usize, outcome: Delivery<'_>) -> bool;
+    /// Runs due callbacks (progress, then completion), and marks a complete
+    /// job ready. Only on the pool's thread.
+    fn settle(&self);
 }
 
 /// One chunk's outputs.
@@ -163,18 +170,35 @@ pub(crate) struct JobState<R> {
     pub chunks: BTreeMap<u64, Chunk<R>>,
     /// Their arrival order (for unordered iteration).
     pub arrived: VecDeque<u64>,
-    /// The assembled outcome, once taken or built for a callback.
+    /// The assembled outcome, once built for a callback.
     pub outcome: Option<Result<Vec<R>>>,
+    /// Whether every item returned, once assembled.
+    pub succeeded: Option<bool>,
     pub taken: bool,
 }
 
+/// A job's callbacks. Lock order: `Callbacks`, then `JobState`.
+struct Callbacks<R> {
+    on_complete: Option<OnComplete<R>>,
+    on_progress: Option<OnProgress>,
+    /// Items done at the last progress report.
+    reported: usize,
+}
+
 /// Where one call's chunk outcomes land.
+///
+/// User callbacks run only on the pool's thread ([`Sink::settle`]), never on
+/// a caller that happened to take an outcome off the queue; a job with
+/// callbacks becomes ready only after they ran, so `get` never returns before
+/// its callback did (as in Python).
 pub(crate) struct Job<R> {
     state: Mutex<JobState<R>>,
     cond: Condvar,
     ready: AtomicBool,
-    on_complete: Mutex<Option<OnComplete<R>>>,
-    on_progress: Mutex<Option<OnProgress>>,
+    /// Set by whoever completes the job first.
+    finishing: AtomicBool,
+    callbacks: Mutex<Callbacks<R>>,
+    has_callbacks: bool,
 }
 
 impl<R: Message + Send + 'static> Job<R> {
@@ -192,12 +216,18 @@ impl<R: Message + Send + 'static> Job<R> {
                 chunks: BTreeMap::new(),
                 arrived: VecDeque::new(),
                 outcome: None,
+                succeeded: None,
                 taken: false,
             }),
             cond: Condvar::new(),
             ready: AtomicBool::new(false),
-            on_complete: Mutex::new(on_complete),
-            on_progress: Mutex::new(on_progress),
+            finishing: AtomicBool::new(false),
+            has_callbacks: on_complete.is_some() || on_progress.is_some(),
+            callbacks: Mutex::new(Callbacks {
+                on_complete,
+                on_progress,
+                reported: 0,
+            }),
         }
     }
 
@@ -217,16 +247,34 @@ impl<R: Message + Send + 'static> Job<R> {
         s.counts.items_submitted += items;
     }
 
-    /// No more chunks will come.
-    pub(crate) fn input_done(&self) {
+    /// No more chunks will come. `true` if the job's callbacks must now run
+    /// on the pool's thread ([`Shared::settle_later`]).
+    #[must_use]
+    pub(crate) fn input_done(&self) -> bool {
         let complete = {
             let mut s = self.lock();
             s.counts.input_done = true;
             s.counts.complete()
         };
-        if complete {
-            self.finish();
+        self.cond.notify_all();
+        self.after_change(complete)
+    }
+
+    /// After a change: marks a complete job without callbacks ready; `true`
+    /// if callbacks must run.
+    fn after_change(&self, complete: bool) -> bool {
+        if self.has_callbacks {
+            return true;
         }
+        if complete && !self.finishing.swap(true, Ordering::AcqRel) {
+            self.mark_ready();
+        }
+        false
+    }
+
+    fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+        let _guard = self.lock();
         self.cond.notify_all();
     }
 
@@ -257,24 +305,6 @@ impl<R: Message + Send + 'static> Job<R> {
         Some(s)
     }
 
-    /// Marks the job ready and runs the completion callback.
-    fn finish(&self) {
-        let callback = self
-            .on_complete
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(cb) = callback {
-            let outcome = assemble(&mut self.lock());
-            cb(&outcome);
-            // Nobody takes it before `ready` is set, below.
-            self.lock().outcome = Some(outcome);
-        }
-        self.ready.store(true, Ordering::Release);
-        let _guard = self.lock();
-        self.cond.notify_all();
-    }
-
     /// The assembled outcome (once).
     pub(crate) fn take_outcome(&self, deadline: Option<Instant>) -> Option<Result<Vec<R>>> {
         let mut s = self.wait_until(deadline, |_| self.is_ready())?;
@@ -291,36 +321,51 @@ impl<R: Message + Send + 'static> Job<R> {
             return None;
         }
         let s = self.lock();
-        Some(match &s.outcome {
-            Some(o) => o.is_ok(),
-            None => s.chunks.values().all(|c| match c {
+        Some(s.succeeded.unwrap_or_else(|| {
+            s.chunks.values().all(|c| match c {
                 Chunk::Values(_) => true,
                 Chunk::Mixed(v) => v.iter().all(|r| r.is_ok()),
                 Chunk::Failed(..) => false,
-            }),
-        })
+            })
+        }))
     }
 }
 
 /// All chunks in order: every output, or the first error by position.
 fn assemble<R: 'static>(s: &mut JobState<R>) -> Result<Vec<R>> {
     let mut out = Vec::with_capacity(s.counts.items_submitted);
-    for (_, chunk) in std::mem::take(&mut s.chunks) {
-        match chunk {
-            Chunk::Values(v) => out.extend(v),
-            other => {
-                for item in other.into_items() {
-                    out.push(item?);
+    let chunks = std::mem::take(&mut s.chunks);
+    s.arrived.clear();
+    let outcome = (|| {
+        for (_, chunk) in chunks {
+            match chunk {
+                Chunk::Values(v) => out.extend(v),
+                other => {
+                    for item in other.into_items() {
+                        out.push(item?);
+                    }
                 }
             }
         }
+        Ok(out)
+    })();
+    s.succeeded = Some(outcome.is_ok());
+    outcome
+}
+
+/// Runs a user callback; a panic in it is reported, not propagated (it
+/// would take the pool's thread down).
+fn run_callback(what: &str, f: impl FnOnce()) {
+    if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+        eprintln!(
+            "shmkit pool: a {what} callback panicked: {}",
+            panic_message(&*p)
+        );
     }
-    s.arrived.clear();
-    Ok(out)
 }
 
 impl<R: Message + Send + 'static> Sink for Job<R> {
-    fn deliver(&self, seq: u64, count: usize, outcome: Delivery<'_>) {
+    fn deliver(&self, seq: u64, count: usize, outcome: Delivery<'_>) -> bool {
         let chunk = match outcome {
             Delivery::Done { payload, outputs } => {
                 match wire::decode_outputs::<R>(payload, outputs, count) {
@@ -337,36 +382,49 @@ impl<R: Message + Send + 'static> Sink for Job<R> {
             }
             Delivery::Failed(f) => Chunk::Failed(f, count),
         };
-        let (progress, complete) = {
+        let complete = {
             let mut s = self.lock();
-            if s.chunks.contains_key(&seq) {
-                return; // delivered already (a late duplicate)
-            }
             s.counts.chunks_done += 1;
             s.counts.items_done += chunk.len();
             s.chunks.insert(seq, chunk);
             s.arrived.push_back(seq);
+            s.counts.complete()
+        };
+        self.cond.notify_all();
+        self.after_change(complete)
+    }
+
+    fn settle(&self) {
+        let mut cbs = self.callbacks.lock().unwrap_or_else(|p| p.into_inner());
+        let (progress, complete) = {
+            let s = self.lock();
             let c = &s.counts;
+            let total = c.expected.or(c.input_done.then_some(c.items_submitted));
             (
                 Progress {
                     done: c.items_done,
-                    total: c.expected.or(c.input_done.then_some(c.items_submitted)),
+                    total,
                 },
                 c.complete(),
             )
         };
-        self.cond.notify_all();
-        if let Some(cb) = self
-            .on_progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
+        let reported = cbs.reported;
+        if let Some(report) = cbs.on_progress.as_mut()
+            && progress.done > reported
         {
-            cb(progress);
+            run_callback("progress", || report(progress));
+            cbs.reported = progress.done;
         }
-        if complete {
-            self.finish();
+        if !complete || self.finishing.swap(true, Ordering::AcqRel) {
+            return;
         }
+        if let Some(cb) = cbs.on_complete.take() {
+            let outcome = assemble(&mut self.lock());
+            run_callback("completion", || cb(&outcome));
+            self.lock().outcome = Some(outcome);
+        }
+        drop(cbs);
+        self.mark_ready();
     }
 }
 

@@ -67,9 +67,9 @@ use std::time::Duration;
 use wire::{ChunkTrampoline, HEADER, TASK_MAGIC, TaskHeader};
 
 /// Most workers a pool may have (the result queue has 64 participant
-/// entries: one per worker, one for the pool's receiver, one for its waker,
-/// and room for replacements).
-pub const MAX_WORKERS: usize = 60;
+/// entries: one per worker, two receivers and a waker of the pool's, and
+/// room for replacements taking over their entries).
+pub const MAX_WORKERS: usize = 56;
 
 /// Settings for a [`Pool`].
 pub struct PoolBuilder {
@@ -173,11 +173,9 @@ impl PoolBuilder {
         let helper = results.receiver()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(workers, self.max_tasks)),
-            idle: Condvar::new(),
             config: Config {
                 workers,
                 init,
-                max_tasks: self.max_tasks,
                 max_message: self.max_message,
                 retries: self.retries,
             },
@@ -189,6 +187,7 @@ impl PoolBuilder {
             startup_cv: Condvar::new(),
             pieces: Mutex::new(Default::default()),
             helper: Mutex::new(helper),
+            deferred: Mutex::new(Vec::new()),
         });
         if self.method == StartMethod::Fork {
             // Forked from this thread, before the pool's thread exists.
@@ -417,9 +416,20 @@ impl Pool {
         R: Message + Send + 'static,
     {
         let job = Arc::new(Job::new(on_complete, None));
-        let frames = frames(f, 0, vec![args], self.shared.config.max_message)?;
+        let mut pieces = Vec::new();
+        encode_chunk(
+            f,
+            0,
+            vec![args],
+            self.shared.config.max_message,
+            &mut pieces,
+        );
+        let frames = pieces
+            .into_iter()
+            .map(|p| p.map_err(|(_, _, e)| e))
+            .collect::<Result<Vec<_>>>()?;
         self.enqueue(&job, frames)?;
-        job.input_done();
+        self.input_done(&job);
         Ok(AsyncResult {
             job,
             pool: self.shared.clone(),
@@ -440,18 +450,36 @@ impl Pool {
     where
         F::Output: Send,
     {
-        let count = chunk.len();
-        match frames(f, first, chunk, self.shared.config.max_message) {
-            Ok(fr) => {
-                let n = fr.len();
-                self.enqueue(job, fr)?;
-                Ok(n)
-            }
-            Err(e) => {
-                job.submitted(count);
-                job.deliver(first as u64, count, job::Delivery::Failed(e.into()));
-                Ok(1)
-            }
+        let mut pieces = Vec::new();
+        encode_chunk(f, first, chunk, self.shared.config.max_message, &mut pieces);
+        let n = pieces.len();
+        let (frames, failed): (Vec<_>, Vec<_>) = pieces.into_iter().partition(|p| p.is_ok());
+        self.enqueue(job, frames.into_iter().flatten().collect())?;
+        for (first, count, e) in failed.into_iter().filter_map(|p| p.err()) {
+            self.fail_in_place(job, first, count, e);
+        }
+        Ok(n)
+    }
+
+    /// Items that could not be sent fail where they stand.
+    fn fail_in_place<R: Message + Send + 'static>(
+        &self,
+        job: &Arc<Job<R>>,
+        first: usize,
+        count: usize,
+        e: Error,
+    ) {
+        job.submitted(count);
+        let sink: Arc<dyn Sink> = job.clone();
+        self.shared
+            .deliver(&sink, first as u64, count, job::Delivery::Failed(e.into()));
+    }
+
+    /// Declares a call's input complete.
+    fn input_done<R: Message + Send + 'static>(&self, job: &Arc<Job<R>>) {
+        if job.input_done() {
+            let sink: Arc<dyn Sink> = job.clone();
+            self.shared.settle_later(&sink);
         }
     }
 
@@ -517,13 +545,11 @@ impl Pool {
         self.stop_thread();
     }
 
+    /// Wakes the pool's thread and waits for it to stop the workers. A
+    /// second caller waits for the first to finish (the lock is held).
     fn stop_thread(&self) {
-        let handle = self
-            .collector
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(h) = handle {
+        let mut handle = self.collector.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = handle.take() {
             self.shared.wake();
             let _ = h.join();
         }
@@ -571,38 +597,38 @@ pub(crate) struct Frame {
     fds: Vec<std::os::fd::OwnedFd>,
 }
 
-/// Encodes `items` (the call's items from index `first`) as task frames of
-/// at most `max` bytes, cutting the chunk in two while it is too large.
-fn frames<F: Callable>(f: F, first: usize, items: Vec<F::Args>, max: usize) -> Result<Vec<Frame>> {
-    let mut out = Vec::new();
-    encode_chunk(f, first, items, max, &mut out)?;
-    Ok(out)
-}
+/// A chunk ready to send, or items that cannot be sent: `(first, count,
+/// why)`.
+type Piece = std::result::Result<Frame, (usize, usize, Error)>;
 
+/// Encodes `items` (the call's items from index `first`) as task frames of
+/// at most `max` bytes, cutting the chunk in two while it is too large; an
+/// item too large alone becomes a failed piece of its own.
 fn encode_chunk<F: Callable>(
     f: F,
     first: usize,
     mut items: Vec<F::Args>,
     max: usize,
-    out: &mut Vec<Frame>,
-) -> Result<()> {
+    out: &mut Vec<Piece>,
+) {
     // Anonymous regions in the items travel as this process's descriptors,
     // which the chunk keeps open until it is done.
     let (bytes, fds) = crate::codec::collecting_via_proc(|| {
         F::Args::encode_vec(&items, rkyv::util::AlignedVec::new(), HEADER)
     });
-    let mut bytes = bytes?;
+    let mut bytes = match bytes {
+        Ok(b) => b,
+        Err(e) => return out.push(Err((first, items.len(), e))),
+    };
     if bytes.len() > max {
         if items.len() == 1 {
-            return Err(Error::TaskTooLarge {
-                size: bytes.len(),
-                max,
-            });
+            let size = bytes.len();
+            return out.push(Err((first, 1, Error::TaskTooLarge { size, max })));
         }
         drop(bytes);
         let right = items.split_off(items.len() / 2);
         let mid = first + items.len();
-        encode_chunk(f, first, items, max, out)?;
+        encode_chunk(f, first, items, max, out);
         return encode_chunk(f, mid, right, max, out);
     }
     let trampoline: ChunkTrampoline = wire::chunk_trampoline::<F>;
@@ -616,13 +642,12 @@ fn encode_chunk<F: Callable>(
         len: (bytes.len() - HEADER) as u64,
     };
     bytes[..size_of::<TaskHeader>()].copy_from_slice(bytemuck::bytes_of(&head));
-    out.push(Frame {
+    out.push(Ok(Frame {
         first,
         count: items.len(),
         bytes,
         fds,
-    });
-    Ok(())
+    }));
 }
 
 /// One completion callback from a success and an error callback.
@@ -737,7 +762,7 @@ impl<'p> CallOptions<'p> {
             self.pool.submit_chunk(f, &job, first, chunk)?;
             first += count;
         }
-        job.input_done();
+        self.pool.input_done(&job);
         Ok(MapResult {
             job,
             pool: self.pool.shared.clone(),
@@ -831,7 +856,7 @@ where
             let chunk: Vec<F::Args> = input.take(self.chunksize).collect();
             if chunk.is_empty() {
                 self.input = None;
-                self.job.input_done();
+                self.pool.input_done(&self.job);
                 return;
             }
             let first = self.next_first;
@@ -841,10 +866,8 @@ where
                 Ok(n) => self.chunks_out += n,
                 Err(e) => {
                     // The pool takes no more: the chunk's items yield the error.
-                    self.job.submitted(count);
+                    self.pool.fail_in_place(&self.job, first, count, e);
                     self.chunks_out += 1;
-                    self.job
-                        .deliver(first as u64, count, job::Delivery::Failed(e.into()));
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! holds at most one slot, and a worker gets at most [`IN_FLIGHT`]), and
 //! decoding results and running callbacks happen outside it.
 
-use super::job::{Delivery, Sink, TaskFailure};
+use super::job::{Sink, TaskFailure};
 use super::worker::{RUNNING, SENT};
 use crate::process::Process;
 use crate::queue::{Bytes, Sender};
@@ -41,8 +41,10 @@ pub(crate) struct WorkerSlot {
     pub in_flight: VecDeque<TaskRec>,
     /// Chunks sent to it in all.
     pub dispatched: u64,
-    /// False once its queue refused a chunk (it is dying).
+    /// False once its queue is disconnected (it is dying).
     pub usable: bool,
+    /// Whether it reported ready (ran its initializer).
+    pub ready: bool,
 }
 
 /// How the pool is being shut down.
@@ -86,6 +88,8 @@ pub(crate) struct State {
     pub next_id: u64,
     pub max_tasks: u64,
     pub stats: PoolStats,
+    /// Workers in a row that died before they were ready.
+    pub early_deaths: u32,
 }
 
 /// A failure to hand to a job outside the lock.
@@ -103,6 +107,7 @@ impl State {
             next_id: 1,
             max_tasks,
             stats: PoolStats::default(),
+            early_deaths: 0,
         }
     }
 
@@ -118,12 +123,19 @@ impl State {
                 .sum::<usize>()
     }
 
-    /// Queues a chunk (its frame's id is set here).
+    /// Queues a chunk.
     pub(crate) fn push(&mut self, mut task: TaskRec) {
+        self.renumber(&mut task);
+        self.backlog.push_back(task);
+    }
+
+    /// Gives a chunk a new id (in its frame too): a chunk sent again must
+    /// not be mistaken for its earlier sending, whose outcome may still
+    /// arrive.
+    fn renumber(&mut self, task: &mut TaskRec) {
         task.id = self.next_id;
         self.next_id += 1;
         task.frame[8..16].copy_from_slice(&task.id.to_ne_bytes());
-        self.backlog.push_back(task);
     }
 
     /// The least-loaded worker that may take another chunk.
@@ -155,11 +167,18 @@ impl State {
                     w.in_flight.push_back(task);
                     w.dispatched += 1;
                 }
-                Err(_) => {
-                    // Full (cannot happen: at most IN_FLIGHT chunks, each one
-                    // slot) or disconnected: its worker is dying.
-                    w.usable = false;
+                Err(e) => {
+                    // Disconnected: its worker is dying. (Full cannot happen:
+                    // at most IN_FLIGHT chunks, each one slot; if it did, the
+                    // chunk waits for the next dispatch.)
+                    if matches!(e, crate::queue::SendError::Disconnected(_)) {
+                        w.usable = false;
+                    }
                     self.backlog.push_front(task);
+                    if !w.usable {
+                        continue;
+                    }
+                    break;
                 }
             }
         }
@@ -222,7 +241,8 @@ impl State {
                 }
             }
         }
-        for task in requeue.into_iter().rev() {
+        for mut task in requeue.into_iter().rev() {
+            self.renumber(&mut task);
             self.backlog.push_front(task);
         }
         if exitcode == 0 && failed.is_empty() && self.max_tasks != 0 {
@@ -241,13 +261,5 @@ impl State {
             all.extend(w.in_flight.drain(..));
         }
         all.into_iter().map(|t| (t, why.clone())).collect()
-    }
-}
-
-/// Hands failures to their jobs (call without the state lock).
-pub(crate) fn deliver_failures(failed: Vec<Failed>) {
-    for (task, why) in failed {
-        task.job
-            .deliver(task.seq, task.count, Delivery::Failed(why));
     }
 }

@@ -121,9 +121,17 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             break; // the pool closed this queue, or died
         };
         let Some((head, payload)) = wire::split::<TaskHeader>(&frame) else {
-            continue;
+            continue; // no header, no id to answer (only the pool writes here)
         };
         if head.magic != TASK_MAGIC || head.len != payload.len() as u64 {
+            drop(frame);
+            let failure = Failure {
+                function_not_found: false,
+                message: "a corrupt task frame".into(),
+            };
+            if !out.send_failure(head.id, &failure) {
+                break;
+            }
             continue;
         }
         word.store(head.id << 2 | RUNNING, Ordering::SeqCst);
@@ -135,12 +143,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
                 scratch = enc.bytes;
                 sent
             }
-            Err(failure) => {
-                let bytes = crate::codec::Message::encode(&failure)
-                    .map(|b| b.to_vec())
-                    .unwrap_or_default();
-                out.send(ResultKind::Failed, head.id, &bytes, 0)
-            }
+            Err(failure) => out.send_failure(head.id, &failure),
         };
         if !sent {
             break;
@@ -205,6 +208,14 @@ struct Outbox<'a> {
 }
 
 impl Outbox<'_> {
+    /// Reports that chunk `id` could not run.
+    fn send_failure(&mut self, id: u64, failure: &Failure) -> bool {
+        let bytes = crate::codec::Message::encode(failure)
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        self.send(ResultKind::Failed, id, &bytes, 0)
+    }
+
     /// Sends a result frame (in pieces if the payload exceeds a slot);
     /// `false` if the pool is gone.
     fn send(&mut self, kind: ResultKind, id: u64, payload: &[u8], outputs: usize) -> bool {

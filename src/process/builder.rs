@@ -28,6 +28,22 @@ pub fn spawn<A: Message, R: Message>(f: fn(A) -> R, args: A) -> Result<Process<R
     Builder::new().spawn(f, args)
 }
 
+/// Clean-ups for endpoints encoded to travel to a child that does not exist
+/// yet: run on drop (a failed start), unless handed to the child's handle.
+struct Unclaimed(Vec<codec::Abandon>);
+
+impl Unclaimed {
+    fn handed_over(mut self) -> Vec<codec::Abandon> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        self.0.drain(..).for_each(|f| f());
+    }
+}
+
 /// `Ok` if this process runs one thread, so `fork` is sound.
 fn single_threaded() -> Result<()> {
     let threads =
@@ -85,13 +101,8 @@ impl Builder {
     fn fork_with<A: Message, R: Message>(self, f: fn(A) -> R, args: A) -> Result<Process<R>> {
         single_threaded()?;
         let (bytes, outgoing) = codec::collecting(|| args.encode());
-        let bytes = match bytes {
-            Ok(b) => b,
-            Err(e) => {
-                outgoing.abandons.into_iter().for_each(|f| f());
-                return Err(e);
-            }
-        };
+        let abandons = Unclaimed(outgoing.abandons);
+        let bytes = bytes?;
         drop(args);
         let fds = outgoing.fds;
         let run = move || {
@@ -104,7 +115,7 @@ impl Builder {
             }
         };
         // SAFETY: single-threaded (checked above).
-        unsafe { self.fork_inner(run, outgoing.abandons) }
+        unsafe { self.fork_inner(run, abandons.handed_over()) }
     }
 
     fn child_name(&mut self) -> String {
@@ -125,7 +136,10 @@ impl Builder {
     pub fn spawn<A: Message, R: Message>(mut self, f: fn(A) -> R, args: A) -> Result<Process<R>> {
         let name = self.child_name();
         let (args, outgoing) = codec::collecting(|| args.encode());
-        let fds = outgoing.fds.clone();
+        // Until the child exists, any failure frees the endpoint entries
+        // that were to travel with it (nobody will adopt them).
+        let abandons = Unclaimed(outgoing.abandons);
+        let fds = outgoing.fds;
         let args = args?;
         let trampoline: child::Trampoline = child::trampoline::<A, R>;
         let request = Request {
@@ -165,20 +179,15 @@ impl Builder {
                 });
             }
         }
-        let child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                // Nobody will adopt the endpoints that were to travel.
-                outgoing.abandons.into_iter().for_each(|f| f());
-                return Err(Error::from_io("spawn", "/proc/self/exe", e));
-            }
-        };
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::from_io("spawn", "/proc/self/exe", e))?;
         Ok(Process::new(
             child.id(),
             name,
             self.daemon,
             channel,
-            outgoing.abandons,
+            abandons.handed_over(),
         ))
     }
 
