@@ -407,7 +407,7 @@ impl<'a> Collector<'a> {
             };
             if received {
                 // Take what else is there before looking at workers.
-                self.drain(&mut rx);
+                self.drain(&mut rx, false);
             }
             self.shared.settle_deferred();
             if self.last_check.elapsed() >= slice {
@@ -418,14 +418,16 @@ impl<'a> Collector<'a> {
         self.shared.settle_deferred();
     }
 
-    /// Handles every frame there now, through both receivers (waiting for a
-    /// helper that is handling one).
-    fn drain(&mut self, rx: &mut Receiver<Bytes>) {
+    /// Handles every frame there now; with `all`, through the helper
+    /// receiver too, waiting for a helper that is handling one.
+    fn drain(&mut self, rx: &mut Receiver<Bytes>, all: bool) {
         while let Ok(frame) = rx.try_recv_bytes() {
             self.shared.handle_guarded(&frame);
         }
-        let mut helper = self.shared.helper.lock().unwrap_or_else(|p| p.into_inner());
-        self.shared.drain_helper(&mut helper);
+        if all {
+            let mut helper = self.shared.helper.lock().unwrap_or_else(|p| p.into_inner());
+            self.shared.drain_helper(&mut helper);
+        }
     }
 
     /// Finds workers that ended, settles their chunks, replaces them.
@@ -447,7 +449,7 @@ impl<'a> Collector<'a> {
         self.shared.results.recover();
         // Outcomes it committed before it ended are in the queue: take them
         // first, so that they count as answered.
-        self.drain(rx);
+        self.drain(rx, true);
         let starting = !self.shared.started();
         for (slot, code) in ended {
             if starting {
