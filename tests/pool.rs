@@ -80,6 +80,15 @@ fn map_and_imap_keep_order_and_imap_unordered_gives_everything() {
     got.sort();
     assert_eq!(got, want[..500]);
     assert!(pool.map(do_work, std::iter::empty()).unwrap().is_empty());
+    // Borrowed input, and input whose length is not known in advance.
+    let local: Vec<u64> = (0..100).collect();
+    assert_eq!(
+        pool.map(do_work, local.iter().copied()).unwrap(),
+        want[..100]
+    );
+    let unknown = (0..1000u64).filter(|x| x % 2 == 0);
+    let evens: Vec<u64> = (0..1000u64).filter(|x| x % 2 == 0).map(|x| x * x).collect();
+    assert_eq!(pool.map(do_work, unknown).unwrap(), evens);
     assert_eq!(pool.imap(do_work, std::iter::empty()).count(), 0);
 }
 

@@ -736,15 +736,15 @@ impl<'p> CallOptions<'p> {
     {
         // The length decides the chunk size; an iterator that does not know
         // it exactly is collected first (as Python's map does).
-        let mut items = items.into_iter();
-        let collected: Vec<F::Args>;
-        let (n, mut items): (usize, Box<dyn Iterator<Item = F::Args>>) = match items.size_hint() {
-            (lo, Some(hi)) if lo == hi => (lo, Box::new(items)),
-            _ => {
-                collected = items.by_ref().collect();
-                (collected.len(), Box::new(collected.into_iter()))
-            }
-        };
+        let items = items.into_iter();
+        let (n, mut items): (usize, Box<dyn Iterator<Item = F::Args> + '_>) =
+            match items.size_hint() {
+                (lo, Some(hi)) if lo == hi => (lo, Box::new(items)),
+                _ => {
+                    let all: Vec<F::Args> = items.collect();
+                    (all.len(), Box::new(all.into_iter()))
+                }
+            };
         let size = self
             .chunksize
             .unwrap_or_else(|| auto_chunksize(n, self.pool.processes()));
