@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::pipe::{ArchivedPipeHandle, Connection, PipeHandle, PipeHandleResolver};
 use crate::queue::{Item, Queue, Receiver, Sender};
 use crate::region::Segment;
-use crate::{Array, Value};
+use crate::{Array, SharedMap, Value};
 use bytemuck::Pod;
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
@@ -389,6 +389,36 @@ region_handle_archive!(Array, Pod, |h| match (&h.name, &h.path) {
 });
 
 region_handle_archive!(Queue, Item, Queue::from_handle);
+
+impl<K: Pod, V: Pod> Archive for SharedMap<K, V> {
+    type Archived = ArchivedRegionHandle;
+    type Resolver = RegionHandleResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
+        RegionHandle::of(self.segment()).resolve(resolver, out)
+    }
+}
+
+impl<K: Pod, V: Pod, S: Fallible + ?Sized> Serialize<S> for SharedMap<K, V>
+where
+    RegionHandle: Serialize<S>,
+    S::Error: Source,
+{
+    fn serialize(&self, s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
+        let handle = RegionHandle::of(self.segment());
+        note_outgoing(&handle).map_err(S::Error::new)?;
+        handle.serialize(s)
+    }
+}
+
+impl<K: Pod, V: Pod, D: Fallible + ?Sized> Deserialize<SharedMap<K, V>, D> for ArchivedRegionHandle
+where
+    D::Error: Source,
+{
+    fn deserialize(&self, _: &mut D) -> std::result::Result<SharedMap<K, V>, D::Error> {
+        SharedMap::from_handle(self.to_handle()).map_err(D::Error::new)
+    }
+}
 
 /// The portable form of a queue [`Sender`] or [`Receiver`]: the region, and
 /// the participant entry that travels with it.

@@ -216,6 +216,14 @@ pub enum Error {
     },
     /// A wait ran out of time.
     Timeout,
+    /// A new key found no free slot in its part of a
+    /// [`SharedMap`](crate::SharedMap).
+    MapFull {
+        /// The map's segment.
+        name: String,
+        /// The capacity it was created with.
+        capacity: usize,
+    },
     /// Any other OS failure.
     Io {
         /// The operation that failed.
@@ -428,6 +436,11 @@ impl fmt::Display for Error {
             }
             Error::PoolBroken { reason } => write!(f, "the pool cannot run tasks: {reason}"),
             Error::Timeout => write!(f, "timed out"),
+            Error::MapFull { name, capacity } => write!(
+                f,
+                "shared map {name} is full (created for {capacity} entries; its stripe for \
+                 this key has no free slot): remove entries, or create a larger map"
+            ),
             Error::Io { op, name, source } => write!(f, "{op} failed for {name}: {source}"),
         }
     }

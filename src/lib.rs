@@ -17,6 +17,9 @@
 //!   for its return value or its panic; [`cpu_count`] that respects affinity
 //!   and cgroup limits. Values and arrays passed as arguments are shared,
 //!   not copied.
+//! - [`queue`], [`pipe`]: a bounded MPMC queue and a duplex pipe in shared
+//!   memory; [`pool`]: a process pool that survives its workers' deaths;
+//!   [`SharedMap`]: a hash map every process uses directly.
 //!
 //! Linux only (futexes, memfd, robust mutexes).
 //!
@@ -34,6 +37,7 @@ mod macros;
 pub mod atomic;
 mod codec;
 mod error;
+pub mod map;
 pub mod pipe;
 pub mod pool;
 pub mod process;
@@ -50,6 +54,7 @@ pub use array::{Array, ArrayBuilder};
 pub use atomic::AtomicInt;
 pub use codec::{Message, RegionHandle};
 pub use error::{Error, Result};
+pub use map::{FixedStr, SharedMap};
 pub use pool::Pool;
 pub use process::{Process, cpu_count, spawn};
 pub use queue::{Queue, QueueBuilder};

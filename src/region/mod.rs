@@ -43,6 +43,8 @@ pub enum Kind {
     Queue = 9,
     /// [`Pipe`](crate::pipe).
     Pipe = 10,
+    /// [`SharedMap<K, V>`](crate::SharedMap).
+    Map = 11,
 }
 
 impl Kind {
@@ -59,6 +61,7 @@ impl Kind {
             8 => Kind::Barrier,
             9 => Kind::Queue,
             10 => Kind::Pipe,
+            11 => Kind::Map,
             _ => return None,
         })
     }

@@ -1,0 +1,820 @@
+//! [`SharedMap`]: a fixed-capacity hash map in shared memory, used directly
+//! by every process — Python's `Manager().dict()` without the server process
+//! and the socket round trip per operation.
+//!
+//! ```no_run
+//! # fn main() -> shmkit::Result<()> {
+//! use shmkit::{FixedStr, SharedMap};
+//! let d = SharedMap::<u64, u64>::new(1000)?;             // anonymous; or builder().name(..)
+//! let children: Vec<_> = (0..8u64)
+//!     .map(|i| shmkit::spawn(|(d, i): (SharedMap<u64, u64>, u64)| {
+//!         d.insert(i, i * i).unwrap();
+//!     }, (d.clone(), i)))
+//!     .collect::<Result<_, _>>()?;
+//! for c in children { c.join()?; }
+//! assert_eq!(d.get(&7), Some(49));
+//! let names = SharedMap::<FixedStr<16>, u32>::new(100)?;   // string keys
+//! names.insert(FixedStr::new("alice")?, 1)?;
+//! # Ok(()) }
+//! ```
+//!
+//! - **Keys and values** are `Pod` (integers, floats, fixed arrays, your
+//!   `#[repr(C)]` structs), compared by their bytes; [`FixedStr<N>`] makes
+//!   string keys and values of up to `N` bytes. The map holds at most the
+//!   capacity given at creation; an insert beyond it (or beyond its stripe,
+//!   see below) is [`Error::MapFull`].
+//! - **Stripes.** The table is cut into up to 64 stripes, each an
+//!   open-addressing table with its own robust lock and its own sequence
+//!   number. Writers lock their key's stripe; readers ([`get`](SharedMap::get),
+//!   [`contains_key`](SharedMap::contains_key), [`snapshot`](SharedMap::snapshot))
+//!   take no lock: they copy what they need and retry if the stripe's sequence
+//!   number moved meanwhile (a seqlock), so they never wait behind a writer
+//!   that is not in the middle of a write.
+//! - **Crashes.** Before a writer changes a slot it saves the old slot in
+//!   its stripe's undo record; the change counts once the record is cleared.
+//!   If the writer dies in between, the next process to take the stripe's
+//!   lock (the robust mutex reports the death) puts the old slot back: an
+//!   entry is always the old or the new one, never torn. A `clear` cut short
+//!   is finished instead.
+//! - **Open checks**, as for every region: the key and value types (size,
+//!   alignment, name) and, if given, the capacity must match; the geometry
+//!   is validated against the mapping once and copied privately, so a peer
+//!   cannot send a probe out of bounds.
+
+use crate::error::{Error, Result};
+use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
+use crate::sync::mutex::{Acquired, RawMutex};
+use bytemuck::{Pod, Zeroable};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+/// A string of at most `N` bytes stored inline, zero-padded: a `Pod` key
+/// or value for a [`SharedMap`] (or any shared region).
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FixedStr<const N: usize>([u8; N]);
+
+// SAFETY: a transparent wrapper of `[u8; N]`, which is Zeroable and Pod (no
+// padding, every bit pattern valid).
+unsafe impl<const N: usize> Zeroable for FixedStr<N> {}
+// SAFETY: as above.
+unsafe impl<const N: usize> Pod for FixedStr<N> {}
+
+impl<const N: usize> FixedStr<N> {
+    /// `s`, if it fits in `N` bytes and has no NUL byte (NUL pads).
+    pub fn new(s: &str) -> Result<Self> {
+        if s.len() > N || s.as_bytes().contains(&0) {
+            return Err(Error::Encoding {
+                what: "FixedStr",
+                reason: format!(
+                    "{:?} does not fit: at most {N} bytes, no NUL byte (it is {} bytes)",
+                    s,
+                    s.len()
+                ),
+            });
+        }
+        let mut b = [0u8; N];
+        b[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(FixedStr(b))
+    }
+
+    /// The string (up to the first NUL; a peer may have written invalid
+    /// UTF-8, which is replaced lossily).
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(N);
+        String::from_utf8_lossy(&self.0[..end])
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for FixedStr<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.as_str(), f)
+    }
+}
+
+impl<const N: usize> std::fmt::Display for FixedStr<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+/// Slot states.
+const EMPTY: u32 = 0;
+const FULL: u32 = 1;
+const GONE: u32 = 2; // a tombstone: probing continues past it
+
+/// Undo record states.
+const UNDO_NONE: u64 = 0;
+const UNDO_SLOT: u64 = 1;
+const UNDO_CLEAR: u64 = 2;
+
+/// Optimistic read attempts before a reader takes the stripe's lock (a
+/// writer that died mid-write leaves the sequence odd until then).
+const READ_ATTEMPTS: u32 = 64;
+
+/// One entry. `hash` is the high half of the key's hash (a fast reject).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Slot<K, V> {
+    state: u32,
+    hash: u32,
+    key: K,
+    value: V,
+}
+
+/// A stripe's lock, sequence number, count and undo record.
+#[repr(C, align(64))]
+struct Stripe {
+    lock: RawMutex,
+    /// Odd while a writer changes the stripe.
+    seq: AtomicU64,
+    /// Live entries.
+    len: AtomicU64,
+    /// `UNDO_SLOT`: the slot `undo_slot` is being changed, its old contents
+    /// are in the undo area and `undo_len` is the old count;
+    /// `UNDO_CLEAR`: a clear is under way.
+    undo: AtomicU64,
+    undo_slot: AtomicU64,
+    undo_len: AtomicU64,
+    _pad: [u64; 3],
+}
+
+/// The control block: the geometry, written once at creation.
+#[repr(C, align(64))]
+struct MapControl {
+    /// Entries asked for at creation.
+    capacity: u64,
+    stripes: u64,
+    /// Slots per stripe (a power of two).
+    per_stripe: u64,
+    /// `size_of::<Slot<K, V>>()`.
+    stride: u64,
+    _pad: [u64; 4],
+}
+
+/// Where things are in the data area.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    capacity: u64,
+    stripes: u64,
+    per_stripe: u64,
+    slots_at: u64,
+    undo_at: u64,
+    bytes: u64,
+}
+
+impl Geometry {
+    fn for_capacity<K, V>(capacity: u64) -> Option<Geometry> {
+        let slots = capacity
+            .checked_mul(2)?
+            .max(16)
+            .checked_next_power_of_two()?;
+        let stripes = (slots / 16).clamp(1, 64);
+        Self::layout::<K, V>(capacity, stripes, slots / stripes)
+    }
+
+    fn layout<K, V>(capacity: u64, stripes: u64, per_stripe: u64) -> Option<Geometry> {
+        let stride = size_of::<Slot<K, V>>() as u64;
+        let slots_at = (stripes * size_of::<Stripe>() as u64).next_multiple_of(64);
+        let undo_at = slots_at
+            .checked_add(stripes.checked_mul(per_stripe)?.checked_mul(stride)?)?
+            .next_multiple_of(64);
+        let bytes = undo_at.checked_add(stripes.checked_mul(stride)?)?;
+        Some(Geometry {
+            capacity,
+            stripes,
+            per_stripe,
+            slots_at,
+            undo_at,
+            bytes,
+        })
+    }
+}
+
+fn spec<K, V>(opts: &RegionOptions) -> Spec {
+    let tag = std::any::type_name::<SharedMap<K, V>>();
+    Spec {
+        kind: Kind::Map,
+        flags: 0,
+        ty: TypeInfo::tagged::<u8>(opts.tag.as_deref().unwrap_or(tag)),
+        control_size: size_of::<MapControl>() as u64,
+        control_align: align_of::<MapControl>() as u64,
+    }
+}
+
+/// The key's hash: murmur3's finaliser over 8-byte words of its bytes. The
+/// same in every process (no random seed).
+fn hash_of<K: Pod>(key: &K) -> u64 {
+    let bytes = bytemuck::bytes_of(key);
+    let mut h = 0x9e37_79b9_7f4a_7c15u64 ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = (h ^ w).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(31);
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h ^= u64::from_le_bytes(tail);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// A hash map in shared memory. See the [module docs](self).
+///
+/// Cheap to clone (one mapping); travels to spawned children and pool tasks
+/// as a handle.
+pub struct SharedMap<K, V> {
+    inner: Arc<Inner>,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+struct Inner {
+    seg: Segment,
+    geo: Geometry,
+}
+
+impl<K, V> Clone for SharedMap<K, V> {
+    fn clone(&self) -> Self {
+        SharedMap {
+            inner: self.inner.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for SharedMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMap")
+            .field("segment", &self.inner.seg.id())
+            .field("capacity", &self.inner.geo.capacity)
+            .field("stripes", &self.inner.geo.stripes)
+            .finish()
+    }
+}
+
+/// Builder for [`SharedMap`].
+#[derive(Debug)]
+pub struct SharedMapBuilder<K, V> {
+    opts: RegionOptions,
+    capacity: Option<u64>,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: Pod, V: Pod> SharedMapBuilder<K, V> {
+    region_setters!();
+
+    /// The number of entries (required to create; checked on open if given).
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = Some(n as u64);
+        self
+    }
+
+    /// Creates the map.
+    pub fn create(self) -> Result<SharedMap<K, V>> {
+        let capacity = self.capacity.ok_or_else(|| Error::InvalidName {
+            name: String::new(),
+            reason: "a SharedMap needs a capacity: builder().capacity(n)",
+        })?;
+        let geo = Geometry::for_capacity::<K, V>(capacity).ok_or(Error::NoSpace {
+            name: "<new map>".into(),
+            requested: u64::MAX,
+            available: 0,
+        })?;
+        let seg = Segment::create(
+            &self.opts,
+            &spec::<K, V>(&self.opts),
+            geo.bytes,
+            |control, data| {
+                let c = control.cast::<MapControl>();
+                // SAFETY: the segment is unpublished and zero-filled, sized for
+                // the control block and `geo.bytes` of data; zero is a valid
+                // Stripe except its mutex, initialised here, and a valid EMPTY
+                // slot.
+                unsafe {
+                    (*c).capacity = capacity;
+                    (*c).stripes = geo.stripes;
+                    (*c).per_stripe = geo.per_stripe;
+                    (*c).stride = size_of::<Slot<K, V>>() as u64;
+                    for s in 0..geo.stripes as usize {
+                        let st = data.cast::<Stripe>().add(s);
+                        RawMutex::init(std::ptr::addr_of_mut!((*st).lock)).map_err(|e| {
+                            Error::Io {
+                                op: "pthread_mutex_init",
+                                name: String::new(),
+                                source: e,
+                            }
+                        })?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        SharedMap::checked(seg, None)
+    }
+
+    /// Opens an existing map by name (or file).
+    pub fn open(self) -> Result<SharedMap<K, V>> {
+        let seg = Segment::open(&self.opts, &spec::<K, V>(&self.opts), None)?;
+        SharedMap::checked(seg, self.capacity)
+    }
+
+    /// Opens a map from a descriptor (an anonymous map passed to a child).
+    pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<SharedMap<K, V>> {
+        let seg = Segment::from_fd(fd, &self.opts, &spec::<K, V>(&self.opts), None)?;
+        SharedMap::checked(seg, self.capacity)
+    }
+}
+
+/// Holds a stripe's lock; repairs a dead holder's half-done write first.
+struct StripeGuard<'a> {
+    stripe: &'a Stripe,
+}
+
+impl Drop for StripeGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: this guard's thread took the lock in `lock_stripe`.
+        unsafe { self.stripe.lock.unlock() };
+    }
+}
+
+impl<K: Pod, V: Pod> SharedMap<K, V> {
+    /// An anonymous map for `capacity` entries (shared with children it is
+    /// passed to).
+    pub fn new(capacity: usize) -> Result<Self> {
+        Self::builder().capacity(capacity).create()
+    }
+
+    /// A builder: a name, a capacity, open or create.
+    pub fn builder() -> SharedMapBuilder<K, V> {
+        SharedMapBuilder {
+            opts: RegionOptions::default(),
+            capacity: None,
+            _t: PhantomData,
+        }
+    }
+
+    /// Opens the named map (any capacity).
+    pub fn open(name: &str) -> Result<Self> {
+        Self::builder().name(name).open()
+    }
+
+    fn checked(seg: Segment, expect: Option<u64>) -> Result<Self> {
+        // SAFETY: the header check guarantees a published control block of
+        // MapControl's size and alignment; its fields are plain u64s that a
+        // peer may write, so they are copied once with volatile reads.
+        let c = unsafe { std::ptr::read_volatile(seg.control_ptr().cast::<MapControl>()) };
+        let corrupt = |what: String| Error::Corrupted {
+            name: seg.id(),
+            what,
+        };
+        let geo = match Geometry::layout::<K, V>(c.capacity, c.stripes, c.per_stripe) {
+            Some(g)
+                if c.stripes.is_power_of_two()
+                    && c.stripes <= 64
+                    && c.per_stripe.is_power_of_two()
+                    && c.per_stripe >= 2
+                    && c.stride == size_of::<Slot<K, V>>() as u64
+                    && g.bytes == seg.element_count() =>
+            {
+                g
+            }
+            _ => {
+                return Err(corrupt(format!(
+                    "map geometry ({} stripes of {} slots of {} bytes) does not match its \
+                     {}-byte data area",
+                    c.stripes,
+                    c.per_stripe,
+                    c.stride,
+                    seg.element_count()
+                )));
+            }
+        };
+        if let Some(n) = expect
+            && n != geo.capacity
+        {
+            return Err(Error::LengthMismatch {
+                name: seg.id(),
+                expected: n,
+                found: geo.capacity,
+            });
+        }
+        Ok(SharedMap {
+            inner: Arc::new(Inner { seg, geo }),
+            _t: PhantomData,
+        })
+    }
+
+    /// The region beneath.
+    pub fn segment(&self) -> &Segment {
+        &self.inner.seg
+    }
+
+    /// The number of entries asked for at creation.
+    pub fn capacity(&self) -> usize {
+        self.inner.geo.capacity as usize
+    }
+
+    fn stripe(&self, s: usize) -> &Stripe {
+        debug_assert!((s as u64) < self.inner.geo.stripes);
+        // SAFETY: `s < stripes` and the data area holds `stripes` Stripes
+        // at offset 0 (geometry checked against the mapping on open).
+        unsafe { &*self.inner.seg.data_ptr().cast::<Stripe>().add(s) }
+    }
+
+    fn slot_ptr(&self, s: usize, i: usize) -> *mut Slot<K, V> {
+        let g = &self.inner.geo;
+        debug_assert!((i as u64) < g.per_stripe);
+        // SAFETY: s < stripes and i < per_stripe: inside the slot area
+        // (checked against the mapping on open).
+        unsafe {
+            self.inner
+                .seg
+                .data_ptr()
+                .add(g.slots_at as usize)
+                .cast::<Slot<K, V>>()
+                .add(s * g.per_stripe as usize + i)
+        }
+    }
+
+    fn undo_ptr(&self, s: usize) -> *mut Slot<K, V> {
+        // SAFETY: s < stripes: inside the undo area (checked on open).
+        unsafe {
+            self.inner
+                .seg
+                .data_ptr()
+                .add(self.inner.geo.undo_at as usize)
+                .cast::<Slot<K, V>>()
+                .add(s)
+        }
+    }
+
+    fn read_slot(&self, s: usize, i: usize) -> Slot<K, V> {
+        // SAFETY: in bounds (slot_ptr); any bits are a valid Slot (Pod
+        // fields, u32 state); a racing writer may tear the copy, which the
+        // caller detects through the stripe's sequence number or prevents
+        // by holding the lock.
+        unsafe { std::ptr::read_volatile(self.slot_ptr(s, i)) }
+    }
+
+    /// Where `key` lives: its stripe and home slot.
+    fn place(&self, key: &K) -> (usize, usize, u32) {
+        let h = hash_of(key);
+        let g = &self.inner.geo;
+        let s = (h & (g.stripes - 1)) as usize;
+        let home = ((h >> 32) & (g.per_stripe - 1)) as usize;
+        (s, home, (h >> 32) as u32)
+    }
+
+    /// Probes stripe `s` for `key`: `Ok(slot)` if present, else
+    /// `Err(Some(free slot))` / `Err(None)` if the stripe is full.
+    fn find(
+        &self,
+        s: usize,
+        home: usize,
+        tag: u32,
+        key: &K,
+    ) -> std::result::Result<usize, Option<usize>> {
+        let n = self.inner.geo.per_stripe as usize;
+        let mut free = None;
+        for j in 0..n {
+            let i = (home + j) & (n - 1);
+            let slot = self.read_slot(s, i);
+            match slot.state {
+                EMPTY => return Err(free.or(Some(i))),
+                FULL if slot.hash == tag
+                    && bytemuck::bytes_of(&slot.key) == bytemuck::bytes_of(key) =>
+                {
+                    return Ok(i);
+                }
+                FULL => {}
+                _ => {
+                    free.get_or_insert(i);
+                }
+            }
+        }
+        Err(free)
+    }
+
+    /// Runs `read` until it saw the stripe unchanged (no lock); after
+    /// [`READ_ATTEMPTS`], under the lock (which repairs a dead writer).
+    fn read_stable<T>(&self, s: usize, read: impl Fn() -> T) -> T {
+        let st = self.stripe(s);
+        for _ in 0..READ_ATTEMPTS {
+            let before = st.seq.load(Ordering::Acquire);
+            if before & 1 == 0 {
+                let r = read();
+                // SYNC(seq): the slot copies above happen before the
+                // re-read; pairs with the writer's odd/even increments.
+                fence(Ordering::Acquire);
+                if st.seq.load(Ordering::Relaxed) == before {
+                    return r;
+                }
+            }
+            std::hint::spin_loop();
+        }
+        let _g = self.lock_stripe(s);
+        read()
+    }
+
+    fn lock_stripe(&self, s: usize) -> StripeGuard<'_> {
+        let st = self.stripe(s);
+        if let Acquired::Poisoned = st.lock.lock() {
+            self.repair(s);
+            // SAFETY: we hold the lock.
+            unsafe { st.lock.clear_poison() };
+        }
+        StripeGuard { stripe: st }
+    }
+
+    /// Under the lock, after its holder died: puts back the slot it was
+    /// changing, or finishes its clear; ends its odd sequence.
+    fn repair(&self, s: usize) {
+        let st = self.stripe(s);
+        match st.undo.load(Ordering::SeqCst) {
+            UNDO_SLOT => {
+                let i = st.undo_slot.load(Ordering::SeqCst);
+                if i < self.inner.geo.per_stripe {
+                    // SAFETY: both in bounds; Pod copies; we hold the lock.
+                    unsafe {
+                        let old = std::ptr::read_volatile(self.undo_ptr(s));
+                        std::ptr::write_volatile(self.slot_ptr(s, i as usize), old);
+                    }
+                    st.len
+                        .store(st.undo_len.load(Ordering::SeqCst), Ordering::SeqCst);
+                }
+            }
+            UNDO_CLEAR => self.clear_stripe(s),
+            _ => {}
+        }
+        st.undo.store(UNDO_NONE, Ordering::SeqCst);
+        if st.seq.load(Ordering::SeqCst) & 1 == 1 {
+            st.seq.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Under the lock: replaces slot `i` of stripe `s` with `new`, and the
+    /// count with `len`, so that a death at any point leaves the old slot or
+    /// the new one.
+    fn write_slot(&self, s: usize, i: usize, new: Slot<K, V>, len: u64) {
+        let st = self.stripe(s);
+        st.seq.fetch_add(1, Ordering::SeqCst); // odd: readers retry
+        // SAFETY: in bounds; we hold the stripe's lock, so no other writer
+        // touches the slot or the undo area; Pod copies.
+        unsafe {
+            std::ptr::write_volatile(self.undo_ptr(s), self.read_slot(s, i));
+        }
+        st.undo_slot.store(i as u64, Ordering::SeqCst);
+        st.undo_len
+            .store(st.len.load(Ordering::SeqCst), Ordering::SeqCst);
+        st.undo.store(UNDO_SLOT, Ordering::SeqCst);
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(self.slot_ptr(s, i), new) };
+        st.len.store(len, Ordering::SeqCst);
+        st.undo.store(UNDO_NONE, Ordering::SeqCst); // the change counts
+        st.seq.fetch_add(1, Ordering::SeqCst); // even
+    }
+
+    fn clear_stripe(&self, s: usize) {
+        let empty: Slot<K, V> = Slot {
+            state: EMPTY,
+            hash: 0,
+            key: K::zeroed(),
+            value: V::zeroed(),
+        };
+        for i in 0..self.inner.geo.per_stripe as usize {
+            // SAFETY: in bounds; the caller holds the lock.
+            unsafe { std::ptr::write_volatile(self.slot_ptr(s, i), empty) };
+        }
+        self.stripe(s).len.store(0, Ordering::SeqCst);
+    }
+
+    /// A copy of the value for `key`, without taking a lock.
+    pub fn get(&self, key: &K) -> Option<V> {
+        let (s, home, tag) = self.place(key);
+        self.read_stable(s, || {
+            self.find(s, home, tag, key)
+                .ok()
+                .map(|i| self.read_slot(s, i).value)
+        })
+    }
+
+    /// Whether `key` is present, without taking a lock.
+    pub fn contains_key(&self, key: &K) -> bool {
+        let (s, home, tag) = self.place(key);
+        self.read_stable(s, || self.find(s, home, tag, key).is_ok())
+    }
+
+    /// Calls `f` with the value for `key`, read in place under its stripe's
+    /// lock (no copy of a large value); `None` if absent.
+    pub fn get_with<T>(&self, key: &K, f: impl FnOnce(&V) -> T) -> Option<T> {
+        let (s, home, tag) = self.place(key);
+        let _g = self.lock_stripe(s);
+        let i = self.find(s, home, tag, key).ok()?;
+        let slot = self.slot_ptr(s, i);
+        // SAFETY: in bounds and aligned; we hold the stripe's lock, so no
+        // writer changes the slot while `f` reads it; V is Pod.
+        Some(f(unsafe { &*std::ptr::addr_of!((*slot).value) }))
+    }
+
+    /// Sets `key` to `value`; the previous value if there was one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MapFull`] if the key is new and its stripe has no free slot.
+    pub fn insert(&self, key: K, value: V) -> Result<Option<V>> {
+        let mut old = None;
+        self.update(&key, |v| {
+            old = v;
+            Some(value)
+        })?;
+        Ok(old)
+    }
+
+    /// Replaces the value for `key` with `f(current)`, atomically (no other
+    /// writer of its stripe runs in between): `f` gets `None` if the key is
+    /// absent, and returns the new value, or `None` to remove the key. The
+    /// new value, if any.
+    ///
+    /// `f` runs under the stripe's lock: keep it short. If it panics,
+    /// nothing changes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MapFull`] if the key is new and its stripe has no free slot.
+    pub fn update(&self, key: &K, f: impl FnOnce(Option<V>) -> Option<V>) -> Result<Option<V>> {
+        let (s, home, tag) = self.place(key);
+        let _g = self.lock_stripe(s);
+        let st = self.stripe(s);
+        let len = st.len.load(Ordering::SeqCst);
+        match self.find(s, home, tag, key) {
+            Ok(i) => {
+                let mut slot = self.read_slot(s, i);
+                match f(Some(slot.value)) {
+                    Some(v) => {
+                        slot.value = v;
+                        self.write_slot(s, i, slot, len);
+                        Ok(Some(v))
+                    }
+                    None => {
+                        slot.state = GONE;
+                        self.write_slot(s, i, slot, len.saturating_sub(1));
+                        Ok(None)
+                    }
+                }
+            }
+            Err(free) => {
+                let Some(v) = f(None) else { return Ok(None) };
+                let Some(i) = free else {
+                    return Err(Error::MapFull {
+                        name: self.inner.seg.id(),
+                        capacity: self.capacity(),
+                    });
+                };
+                let slot = Slot {
+                    state: FULL,
+                    hash: tag,
+                    key: *key,
+                    value: v,
+                };
+                self.write_slot(s, i, slot, len + 1);
+                Ok(Some(v))
+            }
+        }
+    }
+
+    /// Removes `key`; its value if it was present.
+    pub fn remove(&self, key: &K) -> Option<V> {
+        let mut old = None;
+        let _ = self.update(key, |v| {
+            old = v;
+            None
+        });
+        old
+    }
+
+    /// The number of entries (the sum of the stripes' counts, each exact
+    /// at some moment during the call).
+    pub fn len(&self) -> usize {
+        (0..self.inner.geo.stripes as usize)
+            .map(|s| self.stripe(s).len.load(Ordering::Acquire) as usize)
+            .sum()
+    }
+
+    /// Whether the map has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every entry, copied: each stripe as it was at one moment (stripes
+    /// are read one after another, without locks).
+    pub fn snapshot(&self) -> Vec<(K, V)> {
+        let mut out = Vec::with_capacity(self.len());
+        for s in 0..self.inner.geo.stripes as usize {
+            let part = self.read_stable(s, || {
+                (0..self.inner.geo.per_stripe as usize)
+                    .map(|i| self.read_slot(s, i))
+                    .filter(|slot| slot.state == FULL)
+                    .map(|slot| (slot.key, slot.value))
+                    .collect::<Vec<_>>()
+            });
+            out.extend(part);
+        }
+        out
+    }
+
+    /// The entries of [`snapshot`](Self::snapshot), as an iterator.
+    pub fn iter(&self) -> std::vec::IntoIter<(K, V)> {
+        self.snapshot().into_iter()
+    }
+
+    /// Removes every entry (stripe by stripe; a clear cut short by a death
+    /// is finished by the next locker of that stripe).
+    pub fn clear(&self) {
+        for s in 0..self.inner.geo.stripes as usize {
+            let _g = self.lock_stripe(s);
+            let st = self.stripe(s);
+            st.seq.fetch_add(1, Ordering::SeqCst);
+            st.undo.store(UNDO_CLEAR, Ordering::SeqCst);
+            self.clear_stripe(s);
+            st.undo.store(UNDO_NONE, Ordering::SeqCst);
+            st.seq.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Opens the map a handle names (used when a map travels).
+    pub(crate) fn from_handle(h: crate::codec::RegionHandle) -> Result<Self> {
+        match (&h.name, &h.path) {
+            (Some(n), _) => Self::builder().name(n).open(),
+            (None, Some(p)) => Self::builder().file(p).open(),
+            (None, None) => Self::builder().from_fd(h.anonymous_fd()?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    #[test]
+    fn shared_structs_have_the_documented_layout() {
+        assert_eq!(size_of::<Stripe>(), 128);
+        assert_eq!(offset_of!(Stripe, seq), 64);
+        assert_eq!(offset_of!(Stripe, undo), 80);
+        assert_eq!(size_of::<MapControl>(), 64);
+        assert_eq!(size_of::<Slot<u64, u64>>(), 24);
+        assert_eq!(offset_of!(Slot<u64, u64>, key), 8);
+        assert_eq!(size_of::<Slot<u8, u8>>(), 12);
+        assert_eq!(size_of::<FixedStr<16>>(), 16);
+    }
+
+    #[test]
+    fn geometry_gives_every_stripe_room() {
+        let g = Geometry::for_capacity::<u64, u64>(8).unwrap();
+        assert_eq!((g.stripes, g.per_stripe), (1, 16));
+        let g = Geometry::for_capacity::<u64, u64>(100_000).unwrap();
+        assert_eq!((g.stripes, g.per_stripe), (64, 4096));
+        assert!(Geometry::for_capacity::<u64, u64>(u64::MAX).is_none());
+    }
+
+    #[test]
+    fn fixed_strings() {
+        let s = FixedStr::<8>::new("alice").unwrap();
+        assert_eq!(s.as_str(), "alice");
+        assert_eq!(format!("{s}"), "alice");
+        assert!(FixedStr::<4>::new("alice").is_err());
+        assert!(FixedStr::<8>::new("a\0b").is_err());
+        assert_eq!(FixedStr::<8>::new("").unwrap().as_str(), "");
+    }
+
+    #[test]
+    fn a_dead_writers_half_change_is_undone() {
+        let m = SharedMap::<u64, u64>::new(8).unwrap();
+        m.insert(1, 10).unwrap();
+        let (s, home, tag) = m.place(&1);
+        let i = m.find(s, home, tag, &1).unwrap();
+        // Play a writer that dies after saving the undo record and writing
+        // half of the slot: sequence odd, undo armed, slot garbage.
+        let st = m.stripe(s);
+        st.seq.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: in bounds; this test is the only user of the map.
+        unsafe { std::ptr::write_volatile(m.undo_ptr(s), m.read_slot(s, i)) };
+        st.undo_slot.store(i as u64, Ordering::SeqCst);
+        st.undo_len.store(1, Ordering::SeqCst);
+        st.undo.store(UNDO_SLOT, Ordering::SeqCst);
+        let mut torn = m.read_slot(s, i);
+        torn.value = 0xdead;
+        torn.key = 0xbeef;
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(m.slot_ptr(s, i), torn) };
+        // The repair a locker runs after the owner's death:
+        m.repair(s);
+        assert_eq!(m.get(&1), Some(10));
+        assert_eq!(m.len(), 1);
+        assert_eq!(st.seq.load(Ordering::SeqCst) % 2, 0);
+    }
+}
