@@ -561,21 +561,30 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     /// the new one.
     fn write_slot(&self, s: usize, i: usize, new: Slot<K, V>, len: u64) {
         let st = self.stripe(s);
-        st.seq.fetch_add(1, Ordering::SeqCst); // odd: readers retry
+        // We hold the lock: the only writer of `seq` and the undo record.
+        let seq = st.seq.load(Ordering::Relaxed);
+        st.seq.store(seq + 1, Ordering::Relaxed); // odd: readers retry
+        // SYNC(seq): orders the odd sequence before the writes below; pairs
+        // with the reader's fence before its second load.
+        fence(Ordering::Release);
         // SAFETY: in bounds; we hold the stripe's lock, so no other writer
         // touches the slot or the undo area; Pod copies.
         unsafe {
             std::ptr::write_volatile(self.undo_ptr(s), self.read_slot(s, i));
         }
-        st.undo_slot.store(i as u64, Ordering::SeqCst);
+        st.undo_slot.store(i as u64, Ordering::Relaxed);
         st.undo_len
-            .store(st.len.load(Ordering::SeqCst), Ordering::SeqCst);
-        st.undo.store(UNDO_SLOT, Ordering::SeqCst);
+            .store(st.len.load(Ordering::Relaxed), Ordering::Relaxed);
+        st.undo.store(UNDO_SLOT, Ordering::Relaxed);
+        // SYNC(undo): the armed record is visible before the slot changes
+        // (a repairer that sees a changed slot sees the record).
+        fence(Ordering::Release);
         // SAFETY: as above.
         unsafe { std::ptr::write_volatile(self.slot_ptr(s, i), new) };
-        st.len.store(len, Ordering::SeqCst);
-        st.undo.store(UNDO_NONE, Ordering::SeqCst); // the change counts
-        st.seq.fetch_add(1, Ordering::SeqCst); // even
+        st.len.store(len, Ordering::Relaxed);
+        // The change counts once the record is disarmed (after the slot).
+        st.undo.store(UNDO_NONE, Ordering::Release);
+        st.seq.store(seq + 2, Ordering::Release); // even
     }
 
     fn clear_stripe(&self, s: usize) {
