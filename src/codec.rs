@@ -331,8 +331,8 @@ impl ArchivedRegionHandle {
 /// Archive, Serialize and Deserialize for a handle type, delegating to
 /// [`RegionHandle`] and reopening with `$open`.
 macro_rules! region_handle_archive {
-    ($ty:ident, $bound:path, $open:expr) => {
-        impl<T: $bound> Archive for $ty<T> {
+    ($ty:ident<$($p:ident: $bound:path),+>, $open:expr) => {
+        impl<$($p: $bound),+> Archive for $ty<$($p),+> {
             type Archived = ArchivedRegionHandle;
             type Resolver = RegionHandleResolver;
 
@@ -341,7 +341,7 @@ macro_rules! region_handle_archive {
             }
         }
 
-        impl<T: $bound, S: Fallible + ?Sized> Serialize<S> for $ty<T>
+        impl<$($p: $bound,)+ S: Fallible + ?Sized> Serialize<S> for $ty<$($p),+>
         where
             RegionHandle: Serialize<S>,
             S::Error: Source,
@@ -353,12 +353,13 @@ macro_rules! region_handle_archive {
             }
         }
 
-        impl<T: $bound, D: Fallible + ?Sized> Deserialize<$ty<T>, D> for ArchivedRegionHandle
+        impl<$($p: $bound,)+ D: Fallible + ?Sized> Deserialize<$ty<$($p),+>, D>
+            for ArchivedRegionHandle
         where
             D::Error: Source,
         {
-            fn deserialize(&self, _: &mut D) -> std::result::Result<$ty<T>, D::Error> {
-                let open: fn(RegionHandle) -> Result<$ty<T>> = $open;
+            fn deserialize(&self, _: &mut D) -> std::result::Result<$ty<$($p),+>, D::Error> {
+                let open: fn(RegionHandle) -> Result<$ty<$($p),+>> = $open;
                 open(self.to_handle()).map_err(D::Error::new)
             }
         }
@@ -376,49 +377,21 @@ impl RegionHandle {
     }
 }
 
-region_handle_archive!(Value, Pod, |h| match (&h.name, &h.path) {
+region_handle_archive!(Value<T: Pod>, |h| match (&h.name, &h.path) {
     (Some(n), _) => Value::builder().name(n).open(),
     (None, Some(p)) => Value::builder().file(p).open(),
     (None, None) => Value::builder().from_fd(h.anonymous_fd()?),
 });
 
-region_handle_archive!(Array, Pod, |h| match (&h.name, &h.path) {
+region_handle_archive!(Array<T: Pod>, |h| match (&h.name, &h.path) {
     (Some(n), _) => Array::builder().name(n).open(),
     (None, Some(p)) => Array::builder().file(p).open(),
     (None, None) => Array::builder().from_fd(h.anonymous_fd()?),
 });
 
-region_handle_archive!(Queue, Item, Queue::from_handle);
+region_handle_archive!(Queue<T: Item>, Queue::from_handle);
 
-impl<K: Pod, V: Pod> Archive for SharedMap<K, V> {
-    type Archived = ArchivedRegionHandle;
-    type Resolver = RegionHandleResolver;
-
-    fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
-        RegionHandle::of(self.segment()).resolve(resolver, out)
-    }
-}
-
-impl<K: Pod, V: Pod, S: Fallible + ?Sized> Serialize<S> for SharedMap<K, V>
-where
-    RegionHandle: Serialize<S>,
-    S::Error: Source,
-{
-    fn serialize(&self, s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
-        let handle = RegionHandle::of(self.segment());
-        note_outgoing(&handle).map_err(S::Error::new)?;
-        handle.serialize(s)
-    }
-}
-
-impl<K: Pod, V: Pod, D: Fallible + ?Sized> Deserialize<SharedMap<K, V>, D> for ArchivedRegionHandle
-where
-    D::Error: Source,
-{
-    fn deserialize(&self, _: &mut D) -> std::result::Result<SharedMap<K, V>, D::Error> {
-        SharedMap::from_handle(self.to_handle()).map_err(D::Error::new)
-    }
-}
+region_handle_archive!(SharedMap<K: Pod, V: Pod>, SharedMap::from_handle);
 
 /// The portable form of a queue [`Sender`] or [`Receiver`]: the region, and
 /// the participant entry that travels with it.

@@ -20,16 +20,22 @@
 //!
 //! - **Keys and values** are `Pod` (integers, floats, fixed arrays, your
 //!   `#[repr(C)]` structs), compared by their bytes; [`FixedStr<N>`] makes
-//!   string keys and values of up to `N` bytes. The map holds at most the
-//!   capacity given at creation; an insert beyond it (or beyond its stripe,
-//!   see below) is [`Error::MapFull`].
+//!   string keys and values of up to `N` bytes. The map has twice as many
+//!   slots as the capacity given at creation (at least 16), cut into
+//!   stripes; an insert whose stripe has no free slot is [`Error::MapFull`].
+//!   So `capacity` entries fit whenever the keys' hashes spread (a stripe
+//!   fills early only for unlucky or adversarial keys: the hash is the same
+//!   in every process, hence unseeded), and somewhat more may fit.
 //! - **Stripes.** The table is cut into up to 64 stripes, each an
 //!   open-addressing table with its own robust lock and its own sequence
 //!   number. Writers lock their key's stripe; readers ([`get`](SharedMap::get),
 //!   [`contains_key`](SharedMap::contains_key), [`snapshot`](SharedMap::snapshot))
 //!   take no lock: they copy what they need and retry if the stripe's sequence
 //!   number moved meanwhile (a seqlock), so they never wait behind a writer
-//!   that is not in the middle of a write.
+//!   that is not in the middle of a write. (Copying bytes that another
+//!   process may be writing is, strictly, a data race in Rust's model; like
+//!   every seqlock, the copy is volatile and thrown away unless the sequence
+//!   number proves it whole.)
 //! - **Crashes.** Before a writer changes a slot it saves the old slot in
 //!   its stripe's undo record; the change counts once the record is cleared.
 //!   If the writer dies in between, the next process to take the stripe's
@@ -102,12 +108,14 @@ impl<const N: usize> std::fmt::Display for FixedStr<N> {
 /// Slot states.
 const EMPTY: u32 = 0;
 const FULL: u32 = 1;
-const GONE: u32 = 2; // a tombstone: probing continues past it
+// Deletion shifts entries back, so no tombstones are written; any other
+// state (a peer's garbage) is skipped by probes and reused by inserts.
 
 /// Undo record states.
 const UNDO_NONE: u64 = 0;
 const UNDO_SLOT: u64 = 1;
 const UNDO_CLEAR: u64 = 2;
+const UNDO_SHIFT: u64 = 3;
 
 /// Optimistic read attempts before a reader takes the stripe's lock (a
 /// writer that died mid-write leaves the sequence odd until then).
@@ -132,8 +140,10 @@ struct Stripe {
     /// Live entries.
     len: AtomicU64,
     /// `UNDO_SLOT`: the slot `undo_slot` is being changed, its old contents
-    /// are in the undo area and `undo_len` is the old count;
-    /// `UNDO_CLEAR`: a clear is under way.
+    /// are in the undo area and `undo_len` is the old count (repair rolls
+    /// back); `UNDO_SHIFT`: a deletion is shifting entries back into the
+    /// hole at `undo_slot`, to leave `undo_len` entries (repair rolls
+    /// forward); `UNDO_CLEAR`: a clear is under way (rolled forward).
     undo: AtomicU64,
     undo_slot: AtomicU64,
     undo_len: AtomicU64,
@@ -150,7 +160,13 @@ struct MapControl {
     per_stripe: u64,
     /// `size_of::<Slot<K, V>>()`.
     stride: u64,
-    _pad: [u64; 4],
+    /// Size and alignment of `K` and of `V`, checked on open besides the
+    /// type name (which a caller may replace with a tag).
+    key_size: u32,
+    key_align: u32,
+    value_size: u32,
+    value_align: u32,
+    _pad: [u64; 2],
 }
 
 /// Where things are in the data area.
@@ -299,6 +315,10 @@ impl<K: Pod, V: Pod> SharedMapBuilder<K, V> {
                     (*c).stripes = geo.stripes;
                     (*c).per_stripe = geo.per_stripe;
                     (*c).stride = size_of::<Slot<K, V>>() as u64;
+                    (*c).key_size = size_of::<K>() as u32;
+                    (*c).key_align = align_of::<K>() as u32;
+                    (*c).value_size = size_of::<V>() as u32;
+                    (*c).value_align = align_of::<V>() as u32;
                     for s in 0..geo.stripes as usize {
                         let st = data.cast::<Stripe>().add(s);
                         RawMutex::init(std::ptr::addr_of_mut!((*st).lock)).map_err(|e| {
@@ -371,6 +391,20 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
             name: seg.id(),
             what,
         };
+        let ours = [
+            size_of::<K>(),
+            align_of::<K>(),
+            size_of::<V>(),
+            align_of::<V>(),
+        ];
+        let theirs = [c.key_size, c.key_align, c.value_size, c.value_align].map(|x| x as usize);
+        if ours != theirs {
+            return Err(corrupt(format!(
+                "the map holds keys of {} bytes (align {}) and values of {} bytes (align {}); \
+                 this handle expects {}-byte keys (align {}) and {}-byte values (align {})",
+                theirs[0], theirs[1], theirs[2], theirs[3], ours[0], ours[1], ours[2], ours[3]
+            )));
+        }
         let geo = match Geometry::layout::<K, V>(c.capacity, c.stripes, c.per_stripe) {
             Some(g)
                 if c.stripes.is_power_of_two()
@@ -466,7 +500,9 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
         let g = &self.inner.geo;
         let s = (h & (g.stripes - 1)) as usize;
         let home = ((h >> 32) & (g.per_stripe - 1)) as usize;
-        (s, home, (h >> 32) as u32)
+        // The tag comes from other bits than the home slot's, so that
+        // neighbours in a probe run differ in it.
+        (s, home, (h >> 8) as u32)
     }
 
     /// Probes stripe `s` for `key`: `Ok(slot)` if present, else
@@ -534,7 +570,8 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     /// changing, or finishes its clear; ends its odd sequence.
     fn repair(&self, s: usize) {
         let st = self.stripe(s);
-        match st.undo.load(Ordering::SeqCst) {
+        self.begin_write(st);
+        match st.undo.load(Ordering::Acquire) {
             UNDO_SLOT => {
                 let i = st.undo_slot.load(Ordering::SeqCst);
                 if i < self.inner.geo.per_stripe {
@@ -548,12 +585,50 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
                 }
             }
             UNDO_CLEAR => self.clear_stripe(s),
+            UNDO_SHIFT => {
+                let hole = st.undo_slot.load(Ordering::Acquire);
+                if hole < self.inner.geo.per_stripe {
+                    self.shift_from(s, hole as usize);
+                }
+                st.len
+                    .store(st.undo_len.load(Ordering::Acquire), Ordering::Relaxed);
+            }
             _ => {}
         }
-        st.undo.store(UNDO_NONE, Ordering::SeqCst);
-        if st.seq.load(Ordering::SeqCst) & 1 == 1 {
-            st.seq.fetch_add(1, Ordering::SeqCst);
-        }
+        let odd = st.seq.load(Ordering::Relaxed) | 1;
+        self.end_write(st, odd);
+    }
+
+    /// Under the lock: starts a change of the stripe (readers retry until
+    /// [`end_write`](Self::end_write)). The returned odd sequence number
+    /// goes to `end_write`.
+    fn begin_write(&self, st: &Stripe) -> u64 {
+        // We hold the lock: the only writer of `seq` and the undo record.
+        // `| 1` keeps the protocol right even if a peer left `seq` odd.
+        let odd = st.seq.load(Ordering::Relaxed) | 1;
+        st.seq.store(odd, Ordering::Relaxed);
+        // SYNC(seq): the odd number is visible before any write below;
+        // pairs with the reader's fence before its second load.
+        fence(Ordering::Release);
+        odd
+    }
+
+    /// Arms the undo record (`UNDO_SLOT` after its contents are written, or
+    /// `UNDO_CLEAR`): from here a death is repaired by the next locker.
+    fn arm(&self, st: &Stripe, kind: u64) {
+        // The release store keeps the record's contents before the flag; the
+        // fence keeps the flag before the changes that follow (a compiler
+        // may otherwise move either across: the dead writer's program order
+        // is what the repairer sees).
+        st.undo.store(kind, Ordering::Release);
+        fence(Ordering::Release);
+    }
+
+    /// Ends a change: the undo record is disarmed (the change counts),
+    /// then readers may read again.
+    fn end_write(&self, st: &Stripe, odd: u64) {
+        st.undo.store(UNDO_NONE, Ordering::Release);
+        st.seq.store(odd.wrapping_add(1), Ordering::Release);
     }
 
     /// Under the lock: replaces slot `i` of stripe `s` with `new`, and the
@@ -561,12 +636,7 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     /// the new one.
     fn write_slot(&self, s: usize, i: usize, new: Slot<K, V>, len: u64) {
         let st = self.stripe(s);
-        // We hold the lock: the only writer of `seq` and the undo record.
-        let seq = st.seq.load(Ordering::Relaxed);
-        st.seq.store(seq + 1, Ordering::Relaxed); // odd: readers retry
-        // SYNC(seq): orders the odd sequence before the writes below; pairs
-        // with the reader's fence before its second load.
-        fence(Ordering::Release);
+        let odd = self.begin_write(st);
         // SAFETY: in bounds; we hold the stripe's lock, so no other writer
         // touches the slot or the undo area; Pod copies.
         unsafe {
@@ -575,16 +645,11 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
         st.undo_slot.store(i as u64, Ordering::Relaxed);
         st.undo_len
             .store(st.len.load(Ordering::Relaxed), Ordering::Relaxed);
-        st.undo.store(UNDO_SLOT, Ordering::Relaxed);
-        // SYNC(undo): the armed record is visible before the slot changes
-        // (a repairer that sees a changed slot sees the record).
-        fence(Ordering::Release);
+        self.arm(st, UNDO_SLOT);
         // SAFETY: as above.
         unsafe { std::ptr::write_volatile(self.slot_ptr(s, i), new) };
         st.len.store(len, Ordering::Relaxed);
-        // The change counts once the record is disarmed (after the slot).
-        st.undo.store(UNDO_NONE, Ordering::Release);
-        st.seq.store(seq + 2, Ordering::Release); // even
+        self.end_write(st, odd);
     }
 
     fn clear_stripe(&self, s: usize) {
@@ -599,6 +664,59 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
             unsafe { std::ptr::write_volatile(self.slot_ptr(s, i), empty) };
         }
         self.stripe(s).len.store(0, Ordering::SeqCst);
+    }
+
+    /// Under the lock: removes the entry in slot `i` by backward-shift
+    /// deletion (no tombstones: later entries of the probe run move back
+    /// into the hole), leaving `len` entries. Rolled forward by
+    /// [`repair`](Self::repair) if the writer dies midway.
+    fn delete_at(&self, s: usize, i: usize, len: u64) {
+        let st = self.stripe(s);
+        let odd = self.begin_write(st);
+        st.undo_slot.store(i as u64, Ordering::Relaxed);
+        st.undo_len.store(len, Ordering::Relaxed);
+        self.arm(st, UNDO_SHIFT);
+        self.shift_from(s, i);
+        st.len.store(len, Ordering::Relaxed);
+        self.end_write(st, odd);
+    }
+
+    /// Fills the hole at `hole` with the next entry of its probe run that
+    /// may move there, then fills the hole that leaves, until an empty slot
+    /// ends the run. Idempotent from any point: the current hole is kept in
+    /// `undo_slot` (stored after the slot that fills it), so a rerun after a
+    /// death makes the same moves.
+    fn shift_from(&self, s: usize, mut hole: usize) {
+        let st = self.stripe(s);
+        let n = self.inner.geo.per_stripe as usize;
+        let mut j = hole;
+        for _ in 1..n {
+            j = (j + 1) & (n - 1);
+            let slot = self.read_slot(s, j);
+            if slot.state == EMPTY {
+                break;
+            }
+            let home = self.place(&slot.key).1;
+            // May the entry at j move back to `hole`? Only if its home is
+            // not cyclically within (hole, j].
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if slot.state != FULL || stays {
+                continue;
+            }
+            // SAFETY: in bounds; we hold the stripe's lock; Pod copy.
+            unsafe { std::ptr::write_volatile(self.slot_ptr(s, hole), slot) };
+            st.undo_slot.store(j as u64, Ordering::Release);
+            fence(Ordering::Release);
+            hole = j;
+        }
+        let mut empty = self.read_slot(s, hole);
+        empty.state = EMPTY;
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(self.slot_ptr(s, hole), empty) };
     }
 
     /// A copy of the value for `key`, without taking a lock.
@@ -618,7 +736,8 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     }
 
     /// Calls `f` with the value for `key`, read in place under its stripe's
-    /// lock (no copy of a large value); `None` if absent.
+    /// lock (no copy of a large value); `None` if absent. As with
+    /// [`update`](Self::update), do not use the map from `f`.
     pub fn get_with<T>(&self, key: &K, f: impl FnOnce(&V) -> T) -> Option<T> {
         let (s, home, tag) = self.place(key);
         let _g = self.lock_stripe(s);
@@ -648,8 +767,10 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     /// absent, and returns the new value, or `None` to remove the key. The
     /// new value, if any.
     ///
-    /// `f` runs under the stripe's lock: keep it short. If it panics,
-    /// nothing changes.
+    /// `f` runs under the stripe's lock: keep it short, and do not use the
+    /// map from it (locking the same stripe again would deadlock; the lock
+    /// detects that and panics). If `f` panics, nothing changes. On
+    /// `MapFull`, `f` has run but its value was not stored.
     ///
     /// # Errors
     ///
@@ -669,8 +790,7 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
                         Ok(Some(v))
                     }
                     None => {
-                        slot.state = GONE;
-                        self.write_slot(s, i, slot, len.saturating_sub(1));
+                        self.delete_at(s, i, len.saturating_sub(1));
                         Ok(None)
                     }
                 }
@@ -689,7 +809,7 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
                     key: *key,
                     value: v,
                 };
-                self.write_slot(s, i, slot, len + 1);
+                self.write_slot(s, i, slot, len.saturating_add(1));
                 Ok(Some(v))
             }
         }
@@ -708,8 +828,10 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     /// The number of entries (the sum of the stripes' counts, each exact
     /// at some moment during the call).
     pub fn len(&self) -> usize {
+        // A peer may have written any count: each is capped at its stripe.
+        let per = self.inner.geo.per_stripe;
         (0..self.inner.geo.stripes as usize)
-            .map(|s| self.stripe(s).len.load(Ordering::Acquire) as usize)
+            .map(|s| self.stripe(s).len.load(Ordering::Acquire).min(per) as usize)
             .sum()
     }
 
@@ -721,7 +843,7 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     /// Every entry, copied: each stripe as it was at one moment (stripes
     /// are read one after another, without locks).
     pub fn snapshot(&self) -> Vec<(K, V)> {
-        let mut out = Vec::with_capacity(self.len());
+        let mut out = Vec::with_capacity(self.len()); // at most the slot count
         for s in 0..self.inner.geo.stripes as usize {
             let part = self.read_stable(s, || {
                 (0..self.inner.geo.per_stripe as usize)
@@ -746,11 +868,10 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
         for s in 0..self.inner.geo.stripes as usize {
             let _g = self.lock_stripe(s);
             let st = self.stripe(s);
-            st.seq.fetch_add(1, Ordering::SeqCst);
-            st.undo.store(UNDO_CLEAR, Ordering::SeqCst);
+            let odd = self.begin_write(st);
+            self.arm(st, UNDO_CLEAR);
             self.clear_stripe(s);
-            st.undo.store(UNDO_NONE, Ordering::SeqCst);
-            st.seq.fetch_add(1, Ordering::SeqCst);
+            self.end_write(st, odd);
         }
     }
 
@@ -775,6 +896,7 @@ mod tests {
         assert_eq!(offset_of!(Stripe, seq), 64);
         assert_eq!(offset_of!(Stripe, undo), 80);
         assert_eq!(size_of::<MapControl>(), 64);
+        assert_eq!(offset_of!(MapControl, key_size), 32);
         assert_eq!(size_of::<Slot<u64, u64>>(), 24);
         assert_eq!(offset_of!(Slot<u64, u64>, key), 8);
         assert_eq!(size_of::<Slot<u8, u8>>(), 12);
@@ -798,6 +920,86 @@ mod tests {
         assert!(FixedStr::<4>::new("alice").is_err());
         assert!(FixedStr::<8>::new("a\0b").is_err());
         assert_eq!(FixedStr::<8>::new("").unwrap().as_str(), "");
+    }
+
+    #[test]
+    fn churn_does_not_fill_stripes_with_tombstones() {
+        let m = SharedMap::<u64, u64>::new(64).unwrap();
+        for k in 0..32 {
+            m.insert(k, k).unwrap();
+        }
+        for k in 32..20_000u64 {
+            m.remove(&(k - 32)).unwrap();
+            m.insert(k, k).unwrap();
+        }
+        assert_eq!(m.len(), 32);
+        let g = m.inner.geo;
+        let mut total = 0;
+        for s in 0..g.stripes as usize {
+            let states: Vec<u32> = (0..g.per_stripe as usize)
+                .map(|i| m.read_slot(s, i).state)
+                .collect();
+            let full = states.iter().filter(|&&x| x == FULL).count();
+            let empty = states.iter().filter(|&&x| x == EMPTY).count();
+            assert_eq!(full + empty, states.len(), "stripe {s}: {states:?}");
+            total += full;
+        }
+        assert_eq!(total, 32);
+        for k in 19_968..20_000 {
+            assert_eq!(m.get(&k), Some(k));
+        }
+        assert_eq!(m.get(&5), None);
+    }
+
+    #[test]
+    fn a_deletion_cut_short_is_finished() {
+        // One stripe of 16 slots; keys that collide at home slots so that a
+        // deletion must shift entries back.
+        let m = SharedMap::<u64, u64>::new(8).unwrap();
+        for k in 0..12 {
+            m.insert(k, k).unwrap();
+        }
+        let (s, home, tag) = m.place(&3);
+        let i = m.find(s, home, tag, &3).unwrap();
+        // A writer that died right after arming the shift: the hole still
+        // holds key 3.
+        let st = m.stripe(s);
+        m.begin_write(st);
+        st.undo_slot.store(i as u64, Ordering::SeqCst);
+        st.undo_len.store(11, Ordering::SeqCst);
+        m.arm(st, UNDO_SHIFT);
+        m.repair(s);
+        assert_eq!(m.get(&3), None);
+        assert_eq!(m.len(), 11);
+        for k in (0..12).filter(|&k| k != 3) {
+            assert_eq!(m.get(&k), Some(k), "key {k} lost");
+        }
+    }
+
+    #[test]
+    fn a_clear_cut_short_is_finished() {
+        let m = SharedMap::<u64, u64>::new(8).unwrap();
+        for k in 0..8 {
+            m.insert(k, k).unwrap();
+        }
+        let st = m.stripe(0);
+        m.begin_write(st);
+        m.arm(st, UNDO_CLEAR);
+        let empty: Slot<u64, u64> = Slot {
+            state: EMPTY,
+            hash: 0,
+            key: 0,
+            value: 0,
+        };
+        for i in 0..4 {
+            // SAFETY: in bounds; this test is the only user of the map.
+            unsafe { std::ptr::write_volatile(m.slot_ptr(0, i), empty) };
+        }
+        m.repair(0);
+        assert!(m.is_empty());
+        assert!(m.snapshot().is_empty());
+        m.insert(3, 3).unwrap();
+        assert_eq!(m.get(&3), Some(3));
     }
 
     #[test]
