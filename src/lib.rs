@@ -58,5 +58,6 @@ pub use map::{FixedStr, SharedMap};
 pub use pool::Pool;
 pub use process::{Process, cpu_count, spawn};
 pub use queue::{Queue, QueueBuilder};
+pub use region::cleanup_stale;
 pub use shared::{DataControl, LockChoice};
 pub use value::{Value, ValueBuilder};

@@ -8,11 +8,16 @@
 //! length and file size, each mismatch a typed [`Error`](crate::Error).
 
 mod header;
+mod inspect;
 mod options;
 mod segment;
 
 pub(crate) use header::Spec;
 pub use header::{HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
+pub use inspect::{
+    QueueFigures, SegmentInfo, cleanup_stale, cleanup_stale_matching, inspect_segment,
+    list_segments,
+};
 pub use options::RegionOptions;
 pub use segment::Segment;
 
