@@ -178,7 +178,7 @@ fn run(cli: Cli) -> shmkit::Result<()> {
                 for n in &names {
                     println!("{verb} {n}");
                 }
-                println!("{} stale segment(s) {verb}", names.len());
+                println!("{verb} {} stale segment(s)", names.len());
             }
         }
     }
