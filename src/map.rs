@@ -192,10 +192,12 @@ impl Geometry {
 
     fn layout<K, V>(capacity: u64, stripes: u64, per_stripe: u64) -> Option<Geometry> {
         let stride = size_of::<Slot<K, V>>() as u64;
-        let slots_at = (stripes * size_of::<Stripe>() as u64).next_multiple_of(64);
+        let slots_at = stripes
+            .checked_mul(size_of::<Stripe>() as u64)?
+            .checked_next_multiple_of(64)?;
         let undo_at = slots_at
             .checked_add(stripes.checked_mul(per_stripe)?.checked_mul(stride)?)?
-            .next_multiple_of(64);
+            .checked_next_multiple_of(64)?;
         let bytes = undo_at.checked_add(stripes.checked_mul(stride)?)?;
         Some(Geometry {
             capacity,

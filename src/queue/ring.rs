@@ -153,7 +153,19 @@ impl<'a> Ring<'a> {
                 }
                 return None;
             } else {
-                pos = self.head.load(Ordering::Relaxed);
+                // Another sender took `pos`: the head has moved (we saw its
+                // slot's newer sequence through an Acquire load, which
+                // happens after that sender's CAS). An unmoved head means the
+                // sequence is a peer's garbage: report the ring full rather
+                // than spin on it forever.
+                let now = self.head.load(Ordering::Relaxed);
+                if now == pos {
+                    if !self.single_producer {
+                        intent.store(0, Ordering::Relaxed);
+                    }
+                    return None;
+                }
+                pos = now;
             }
         }
     }
@@ -204,7 +216,16 @@ impl<'a> Ring<'a> {
                 }
                 return Err(Empty);
             } else {
-                pos = self.tail.load(Ordering::Relaxed);
+                // As in `try_claim_send`: an unmoved tail means a garbage
+                // sequence number; report empty rather than spin forever.
+                let now = self.tail.load(Ordering::Relaxed);
+                if now == pos {
+                    if !self.single_consumer {
+                        intent.store(0, Ordering::Relaxed);
+                    }
+                    return Err(Empty);
+                }
+                pos = now;
             }
         }
     }
