@@ -192,3 +192,53 @@ fn garbage_in_a_map_gives_errors_or_wrong_answers_not_crashes() {
     println!("map: {opened} opened, {refused} refused");
     assert_eq!(m.get(&5), Some(5));
 }
+
+#[test]
+fn garbage_archives_are_refused_not_trusted() {
+    use shmkit::Message;
+    let _w = watchdog("hostile archives");
+    let mut rng = 0xa5a5_5a5a;
+    let valid: Vec<Vec<u8>> = vec![
+        vec![1u64, 2, 3].encode().unwrap().to_vec(),
+        "hello".to_owned().encode().unwrap().to_vec(),
+        (7u32, "seven".to_owned()).encode().unwrap().to_vec(),
+        Some(vec!["a".to_owned(), "bc".to_owned()])
+            .encode()
+            .unwrap()
+            .to_vec(),
+    ];
+    let (mut refused, mut decoded) = (0, 0);
+    for case in 0..4000u64 {
+        // Pure noise, or a valid archive with a few bytes changed.
+        let bytes: Vec<u8> = if case % 2 == 0 {
+            (0..next(&mut rng) % 96)
+                .map(|_| next(&mut rng) as u8)
+                .collect()
+        } else {
+            let mut b = valid[(case / 2 % 4) as usize].clone();
+            for _ in 0..=(next(&mut rng) % 4) {
+                let at = (next(&mut rng) % b.len() as u64) as usize;
+                b[at] = next(&mut rng) as u8;
+            }
+            b
+        };
+        let results = [
+            Vec::<u64>::decode(&bytes).is_ok(),
+            String::decode(&bytes).is_ok(),
+            <(u32, String)>::decode(&bytes).is_ok(),
+            Option::<Vec<String>>::decode(&bytes).is_ok(),
+            // A handle decodes by opening what it names: garbage names,
+            // descriptors and pids must end in errors, not in a mapping.
+            Array::<u64>::decode(&bytes).is_ok(),
+        ];
+        for ok in results {
+            if ok {
+                decoded += 1;
+            } else {
+                refused += 1;
+            }
+        }
+    }
+    println!("archives: {decoded} decoded, {refused} refused");
+    assert!(refused > decoded);
+}
