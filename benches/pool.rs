@@ -13,7 +13,7 @@
 //!   crossbeam-channel to a thread and back (the thread limit), and shmkit's
 //!   `apply_async(..).get()` to a worker process and back.
 
-use criterion::{Criterion, Throughput, criterion_group};
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, measurement::WallTime};
 use rayon::prelude::*;
 use shmkit::Pool;
 use std::hint::black_box;
@@ -38,6 +38,29 @@ fn heavy(x: u64) -> u64 {
 
 const HEAVY_ITEMS: u64 = 20_000;
 
+/// Rows `first`, `first+1`, `first+2`: `f` over `0..n` sequentially, with
+/// rayon on threads, and with shmkit's pool.
+fn map_rows(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    pool: &Pool,
+    rayon: &rayon::ThreadPool,
+    first: u32,
+    label: &str,
+    f: fn(u64) -> u64,
+    n: u64,
+) {
+    g.throughput(Throughput::Elements(n));
+    g.bench_function(format!("{first}-map-{label}-sequential"), |b| {
+        b.iter(|| black_box((0..n).map(f).collect::<Vec<u64>>()))
+    });
+    g.bench_function(format!("{}-map-{label}-rayon-threads", first + 1), |b| {
+        b.iter(|| rayon.install(|| black_box((0..n).into_par_iter().map(f).collect::<Vec<u64>>())))
+    });
+    g.bench_function(format!("{}-map-{label}-shmkit-pool", first + 2), |b| {
+        b.iter(|| black_box(pool.map(f, 0..n).unwrap()))
+    });
+}
+
 fn pool(c: &mut Criterion) {
     let workers = shmkit::cpu_count();
     let pool = Pool::builder().processes(workers).build().unwrap();
@@ -48,26 +71,9 @@ fn pool(c: &mut Criterion) {
     let mut g = c.benchmark_group("pool");
     g.measurement_time(Duration::from_secs(4));
     g.sample_size(30);
-    g.throughput(Throughput::Elements(ITEMS));
-    g.bench_function("10-map-1M-sequential", |b| {
-        b.iter(|| black_box((0..ITEMS).map(trivial).collect::<Vec<u64>>()))
-    });
-    g.bench_function("11-map-1M-rayon-threads", |b| {
-        b.iter(|| {
-            rayon.install(|| {
-                black_box(
-                    (0..ITEMS)
-                        .into_par_iter()
-                        .map(trivial)
-                        .collect::<Vec<u64>>(),
-                )
-            })
-        })
-    });
-    g.bench_function("12-map-1M-shmkit-pool", |b| {
-        b.iter(|| black_box(pool.map(trivial, 0..ITEMS).unwrap()))
-    });
+    map_rows(&mut g, &pool, &rayon, 10, "1M", trivial, ITEMS);
     let shm = shmkit::Array::<u64>::new(ITEMS as usize).unwrap();
+    g.throughput(Throughput::Elements(ITEMS));
     g.bench_function("13-map-1M-floor-copy-in-and-out", |b| {
         b.iter(|| {
             // SAFETY: no other process has this array.
@@ -79,24 +85,7 @@ fn pool(c: &mut Criterion) {
         })
     });
     g.throughput(Throughput::Elements(HEAVY_ITEMS));
-    g.bench_function("14-map-20k-heavy-sequential", |b| {
-        b.iter(|| black_box((0..HEAVY_ITEMS).map(heavy).collect::<Vec<u64>>()))
-    });
-    g.bench_function("15-map-20k-heavy-rayon-threads", |b| {
-        b.iter(|| {
-            rayon.install(|| {
-                black_box(
-                    (0..HEAVY_ITEMS)
-                        .into_par_iter()
-                        .map(heavy)
-                        .collect::<Vec<u64>>(),
-                )
-            })
-        })
-    });
-    g.bench_function("16-map-20k-heavy-shmkit-pool", |b| {
-        b.iter(|| black_box(pool.map(heavy, 0..HEAVY_ITEMS).unwrap()))
-    });
+    map_rows(&mut g, &pool, &rayon, 14, "20k-heavy", heavy, HEAVY_ITEMS);
     g.throughput(Throughput::Elements(1));
     g.bench_function("20-round-trip-crossbeam-thread", |b| {
         let (tx, rx) = crossbeam_channel::bounded::<u64>(1);

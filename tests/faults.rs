@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::xorshift as next;
+
 use common::{WATCHDOG, unique, watchdog};
 use shmkit::pipe::Connection;
 use shmkit::process::{Builder, Process};
@@ -20,14 +22,6 @@ fn rounds() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(40)
-}
-
-/// A cheap deterministic generator for kill moments.
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
 }
 
 /// Lets the child run for a random while (0.1–3 ms), then SIGKILLs it.

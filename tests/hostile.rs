@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::xorshift as next;
+
 use common::{unique, watchdog};
 use shmkit::queue::{Bytes, Queue};
 use shmkit::{Array, SharedMap, Value};
@@ -14,13 +16,6 @@ use std::time::Duration;
 
 const CASES: u64 = 300;
 const OPEN: Duration = Duration::from_millis(1);
-
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
 
 fn file(name: &str) -> std::fs::File {
     std::fs::OpenOptions::new()

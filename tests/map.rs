@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::xorshift as next;
+
 use common::watchdog;
 use shmkit::process::Builder;
 use shmkit::{Error, FixedStr, SharedMap};
@@ -27,14 +29,6 @@ fn the_tutorial_manager_dict_from_eight_processes() {
     all.sort();
     assert_eq!(all, (0..8u64).map(|i| (i, i * i)).collect::<Vec<_>>());
     assert_eq!(d.len(), 8);
-}
-
-/// A small deterministic generator (xorshift).
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
 }
 
 const KEYS: u64 = 100_000;

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::is_dead;
+
 use common::watchdog;
 use shmkit::pool::Progress;
 use shmkit::process::StartMethod;
@@ -25,14 +27,6 @@ fn pid_of(_: u64) -> u32 {
 
 fn pool(n: usize) -> Pool {
     Pool::builder().processes(n).build().unwrap()
-}
-
-/// Whether `pid` is gone or a zombie.
-fn is_dead(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('Z'),
-    }
 }
 
 #[test]

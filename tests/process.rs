@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::is_dead;
+
 use common::{WATCHDOG, unique};
 use shmkit::process::{self, Builder, Process};
 use shmkit::{Array, Error, Message, Value};
@@ -37,14 +39,6 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     while !ok() {
         assert!(Instant::now() < deadline, "watchdog: waiting for {what}");
         std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Whether `pid` is gone or a zombie (dead either way).
-fn is_dead(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('Z'),
     }
 }
 

@@ -312,6 +312,21 @@ mod loom_tests {
         value: AtomicU64,
     }
 
+    /// Runs `f` on a new loom thread with its own intent and view of the
+    /// ring (`single`: the SPSC flags).
+    fn spawn<T: Send + 'static>(
+        heap: &Arc<Heap>,
+        single: bool,
+        f: impl FnOnce(&Heap, &Ring<'_>, &AtomicU64) -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
+        let heap = heap.clone();
+        thread::spawn(move || {
+            let intent = AtomicU64::new(0);
+            let ring = heap.ring(single, single);
+            f(&heap, &ring, &intent)
+        })
+    }
+
     struct Heap {
         head: AtomicU64,
         tail: AtomicU64,
@@ -348,6 +363,13 @@ mod loom_tests {
                     sp,
                     sc,
                 )
+            }
+        }
+
+        /// Sends `v`, yielding while the ring is full.
+        fn send_waiting(&self, ring: &Ring<'_>, intent: &AtomicU64, v: u64) {
+            while !self.send(ring, intent, v) {
+                thread::yield_now();
             }
         }
 
@@ -388,26 +410,10 @@ mod loom_tests {
         model(|| {
             let heap = Heap::new(2);
             let producers: Vec<_> = (0..2u64)
-                .map(|p| {
-                    let heap = heap.clone();
-                    thread::spawn(move || {
-                        let intent = AtomicU64::new(0);
-                        let ring = heap.ring(false, false);
-                        // Values 1.. so a stale zero shows.
-                        while !heap.send(&ring, &intent, p + 1) {
-                            thread::yield_now();
-                        }
-                    })
-                })
+                // Values 1.. so a stale zero shows.
+                .map(|p| spawn(&heap, false, move |h, r, i| h.send_waiting(r, i, p + 1)))
                 .collect();
-            let consumer = {
-                let heap = heap.clone();
-                thread::spawn(move || {
-                    let intent = AtomicU64::new(0);
-                    let ring = heap.ring(false, false);
-                    heap.recv(&ring, &intent)
-                })
-            };
+            let consumer = spawn(&heap, false, |h, r, i| h.recv(r, i));
             let intent = AtomicU64::new(0);
             let ring = heap.ring(false, false);
             for p in producers {
@@ -427,26 +433,14 @@ mod loom_tests {
     fn wraparound_never_loses_or_duplicates() {
         model(|| {
             let heap = Heap::new(2);
-            let producer = {
-                let heap = heap.clone();
-                thread::spawn(move || {
-                    let intent = AtomicU64::new(0);
-                    let ring = heap.ring(false, false);
-                    assert!(heap.send(&ring, &intent, 1)); // the ring is empty
-                    assert!(heap.send(&ring, &intent, 2));
-                    // Succeeds only if the consumer released slot 0 first:
-                    // then nothing stale may be read.
-                    heap.send(&ring, &intent, 3)
-                })
-            };
-            let consumer = {
-                let heap = heap.clone();
-                thread::spawn(move || {
-                    let intent = AtomicU64::new(0);
-                    let ring = heap.ring(false, false);
-                    heap.recv(&ring, &intent)
-                })
-            };
+            let producer = spawn(&heap, false, |h, r, i| {
+                assert!(h.send(r, i, 1)); // the ring is empty
+                assert!(h.send(r, i, 2));
+                // Succeeds only if the consumer released slot 0 first: then
+                // nothing stale may be read.
+                h.send(r, i, 3)
+            });
+            let consumer = spawn(&heap, false, |h, r, i| h.recv(r, i));
             let sent_third = producer.join().unwrap();
             let first = consumer.join().unwrap();
             let intent = AtomicU64::new(0);
@@ -468,18 +462,11 @@ mod loom_tests {
     fn spsc_in_order() {
         model(|| {
             let heap = Heap::new(2);
-            let producer = {
-                let heap = heap.clone();
-                thread::spawn(move || {
-                    let intent = AtomicU64::new(0);
-                    let ring = heap.ring(true, true);
-                    for v in 1..=3 {
-                        while !heap.send(&ring, &intent, v) {
-                            thread::yield_now();
-                        }
-                    }
-                })
-            };
+            let producer = spawn(&heap, true, |h, r, i| {
+                for v in 1..=3 {
+                    h.send_waiting(r, i, v);
+                }
+            });
             let intent = AtomicU64::new(0);
             let ring = heap.ring(true, true);
             let mut got = Vec::new();
@@ -503,16 +490,7 @@ mod loom_tests {
             let dead_intent = AtomicU64::new(0);
             let pos = ring.try_claim_send(&dead_intent).unwrap();
             assert_eq!(dead_intent.load(Ordering::SeqCst), pos + 1);
-            let live = {
-                let heap = heap.clone();
-                thread::spawn(move || {
-                    let intent = AtomicU64::new(0);
-                    let ring = heap.ring(false, false);
-                    while !heap.send(&ring, &intent, 7) {
-                        thread::yield_now();
-                    }
-                })
-            };
+            let live = spawn(&heap, false, |h, r, i| h.send_waiting(r, i, 7));
             let intent = AtomicU64::new(0);
             // The receiver is stalled on position 0 until it is recovered.
             assert_eq!(ring.try_claim_recv(&intent), Err(Empty));

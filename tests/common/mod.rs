@@ -140,3 +140,19 @@ impl Drop for Watchdog {
         self.done.1.notify_all();
     }
 }
+
+/// A cheap deterministic generator (xorshift64) for seeded test cases.
+pub fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Whether `pid` is gone or a zombie (dead either way).
+pub fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('Z'),
+    }
+}
