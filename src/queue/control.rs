@@ -6,7 +6,7 @@
 //! 128   tail (receive cursor)        own 128-byte line pair
 //! 256   wait words                   futex words and sleeper counts
 //! 384   state                        counts, flags, statistics, geometry
-//! 512   recovery lock                robust RawMutex (64-aligned)
+//! 512   recovery lock                OwnerLock (64 B)
 //! ...   orphans[64]                  positions held by dead receivers, +1
 //! ...   participants[64]             pid, start time, role, intent
 //! ```
@@ -15,7 +15,7 @@
 //! bytes, each a [`SlotHeader`](super::ring::SlotHeader) then the message.
 
 use super::atomic::AtomicU64 as RingU64;
-use crate::sync::mutex::RawMutex;
+use crate::sync::owner_lock::OwnerLock;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Participants (sender and receiver handles, one per handle) a queue can
@@ -106,7 +106,7 @@ pub(crate) struct QueueControl {
     pub waits: Padded<Waits>,
     pub state: Padded<State>,
     /// Serialises recovery and the taking of orphans (rare paths only).
-    pub recovery: RawMutex,
+    pub recovery: OwnerLock,
     pub orphans: [AtomicU64; MAX_PARTICIPANTS],
     pub participants: [Participant; MAX_PARTICIPANTS],
 }
@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(offset_of!(Participant, token), 24);
         assert_eq!(align_of::<QueueControl>(), 128);
         let orphans = offset_of!(QueueControl, orphans);
-        assert_eq!(orphans, 512 + size_of::<RawMutex>());
+        assert_eq!(orphans, 512 + size_of::<OwnerLock>());
         assert_eq!(
             offset_of!(QueueControl, participants),
             (orphans + 8 * MAX_PARTICIPANTS).next_multiple_of(64)

@@ -11,7 +11,7 @@ use super::control::{
 use super::ring::{Empty, Ring, SKIP, SlotHeader};
 use crate::error::{Error, Result};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
-use crate::sync::mutex::RawMutex;
+use crate::sync::owner_lock::OwnerLock;
 use crate::sync::wait::Backoff;
 use crate::sys::{futex, proc};
 use std::sync::Arc;
@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 pub(crate) const SLICE: Duration = Duration::from_millis(50);
 /// The longest slice.
 pub(crate) const MAX_SLICE: Duration = Duration::from_secs(1);
+/// How many times a receiver looks again at a disconnected queue that seems
+/// to hold something before it concludes (see `claim_recv`).
+const LAST_LOOKS: u32 = 64;
 
 /// Why a blocking operation stopped without its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,14 +100,9 @@ impl RawQueue {
             let c = control.cast::<QueueControl>();
             // SAFETY: the segment is unpublished and zero-filled; the control
             // block is sized and aligned for a QueueControl (spec), whose
-            // fields are all valid when zero except the mutex, initialised
-            // here, and the geometry, written here.
+            // fields are all valid when zero (the recovery lock is free)
+            // except the geometry, written here.
             unsafe {
-                RawMutex::init(std::ptr::addr_of_mut!((*c).recovery)).map_err(|e| Error::Io {
-                    op: "pthread_mutex_init",
-                    name: String::new(),
-                    source: e,
-                })?;
                 let st = std::ptr::addr_of_mut!((*c).state.0);
                 (*st).capacity = capacity;
                 (*st).stride = stride;
@@ -173,7 +171,9 @@ impl RawQueue {
         if !cap.is_power_of_two()
             || cap < 2
             || stride % 64 != 0
-            || stride < size_of::<SlotHeader>() as u64 + len
+            || (size_of::<SlotHeader>() as u64)
+                .checked_add(len)
+                .is_none_or(|need| stride < need)
             || cap.checked_mul(stride) != Some(q.seg.element_count())
         {
             return Err(corrupt(format!(
@@ -210,7 +210,7 @@ impl RawQueue {
     pub(crate) fn control(&self) -> &QueueControl {
         // SAFETY: the header check guarantees a published control block of
         // QueueControl's size and alignment; it is made of atomics, plain
-        // integers only read, and a RawMutex used through pthread calls.
+        // integers only read, and an OwnerLock (one atomic word).
         unsafe { &*self.seg.control_ptr().cast::<QueueControl>() }
     }
 
@@ -472,6 +472,12 @@ impl RawQueue {
         let max = self.max_len() as u64;
         let mut backoff = Backoff::new();
         let mut slice = SLICE;
+        // Rounds in a row that found the queue disconnected yet something
+        // apparently left to take. Legitimately a round or two (a last
+        // commit, an orphan another receiver took first); garbage written
+        // by a peer (a slot that looks ready but cannot be claimed) would
+        // make it endless.
+        let mut last_looks = 0;
         loop {
             if c.state.0.orphan_count.load(Ordering::SeqCst) > 0
                 && let Some(claim) = self.take_orphan(entry)
@@ -494,6 +500,10 @@ impl RawQueue {
                 Ok((pos, len)) => return Ok((pos, len as usize)),
                 Err(Empty) => {
                     if self.recv_disconnected() {
+                        last_looks += 1;
+                        if last_looks > LAST_LOOKS {
+                            return Err(Stop::Disconnected);
+                        }
                         // Before concluding: a dead receiver may hold a
                         // message nobody has handed on yet.
                         self.recover();
@@ -716,13 +726,13 @@ impl RawQueue {
         let c = self.control();
         if c.orphans
             .iter()
-            .any(|o| o.load(Ordering::SeqCst) == pos + 1)
+            .any(|o| o.load(Ordering::SeqCst) == pos.wrapping_add(1))
         {
             return true;
         }
         match c.orphans.iter().find(|o| o.load(Ordering::SeqCst) == 0) {
             Some(o) => {
-                o.store(pos + 1, Ordering::SeqCst);
+                o.store(pos.wrapping_add(1), Ordering::SeqCst);
                 c.state.0.orphan_count.fetch_add(1, Ordering::SeqCst);
                 true
             }
@@ -756,6 +766,10 @@ impl RawQueue {
             c.state.0.redelivered.fetch_add(1, Ordering::Relaxed);
             return Some((pos, len as usize));
         }
+        // No orphan left: a count above zero is garbage (entries and count
+        // change only under the recovery lock); repair it, or every waiter
+        // would wake for nothing.
+        c.state.0.orphan_count.store(0, Ordering::SeqCst);
         None
     }
 
@@ -866,22 +880,20 @@ fn is_dead(p: &Participant) -> bool {
 }
 
 /// The recovery lock, held for a scope. A recoverer that died inside left
-/// only idempotent steps half done, so the poison is simply cleared.
-struct RecoveryGuard<'a>(&'a RawMutex);
+/// only idempotent steps half done, so a taker-over simply goes on. An
+/// [`OwnerLock`]: garbage a peer writes into it cannot make recovery wait
+/// forever (as it could in a pthread mutex).
+struct RecoveryGuard<'a>(&'a OwnerLock);
 
 impl<'a> RecoveryGuard<'a> {
-    fn lock(m: &'a RawMutex) -> Self {
-        if let crate::sync::mutex::Acquired::Poisoned = m.lock() {
-            // SAFETY: we hold the lock.
-            unsafe { m.clear_poison() };
-        }
+    fn lock(m: &'a OwnerLock) -> Self {
+        m.lock();
         RecoveryGuard(m)
     }
 }
 
 impl Drop for RecoveryGuard<'_> {
     fn drop(&mut self) {
-        // SAFETY: this guard's thread holds the lock (taken in `lock`).
-        unsafe { self.0.unlock() };
+        self.0.unlock();
     }
 }

@@ -131,16 +131,16 @@ impl<'a> Ring<'a> {
             let dif = seq.wrapping_sub(pos) as i64;
             if dif == 0 {
                 if self.single_producer {
-                    self.head.store(pos + 1, Ordering::Relaxed);
+                    self.head.store(pos.wrapping_add(1), Ordering::Relaxed);
                     return Some(pos);
                 }
                 // SYNC(intent): sequenced before the CAS, whose success
                 // ordering releases it: a recoverer whose SeqCst load sees
                 // `head > pos` also sees this intent (or a later value).
-                intent.store(pos + 1, Ordering::Relaxed);
+                intent.store(pos.wrapping_add(1), Ordering::Relaxed);
                 match self.head.compare_exchange_weak(
                     pos,
-                    pos + 1,
+                    pos.wrapping_add(1),
                     Ordering::SeqCst,
                     Ordering::Relaxed,
                 ) {
@@ -176,7 +176,7 @@ impl<'a> Ring<'a> {
         slot.len.store(len, Ordering::Relaxed);
         // SYNC(seq): pairs with the Acquire load in `try_claim_recv`; the
         // message bytes and `len` are visible to the receiver.
-        slot.seq.store(pos + 1, Ordering::Release);
+        slot.seq.store(pos.wrapping_add(1), Ordering::Release);
         if !self.single_producer {
             // A stale intent after the commit is harmless: recovery acts only
             // on a slot that is still uncommitted (or still held).
@@ -193,17 +193,17 @@ impl<'a> Ring<'a> {
             let slot = self.slot(pos);
             // SYNC(seq): pairs with the Release store in `commit`.
             let seq = slot.seq.load(Ordering::Acquire);
-            let dif = seq.wrapping_sub(pos + 1) as i64;
+            let dif = seq.wrapping_sub(pos.wrapping_add(1)) as i64;
             if dif == 0 {
                 if self.single_consumer {
-                    self.tail.store(pos + 1, Ordering::Relaxed);
+                    self.tail.store(pos.wrapping_add(1), Ordering::Relaxed);
                     return Ok((pos, slot.len.load(Ordering::Relaxed)));
                 }
                 // SYNC(intent): as in try_claim_send.
-                intent.store(pos + 1, Ordering::Relaxed);
+                intent.store(pos.wrapping_add(1), Ordering::Relaxed);
                 match self.tail.compare_exchange_weak(
                     pos,
-                    pos + 1,
+                    pos.wrapping_add(1),
                     Ordering::SeqCst,
                     Ordering::Relaxed,
                 ) {
@@ -235,7 +235,7 @@ impl<'a> Ring<'a> {
         // SYNC(seq): pairs with the Acquire load in `try_claim_send`.
         self.slot(pos)
             .seq
-            .store(pos + self.capacity(), Ordering::Release);
+            .store(pos.wrapping_add(self.capacity()), Ordering::Release);
         if !self.single_consumer {
             intent.store(0, Ordering::Relaxed);
         }
@@ -251,7 +251,7 @@ impl<'a> Ring<'a> {
     /// Whether the message at `tail` is committed.
     pub(crate) fn can_recv(&self) -> bool {
         let tail = self.tail.load(Ordering::SeqCst);
-        self.slot(tail).seq.load(Ordering::SeqCst) == tail + 1
+        self.slot(tail).seq.load(Ordering::SeqCst) == tail.wrapping_add(1)
     }
 
     /// Messages committed or being written, not yet claimed by a receiver.
@@ -268,7 +268,7 @@ impl<'a> Ring<'a> {
         let slot = self.slot(pos);
         if slot.seq.load(Ordering::Acquire) == pos && after(self.head.load(Ordering::SeqCst), pos) {
             slot.len.store(SKIP, Ordering::Relaxed);
-            slot.seq.store(pos + 1, Ordering::Release);
+            slot.seq.store(pos.wrapping_add(1), Ordering::Release);
             true
         } else {
             false
@@ -278,7 +278,7 @@ impl<'a> Ring<'a> {
     /// Recovery: whether the message at `pos` was claimed by a receiver and
     /// not released.
     pub(crate) fn is_held(&self, pos: u64) -> bool {
-        self.slot(pos).seq.load(Ordering::Acquire) == pos + 1
+        self.slot(pos).seq.load(Ordering::Acquire) == pos.wrapping_add(1)
             && after(self.tail.load(Ordering::SeqCst), pos)
     }
 

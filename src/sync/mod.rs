@@ -15,6 +15,7 @@ mod barrier;
 mod condition;
 mod event;
 pub(crate) mod mutex;
+pub(crate) mod owner_lock;
 mod rwlock;
 mod semaphore;
 pub(crate) mod wait;

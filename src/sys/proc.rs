@@ -29,6 +29,13 @@ pub(crate) fn pid() -> u32 {
     std::process::id()
 }
 
+/// The calling thread's id (its `/proc/<tid>/stat` has the thread's own
+/// start time).
+pub(crate) fn tid() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() as u32 }
+}
+
 /// The effective uid of the calling process.
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
