@@ -407,12 +407,12 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
                 theirs[0], theirs[1], theirs[2], theirs[3], ours[0], ours[1], ours[2], ours[3]
             )));
         }
-        let geo = match Geometry::layout::<K, V>(c.capacity, c.stripes, c.per_stripe) {
+        // The geometry must be exactly the one `create` derives from the
+        // capacity (which also bounds stripes, slots and the count checks).
+        let geo = match Geometry::for_capacity::<K, V>(c.capacity) {
             Some(g)
-                if c.stripes.is_power_of_two()
-                    && c.stripes <= 64
-                    && c.per_stripe.is_power_of_two()
-                    && c.per_stripe >= 2
+                if g.stripes == c.stripes
+                    && g.per_stripe == c.per_stripe
                     && c.stride == size_of::<Slot<K, V>>() as u64
                     && g.bytes == seg.element_count() =>
             {
@@ -420,8 +420,9 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
             }
             _ => {
                 return Err(corrupt(format!(
-                    "map geometry ({} stripes of {} slots of {} bytes) does not match its \
-                     {}-byte data area",
+                    "map geometry (capacity {}, {} stripes of {} slots of {} bytes) does not \
+                     match its {}-byte data area",
+                    c.capacity,
                     c.stripes,
                     c.per_stripe,
                     c.stride,
