@@ -76,6 +76,14 @@ fn map(c: &mut Criterion) {
             }
         })
     });
+    let mut plain = std_map.lock().unwrap().clone();
+    g.bench_function("13-insert-1-std-hashmap-no-lock (limit)", |b| {
+        b.iter(|| {
+            for i in 0..OPS {
+                plain.insert(key(i), i);
+            }
+        })
+    });
     g.bench_function("20-get-1-shmkit-process", |b| {
         b.iter(|| {
             for i in 0..OPS {
@@ -94,6 +102,13 @@ fn map(c: &mut Criterion) {
         b.iter(|| {
             for i in 0..OPS {
                 black_box(dash.get(&key(i)).map(|v| *v));
+            }
+        })
+    });
+    g.bench_function("23-get-1-std-hashmap-no-lock (limit)", |b| {
+        b.iter(|| {
+            for i in 0..OPS {
+                black_box(plain.get(&key(i)).copied());
             }
         })
     });

@@ -6,9 +6,13 @@
 //!   crossbeam-channel (bounded 1024) between threads, shmkit between
 //!   processes, a Unix pipe and a Unix stream socket with one 8-byte write per
 //!   message between processes, and ipc-channel between processes.
+//! - `19-u64-spsc-bare-shared-ring (limit)`: a bare single-producer ring of
+//!   u64 in shared memory between two spinning processes: the limit.
 //! - `2x-u64-mpmc-2x2-*`: two producers, two consumers.
 //! - `3x-1KiB-*`, `4x-64KiB-*`: sized messages (crossbeam sends a `Vec`, which
-//!   moves a pointer: the thread baseline does not copy).
+//!   moves a pointer: the thread baseline does not copy), SPSC, then MPMC
+//!   2x2 (`x5`, `x6`), and one `memcpy` of the message (`x9`, the limit of any
+//!   transport that writes the message once).
 //! - `5x-ping-pong-*`: one round trip; the bare limits (a cache line bounced
 //!   by spinning; a futex pair) beside shmkit spinning (`try_recv` loop) and
 //!   blocking (`recv`), and a Unix pipe.
@@ -22,6 +26,93 @@ use shmkit::queue::{self, Bytes, Queue};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// A bare Lamport ring of u64 in shared memory: one producer, one consumer,
+/// both spinning. No claims, no lengths, no recovery: the limit.
+#[repr(C)]
+struct BareRing {
+    head: Line,
+    tail: Line,
+    slots: [AtomicU64; 1024],
+}
+
+#[repr(C, align(128))]
+struct Line(AtomicU64);
+
+fn bare_spsc(ring: &BareRing, iters: u64) -> Duration {
+    ring.head.0.store(0, Ordering::SeqCst);
+    ring.tail.0.store(0, Ordering::SeqCst);
+    let n = ring.slots.len() as u64;
+    fork_pair(
+        || {
+            for i in 0..iters {
+                while i - ring.tail.0.load(Ordering::Acquire) >= n {
+                    std::hint::spin_loop();
+                }
+                ring.slots[(i % n) as usize].store(i, Ordering::Relaxed);
+                ring.head.0.store(i + 1, Ordering::Release);
+            }
+        },
+        || {
+            for i in 0..iters {
+                while ring.head.0.load(Ordering::Acquire) == i {
+                    std::hint::spin_loop();
+                }
+                black_box(ring.slots[(i % n) as usize].load(Ordering::Relaxed));
+                ring.tail.0.store(i + 1, Ordering::Release);
+            }
+        },
+    )
+}
+
+/// Two producer threads and two consumer threads over one crossbeam channel.
+fn crossbeam_mpmc<T: Send>(iters: u64, make: impl Fn() -> T + Sync) -> Duration {
+    let (tx, rx) = crossbeam_channel::bounded::<T>(1024);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let tx = tx.clone();
+            let make = &make;
+            s.spawn(move || {
+                for _ in 0..iters / 2 {
+                    tx.send(make()).unwrap();
+                }
+            });
+        }
+        drop(tx);
+        let rx2 = rx.clone();
+        s.spawn(move || while rx2.recv().is_ok() {});
+        while rx.recv().is_ok() {}
+    });
+    t0.elapsed()
+}
+
+/// Two producer processes and two consumer processes on one shmkit queue;
+/// each producer ends with one empty message, each consumer stops at its
+/// first.
+fn shmkit_mpmc<T>(
+    iters: u64,
+    senders: &[T; 2],
+    receivers: &mut [queue::Receiver<Bytes>; 2],
+    send: impl Fn(&T, bool),
+) -> Duration {
+    let produce = |k: usize| {
+        for _ in 0..iters / 2 {
+            send(&senders[k], false);
+        }
+        send(&senders[k], true);
+    };
+    let consume = |rx: &mut queue::Receiver<Bytes>| while !rx.recv_bytes().unwrap().is_empty() {};
+    let [r0, r1] = receivers;
+    fork_pair(
+        || {
+            fork_pair(|| produce(0), || produce(1));
+        },
+        || {
+            fork_pair(|| consume(r0), || consume(r1));
+        },
+    )
+}
 
 fn crossbeam_spsc<T: Send + 'static>(iters: u64, make: impl Fn() -> T + Sync) -> Duration {
     let (tx, rx) = crossbeam_channel::bounded::<T>(1024);
@@ -97,6 +188,34 @@ fn sized(g: &mut BenchmarkGroup<'_, WallTime>, prefix: &str, size: usize) {
     g.bench_function(format!("{prefix}4-{}-ipc-channel", label(size)), |b| {
         b.iter_custom(|iters| ipc_stream(iters, || serde_bytes::ByteBuf::from(vec![7u8; size])))
     });
+    g.bench_function(
+        format!("{prefix}5-{}-mpmc-2x2-crossbeam-threads", label(size)),
+        |b| b.iter_custom(|iters| crossbeam_mpmc(iters, || vec![7u8; size])),
+    );
+    let q = Queue::<Bytes>::builder()
+        .capacity(64)
+        .max_message(size)
+        .create()
+        .unwrap();
+    let senders = [q.sender().unwrap(), q.sender().unwrap()];
+    let mut receivers = [q.receiver().unwrap(), q.receiver().unwrap()];
+    g.bench_function(
+        format!("{prefix}6-{}-mpmc-2x2-shmkit-queue", label(size)),
+        |b| {
+            b.iter_custom(|iters| {
+                shmkit_mpmc(iters, &senders, &mut receivers, |tx, last| {
+                    tx.send_bytes(if last { &[] } else { &msg }).unwrap()
+                })
+            })
+        },
+    );
+    let (src, dst) = (common::page_aligned(size, 7), common::page_aligned(size, 0));
+    g.bench_function(format!("{prefix}9-{}-memcpy (limit)", label(size)), |b| {
+        b.iter(|| {
+            dst.copy_from_slice(black_box(&*src));
+            black_box(&*dst);
+        })
+    });
 }
 
 fn label(size: usize) -> String {
@@ -145,27 +264,14 @@ fn queue(c: &mut Criterion) {
         b.iter_custom(|iters| ipc_stream(iters, || 1u64))
     });
 
+    let ring: &BareRing = shared();
+    g.bench_function("19-u64-spsc-bare-shared-ring (limit)", |b| {
+        b.iter_custom(|iters| bare_spsc(ring, iters))
+    });
+
     // 2x: u64 MPMC, two producers and two consumers.
     g.bench_function("20-u64-mpmc-2x2-crossbeam-threads", |b| {
-        b.iter_custom(|iters| {
-            let (tx, rx) = crossbeam_channel::bounded::<u64>(1024);
-            let t0 = Instant::now();
-            std::thread::scope(|s| {
-                for _ in 0..2 {
-                    let tx = tx.clone();
-                    s.spawn(move || {
-                        for i in 0..iters / 2 {
-                            tx.send(i).unwrap();
-                        }
-                    });
-                }
-                drop(tx);
-                let rx2 = rx.clone();
-                s.spawn(move || while rx2.recv().is_ok() {});
-                while rx.recv().is_ok() {}
-            });
-            t0.elapsed()
-        })
+        b.iter_custom(|iters| crossbeam_mpmc(iters, || 1u64))
     });
     let q = Queue::<u64>::builder().capacity(1024).create().unwrap();
     let senders = [q.sender().unwrap(), q.sender().unwrap()];

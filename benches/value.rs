@@ -164,7 +164,41 @@ fn increments(c: &mut Criterion) {
     g.bench_function("4-shmkit-locked-value", |b| {
         b.iter_custom(|n| two_processes(n, &shmkit_locked))
     });
+
+    // What a user would pick between threads instead.
+    let counter = AtomicU64::new(0);
+    g.bench_function("5-std-atomic-u64-2-threads", |b| {
+        b.iter_custom(|n| {
+            two_threads(n, &|| {
+                counter.fetch_add(1, Ordering::SeqCst);
+            })
+        })
+    });
+    let guarded = std::sync::Mutex::new(0u64);
+    g.bench_function("6-std-mutex-u64-2-threads", |b| {
+        b.iter_custom(|n| two_threads(n, &|| *guarded.lock().unwrap() += 1))
+    });
+    assert!(counter.load(Ordering::SeqCst) > 0 && *guarded.lock().unwrap() > 0);
     g.finish();
+}
+
+/// Runs `op` `iters` times in each of two threads started together.
+fn two_threads(iters: u64, op: &(dyn Fn() + Sync)) -> Duration {
+    let go = AtomicU32::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while go.load(Ordering::Acquire) == 0 {
+                std::hint::spin_loop();
+            }
+            (0..iters).for_each(|_| op());
+        });
+        let t0 = Instant::now();
+        go.store(1, Ordering::Release);
+        (0..iters).for_each(|_| op());
+        // The scope joins the other thread before its time is read below.
+        t0
+    })
+    .elapsed()
 }
 
 /// The same operations in one process, uncontended: the fixed cost of each

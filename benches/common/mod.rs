@@ -180,3 +180,19 @@ pub fn futex_ping_pong(iters: u64) -> Duration {
         },
     )
 }
+
+/// `size` bytes of `fill`, page-aligned (a memcpy between buffers whose
+/// addresses differ in the low bits can be several times slower on some
+/// CPUs; the limit rows copy between aligned buffers), leaked for the
+/// bench's life.
+pub fn page_aligned(size: usize, fill: u8) -> &'static mut [u8] {
+    let layout = std::alloc::Layout::from_size_align(size.max(1), 4096).unwrap();
+    // SAFETY: a non-zero-sized layout; the memory is initialised by the fill
+    // before the slice is made.
+    unsafe {
+        let p = std::alloc::alloc(layout);
+        assert!(!p.is_null());
+        p.write_bytes(fill, size);
+        std::slice::from_raw_parts_mut(p, size)
+    }
+}
