@@ -137,7 +137,7 @@ fn wrong_version_and_foreign_magic_are_typed_errors() {
         matches!(
             e,
             Error::VersionMismatch {
-                expected: 1,
+                expected: shmkit::region::LAYOUT_VERSION,
                 found: 99,
                 ..
             }

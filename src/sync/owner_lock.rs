@@ -8,8 +8,10 @@
 //! thread's start time. A waiter that finds the word unchanged for a while
 //! checks `/proc/<tid>/stat`: if no live thread has that id and start time —
 //! the holder died, or the word is garbage — it takes the lock over with a
-//! compare-and-swap. Whatever a peer writes, a locker gets the lock or waits
-//! only for a live holder.
+//! compare-and-swap. Whatever a peer writes by accident, a locker gets the
+//! lock or waits only for a live holder. (A peer that deliberately names a
+//! live thread with its start time can keep the lock held, as it could by
+//! taking it and never letting go.)
 //!
 //! It is meant for short, idempotent critical sections (a taker-over may find
 //! the previous holder's work half done) and polls instead of sleeping on a
@@ -68,7 +70,7 @@ impl OwnerLock {
             if spins.spin() {
                 continue;
             }
-            looks += 1;
+            looks = looks.wrapping_add(1);
             if looks % CHECK_EVERY == 0 && !holder_alive(seen) && self.take(seen, me) {
                 return true;
             }
@@ -94,23 +96,49 @@ impl OwnerLock {
 }
 
 /// This thread's word: tid in the high half, start time's low half below.
-/// Never 0 (a tid is never 0).
+/// Never 0 (a tid is never 0). Cached per thread together with the tid it was
+/// computed for: a forked child inherits the cache but has another tid, and
+/// must not lock (or unlock) as its parent. A failed read of our own start
+/// time is not cached.
 fn me() -> u64 {
     thread_local! {
-        static ME: u64 = {
-            let tid = proc::tid();
-            let start = proc::start_time(tid).unwrap_or(0);
-            (u64::from(tid) << 32) | (start & 0xffff_ffff)
-        };
+        static ME: std::cell::Cell<(u32, u64)> = const { std::cell::Cell::new((0, 0)) };
     }
-    ME.with(|m| *m)
+    let tid = proc::tid();
+    ME.with(|m| {
+        let (for_tid, word) = m.get();
+        if for_tid == tid && word != 0 {
+            return word;
+        }
+        match proc::start_time(tid) {
+            Ok(start) => {
+                let word = (u64::from(tid) << 32) | (start & 0xffff_ffff);
+                m.set((tid, word));
+                word
+            }
+            // Without a start time: a word no live thread matches, so a
+            // waiter may take over after ~10 ms (the lock degrades to
+            // "held briefly"), never a word that wedges everyone.
+            Err(_) => u64::from(tid) << 32,
+        }
+    })
 }
 
+/// Whether a live thread has the word's tid and start time. Only "no such
+/// thread" means dead: any other failure to read /proc (descriptors or
+/// memory exhausted) counts as alive, so a live holder is never taken over
+/// by a waiter that merely failed to look. A start field of 0 is garbage
+/// (only boot-time kernel threads start at tick 0; a word naming one would
+/// otherwise wedge the lock forever).
 fn holder_alive(word: u64) -> bool {
     let tid = (word >> 32) as u32;
+    let start = word & 0xffff_ffff;
+    if tid == 0 || tid > i32::MAX as u32 || start == 0 {
+        return false;
+    }
     match proc::start_time(tid) {
-        Ok(start) => start & 0xffff_ffff == word & 0xffff_ffff && proc::is_alive(tid, start),
-        Err(_) => false,
+        Ok(now) => now & 0xffff_ffff == start && !proc::is_zombie(tid),
+        Err(e) => !matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH)),
     }
 }
 
@@ -158,6 +186,10 @@ mod tests {
             (u64::from(i32::MAX as u32 - 7) << 32) | 5,
             (u64::from(proc::tid()) << 32) | 0xdead,
             (1u64 << 32) | 0xffff_ffff,
+            // tid 2 (kthreadd outside containers) and tid 1 with start 0:
+            // boot-time threads a garbage word must not make us wait for.
+            2u64 << 32,
+            1u64 << 32,
         ] {
             l.word.store(garbage, Ordering::Relaxed);
             assert!(l.lock(), "{garbage:#x} was waited for");

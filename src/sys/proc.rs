@@ -54,7 +54,7 @@ pub(crate) fn is_alive(pid: u32, start: u64) -> bool {
     }
 }
 
-fn is_zombie(pid: u32) -> bool {
+pub(crate) fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
