@@ -364,7 +364,7 @@ fn tables() -> Vec<Table> {
                 row(format!("python/handoff/{size}-shared-memory-zero-copy"), "Python `shared_memory` + `mp.Pipe` notification", Python),
                 row(format!("python/handoff/{size}-mp-pipe-send-bytes"), "Python `Connection.send_bytes`", Python),
             ],
-            why_loses: "",
+            why_loses: WHY_HANDOFF,
         });
     }
     t.push(Table {
@@ -379,9 +379,10 @@ fn tables() -> Vec<Table> {
         ],
         why_loses: "With a function that does nothing, a process pool only moves data: every item is \
                     encoded, written to shared memory, decoded, and its result goes back the same way, \
-                    while rayon touches each item once in one address space. Even the floor row \
-                    (one copy in, one copy out, no process) is slower than rayon. With ~1 µs of work \
-                    per item the pool is within a few percent of rayon (next table).",
+                    while rayon touches each item once in one address space. The floor row (one copy \
+                    in, one copy out, no process at all) is about as fast as rayon: a process pool \
+                    cannot beat threads on work this small. With ~1 µs of work per item the pool \
+                    ties with rayon (next table).",
     });
     t.push(Table {
         title: "Pool map, 20,000 items of ~0.8 µs work".into(),
@@ -494,13 +495,23 @@ fn tables() -> Vec<Table> {
     t
 }
 
+const WHY_HANDOFF: &str = "At 1 GiB a zero-copy handoff is dominated by the consumer's reads: one \
+    TLB and cache miss per 4 KiB page, 262,144 of them. shmkit equals its limit row (a bare futex \
+    notification and the same reads), so the notification is not the cost. But both take ~17 ms per \
+    handoff inside the two-process bench, while the same reads of the same shared `Array` take \
+    4-5 ms in one process (measured separately, also with a forked child alive, exiting or \
+    spinning) and Python's row takes ~11 ms. The cause is in the bench's two-process setting and is \
+    not established yet; until it is, this row says shmkit's zero-copy handoff of 1 GiB is slower \
+    than Python's here.";
+
 const WHY_MAP_INSERT: &str = "Each shmkit write takes a robust process-shared pthread mutex \
     (glibc's robust-list bookkeeping) and keeps an undo record so that a writer's death never tears an \
     entry; std's and dashmap's locks do neither, and their tables live in private memory.";
 
 const WHY_MAP_GET: &str = "A shmkit get takes no lock but copies the slot under a seqlock \
-    (volatile copies, the stripe's sequence read before and after) from a table in shared memory; an \
-    uncontended std `Mutex<HashMap>` in one thread is one lock that never waits and one lookup.";
+    (volatile copies, the stripe's sequence read before and after) from a table in shared memory; in \
+    one thread, std's `HashMap` behind an uncontended lock and dashmap do one lookup in private memory. \
+    Between two processes the lock-free read wins (next tables).";
 
 const WHY_QUEUE_WORDS: &str = "crossbeam between threads moves a word inside one address space; a \
     cross-process queue also claims a slot, stamps a length, keeps the crash-recovery intent word and \
@@ -615,6 +626,19 @@ struct Verdict {
     vs_limit: Option<f64>,
     best_alt: Option<(String, f64)>,
     vs_python: Option<(String, f64)>,
+}
+
+/// Below this ratio shmkit loses; up to its inverse it is a tie (this VM's
+/// run-to-run noise is larger than 5%).
+const TIE: f64 = 0.95;
+
+impl Verdict {
+    fn loses(&self) -> bool {
+        [&self.best_alt, &self.vs_python]
+            .into_iter()
+            .flatten()
+            .any(|(_, r)| *r < TIE)
+    }
 }
 
 fn command(cmd: &str, args: &[&str]) -> String {
@@ -760,10 +784,7 @@ fn main() {
             let _ = write!(body, "; against Python ({n}) **{}**", fmt_ratio(*r));
         }
         body.push_str(".\n");
-        if let Some((_, r)) = &v.best_alt
-            && *r < 1.0
-            && !t.why_loses.is_empty()
-        {
+        if v.loses() {
             let _ = writeln!(body, "\n**shmkit loses here.** {}", t.why_loses);
         }
         body.push('\n');
@@ -796,7 +817,7 @@ fn main() {
          script when python3 is present, then this report and the chart; about 15 minutes). Criterion's \
          HTML reports with their plots are under `target/criterion/report/index.html`.\n\n\
          Every ratio compares speeds measured in the same run on the same machine (a ratio above 1 means \
-         shmkit is faster). \"Speed vs limit\" is how close a row comes to the physical limit of the \
+         shmkit is faster; between 0.95 and 1.05 it is a tie within this machine's noise). \"Speed vs limit\" is how close a row comes to the physical limit of the \
          table (1 = the limit). This is a 2-CPU virtual machine: absolute figures move ±30% from run to \
          run; the ratios within one run are what to read.\n"
     );
@@ -824,10 +845,7 @@ fn main() {
                 .map_or("".into(), |(n, r)| format!("{} ({n})", fmt_ratio(*r))),
         );
     }
-    let losses: Vec<&Verdict> = verdicts
-        .iter()
-        .filter(|v| v.best_alt.as_ref().is_some_and(|(_, r)| *r < 1.0))
-        .collect();
+    let losses: Vec<&Verdict> = verdicts.iter().filter(|v| v.loses()).collect();
     let _ = writeln!(md, "\n## Where shmkit loses\n");
     if losses.is_empty() {
         let _ = writeln!(md, "Nowhere in this run.\n");
@@ -837,7 +855,11 @@ fn main() {
                 .iter()
                 .find(|t| t.title == v.title)
                 .map_or("", |t| t.why_loses);
-            let (n, r) = v.best_alt.as_ref().unwrap();
+            let (n, r) = [&v.best_alt, &v.vs_python]
+                .into_iter()
+                .flatten()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap();
             let _ = writeln!(md, "- **{}**: {} of {n}. {why}", v.title, fmt_ratio(*r));
         }
         md.push('\n');
@@ -885,7 +907,7 @@ fn svg(verdicts: &[Verdict], date: &str) -> String {
         .iter()
         .filter(|v| v.best_alt.is_some() || v.vs_python.is_some())
         .collect();
-    let (left, width, bar, gap, top) = (330.0, 560.0, 9.0, 8.0, 48.0);
+    let (left, width, bar, gap, top) = (420.0, 560.0, 9.0, 8.0, 48.0);
     let (lo, hi) = (-6.0f64, 12.0f64);
     let x = |r: f64| left + (r.log2().clamp(lo, hi) - lo) / (hi - lo) * width;
     let height = top + rows.len() as f64 * (2.0 * bar + gap) + 40.0;
@@ -898,7 +920,7 @@ fn svg(verdicts: &[Verdict], date: &str) -> String {
     let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="white"/>"##);
     let _ = writeln!(
         s,
-        r##"<text x="10" y="18" font-size="14" font-weight="bold">shmkit speed ÷ alternative's speed (log scale; right of 1 = shmkit faster), {date}</text>"#
+        r##"<text x="10" y="18" font-size="14" font-weight="bold">shmkit speed ÷ alternative's speed (log scale; right of 1 = shmkit faster), {date}</text>"##
     );
     let _ = writeln!(
         s,
