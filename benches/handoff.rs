@@ -1,13 +1,15 @@
 //! Handing a large buffer (4 KiB to 1 GiB) from one process to another, in
 //! ONE group (`handoff`), so every ratio comes from the same run.
 //!
-//! What is measured, per handoff: the producer has the bytes; the consumer
-//! ends up able to read them and reads one byte of every 4 KiB page (enough
-//! to pay every copy and page fault a transport causes, without measuring a
-//! computation over the data).
+//! What is measured, per handoff: the producer writes one byte of every 4 KiB
+//! page of its buffer (fresh data, cache lines dirty on its CPU) and hands
+//! the buffer over; the consumer reads one byte of every page (enough to pay
+//! every copy, page fault and cache-line transfer a transport causes,
+//! without timing a computation over the data). Producers may run a few
+//! handoffs ahead.
 //!
-//! - `<size>-0-touch-pages (limit)`: one process reads one byte per page of a
-//!   buffer it already has: what a zero-copy handoff pays at least.
+//! - `<size>-0-touch-pages`: one process reads one byte per page of the shared
+//!   array it already has (no notification, nothing dirty elsewhere).
 //! - `<size>-6-bare-futex-notify-touch (limit)`: the same handoff with a bare
 //!   shared counter as the notification (the consumer spins briefly, then
 //!   sleeps on it as a futex; the producer wakes it only if it sleeps): the
@@ -20,8 +22,12 @@
 //! - `<size>-3-unix-pipe`, `<size>-4-unix-socket`: the bytes written into and
 //!   read out of the kernel (two copies).
 //! - `<size>-5-ipc-channel-shared-memory`: ipc-channel's `IpcSharedMemory`
-//!   (copies the bytes into a fresh memfd, sends the descriptor; the consumer
-//!   maps it).
+//!   (`from_bytes` copies the bytes into a fresh memfd, sends the descriptor;
+//!   the consumer maps it). Its shared memory is immutable once made, so new
+//!   data needs a new one: this is how ipc-channel hands over fresh buffers.
+//! - `<size>-7-shared-mmap-unix-pipe-notify`: the do-it-yourself zero-copy
+//!   alternative: the same shared mapping, an 8-byte write on a Unix pipe
+//!   per handoff.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -40,14 +46,36 @@ struct Notify {
     sleeping: AtomicU32,
 }
 
-/// `iters` notifications through a bare shared counter; the consumer
-/// touches `bytes` after each.
-fn bare_notify(n: &Notify, iters: u64, bytes: &[u8]) -> Duration {
+/// Writes one byte of every page: fresh data.
+fn dirty(bytes: &mut [u8], v: u8) {
+    let mut i = 0;
+    while i < bytes.len() {
+        // SAFETY: i < len.
+        unsafe { std::ptr::write_volatile(bytes.as_mut_ptr().add(i), v) };
+        i += PAGE;
+    }
+}
+
+/// The shared array's bytes for the producer (writes) and the consumer
+/// (reads): plain bytes, any value valid; a producer running ahead may
+/// rewrite a page the consumer is reading, as in a real pipeline without
+/// acknowledgements.
+#[allow(clippy::mut_from_ref)] // as Array::as_mut_slice_unchecked: bytes shared with another process
+fn bytes_of(data: &Array<u8>) -> &mut [u8] {
+    // SAFETY: u8 is Pod; concurrent writes only change values (volatile
+    // accesses in dirty/touch).
+    unsafe { data.as_mut_slice_unchecked() }
+}
+
+/// `iters` notifications through a bare shared counter; the producer
+/// dirties the array before each, the consumer touches it after each.
+fn bare_notify(n: &Notify, iters: u64, data: &Array<u8>) -> Duration {
     n.count.store(0, Ordering::SeqCst);
     n.sleeping.store(0, Ordering::SeqCst);
     fork_pair(
         || {
             for i in 0..iters as u32 {
+                dirty(bytes_of(data), i as u8);
                 n.count.store(i + 1, Ordering::SeqCst);
                 if n.sleeping.load(Ordering::SeqCst) != 0 {
                     futex_wake(&n.count);
@@ -73,7 +101,7 @@ fn bare_notify(n: &Notify, iters: u64, bytes: &[u8]) -> Duration {
                     }
                     n.sleeping.store(0, Ordering::SeqCst);
                 }
-                black_box(touch(bytes));
+                black_box(touch(bytes_of(data)));
             }
         },
     )
@@ -104,10 +132,15 @@ fn label(size: usize) -> String {
 
 /// Streams `iters` buffers of `size` bytes over a descriptor pair.
 fn fd_handoff(iters: u64, size: usize, (r, w): (i32, i32)) -> Duration {
-    let msg = vec![7u8; size];
+    let mut msg = vec![7u8; size];
     let mut buf = vec![0u8; size];
     let d = fork_pair(
-        || (0..iters).for_each(|_| write_all(w, &msg)),
+        || {
+            (0..iters).for_each(|i| {
+                dirty(&mut msg, i as u8);
+                write_all(w, &msg)
+            })
+        },
         || {
             (0..iters).for_each(|_| {
                 read_exact(r, &mut buf);
@@ -140,45 +173,71 @@ fn handoff(c: &mut Criterion) {
     for (k, size) in sizes.into_iter().enumerate() {
         let id = |n: u32, what: &str| format!("{k}{n}-{}-{what}", label(size));
         g.throughput(Throughput::Bytes(size as u64));
-        let src = vec![7u8; size];
-        let (asrc, adst) = (common::page_aligned(size, 7), common::page_aligned(size, 0));
-        g.bench_function(id(0, "touch-pages (limit)"), |b| {
-            b.iter(|| black_box(touch(black_box(&src))))
+        let data = Array::<u8>::builder().lock(false).create(size).unwrap();
+        bytes_of(&data).fill(7);
+        g.bench_function(id(0, "touch-pages"), |b| {
+            b.iter(|| black_box(touch(bytes_of(&data))))
         });
+        let (asrc, adst) = (common::page_aligned(size, 7), common::page_aligned(size, 0));
         g.bench_function(id(1, "memcpy-once"), |b| {
             b.iter(|| {
                 adst.copy_from_slice(black_box(&*asrc));
                 black_box(touch(adst))
             })
         });
+        common::free_aligned(asrc);
+        common::free_aligned(adst);
 
-        let data = Array::<u8>::builder().lock(false).create(size).unwrap();
-        // SAFETY: nobody else uses the array yet.
-        unsafe { data.as_mut_slice_unchecked() }.fill(7);
         let (tx, rx) = queue::bounded::<u64>(4).unwrap();
         g.bench_function(id(2, "shmkit-array-zero-copy"), |b| {
             b.iter_custom(|iters| {
                 fork_pair(
-                    || (0..iters).for_each(|_| tx.send(size as u64).unwrap()),
+                    || {
+                        for i in 0..iters {
+                            dirty(bytes_of(&data), i as u8);
+                            tx.send(size as u64).unwrap();
+                        }
+                    },
                     || {
                         for _ in 0..iters {
                             let n = rx.recv().unwrap() as usize;
-                            // SAFETY: the producer does not write the array
-                            // during the bench; any bytes are valid u8s.
-                            let bytes = unsafe { data.as_slice_unchecked() };
-                            black_box(touch(&bytes[..n]));
+                            black_box(touch(&bytes_of(&data)[..n]));
                         }
                     },
                 )
             })
         });
+        drop((tx, rx));
         let notify: &Notify = shared();
         g.bench_function(id(6, "bare-futex-notify-touch (limit)"), |b| {
-            // SAFETY: as above.
-            let bytes = unsafe { data.as_slice_unchecked() };
-            b.iter_custom(|iters| bare_notify(notify, iters, bytes))
+            b.iter_custom(|iters| bare_notify(notify, iters, &data))
         });
-        drop((data, tx, rx));
+        common::unshare(notify);
+        g.bench_function(id(7, "shared-mmap-unix-pipe-notify"), |b| {
+            b.iter_custom(|iters| {
+                let (r, w) = common::pipe();
+                let d = fork_pair(
+                    || {
+                        for i in 0..iters {
+                            dirty(bytes_of(&data), i as u8);
+                            write_all(w, &(size as u64).to_ne_bytes());
+                        }
+                    },
+                    || {
+                        let mut n = [0u8; 8];
+                        for _ in 0..iters {
+                            read_exact(r, &mut n);
+                            let n = u64::from_ne_bytes(n) as usize;
+                            black_box(touch(&bytes_of(&data)[..n]));
+                        }
+                    },
+                );
+                common::close(r);
+                common::close(w);
+                d
+            })
+        });
+        drop(data);
 
         g.bench_function(id(3, "unix-pipe"), |b| {
             b.iter_custom(|iters| fd_handoff(iters, size, common::pipe()))
@@ -186,13 +245,15 @@ fn handoff(c: &mut Criterion) {
         g.bench_function(id(4, "unix-socket"), |b| {
             b.iter_custom(|iters| fd_handoff(iters, size, common::socketpair()))
         });
+        let mut src = vec![7u8; size];
         g.bench_function(id(5, "ipc-channel-shared-memory"), |b| {
             b.iter_custom(|iters| {
                 let (itx, irx) =
                     ipc_channel::ipc::channel::<ipc_channel::ipc::IpcSharedMemory>().unwrap();
                 fork_pair(
                     || {
-                        for _ in 0..iters {
+                        for i in 0..iters {
+                            dirty(&mut src, i as u8);
                             let shm = ipc_channel::ipc::IpcSharedMemory::from_bytes(&src);
                             itx.send(shm).unwrap();
                         }

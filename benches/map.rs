@@ -76,7 +76,8 @@ fn map(c: &mut Criterion) {
             }
         })
     });
-    let mut plain = std_map.lock().unwrap().clone();
+    let mut plain = HashMap::<u64, u64>::with_capacity(2 * KEYS as usize);
+    plain.extend((0..KEYS).map(|i| (i, i)));
     g.bench_function("13-insert-1-std-hashmap-no-lock (limit)", |b| {
         b.iter(|| {
             for i in 0..OPS {

@@ -173,7 +173,9 @@ fn sized(g: &mut BenchmarkGroup<'_, WallTime>, prefix: &str, size: usize) {
                 },
                 || {
                     for _ in 0..iters {
-                        black_box(rx.recv_bytes().unwrap().len());
+                        // Read the message in place: one byte per cache line.
+                        let m = rx.recv_bytes().unwrap();
+                        black_box(m.iter().step_by(64).fold(0u8, |a, b| a ^ b));
                     }
                 },
             )
@@ -353,6 +355,32 @@ fn queue(c: &mut Criterion) {
                     }
                 },
             )
+        })
+    });
+    g.bench_function("56-ping-pong-crossbeam-threads-spin", |b| {
+        b.iter_custom(|iters| {
+            let (atx, arx) = crossbeam_channel::bounded::<u64>(1);
+            let (btx, brx) = crossbeam_channel::bounded::<u64>(1);
+            let spin = |rx: &crossbeam_channel::Receiver<u64>| loop {
+                if let Ok(v) = rx.try_recv() {
+                    return v;
+                }
+                std::hint::spin_loop();
+            };
+            let t0 = Instant::now();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    for _ in 0..iters {
+                        let v = spin(&arx);
+                        btx.try_send(v + 1).unwrap();
+                    }
+                });
+                for i in 0..iters {
+                    atx.try_send(i).unwrap();
+                    black_box(spin(&brx));
+                }
+            });
+            t0.elapsed()
         })
     });
     g.bench_function("52-ping-pong-bare-futex", |b| {

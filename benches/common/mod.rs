@@ -24,32 +24,59 @@ pub fn shared<T>() -> &'static T {
 }
 
 /// Runs `child` in a forked process and `parent` here, released together;
-/// returns the parent's time from the release to the end of `parent` and
-/// of the child.
+/// returns the time from the release until both closures have finished.
+/// The child's exit and reaping are not timed (a child of a process with
+/// gigabytes of private memory takes milliseconds to tear down).
 pub fn fork_pair(child: impl FnOnce(), parent: impl FnOnce()) -> Duration {
-    let go: &AtomicU32 = shared();
-    go.store(0, Ordering::SeqCst);
+    #[repr(C)]
+    struct Sync2 {
+        go: AtomicU32,
+        done: AtomicU32,
+    }
+    // A block per call (calls nest: the MPMC benches run a pair in each
+    // process of a pair), unmapped at the end.
+    let s: &Sync2 = shared();
+    s.go.store(0, Ordering::SeqCst);
+    s.done.store(0, Ordering::SeqCst);
     // SAFETY: the bench process runs no other thread that could hold a lock
     // at this point (crossbeam baselines join theirs); the child runs the
     // closure and _exits.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        while go.load(Ordering::Acquire) == 0 {
+        while s.go.load(Ordering::Acquire) == 0 {
             std::hint::spin_loop();
         }
         child();
+        s.done.store(1, Ordering::Release);
         // SAFETY: leave without running the parent's destructors.
         unsafe { libc::_exit(0) }
     }
     let t0 = Instant::now();
-    go.store(1, Ordering::Release);
+    s.go.store(1, Ordering::Release);
     parent();
     let mut status = 0;
+    while s.done.load(Ordering::Acquire) == 0 {
+        // The child is still working (or died: waitpid tells).
+        // SAFETY: polling our own child.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            panic!("bench child ended before finishing its work (status {status:#x})");
+        }
+        std::thread::yield_now();
+    }
+    let elapsed = t0.elapsed();
     // SAFETY: reaping our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-    t0.elapsed()
+    unshare(s);
+    elapsed
+}
+
+/// Unmaps a block from [`shared`] once nothing uses it.
+pub fn unshare<T>(t: &T) {
+    // SAFETY: `t` came from `shared` (a mapping of max(size, 4096) bytes);
+    // the caller uses it no more.
+    unsafe { libc::munmap((t as *const T).cast_mut().cast(), size_of::<T>().max(4096)) };
 }
 
 /// A Unix pipe: (read end, write end).
@@ -159,7 +186,7 @@ pub fn futex_ping_pong(iters: u64) -> Duration {
     let word: &AtomicU32 = shared();
     word.store(0, Ordering::SeqCst);
     let iters = iters as u32;
-    fork_pair(
+    let d = fork_pair(
         || {
             for i in 0..iters {
                 while word.load(Ordering::Acquire) != 2 * i + 1 {
@@ -178,13 +205,15 @@ pub fn futex_ping_pong(iters: u64) -> Duration {
                 }
             }
         },
-    )
+    );
+    unshare(word);
+    d
 }
 
 /// `size` bytes of `fill`, page-aligned (a memcpy between buffers whose
 /// addresses differ in the low bits can be several times slower on some
-/// CPUs; the limit rows copy between aligned buffers), leaked for the
-/// bench's life.
+/// CPUs; the limit rows copy between aligned buffers). Leaked unless given
+/// back with [`free_aligned`].
 pub fn page_aligned(size: usize, fill: u8) -> &'static mut [u8] {
     let layout = std::alloc::Layout::from_size_align(size.max(1), 4096).unwrap();
     // SAFETY: a non-zero-sized layout; the memory is initialised by the fill
@@ -195,4 +224,11 @@ pub fn page_aligned(size: usize, fill: u8) -> &'static mut [u8] {
         p.write_bytes(fill, size);
         std::slice::from_raw_parts_mut(p, size)
     }
+}
+
+/// Frees a buffer from [`page_aligned`].
+pub fn free_aligned(b: &'static mut [u8]) {
+    let layout = std::alloc::Layout::from_size_align(b.len().max(1), 4096).unwrap();
+    // SAFETY: allocated by page_aligned with this layout; not used again.
+    unsafe { std::alloc::dealloc(b.as_mut_ptr(), layout) };
 }

@@ -3,10 +3,10 @@
 
 Writes one JSON object to the path given as the first argument (default
 target/bench-python.json): {"python": version, "results": {id: {"ns": ...,
-"elements": n} or {"ns": ..., "bytes": n}}}, where "ns" is the median time of
-one iteration, like criterion's rows, and an iteration handles "elements"
-operations or "bytes" bytes. benches/report.rs puts these rows beside the
-Rust ones. Each measurement takes about a second; the whole script a few
+"elements": n} or {"ns": ..., "bytes": n}}}, where "ns" is the time of one
+iteration (the median of REPEAT timed runs; criterion's rows are means) and
+an iteration handles "elements" operations or "bytes" bytes.
+benches/report/main.rs puts these rows beside the Rust ones. Each measurement takes about a second; the whole script a few
 minutes. Only the standard library is used.
 
 Set PY_BENCH_QUICK=1 for a short run (fewer repetitions, sizes up to 64 MiB).
@@ -194,15 +194,25 @@ def touch(view):
     return sum(view[::PAGE])
 
 
+def dirty(view, v):
+    """Writes one byte of every page: fresh data, as the Rust producers do."""
+    view[::PAGE] = bytes([v & 0xFF]) * len(range(0, len(view), PAGE))
+
+
 def _send_bytes(conn, size, n):
-    buf = b"\x07" * size
-    for _ in range(n):
+    buf = bytearray(b"\x07" * size)
+    view = memoryview(buf)
+    for i in range(n):
+        dirty(view, i)
         conn.send_bytes(buf)
 
 
-def _send_len(conn, size, n):
-    for _ in range(n):
+def _send_len(conn, size, n, name):
+    shm = shared_memory.SharedMemory(name=name)
+    for i in range(n):
+        dirty(shm.buf, i)
         conn.send(size)
+    shm.close()
 
 
 def handoff():
@@ -234,7 +244,7 @@ def handoff():
                 for off in range(0, size, len(chunk)):
                     shm.buf[off:off + len(chunk)] = chunk[:size - off]
                 here, there = mp.Pipe()
-                p = mp.Process(target=_send_len, args=(there, size, n))
+                p = mp.Process(target=_send_len, args=(there, size, n, shm.name))
                 p.start()
                 t0 = time.perf_counter()
                 for _ in range(n):

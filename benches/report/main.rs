@@ -247,7 +247,10 @@ fn tables() -> Vec<Table> {
         };
         t.push(Table {
             title: format!("Queue throughput, {label} messages, 1 producer → 1 consumer"),
-            what: "Messages per second from one process to another (threads for crossbeam).",
+            what: "Messages per second from one process to another (threads for crossbeam, which \
+                   sends a freshly allocated `Vec` per sized message, as users do). shmkit's consumer \
+                   reads each message in place, one byte per cache line; pipe and socket consumers \
+                   copy it out.",
             rows: spsc,
             why_loses: why_spsc,
         });
@@ -301,7 +304,8 @@ fn tables() -> Vec<Table> {
         t.push(Table {
             title: format!("Queue throughput, {label} messages, 2 producers → 2 consumers"),
             what: "Two producers and two consumers on one queue, on this 2-CPU machine (4 parties \
-                   share 2 CPUs).",
+                   share 2 CPUs). Pipes, sockets and ipc-channel are not multi-consumer queues and \
+                   have no row here.",
             rows: mpmc,
             why_loses: "With four parties on two CPUs, each side often finds the other asleep; a \
                         cross-process wake is a shared-futex syscall, and crossbeam's threads park and \
@@ -323,19 +327,25 @@ fn tables() -> Vec<Table> {
                 Shmkit,
             ),
             row(
+                "queue/56-ping-pong-crossbeam-threads-spin",
+                "crossbeam-channel between 2 threads, `try_recv` loop",
+                Rust,
+            ),
+            row(
                 "python/ping-pong/mp-pipe",
                 "Python `mp.Pipe` (blocking; nothing spins in Python)",
                 Python,
             ),
         ],
-        why_loses: "",
+        why_loses: "crossbeam's channels between threads of one process do less per message than a \
+                    cross-process queue (no slot claims, no recovery intent word).",
     });
     t.push(Table {
         title: "Ping-pong round trip, blocking".into(),
         what: "One message there and back between two processes that block in `recv`. The bare futex \
-               pair sleeps at once; shmkit (and the pipe's shmkit row) first polls for ~50 µs when more \
-               than one CPU is available, so on an idle 2-CPU machine it beats the futex pair: the \
-               limit is the cost of sleeping at once, not a floor for shmkit.",
+               pair sleeps at once; shmkit (and the pipe's shmkit row) first spins briefly (up to 127 \
+               `PAUSE`s, a few µs, only when more than one CPU is available) and so beats the futex \
+               pair here: that row is the cost of sleeping at once, not a floor for shmkit.",
         rows: vec![
             row("queue/52-ping-pong-bare-futex", "bare shared futex pair", Limit),
             row("queue/53-ping-pong-shmkit-queue-blocking", "shmkit queues, `recv`", Shmkit),
@@ -344,23 +354,24 @@ fn tables() -> Vec<Table> {
             row("pipe/33-ping-pong-unix-socket", "Unix stream socket", Rust),
             row("queue/55-ping-pong-ipc-channel", "ipc-channel", Rust),
             row("python/ping-pong/mp-pipe", "Python `mp.Pipe`", Python),
-            row("python/ping-pong/mp-queue", "Python `mp.Queue`", Python),
-        ],
-        why_loses: "",
+            row("python/ping-pong/mp-queue", "Python `mp.Queue`", Python),        ],
+        why_loses: "Not analysed.",
     });
     for (k, size) in ["4KiB", "1MiB", "64MiB", "1GiB"].iter().enumerate() {
         t.push(Table {
             title: format!("Large-buffer handoff, {size}"),
-            what: "The producer has the bytes; the consumer can read them and reads one byte per 4 KiB \
-                   page. Zero-copy rows hand over a buffer both processes have mapped.",
+            what: "Per handoff the producer writes one byte of every 4 KiB page (fresh data) and hands \
+                   the buffer over; the consumer reads one byte of every page. Zero-copy rows hand \
+                   over a buffer both processes have mapped; producers may run a few handoffs ahead.",
             rows: vec![
                 row(format!("handoff/{k}6-{size}-bare-futex-notify-touch (limit)"), "bare futex notification + reading one byte per page in place", Limit),
-                row(format!("handoff/{k}0-{size}-touch-pages (limit)"), "reading one byte per page, no notification", Context),
+                row(format!("handoff/{k}0-{size}-touch-pages"), "reading one byte per page of the shared array in one process (no handoff)", Context),
                 row(format!("handoff/{k}1-{size}-memcpy-once"), "one memcpy (what any copy pays)", Context),
                 row(format!("handoff/{k}2-{size}-shmkit-array-zero-copy"), "shmkit `Array<u8>` + a `Queue<u64>` notification", Shmkit),
                 row(format!("handoff/{k}3-{size}-unix-pipe"), "Unix pipe", Rust),
                 row(format!("handoff/{k}4-{size}-unix-socket"), "Unix stream socket", Rust),
-                row(format!("handoff/{k}5-{size}-ipc-channel-shared-memory"), "ipc-channel `IpcSharedMemory`", Rust),
+                row(format!("handoff/{k}7-{size}-shared-mmap-unix-pipe-notify"), "do-it-yourself: a shared mapping + an 8-byte Unix pipe write", Rust),
+                row(format!("handoff/{k}5-{size}-ipc-channel-shared-memory"), "ipc-channel `IpcSharedMemory::from_bytes` per handoff (immutable once made, so fresh data is copied into a new one)", Rust),
                 row(format!("python/handoff/{size}-shared-memory-zero-copy"), "Python `shared_memory` + `mp.Pipe` notification", Python),
                 row(format!("python/handoff/{size}-mp-pipe-send-bytes"), "Python `Connection.send_bytes`", Python),
             ],
@@ -523,7 +534,13 @@ const WHY_QUEUE_BYTES: &str = "crossbeam moves a `Vec` (a pointer) between threa
     into its slot (the memcpy row is that copy's cost; writing the message in place with \
     `reserve_bytes` avoids it, not measured here).";
 
-fn load_criterion(dir: &Path, out: &mut BTreeMap<String, Measured>) {
+/// Rows measured before `since` (the start of this `benches/run`) are left
+/// out: they belong to an earlier run.
+fn load_criterion(
+    dir: &Path,
+    since: Option<std::time::SystemTime>,
+    out: &mut BTreeMap<String, Measured>,
+) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -531,11 +548,16 @@ fn load_criterion(dir: &Path, out: &mut BTreeMap<String, Measured>) {
         let p = e.path();
         if p.is_dir() {
             if p.file_name().is_some_and(|n| n == "new") {
-                if let Some(m) = read_criterion(&p) {
+                let fresh = since.is_none_or(|t| {
+                    std::fs::metadata(p.join("estimates.json"))
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|m| m >= t)
+                });
+                if fresh && let Some(m) = read_criterion(&p) {
                     out.insert(m.0, m.1);
                 }
             } else {
-                load_criterion(&p, out);
+                load_criterion(&p, since, out);
             }
         }
     }
@@ -678,7 +700,10 @@ fn main() {
     let partial = std::env::args().any(|a| a == "--partial");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut m = BTreeMap::new();
-    load_criterion(&root.join("target/criterion"), &mut m);
+    let since = std::fs::metadata(root.join("target/bench-run-start"))
+        .and_then(|m| m.modified())
+        .ok();
+    load_criterion(&root.join("target/criterion"), since, &mut m);
     let python = load_python(&root.join("target/bench-python.json"), &mut m);
     let tables = tables();
     let missing: Vec<&str> = tables
@@ -689,7 +714,7 @@ fn main() {
         .collect();
     if !missing.is_empty() && !partial {
         eprintln!(
-            "bench-report: {} Rust rows have no measurement; run `benches/run` (or `cargo bench`) first, or pass --partial:",
+            "bench-report: {} Rust rows have no measurement from this run; run `benches/run` first, or pass --partial:",
             missing.len()
         );
         for id in &missing {
@@ -766,24 +791,25 @@ fn main() {
                 .map(|(s, (n, b))| (n, s.speed() / b.speed())),
         };
         body.push('\n');
+        let mut parts = vec![];
         if let Some(r) = v.vs_limit {
-            let _ = write!(
-                body,
+            parts.push(format!(
                 "shmkit reaches **{}** of the limit's speed",
                 fmt_ratio(r)
-            );
+            ));
         }
         if let Some((n, r)) = &v.best_alt {
-            let _ = write!(
-                body,
-                "; against the fastest Rust alternative ({n}) it is **{}**",
+            parts.push(format!(
+                "against the fastest Rust alternative ({n}) it is **{}**",
                 fmt_ratio(*r)
-            );
+            ));
         }
         if let Some((n, r)) = &v.vs_python {
-            let _ = write!(body, "; against Python ({n}) **{}**", fmt_ratio(*r));
+            parts.push(format!("against Python ({n}) **{}**", fmt_ratio(*r)));
         }
-        body.push_str(".\n");
+        if !parts.is_empty() {
+            let _ = writeln!(body, "{}.", parts.join("; "));
+        }
         if v.loses() {
             let _ = writeln!(body, "\n**shmkit loses here.** {}", t.why_loses);
         }
@@ -817,7 +843,8 @@ fn main() {
          script when python3 is present, then this report and the chart; about 15 minutes). Criterion's \
          HTML reports with their plots are under `target/criterion/report/index.html`.\n\n\
          Every ratio compares speeds measured in the same run on the same machine (a ratio above 1 means \
-         shmkit is faster; between 0.95 and 1.05 it is a tie within this machine's noise). \"Speed vs limit\" is how close a row comes to the physical limit of the \
+         shmkit is faster). Ratios between 0.95 and 1.05 are not counted as losses; between runs, \
+         figures on this VM move by tens of percent, so read any ratio near 1 as about equal. \"Speed vs limit\" is how close a row comes to the physical limit of the \
          table (1 = the limit). This is a 2-CPU virtual machine: absolute figures move ±30% from run to \
          run; the ratios within one run are what to read.\n"
     );
@@ -892,11 +919,13 @@ const NOTES: &str = "## How to read the limits\n\n\
   bits runs ~15x slower than between aligned ones (measured while writing these benches), so the \
   limit rows use aligned buffers.\n\
 - **Ping-pong**: a cache line bounced between two spinning processes, and a pair of shared futex \
-  waits/wakes (LIMITS.md: a cross-CPU futex wake costs ~12-16 µs here, a spinning handoff 0.17 µs).\n\
-- **Handoff**: reading one byte per page of a buffer already mapped is what a zero-copy consumer \
-  pays at least; a memcpy is what any copying transport pays at least (pipes and sockets pay two).\n\
+  waits/wakes (this run's figures are in the tables; LIMITS.md's separate measurements of this kind \
+  of machine found ~12-16 µs per cross-CPU futex wake and 0.17 µs per spinning handoff).\n\
+- **Handoff**: a bare shared futex counter as the notification, with the same page writes and \
+  reads, is the floor of a zero-copy handoff between processes; a memcpy is what any copying \
+  transport pays at least (pipes and sockets pay two).\n\
 - **Pool**: the floor row copies 1M inputs into shared memory and the outputs back with no process at \
-  all; the apply_async limit is one bare futex round trip between processes.\n\
+  all; the apply_async limit is one cache-line round trip between spinning processes.\n\
 - **Processes**: a raw `fork` + `waitpid`.\n\
 - **Map**: std's `HashMap` without any lock, in one thread.\n";
 
