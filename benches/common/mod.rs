@@ -28,22 +28,38 @@ pub fn shared<T>() -> &'static T {
 /// The child's exit and reaping are not timed (a child of a process with
 /// gigabytes of private memory takes milliseconds to tear down).
 pub fn fork_pair(child: impl FnOnce(), parent: impl FnOnce()) -> Duration {
+    fork_pair_prepared(|| {}, child, parent)
+}
+
+/// [`fork_pair`], with `prepare` run in the child before the clock starts
+/// (e.g. faulting in a shared mapping, as a long-lived process would have
+/// long before: `fork` does not copy the page-table entries of shared
+/// mappings, so a fresh child faults on its first touch of every page).
+pub fn fork_pair_prepared(
+    prepare: impl FnOnce(),
+    child: impl FnOnce(),
+    parent: impl FnOnce(),
+) -> Duration {
     #[repr(C)]
     struct Sync2 {
         go: AtomicU32,
         done: AtomicU32,
+        ready: AtomicU32,
     }
     // A block per call (calls nest: the MPMC benches run a pair in each
     // process of a pair), unmapped at the end.
     let s: &Sync2 = shared();
     s.go.store(0, Ordering::SeqCst);
     s.done.store(0, Ordering::SeqCst);
+    s.ready.store(0, Ordering::SeqCst);
     // SAFETY: the bench process runs no other thread that could hold a lock
     // at this point (crossbeam baselines join theirs); the child runs the
     // closure and _exits.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
+        prepare();
+        s.ready.store(1, Ordering::Release);
         while s.go.load(Ordering::Acquire) == 0 {
             std::hint::spin_loop();
         }
@@ -51,6 +67,9 @@ pub fn fork_pair(child: impl FnOnce(), parent: impl FnOnce()) -> Duration {
         s.done.store(1, Ordering::Release);
         // SAFETY: leave without running the parent's destructors.
         unsafe { libc::_exit(0) }
+    }
+    while s.ready.load(Ordering::Acquire) == 0 {
+        std::hint::spin_loop();
     }
     let t0 = Instant::now();
     s.go.store(1, Ordering::Release);

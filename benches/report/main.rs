@@ -506,14 +506,10 @@ fn tables() -> Vec<Table> {
     t
 }
 
-const WHY_HANDOFF: &str = "At 1 GiB a zero-copy handoff is dominated by the consumer's reads: one \
-    TLB and cache miss per 4 KiB page, 262,144 of them. shmkit equals its limit row (a bare futex \
-    notification and the same reads), so the notification is not the cost. But both take ~17 ms per \
-    handoff inside the two-process bench, while the same reads of the same shared `Array` take \
-    4-5 ms in one process (measured separately, also with a forked child alive, exiting or \
-    spinning) and Python's row takes ~11 ms. The cause is in the bench's two-process setting and is \
-    not established yet; until it is, this row says shmkit's zero-copy handoff of 1 GiB is slower \
-    than Python's here.";
+const WHY_HANDOFF: &str = "A zero-copy handoff costs the notification plus the page writes and \
+    reads, which every zero-copy row pays alike. For small buffers the notification dominates: \
+    shmkit's is a queue message (a slot claim, the recovery intent word, a shared-futex wake when \
+    the consumer sleeps), heavier than the bare counter of the limit row.";
 
 const WHY_MAP_INSERT: &str = "Each shmkit write takes a robust process-shared pthread mutex \
     (glibc's robust-list bookkeeping) and keeps an undo record so that a writer's death never tears an \
