@@ -127,13 +127,7 @@ fn touch(bytes: &[u8]) -> u64 {
     s
 }
 
-fn label(size: usize) -> String {
-    match size {
-        s if s >= 1 << 30 => format!("{}GiB", s >> 30),
-        s if s >= 1 << 20 => format!("{}MiB", s >> 20),
-        s => format!("{}KiB", s >> 10),
-    }
-}
+use common::size_label as label;
 
 /// Streams `iters` buffers of `size` bytes over a descriptor pair.
 fn fd_handoff(iters: u64, size: usize, (r, w): (i32, i32)) -> Duration {

@@ -220,13 +220,7 @@ fn sized(g: &mut BenchmarkGroup<'_, WallTime>, prefix: &str, size: usize) {
     });
 }
 
-fn label(size: usize) -> String {
-    if size >= 1024 {
-        format!("{}KiB", size / 1024)
-    } else {
-        format!("{size}B")
-    }
-}
+use common::size_label as label;
 
 fn queue(c: &mut Criterion) {
     let mut g = c.benchmark_group("queue");

@@ -8,7 +8,7 @@ mod common;
 
 use common::xorshift as next;
 
-use common::{unique, watchdog};
+use common::{SegmentFile, unique, watchdog};
 use shmkit::queue::{Bytes, Queue};
 use shmkit::{Array, SharedMap, Value};
 use std::os::unix::fs::FileExt;
@@ -16,14 +16,6 @@ use std::time::Duration;
 
 const CASES: u64 = 300;
 const OPEN: Duration = Duration::from_millis(1);
-
-fn file(name: &str) -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/dev/shm/{name}"))
-        .unwrap()
-}
 
 /// Overwrites 1–8 random bytes within `range` of the segment's file.
 fn scribble(f: &std::fs::File, range: std::ops::Range<u64>, rng: &mut u64) {
@@ -33,16 +25,6 @@ fn scribble(f: &std::fs::File, range: std::ops::Range<u64>, rng: &mut u64) {
     }
 }
 
-fn restore(f: &std::fs::File, original: &[u8]) {
-    f.write_all_at(original, 0).unwrap();
-}
-
-fn snapshot(f: &std::fs::File) -> Vec<u8> {
-    let mut v = vec![0u8; f.metadata().unwrap().len() as usize];
-    f.read_exact_at(&mut v, 0).unwrap();
-    v
-}
-
 #[test]
 fn garbage_in_headers_gives_errors_not_crashes() {
     let _w = watchdog("hostile headers");
@@ -50,11 +32,11 @@ fn garbage_in_headers_gives_errors_not_crashes() {
     let name = unique("hostile-array");
     let a = Array::<u64>::builder().name(&name).create(64).unwrap();
     a.set(3, 33).unwrap();
-    let f = file(&name);
-    let original = snapshot(&f);
+    let seg = SegmentFile::of(&name);
+    let f = &seg.file;
     let (mut opened, mut refused) = (0, 0);
     for _ in 0..CASES {
-        scribble(&f, 0..256, &mut rng);
+        scribble(f, 0..256, &mut rng);
         match Array::<u64>::builder()
             .name(&name)
             .open_timeout(OPEN)
@@ -75,7 +57,7 @@ fn garbage_in_headers_gives_errors_not_crashes() {
             .open_timeout(OPEN)
             .open();
         assert!(v.is_err(), "an Array opened as a Value");
-        restore(&f, &original);
+        seg.restore();
     }
     println!("headers: {opened} opened (harmless bytes), {refused} refused");
     assert!(refused > CASES / 2);
@@ -86,25 +68,15 @@ fn garbage_in_a_queue_gives_errors_or_skips_not_crashes() {
     let _w = watchdog("hostile queue");
     let mut rng = 0x9abc_def1;
     let name = unique("hostile-queue");
-    let q = Queue::<Bytes>::builder()
-        .name(&name)
-        .capacity(8)
-        .max_message(64)
-        .create()
-        .unwrap();
-    let (tx, _rx) = (q.sender().unwrap(), q.receiver().unwrap());
-    for i in 0..5u8 {
-        tx.send_bytes(&[i; 10]).unwrap();
-    }
-    drop(tx);
-    let f = file(&name);
-    let original = snapshot(&f);
-    let len = original.len() as u64;
+    let (_q, _rx) = common::queue_of_five(&name);
+    let seg = SegmentFile::of(&name);
+    let f = &seg.file;
+    let len = seg.len();
     let (mut received, mut refused) = (0, 0);
     for case in 0..CASES {
         // The header and control block, or the slot area.
         let range = if case % 2 == 0 { 0..1024 } else { 1024..len };
-        scribble(&f, range, &mut rng);
+        scribble(f, range, &mut rng);
         match Queue::<Bytes>::builder()
             .name(&name)
             .open_timeout(OPEN)
@@ -126,7 +98,7 @@ fn garbage_in_a_queue_gives_errors_or_skips_not_crashes() {
             }
             Err(_) => refused += 1,
         }
-        restore(&f, &original);
+        seg.restore();
     }
     println!("queue: {received} messages read, {refused} opens refused");
 }
@@ -136,17 +108,10 @@ fn garbage_in_a_map_gives_errors_or_wrong_answers_not_crashes() {
     let _w = watchdog("hostile map");
     let mut rng = 0x00dd_ba11;
     let name = unique("hostile-map");
-    let m = SharedMap::<u64, u64>::builder()
-        .name(&name)
-        .capacity(64)
-        .create()
-        .unwrap();
-    for k in 0..40 {
-        m.insert(k, k).unwrap();
-    }
-    let f = file(&name);
-    let original = snapshot(&f);
-    let len = original.len() as u64;
+    let m = common::map_of_forty(&name);
+    let seg = SegmentFile::of(&name);
+    let f = &seg.file;
+    let len = seg.len();
     // Stripe headers start at the data area: their first 64 bytes are the
     // robust mutex, which garbage would corrupt beyond what a map can
     // defend (a documented gap); scribble the control block, the counters
@@ -156,13 +121,13 @@ fn garbage_in_a_map_gives_errors_or_wrong_answers_not_crashes() {
     let (mut opened, mut refused) = (0, 0);
     for case in 0..CASES {
         match case % 3 {
-            0 => scribble(&f, 256..data, &mut rng),
+            0 => scribble(f, 256..data, &mut rng),
             1 => {
                 let s = next(&mut rng) % stripes;
                 let at = data + s * 128 + 64;
-                scribble(&f, at..at + 64, &mut rng);
+                scribble(f, at..at + 64, &mut rng);
             }
-            _ => scribble(&f, data + stripes * 128..len, &mut rng),
+            _ => scribble(f, data + stripes * 128..len, &mut rng),
         }
         match SharedMap::<u64, u64>::builder()
             .name(&name)
@@ -182,7 +147,7 @@ fn garbage_in_a_map_gives_errors_or_wrong_answers_not_crashes() {
             }
             Err(_) => refused += 1,
         }
-        restore(&f, &original);
+        seg.restore();
     }
     println!("map: {opened} opened, {refused} refused");
     assert_eq!(m.get(&5), Some(5));

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{unique, watchdog};
+use common::{SegmentFile, unique, watchdog};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use shmkit::queue::{Bytes, Queue};
@@ -67,40 +67,14 @@ fn writes(ranges: Vec<std::ops::Range<u64>>) -> impl Strategy<Value = Vec<Write>
     )
 }
 
-struct Segment {
-    file: std::fs::File,
-    original: Vec<u8>,
-}
-
-impl Segment {
-    fn of(name: &str) -> Self {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/dev/shm/{name}"))
-            .unwrap();
-        let mut original = vec![0u8; file.metadata().unwrap().len() as usize];
-        file.read_exact_at(&mut original, 0).unwrap();
-        Segment { file, original }
-    }
-
-    fn len(&self) -> u64 {
-        self.original.len() as u64
-    }
-
-    /// Restores the original bytes, then applies `ws`.
-    fn apply(&self, ws: &[Write]) {
-        self.file.write_all_at(&self.original, 0).unwrap();
-        for w in ws {
-            let bytes = w.value.to_le_bytes();
-            let end = (w.at + w.width).min(self.len());
-            let n = (end - w.at) as usize;
-            self.file.write_all_at(&bytes[..n], w.at).unwrap();
-        }
-    }
-
-    fn restore(&self) {
-        self.file.write_all_at(&self.original, 0).unwrap();
+/// Restores the original bytes, then applies `ws`.
+fn apply(seg: &SegmentFile, ws: &[Write]) {
+    seg.restore();
+    for w in ws {
+        let bytes = w.value.to_le_bytes();
+        let end = (w.at + w.width).min(seg.len());
+        let n = (end - w.at) as usize;
+        seg.file.write_all_at(&bytes[..n], w.at).unwrap();
     }
 }
 
@@ -110,9 +84,9 @@ fn header_writes_give_errors_or_the_same_array() {
     let name = unique("props-array");
     let a = Array::<u64>::builder().name(&name).create(64).unwrap();
     a.set(3, 33).unwrap();
-    let seg = Segment::of(&name);
+    let seg = SegmentFile::of(&name);
     let result = runner().run(&writes(vec![0..128, 128..256]), |ws| {
-        seg.apply(&ws);
+        apply(&seg, &ws);
         match Array::<u64>::builder()
             .name(&name)
             .open_timeout(OPEN)
@@ -141,23 +115,14 @@ fn header_writes_give_errors_or_the_same_array() {
 fn index_and_length_writes_never_hang_or_overrun_a_queue() {
     let _w = watchdog("props: queue");
     let name = unique("props-queue");
-    let q = Queue::<Bytes>::builder()
-        .name(&name)
-        .capacity(8)
-        .max_message(64)
-        .create()
-        .unwrap();
-    let (tx, rx) = (q.sender().unwrap(), q.receiver().unwrap());
-    for i in 0..5u8 {
-        tx.send_bytes(&[i; 10]).unwrap();
-    }
-    drop((tx, rx));
-    let seg = Segment::of(&name);
+    let (_q, rx) = common::queue_of_five(&name);
+    drop(rx);
+    let seg = SegmentFile::of(&name);
     // Mostly the header and control block (cursors, geometry, counters),
     // sometimes a slot (sequence, length, payload).
     let ranges = vec![0..1024, 0..1024, 0..1024, 1024..seg.len()];
     let result = runner().run(&writes(ranges), |ws| {
-        seg.apply(&ws);
+        apply(&seg, &ws);
         let Ok(q2) = Queue::<Bytes>::builder()
             .name(&name)
             .open_timeout(OPEN)
@@ -208,15 +173,8 @@ fn index_and_length_writes_never_hang_or_overrun_a_queue() {
 fn geometry_and_counter_writes_never_crash_a_map() {
     let _w = watchdog("props: map");
     let name = unique("props-map");
-    let m = SharedMap::<u64, u64>::builder()
-        .name(&name)
-        .capacity(64)
-        .create()
-        .unwrap();
-    for k in 0..40 {
-        m.insert(k, k).unwrap();
-    }
-    let seg = Segment::of(&name);
+    let m = common::map_of_forty(&name);
+    let seg = SegmentFile::of(&name);
     // The control block (geometry), each stripe's counters after its
     // mutex (the mutex itself is trusted: see DESIGN.md), and slots.
     let data = (256 + 64u64).next_multiple_of(64);
@@ -225,7 +183,7 @@ fn geometry_and_counter_writes_never_crash_a_map() {
     ranges.extend((0..stripes).map(|s| data + s * 128 + 64..data + s * 128 + 128));
     ranges.push(data + stripes * 128..seg.len());
     let result = runner().run(&writes(ranges), |ws| {
-        seg.apply(&ws);
+        apply(&seg, &ws);
         let Ok(m2) = SharedMap::<u64, u64>::builder()
             .name(&name)
             .open_timeout(OPEN)

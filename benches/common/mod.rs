@@ -251,3 +251,13 @@ pub fn free_aligned(b: &'static mut [u8]) {
     // SAFETY: allocated by page_aligned with this layout; not used again.
     unsafe { std::alloc::dealloc(b.as_mut_ptr(), layout) };
 }
+
+/// A size as bench ids spell it: `64KiB`, `1MiB`, `1GiB`, `8B`.
+pub fn size_label(size: usize) -> String {
+    match size {
+        s if s >= 1 << 30 => format!("{}GiB", s >> 30),
+        s if s >= 1 << 20 => format!("{}MiB", s >> 20),
+        s if s >= 1 << 10 => format!("{}KiB", s >> 10),
+        s => format!("{s}B"),
+    }
+}

@@ -155,36 +155,29 @@ def _echo_queue(a, b):
 def ping_pong():
     n = 5_000 if QUICK else 20_000
 
-    def pipe():
-        here, there = mp.Pipe()
-        p = mp.Process(target=_echo_pipe, args=(there,))
+    def round_trips(send, recv, echo, args):
+        """n round trips with a child running `echo(*args)`, after one warm-up."""
+        p = mp.Process(target=echo, args=args)
         p.start()
-        here.send(0)
-        here.recv()
+        send(0)
+        recv()
         t0 = time.perf_counter()
         for i in range(n):
-            here.send(i)
-            here.recv()
+            send(i)
+            recv()
         dt = time.perf_counter() - t0
-        here.send(None)
+        send(None)
         p.join()
         return dt / n
+
+    def pipe():
+        here, there = mp.Pipe()
+        return round_trips(here.send, here.recv, _echo_pipe, (there,))
     record("python/ping-pong/mp-pipe", median_of(pipe))
 
     def queue():
         a, b = mp.Queue(), mp.Queue()
-        p = mp.Process(target=_echo_queue, args=(a, b))
-        p.start()
-        a.put(0)
-        b.get()
-        t0 = time.perf_counter()
-        for i in range(n):
-            a.put(i)
-            b.get()
-        dt = time.perf_counter() - t0
-        a.put(None)
-        p.join()
-        return dt / n
+        return round_trips(a.put, b.get, _echo_queue, (a, b))
     record("python/ping-pong/mp-queue", median_of(queue))
 
 

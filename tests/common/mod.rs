@@ -156,3 +156,70 @@ pub fn is_dead(pid: u32) -> bool {
         Ok(s) => s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('Z'),
     }
 }
+
+/// A named segment's file under /dev/shm, opened for reading and writing,
+/// with its original bytes: the hostile-input tests scribble on it and put
+/// it back.
+pub struct SegmentFile {
+    pub file: std::fs::File,
+    pub original: Vec<u8>,
+}
+
+impl SegmentFile {
+    pub fn of(name: &str) -> Self {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/dev/shm/{name}"))
+            .unwrap();
+        let mut original = vec![0u8; file.metadata().unwrap().len() as usize];
+        file.read_exact_at(&mut original, 0).unwrap();
+        SegmentFile { file, original }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.original.len() as u64
+    }
+
+    /// Writes the original bytes back.
+    pub fn restore(&self) {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(&self.original, 0).unwrap();
+    }
+}
+
+/// The hostile tests' queue: 8 slots of 64 bytes holding five 10-byte
+/// messages; returns it (the segment lives while it does) and a registered
+/// receiver (the sender is gone).
+pub fn queue_of_five(
+    name: &str,
+) -> (
+    shmkit::queue::Queue<shmkit::queue::Bytes>,
+    shmkit::queue::Receiver<shmkit::queue::Bytes>,
+) {
+    let q = shmkit::queue::Queue::<shmkit::queue::Bytes>::builder()
+        .name(name)
+        .capacity(8)
+        .max_message(64)
+        .create()
+        .unwrap();
+    let (tx, rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    for i in 0..5u8 {
+        tx.send_bytes(&[i; 10]).unwrap();
+    }
+    (q, rx)
+}
+
+/// The hostile tests' map: capacity 64 holding k -> k for k in 0..40.
+pub fn map_of_forty(name: &str) -> shmkit::SharedMap<u64, u64> {
+    let m = shmkit::SharedMap::<u64, u64>::builder()
+        .name(name)
+        .capacity(64)
+        .create()
+        .unwrap();
+    for k in 0..40 {
+        m.insert(k, k).unwrap();
+    }
+    m
+}
