@@ -202,3 +202,117 @@ fn garbage_archives_are_refused_not_trusted() {
     println!("archives: {decoded} decoded, {refused} refused");
     assert!(refused > decoded);
 }
+
+/// Offset of a u64 header field in a segment's file.
+fn header_field(seg: &SegmentFile, at: usize) -> u64 {
+    u64::from_le_bytes(seg.original[at..at + 8].try_into().unwrap())
+}
+
+const LOCKER_ROUNDS: u64 = 4000;
+
+/// A child's loop over a mutex, a locked value and a map whose lock words a
+/// peer scribbles on: every call returns (a guard, `OwnerDied`, a value or a
+/// typed error); values may be torn (the peer can unlock a held lock by
+/// writing 0), which this loop does not check.
+fn lock_user() {
+    let m = shmkit::sync::Mutex::<[u64; 2]>::open(&common::arg("M")).unwrap();
+    let v = Value::<u64>::open(&common::arg("V")).unwrap();
+    let d = SharedMap::<u64, u64>::open(&common::arg("D")).unwrap();
+    let (mut poisoned, mut errors) = (0u64, 0u64);
+    for i in 0..LOCKER_ROUNDS {
+        let mut g = m.lock().unwrap_or_else(|e| {
+            poisoned += 1;
+            e.into_inner()
+        });
+        g[0] = i;
+        g[1] = i;
+        g.mark_consistent();
+        drop(g);
+        match v.lock() {
+            Ok(mut g) => *g += 1,
+            Err(e) => {
+                poisoned += 1;
+                let mut g = e.into_inner();
+                *g += 1;
+                g.mark_consistent();
+            }
+        }
+        if d.insert(i % 8, i).is_err() {
+            errors += 1;
+        }
+        let _ = d.get(&(i % 8));
+        if i % 64 == 0 {
+            let _ = m.try_lock();
+            let _ = m.lock_timeout(Duration::from_millis(1));
+        }
+    }
+    println!("locker: {poisoned} poisoned, {errors} map errors");
+}
+
+#[test]
+fn garbage_in_lock_words_while_processes_use_them() {
+    if common::role().as_deref() == Some("locker") {
+        return lock_user();
+    }
+    let _w = watchdog("hostile lock words");
+    let (mn, vn, dn) = (unique("hl-mutex"), unique("hl-value"), unique("hl-map"));
+    let m = shmkit::sync::Mutex::<[u64; 2]>::builder()
+        .name(&mn)
+        .create([0, 0])
+        .unwrap();
+    let v = Value::<u64>::builder().name(&vn).create(0).unwrap();
+    let d = SharedMap::<u64, u64>::builder()
+        .name(&dn)
+        .capacity(8)
+        .create()
+        .unwrap();
+    // The lock words: the first 24 bytes of the mutex's and the value's
+    // control blocks, and of the map's (one) stripe at the start of its
+    // data area.
+    let targets: Vec<(SegmentFile, u64)> = vec![
+        (SegmentFile::of(&mn), 56),
+        (SegmentFile::of(&vn), 56),
+        (SegmentFile::of(&dn), 72),
+    ]
+    .into_iter()
+    .map(|(s, field)| {
+        let at = header_field(&s, field);
+        (s, at)
+    })
+    .collect();
+    let env = [("M", mn.clone()), ("V", vn.clone()), ("D", dn.clone())];
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            common::spawn(
+                "garbage_in_lock_words_while_processes_use_them",
+                "locker",
+                &env,
+            )
+        })
+        .collect();
+    let mut rng = 0xfeed_beef_u64;
+    let mut writes = 0;
+    let start = std::time::Instant::now();
+    while children.iter().all(|c| !common::is_dead(c.id())) && start.elapsed().as_secs() < 20 {
+        let (seg, at) = &targets[(next(&mut rng) % 3) as usize];
+        let word = match next(&mut rng) % 6 {
+            0 => 0,
+            1 => u64::MAX,
+            2 => next(&mut rng) & 0xffff_ffff,
+            _ => next(&mut rng),
+        };
+        let off = at + (next(&mut rng) % 3) * 8;
+        seg.file.write_all_at(&word.to_le_bytes(), off).unwrap();
+        writes += 1;
+        std::thread::sleep(Duration::from_micros(100 + next(&mut rng) % 400));
+    }
+    common::wait_all_ok(children);
+    // Every lock still takes (clean or poisoned) after the scribbling.
+    assert!(!matches!(
+        m.lock_timeout(Duration::from_secs(5)),
+        Err(shmkit::sync::TryLockError::TimedOut)
+    ));
+    let _ = v.lock();
+    d.insert(1, 1).unwrap();
+    println!("lock words: {writes} garbage writes while 2 processes locked");
+}

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// The first eight bytes of every shmkit segment: `b"shmkit\0\x01"`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"shmkit\0\x01");
 /// The layout version this build reads and writes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// The value of the ready word once the creator has published the region.
 pub(crate) const READY: u32 = 0x5245_4459; // "REDY"
 /// Header size; the control block starts at or after this offset.

@@ -1,28 +1,46 @@
 //! [`Barrier`]: `parties` processes wait until all have arrived (Python's
 //! `multiprocessing.Barrier`).
 //!
-//! State is one 64-bit word (generation << 32 | arrived), changed by CAS, so a
-//! waiter that times out can withdraw its arrival atomically; a separate 32-bit
-//! futex word mirrors the generation for sleeping.
+//! The state is a [`RobustState`]: its cells hold the generation, the
+//! arrivals in it and the party count; its holders are the threads that
+//! arrived in the current generation (an entry tagged with an older
+//! generation is free). A waiter that times out withdraws its arrival; a
+//! party that dies after arriving is withdrawn by the waiters after a slice
+//! (10 ms) without news, and the last arrival checks that every recorded
+//! arrival is alive before it opens the gate, so no survivor passes one
+//! party short: they wait for a live party to take its place.
 
 use crate::error::Result;
 use crate::region::{Kind, Segment};
+use crate::sync::identity;
 use crate::sync::object::Object;
-use crate::sync::wait::{self, Attempt, block_on};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
+use crate::sync::robust_state::{RobustState, Tx};
+use crate::sync::wait;
+use std::time::{Duration, Instant};
 
 /// The barrier's shared state.
 #[repr(C)]
 #[derive(Debug)]
 pub struct RawBarrier {
-    /// generation << 32 | arrived.
-    state: AtomicU64,
-    /// The low 32 bits of the generation (the futex word).
-    generation: AtomicU32,
-    waiters: AtomicU32,
-    parties: u32,
-    _pad: u32,
+    state: RobustState,
+}
+
+const GENERATION: usize = 0;
+const ARRIVED: usize = 1;
+const PARTIES: usize = 2;
+
+/// An arrival tagged `tag` is current in generation `g` when `tag == g + 1`.
+fn current(tx: &Tx<'_>, tag: u64) -> bool {
+    tag == tx.get(GENERATION).wrapping_add(1)
+}
+
+/// Withdraws the arrivals of dead parties in the current generation.
+fn reap(tx: &mut Tx<'_>) {
+    tx.reap_dead(|tx, _, tag| {
+        if current(tx, tag) {
+            tx.set(ARRIVED, tx.get(ARRIVED).saturating_sub(1));
+        }
+    });
 }
 
 /// Returned by [`Barrier::wait`]: exactly one waiter per generation is the leader.
@@ -65,16 +83,9 @@ impl BarrierBuilder {
     pub fn create(self, parties: u32) -> Result<Barrier> {
         assert!(parties > 0, "a barrier needs at least one party");
         let obj = Object::create(&self.opts, Kind::Barrier, |p: *mut RawBarrier| {
-            // SAFETY: `p` is the unpublished, suitably sized control block.
-            unsafe {
-                p.write(RawBarrier {
-                    state: AtomicU64::new(0),
-                    generation: AtomicU32::new(0),
-                    waiters: AtomicU32::new(0),
-                    parties,
-                    _pad: 0,
-                })
-            };
+            // SAFETY: `p` is the unpublished, suitably sized control block;
+            // a RawBarrier is one RobustState.
+            unsafe { RobustState::init(p.cast(), &[(PARTIES, u64::from(parties))]) };
             Ok(())
         })?;
         Ok(Barrier { obj })
@@ -94,8 +105,6 @@ pub struct Barrier {
     obj: Object<RawBarrier>,
 }
 
-const COUNT_MASK: u64 = 0xffff_ffff;
-
 impl Barrier {
     /// A new anonymous barrier for `parties` waiters.
     pub fn new(parties: u32) -> Result<Self> {
@@ -112,22 +121,28 @@ impl Barrier {
         Self::builder().name(name).open()
     }
 
+    fn state(&self) -> &RobustState {
+        &self.obj.get().state
+    }
+
     /// How many must arrive.
     pub fn parties(&self) -> u32 {
-        self.obj.get().parties
+        self.state().peek(PARTIES).clamp(1, u64::from(u32::MAX)) as u32
     }
 
     /// How many are waiting now.
     pub fn n_waiting(&self) -> u32 {
-        (self.obj.get().state.load(Ordering::Relaxed) & COUNT_MASK) as u32
+        self.state().peek(ARRIVED).min(u64::from(u32::MAX)) as u32
     }
 
-    /// Blocks until `parties` waiters have arrived.
+    /// Blocks until `parties` waiters have arrived. A party that dies after
+    /// arriving is withdrawn (the others keep waiting for a live one).
     pub fn wait(&self) -> BarrierWaitResult {
         self.wait_inner(None).expect("no deadline, no timeout")
     }
 
-    /// As [`wait`](Self::wait), giving up after `timeout`.
+    /// As [`wait`](Self::wait), giving up after `timeout` (the arrival is
+    /// withdrawn).
     ///
     /// # Errors
     /// [`BarrierTimeout`] if the others did not arrive in time.
@@ -140,64 +155,56 @@ impl Barrier {
 
     fn wait_inner(
         &self,
-        deadline: Option<std::time::Instant>,
+        deadline: Option<Instant>,
     ) -> std::result::Result<BarrierWaitResult, BarrierTimeout> {
-        let b = self.obj.get();
-        let parties = b.parties.max(1) as u64;
-        let mut s = b.state.load(Ordering::Acquire);
-        let generation = loop {
-            let (g, n) = (s >> 32, s & COUNT_MASK);
-            if n + 1 >= parties {
-                // Last to arrive: open the next generation.
-                let next = ((g + 1) & COUNT_MASK) << 32;
-                // SYNC(barrier): AcqRel: sees every arrival's writes, and
-                // publishes them to the waiters that observe the new generation.
-                match b
-                    .state
-                    .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    Ok(_) => {
-                        b.generation.store((g + 1) as u32, Ordering::SeqCst);
-                        wait::wake(&b.generation, &b.waiters, u32::MAX);
-                        return Ok(BarrierWaitResult { leader: true });
-                    }
-                    Err(now) => s = now,
-                }
-            } else {
-                match b
-                    .state
-                    .compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    Ok(_) => break g as u32,
-                    Err(now) => s = now,
-                }
+        let me = identity::me();
+        let st = self.state();
+        // Arrive: the last one opens the next generation; the others record
+        // their arrival (tagged with the generation) and wait for it to turn.
+        let arrival = st.transact(|tx| {
+            let g = tx.get(GENERATION);
+            let parties = tx.get(PARTIES).max(1);
+            let mut arrived = tx.get(ARRIVED);
+            if arrived.saturating_add(1) >= parties {
+                // About to open the gate: not on the arrival of a party that
+                // has died since (one /proc read per recorded arrival).
+                reap(tx);
+                arrived = tx.get(ARRIVED);
             }
-        };
-        let released = block_on(&b.generation, &b.waiters, deadline, || {
-            // SYNC(barrier): pairs with the leader's SeqCst store.
-            if b.generation.load(Ordering::Acquire) != generation {
-                Attempt::Done
-            } else {
-                Attempt::WaitWhile(generation)
+            if arrived.saturating_add(1) >= parties {
+                tx.set(GENERATION, g.wrapping_add(1));
+                tx.set(ARRIVED, 0);
+                return None;
             }
+            tx.set(ARRIVED, arrived + 1);
+            let slot = tx.slot_of(me, |_, tag| !current(tx, tag));
+            if let Some(slot) = slot {
+                tx.set_holder(slot, me, g.wrapping_add(1));
+            }
+            // With 64 arrivals recorded already, this one is counted but not
+            // recorded (not withdrawn if it dies).
+            Some((g, slot))
         });
-        if released {
+        let Some((g, slot)) = arrival else {
+            return Ok(BarrierWaitResult { leader: true });
+        };
+        let turned = |tx: &mut Tx<'_>| (tx.get(GENERATION) != g).then_some(());
+        if st.wait_for(deadline, turned, reap).is_some() {
             return Ok(BarrierWaitResult { leader: false });
         }
-        // Timed out: withdraw our arrival, unless the generation turned meanwhile.
-        let mut s = b.state.load(Ordering::Acquire);
-        loop {
-            if (s >> 32) as u32 != generation || s & COUNT_MASK == 0 {
+        // Timed out: withdraw our arrival, unless the generation turned.
+        st.transact(|tx| {
+            if tx.get(GENERATION) != g {
                 return Ok(BarrierWaitResult { leader: false });
             }
-            match b
-                .state
-                .compare_exchange_weak(s, s - 1, Ordering::AcqRel, Ordering::Acquire)
+            tx.set(ARRIVED, tx.get(ARRIVED).saturating_sub(1));
+            if let Some(slot) = slot
+                && tx.holder(slot) == (me, g.wrapping_add(1))
             {
-                Ok(_) => return Err(BarrierTimeout),
-                Err(now) => s = now,
+                tx.set_holder(slot, 0, 0);
             }
-        }
+            Err(BarrierTimeout)
+        })
     }
 
     /// The segment behind the barrier.
@@ -209,12 +216,33 @@ impl Barrier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
     fn layout() {
-        assert_eq!(std::mem::size_of::<RawBarrier>(), 24);
-        assert_eq!(std::mem::offset_of!(RawBarrier, generation), 8);
-        assert_eq!(std::mem::offset_of!(RawBarrier, parties), 16);
+        assert_eq!(
+            std::mem::size_of::<RawBarrier>(),
+            std::mem::size_of::<RobustState>()
+        );
+        assert_eq!(std::mem::offset_of!(RawBarrier, state), 0);
+    }
+
+    #[test]
+    fn a_party_that_dies_after_arriving_is_withdrawn() {
+        let b = Barrier::new(2).unwrap();
+        // An arrival recorded under an identity no live thread has (as a
+        // killed party leaves it; tests/faults.rs kills real processes).
+        b.state().transact(|tx| {
+            tx.set(ARRIVED, 1);
+            tx.set_holder(0, (u64::from(u32::MAX >> 1) << 32) | 6, 1);
+        });
+        assert_eq!(b.n_waiting(), 1);
+        // The next party must not pass on the dead one's arrival.
+        assert_eq!(
+            b.wait_timeout(Duration::from_millis(50)),
+            Err(BarrierTimeout)
+        );
+        assert_eq!(b.n_waiting(), 0);
     }
 
     #[test]

@@ -11,11 +11,15 @@
 
 #[macro_use]
 mod object;
+pub(crate) mod atomic;
 mod barrier;
 mod condition;
 mod event;
+pub(crate) mod identity;
+pub(crate) mod lock_word;
 pub(crate) mod mutex;
 pub(crate) mod owner_lock;
+pub(crate) mod robust_state;
 mod rwlock;
 mod semaphore;
 pub(crate) mod wait;
@@ -28,4 +32,4 @@ pub use mutex::{
     TryLockResult,
 };
 pub use rwlock::{RawRwLock, RwLock, RwLockBuilder, RwLockReadGuard, RwLockWriteGuard};
-pub use semaphore::{RawSemaphore, Semaphore, SemaphoreBuilder, SemaphoreFull};
+pub use semaphore::{RawSemaphore, Semaphore, SemaphoreBuilder, SemaphoreFull, SemaphorePermit};

@@ -1,41 +1,35 @@
 //! [`Mutex`]: a robust, process-shared lock (a process that dies holding it does
-//! not lock the others out), and [`RawMutex`], the `#[repr(C)]` word it places
+//! not lock the others out), and [`RawMutex`], the `#[repr(C)]` words it places
 //! in shared memory.
 
 use crate::error::{Error, Result};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
-use crate::sync::wait::Backoff;
-use crate::sys::pthread::{self, Locked};
+use crate::sync::atomic::AtomicU64;
+use crate::sync::identity;
+use crate::sync::lock_word::{self, Host, LockWords, Locked, Slept};
+use crate::sync::wait::{Backoff, deadline_after};
 use bytemuck::Pod;
-use std::cell::UnsafeCell;
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// The lock word placed in shared memory: a robust, process-shared,
-/// error-checking pthread mutex, plus a poison flag.
+/// The lock placed in shared memory: shmkit's own robust lock
+/// (`sync::lock_word`): an owner word naming the holder's thread and its
+/// start time (with a "contended" bit), and a poison flag. It stores no
+/// address, so nothing a peer writes here is ever followed.
 ///
 /// Poisoning: when a holder dies, the next locker gets the lock with
-/// [`OwnerDied`]; the pthread mutex itself is made consistent at once (so it can
-/// never become `ENOTRECOVERABLE`), and the `poisoned` flag stays set — every
-/// locker sees `OwnerDied` — until a holder calls
-/// [`MutexGuard::mark_consistent`] after repairing the data.
+/// [`OwnerDied`], and the poison flag stays set — every locker sees
+/// `OwnerDied` — until a holder calls [`MutexGuard::mark_consistent`] after
+/// repairing the data.
 #[repr(C, align(64))]
 pub struct RawMutex {
-    poisoned: AtomicU32,
-    _pad: u32,
-    inner: UnsafeCell<libc::pthread_mutex_t>,
+    words: LockWords,
+    _pad: [u8; 48],
 }
-
-// The pthread mutex in `inner` is only touched through pthread calls, which are
-// thread- and process-safe; `poisoned` is atomic.
-// SAFETY: see above.
-unsafe impl Sync for RawMutex {}
-// SAFETY: a RawMutex is plain memory; moving it (before use) is fine.
-unsafe impl Send for RawMutex {}
 
 impl fmt::Debug for RawMutex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -52,89 +46,161 @@ pub(crate) enum Acquired {
     Poisoned,
 }
 
-fn corrupted(e: std::io::Error) -> ! {
+fn relocked() -> ! {
     panic!(
-        "shmkit: the shared mutex failed with {e}: either this thread already holds it \
-         (EDEADLK), or its memory was overwritten (EINVAL/ENOTRECOVERABLE); recreate the segment"
+        "shmkit: this thread already holds this lock (locking it again would deadlock); \
+         drop the guard first"
     )
 }
 
+/// The operating system as the lock algorithm's [`Host`]: shared futexes,
+/// `/proc` liveness checks, and the thread's private record of held locks.
+struct OsHost {
+    addr: usize,
+    me: u64,
+    backoff: Backoff,
+    deadline: Option<Instant>,
+}
+
+impl OsHost {
+    fn new(lock: &RawMutex, deadline: Option<Instant>) -> Self {
+        OsHost {
+            addr: lock as *const RawMutex as usize,
+            me: identity::me(),
+            backoff: Backoff::new(),
+            deadline,
+        }
+    }
+}
+
+thread_local! {
+    /// The last owner word this thread found alive, and when.
+    static LAST_ALIVE: Cell<Option<(u64, Instant)>> = const { Cell::new(None) };
+}
+
+impl Host for OsHost {
+    fn me(&self) -> u64 {
+        self.me
+    }
+    fn may_hold(&self) -> bool {
+        identity::may_hold(self.addr)
+    }
+    fn note(&self, held: bool) {
+        if held {
+            identity::note_locked(self.addr)
+        } else {
+            identity::note_unlocked(self.addr)
+        }
+    }
+    /// Reads `/proc` at most once per [`lock_word::SLICE`] for the same live
+    /// owner (per thread), so that loops of `try_lock` or short timeouts
+    /// notice a death within a slice without reading `/proc` every time.
+    fn alive(&self, owner: u64) -> bool {
+        let now = Instant::now();
+        if let Some((word, at)) = LAST_ALIVE.get()
+            && word == owner
+            && now.saturating_duration_since(at) < lock_word::SLICE
+        {
+            return true;
+        }
+        let alive = identity::alive(owner);
+        if alive {
+            LAST_ALIVE.set(Some((owner, now)));
+        }
+        alive
+    }
+    fn spin(&mut self) -> bool {
+        self.backoff.spin()
+    }
+    fn sleep(&mut self, owner: &AtomicU64, seen: u64) -> Slept {
+        let mut slice = lock_word::SLICE;
+        if let Some(d) = self.deadline {
+            slice = slice.min(d.saturating_duration_since(Instant::now()));
+        }
+        sleep_on(owner, seen, slice)
+    }
+    fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+    fn wake(&self, owner: &AtomicU64) {
+        wake_on(owner)
+    }
+}
+
+#[cfg(not(loom))]
+fn sleep_on(owner: &AtomicU64, seen: u64, slice: Duration) -> Slept {
+    // The kernel compares the low half (see `lock_word`).
+    match crate::sys::futex::wait_low_half(owner, seen as u32, Some(slice)) {
+        crate::sys::futex::WaitResult::TimedOut => Slept::SliceEnded,
+        _ => Slept::Woken,
+    }
+}
+
+#[cfg(not(loom))]
+fn wake_on(owner: &AtomicU64) {
+    crate::sys::futex::wake_low_half(owner, 1);
+}
+
+// Under loom only the algorithm's own tests run (with their own host); the
+// real host still has to build.
+#[cfg(loom)]
+fn sleep_on(_: &AtomicU64, _: u64, _: Duration) -> Slept {
+    std::thread::yield_now();
+    Slept::SliceEnded
+}
+
+#[cfg(loom)]
+fn wake_on(_: &AtomicU64) {}
+
 impl RawMutex {
-    /// Initialises the mutex in place.
+    /// Initialises the mutex in place: free and clean.
     ///
     /// # Safety
     /// `this` must be valid for writes and not in use by any thread or process.
     pub(crate) unsafe fn init(this: *mut RawMutex) -> std::io::Result<()> {
-        // SAFETY: forwarded to the caller.
-        unsafe {
-            std::ptr::addr_of_mut!((*this).poisoned).write(AtomicU32::new(0));
-            std::ptr::addr_of_mut!((*this)._pad).write(0);
-            pthread::init(UnsafeCell::raw_get(std::ptr::addr_of!((*this).inner)))
+        // SAFETY: forwarded to the caller; all-zero is the free, clean state
+        // of every field (atomics and padding).
+        unsafe { std::ptr::write_bytes(this, 0, 1) };
+        Ok(())
+    }
+
+    fn acquired(l: Locked) -> Option<Acquired> {
+        match l {
+            Locked::Clean => Some(Acquired::Clean),
+            Locked::Poisoned => Some(Acquired::Poisoned),
+            Locked::Busy => None,
+            Locked::Relock => relocked(),
         }
     }
 
-    fn ptr(&self) -> *mut libc::pthread_mutex_t {
-        self.inner.get()
-    }
-
-    fn acquired(&self, l: Locked) -> Acquired {
-        if l == Locked::OwnerDied {
-            self.poisoned.store(1, Ordering::Relaxed);
-        }
-        if self.poisoned.load(Ordering::Relaxed) != 0 {
-            Acquired::Poisoned
-        } else {
-            Acquired::Clean
-        }
-    }
-
-    /// Blocks until acquired. Spins briefly on `trylock` first (a robust mutex
-    /// never spins in glibc, and a cross-CPU wake costs ~15 µs here).
+    /// Blocks until acquired: spins briefly, then sleeps on the owner word
+    /// in slices of [`lock_word::SLICE`], checking after each that the holder
+    /// lives (a dead or garbage holder is taken over: [`Acquired::Poisoned`]).
     ///
     /// # Panics
-    /// If this thread already holds the lock, or the lock word is corrupted.
+    /// If this thread already holds the lock.
     pub(crate) fn lock(&self) -> Acquired {
-        let mut backoff = Backoff::new();
-        loop {
-            if let Some(a) = self.try_lock() {
-                return a;
-            }
-            if !backoff.spin() {
-                break;
-            }
-        }
-        // SAFETY: the mutex was initialised by the region's creator before
-        // publication and lives as long as &self.
-        match unsafe { pthread::lock(self.ptr()) } {
-            Ok(l @ (Locked::Yes | Locked::OwnerDied)) => self.acquired(l),
-            Ok(other) => unreachable!("blocking lock returned {other:?}"),
-            Err(e) => corrupted(e),
-        }
+        let mut host = OsHost::new(self, None);
+        Self::acquired(self.words.lock(&mut host)).expect("a lock without deadline returned busy")
     }
 
-    /// Acquires if free.
+    /// Acquires if free (or if its holder is dead: then poisoned).
     pub(crate) fn try_lock(&self) -> Option<Acquired> {
-        // SAFETY: as in `lock`.
-        match unsafe { pthread::try_lock(self.ptr()) } {
-            Ok(l @ (Locked::Yes | Locked::OwnerDied)) => Some(self.acquired(l)),
-            Ok(_) => None,
+        let mut host = OsHost::new(self, None);
+        match self.words.try_lock(&mut host) {
             // This thread holds it: for try_lock that is just "busy", as in std.
-            Err(e) if e.raw_os_error() == Some(libc::EDEADLK) => None,
-            Err(e) => corrupted(e),
+            Locked::Relock => None,
+            l => Self::acquired(l),
         }
     }
 
     /// Blocks for at most `timeout` (monotonic clock).
+    ///
+    /// # Panics
+    /// If this thread already holds the lock.
     pub(crate) fn lock_timeout(&self, timeout: Duration) -> Option<Acquired> {
-        if let Some(a) = self.try_lock() {
-            return Some(a);
-        }
-        // SAFETY: as in `lock`.
-        match unsafe { pthread::lock_timeout(self.ptr(), timeout) } {
-            Ok(l @ (Locked::Yes | Locked::OwnerDied)) => Some(self.acquired(l)),
-            Ok(_) => None,
-            Err(e) => corrupted(e),
-        }
+        let mut host = OsHost::new(self, deadline_after(timeout));
+        Self::acquired(self.words.lock(&mut host))
     }
 
     /// Releases the lock.
@@ -142,15 +208,12 @@ impl RawMutex {
     /// # Safety
     /// The calling thread must hold it.
     pub(crate) unsafe fn unlock(&self) {
-        // SAFETY: forwarded to the caller.
-        if let Err(e) = unsafe { pthread::unlock(self.ptr()) } {
-            corrupted(e)
-        }
+        self.words.unlock(&OsHost::new(self, None));
     }
 
     /// Whether a holder died and nobody has marked the data consistent since.
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Relaxed) != 0
+        self.words.is_poisoned()
     }
 
     /// Clears the poison flag.
@@ -158,12 +221,12 @@ impl RawMutex {
     /// # Safety
     /// The calling thread must hold the lock.
     pub(crate) unsafe fn clear_poison(&self) {
-        self.poisoned.store(0, Ordering::Relaxed);
+        self.words.clear_poison();
     }
 }
 
-/// A held lock and the data it protects. Unlocks on drop. Not `Send`: a pthread
-/// mutex must be unlocked by the thread that locked it.
+/// A held lock and the data it protects. Unlocks on drop. Not `Send`: the lock
+/// names its holding thread, which must be the one to unlock it.
 pub struct MutexGuard<'a, T: ?Sized> {
     lock: &'a RawMutex,
     data: *mut T,
@@ -449,7 +512,7 @@ pub(crate) fn init_mutex(control: *mut u8) -> Result<()> {
     // SAFETY: `control` is the unpublished control block, sized and aligned for
     // a RawMutex by the spec.
     unsafe { RawMutex::init(control.cast()) }.map_err(|e| Error::Io {
-        op: "pthread_mutex_init",
+        op: "mutex init",
         name: String::new(),
         source: e,
     })
@@ -575,9 +638,10 @@ mod tests {
     fn raw_mutex_layout() {
         assert_eq!(align_of::<RawMutex>(), 64);
         assert_eq!(size_of::<RawMutex>(), 64);
-        assert_eq!(offset_of!(RawMutex, poisoned), 0);
-        assert_eq!(offset_of!(RawMutex, inner), 8);
-        assert!(size_of::<libc::pthread_mutex_t>() <= 56);
+        assert_eq!(offset_of!(RawMutex, words), 0);
+        assert_eq!(size_of::<LockWords>(), 16);
+        assert_eq!(offset_of!(LockWords, owner), 0);
+        assert_eq!(offset_of!(LockWords, poisoned), 8);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! the previous holder's work half done) and polls instead of sleeping on a
 //! futex: it is not a general-purpose mutex.
 
-use crate::sys::proc;
+use crate::sync::identity::{alive as holder_alive, me};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -95,53 +95,6 @@ impl OwnerLock {
     }
 }
 
-/// This thread's word: tid in the high half, start time's low half below.
-/// Never 0 (a tid is never 0). Cached per thread together with the tid it was
-/// computed for: a forked child inherits the cache but has another tid, and
-/// must not lock (or unlock) as its parent. A failed read of our own start
-/// time is not cached.
-fn me() -> u64 {
-    thread_local! {
-        static ME: std::cell::Cell<(u32, u64)> = const { std::cell::Cell::new((0, 0)) };
-    }
-    let tid = proc::tid();
-    ME.with(|m| {
-        let (for_tid, word) = m.get();
-        if for_tid == tid && word != 0 {
-            return word;
-        }
-        match proc::start_time(tid) {
-            Ok(start) => {
-                let word = (u64::from(tid) << 32) | (start & 0xffff_ffff);
-                m.set((tid, word));
-                word
-            }
-            // Without a start time: a word no live thread matches, so a
-            // waiter may take over after ~10 ms (the lock degrades to
-            // "held briefly"), never a word that wedges everyone.
-            Err(_) => u64::from(tid) << 32,
-        }
-    })
-}
-
-/// Whether a live thread has the word's tid and start time. Only "no such
-/// thread" means dead: any other failure to read /proc (descriptors or
-/// memory exhausted) counts as alive, so a live holder is never taken over
-/// by a waiter that merely failed to look. A start field of 0 is garbage
-/// (only boot-time kernel threads start at tick 0; a word naming one would
-/// otherwise wedge the lock forever).
-fn holder_alive(word: u64) -> bool {
-    let tid = (word >> 32) as u32;
-    let start = word & 0xffff_ffff;
-    if tid == 0 || tid > i32::MAX as u32 || start == 0 {
-        return false;
-    }
-    match proc::start_time(tid) {
-        Ok(now) => now & 0xffff_ffff == start && !proc::is_zombie(tid),
-        Err(e) => !matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,7 +137,7 @@ mod tests {
         for garbage in [
             u64::MAX,
             (u64::from(i32::MAX as u32 - 7) << 32) | 5,
-            (u64::from(proc::tid()) << 32) | 0xdead,
+            (me() & !0xffff_ffff) | 0xdead,
             (1u64 << 32) | 0xffff_ffff,
             // tid 2 (kthreadd outside containers) and tid 1 with start 0:
             // boot-time threads a garbage word must not make us wait for.

@@ -1,107 +1,121 @@
-//! [`RwLock`]: many readers or one writer, across processes, on one futex word.
+//! [`RwLock`]: many readers or one writer, across processes, surviving the
+//! death of any of them.
 //!
-//! State word: bits 0..30 count readers, bit 30 says a writer is waiting (new
-//! readers then queue behind it, so writers are not starved), bit 31 says a
-//! writer holds the lock. Unlocks that may unblock somebody wake all sleepers,
-//! who re-check: simple and correct; contention on an RwLock across processes
-//! is expected to be light.
+//! The state is a [`RobustState`]: its cells count the readers, name the
+//! writer and the writer waiting (new readers queue behind a waiting writer,
+//! so writers are not starved); its holders are the reading threads with
+//! their read counts. Every change is a short transaction under a robust
+//! lock; waiters sleep until a transaction changes something, and after a
+//! slice (10 ms) without news release what dead holders held: a dead
+//! writer's lock, a dead waiting writer's claim, a dead reader's reads.
 
 use crate::error::Result;
 use crate::region::{Kind, RegionOptions, Segment};
+use crate::sync::identity;
 use crate::sync::mutex::spec_of;
-use crate::sync::wait::{self, Attempt, block_on};
+use crate::sync::robust_state::{RobustState, Tx};
+use crate::sync::wait;
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-const WRITER: u32 = 1 << 31;
-const WRITER_WAITING: u32 = 1 << 30;
-const READERS: u32 = WRITER_WAITING - 1;
 
 /// The lock's shared state.
 #[repr(C)]
 #[derive(Debug)]
 pub struct RawRwLock {
-    state: AtomicU32,
-    waiters: AtomicU32,
+    state: RobustState,
+}
+
+const READERS: usize = 0;
+const WRITER: usize = 1;
+const WRITER_WAITING: usize = 2;
+
+fn try_read(tx: &mut Tx<'_>, me: u64) -> Option<usize> {
+    let waiting = tx.get(WRITER_WAITING);
+    if tx.get(WRITER) != 0 || (waiting != 0 && waiting != me) {
+        return None;
+    }
+    let slot = tx.slot_of(me, |who, _| who == 0)?;
+    let (_, held) = tx.holder(slot);
+    tx.set(READERS, tx.get(READERS).saturating_add(1));
+    tx.set_holder(slot, me, held + 1);
+    Some(slot)
+}
+
+fn try_write(tx: &mut Tx<'_>, me: u64, announce: bool) -> Option<()> {
+    let waiting = tx.get(WRITER_WAITING);
+    if tx.get(WRITER) == 0 && tx.get(READERS) == 0 {
+        tx.set(WRITER, me);
+        if waiting == me {
+            tx.set(WRITER_WAITING, 0);
+        }
+        return Some(());
+    }
+    if announce && waiting == 0 {
+        tx.set(WRITER_WAITING, me);
+    }
+    None
+}
+
+/// Releases what dead threads held: the writer's lock, a waiting writer's
+/// claim, readers' reads.
+fn reap(tx: &mut Tx<'_>) {
+    for cell in [WRITER, WRITER_WAITING] {
+        let who = tx.get(cell);
+        if who != 0 && !identity::alive(who) {
+            tx.set(cell, 0);
+            tx.commit();
+        }
+    }
+    tx.reap_dead(|tx, _, reads| {
+        tx.set(READERS, tx.get(READERS).saturating_sub(reads));
+    });
 }
 
 impl RawRwLock {
-    fn try_read(&self) -> Attempt {
-        let mut s = self.state.load(Ordering::Relaxed);
-        loop {
-            if s & (WRITER | WRITER_WAITING) != 0 || s & READERS == READERS {
-                return Attempt::WaitWhile(s);
-            }
-            // SYNC(rw-acquire): Acquire pairs with the Release in the unlocks.
-            match self
-                .state
-                .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => return Attempt::Done,
-                Err(now) => s = now,
-            }
-        }
+    fn state(&self) -> &RobustState {
+        &self.state
     }
 
-    fn try_write(&self, announce: bool) -> Attempt {
-        let mut s = self.state.load(Ordering::Relaxed);
-        loop {
-            if s & (WRITER | READERS) == 0 {
-                // Free: take it (clearing our own or another writer's waiting
-                // bit; waiting writers set it again when they retry).
-                // SYNC(rw-acquire): as in try_read.
-                match self.state.compare_exchange_weak(
-                    s,
-                    WRITER,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return Attempt::Done,
-                    Err(now) => s = now,
-                }
-            } else if announce && s & WRITER_WAITING == 0 {
-                match self.state.compare_exchange_weak(
-                    s,
-                    s | WRITER_WAITING,
-                    Ordering::SeqCst,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return Attempt::WaitWhile(s | WRITER_WAITING),
-                    Err(now) => s = now,
-                }
+    fn read_unlock(&self, slot: usize, me: u64) {
+        self.state.transact(|tx| {
+            let (who, held) = tx.holder(slot);
+            // A forked child's copy of a guard is not its own.
+            if who != me || held == 0 {
+                return;
+            }
+            tx.set(READERS, tx.get(READERS).saturating_sub(1));
+            if held == 1 {
+                tx.set_holder(slot, 0, 0);
             } else {
-                return Attempt::WaitWhile(s);
+                tx.set_holder(slot, me, held - 1);
             }
-        }
-    }
-
-    fn read_unlock(&self) {
-        // SYNC(rw-release): Release pairs with the Acquire in try_write.
-        let prev = self.state.fetch_sub(1, Ordering::SeqCst);
-        if prev & READERS == 1 {
-            wait::wake(&self.state, &self.waiters, u32::MAX);
-        }
-    }
-
-    fn write_unlock(&self) {
-        // SYNC(rw-release): Release pairs with the Acquire in try_read/try_write.
-        self.state.fetch_and(!WRITER, Ordering::SeqCst);
-        wait::wake(&self.state, &self.waiters, u32::MAX);
-    }
-
-    fn write(&self, deadline: Option<Instant>) -> bool {
-        let got = block_on(&self.state, &self.waiters, deadline, || {
-            self.try_write(true)
         });
+    }
+
+    fn write_unlock(&self, me: u64) {
+        self.state.transact(|tx| {
+            if tx.get(WRITER) == me {
+                tx.set(WRITER, 0);
+            }
+        });
+    }
+
+    fn write(&self, me: u64, deadline: Option<Instant>) -> bool {
+        let got = self
+            .state
+            .wait_for(deadline, |tx| try_write(tx, me, true), reap)
+            .is_some();
         if !got {
             // Take back our "writer waiting" so readers are not held off by a
             // writer that left; other waiting writers set it again on retry.
-            self.state.fetch_and(!WRITER_WAITING, Ordering::SeqCst);
-            wait::wake(&self.state, &self.waiters, u32::MAX);
+            self.state.transact(|tx| {
+                if tx.get(WRITER_WAITING) == me {
+                    tx.set(WRITER_WAITING, 0);
+                }
+            });
         }
         got
     }
@@ -121,12 +135,10 @@ impl<T: Pod> RwLockBuilder<T> {
     pub fn create(self, value: T) -> Result<RwLock<T>> {
         let spec = spec_of::<RawRwLock, T>(Kind::RwLock, 0, &self.opts);
         let seg = Segment::create(&self.opts, &spec, 1, |c, d| {
-            // SAFETY: unpublished control block and data area of the right sizes.
+            // SAFETY: unpublished control block (a RawRwLock, which is one
+            // RobustState) and data area of the right sizes.
             unsafe {
-                c.cast::<RawRwLock>().write(RawRwLock {
-                    state: AtomicU32::new(0),
-                    waiters: AtomicU32::new(0),
-                });
+                RobustState::init(c.cast(), &[]);
                 d.cast::<T>().write(value);
             }
             Ok(())
@@ -147,9 +159,13 @@ impl<T: Pod> RwLockBuilder<T> {
 
 /// A readers-writer lock guarding a `T: Pod` in shared memory.
 ///
-/// Not robust to death: a process that dies holding it leaves it held (the
-/// timeout forms let the others notice). Use [`Mutex`](crate::sync::Mutex)
-/// where a holder may be killed.
+/// Robust to death: a thread or process that dies holding it (reading or
+/// writing) or waiting to write is released by the others within about
+/// 10 ms of one of them waiting for it. A writer that died may have left the
+/// data half written: unlike [`Mutex`](crate::sync::Mutex), an RwLock does
+/// not report it. At most 64 threads hold read locks at once; more wait.
+/// A thread that asks for the write lock while it holds a read lock waits
+/// for itself forever, as with std's.
 ///
 /// # Examples
 /// ```
@@ -213,57 +229,72 @@ impl<T: Pod> RwLock<T> {
         unsafe { &*self.seg.control_ptr().cast::<RawRwLock>() }
     }
 
-    fn read_guard(&self) -> RwLockReadGuard<'_, T> {
-        RwLockReadGuard {
-            lock: self.raw(),
-            data: self.seg.data_ptr().cast(),
-        }
-    }
-
-    fn write_guard(&self) -> RwLockWriteGuard<'_, T> {
-        RwLockWriteGuard {
-            lock: self.raw(),
-            data: self.seg.data_ptr().cast(),
-        }
-    }
-
     /// Shared access, blocking while a writer holds or waits for the lock.
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
-        let r = self.raw();
-        block_on(&r.state, &r.waiters, None, || r.try_read());
-        self.read_guard()
+        self.read_until(None).expect("no deadline")
+    }
+
+    fn read_until(&self, deadline: Option<Instant>) -> Option<RwLockReadGuard<'_, T>> {
+        let me = identity::me();
+        let slot = self
+            .raw()
+            .state()
+            .wait_for(deadline, |tx| try_read(tx, me), reap)?;
+        Some(RwLockReadGuard {
+            lock: self.raw(),
+            data: self.seg.data_ptr().cast(),
+            slot,
+            me,
+        })
     }
 
     /// Shared access if available now.
     pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
-        (self.raw().try_read() == Attempt::Done).then(|| self.read_guard())
+        let me = identity::me();
+        let slot = self.raw().state().transact(|tx| try_read(tx, me))?;
+        Some(RwLockReadGuard {
+            lock: self.raw(),
+            data: self.seg.data_ptr().cast(),
+            slot,
+            me,
+        })
     }
 
     /// Shared access, waiting at most `timeout`.
     pub fn read_timeout(&self, timeout: Duration) -> Option<RwLockReadGuard<'_, T>> {
-        let r = self.raw();
-        block_on(&r.state, &r.waiters, wait::deadline_after(timeout), || {
-            r.try_read()
-        })
-        .then(|| self.read_guard())
+        self.read_until(wait::deadline_after(timeout))
+    }
+
+    fn write_guard(&self, me: u64) -> RwLockWriteGuard<'_, T> {
+        RwLockWriteGuard {
+            lock: self.raw(),
+            data: self.seg.data_ptr().cast(),
+            me,
+        }
     }
 
     /// Exclusive access, blocking.
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
-        self.raw().write(None);
-        self.write_guard()
+        let me = identity::me();
+        self.raw().write(me, None);
+        self.write_guard(me)
     }
 
     /// Exclusive access if available now.
     pub fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
-        (self.raw().try_write(false) == Attempt::Done).then(|| self.write_guard())
+        let me = identity::me();
+        self.raw()
+            .state()
+            .transact(|tx| try_write(tx, me, false))
+            .map(|()| self.write_guard(me))
     }
 
     /// Exclusive access, waiting at most `timeout`.
     pub fn write_timeout(&self, timeout: Duration) -> Option<RwLockWriteGuard<'_, T>> {
+        let me = identity::me();
         self.raw()
-            .write(wait::deadline_after(timeout))
-            .then(|| self.write_guard())
+            .write(me, wait::deadline_after(timeout))
+            .then(|| self.write_guard(me))
     }
 
     /// The segment behind the lock.
@@ -277,6 +308,8 @@ impl<T: Pod> RwLock<T> {
 pub struct RwLockReadGuard<'a, T> {
     lock: &'a RawRwLock,
     data: *const T,
+    slot: usize,
+    me: u64,
 }
 
 impl<T> Deref for RwLockReadGuard<'_, T> {
@@ -289,7 +322,7 @@ impl<T> Deref for RwLockReadGuard<'_, T> {
 
 impl<T> Drop for RwLockReadGuard<'_, T> {
     fn drop(&mut self) {
-        self.lock.read_unlock();
+        self.lock.read_unlock(self.slot, self.me);
     }
 }
 
@@ -298,6 +331,7 @@ impl<T> Drop for RwLockReadGuard<'_, T> {
 pub struct RwLockWriteGuard<'a, T> {
     lock: &'a RawRwLock,
     data: *mut T,
+    me: u64,
 }
 
 impl<T> Deref for RwLockWriteGuard<'_, T> {
@@ -317,7 +351,7 @@ impl<T> DerefMut for RwLockWriteGuard<'_, T> {
 
 impl<T> Drop for RwLockWriteGuard<'_, T> {
     fn drop(&mut self) {
-        self.lock.write_unlock();
+        self.lock.write_unlock(self.me);
     }
 }
 
@@ -327,8 +361,32 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(std::mem::size_of::<RawRwLock>(), 8);
-        assert_eq!(std::mem::offset_of!(RawRwLock, waiters), 4);
+        assert_eq!(
+            std::mem::size_of::<RawRwLock>(),
+            std::mem::size_of::<RobustState>()
+        );
+        assert_eq!(std::mem::offset_of!(RawRwLock, state), 0);
+    }
+
+    #[test]
+    fn dead_readers_and_writers_are_released() {
+        let l = RwLock::new(0u64).unwrap();
+        // A thread that ends holding reads (leaked guards) is dead.
+        std::thread::scope(|s| {
+            s.spawn(|| std::mem::forget((l.read(), l.read())));
+        });
+        assert!(l.try_write().is_none());
+        *l.write_timeout(Duration::from_secs(30))
+            .expect("reads released") = 1;
+        // A thread that ends holding the write lock.
+        std::thread::scope(|s| {
+            s.spawn(|| std::mem::forget(l.write()));
+        });
+        assert!(l.try_read().is_none());
+        assert_eq!(
+            *l.read_timeout(Duration::from_secs(30)).expect("released"),
+            1
+        );
     }
 
     #[test]

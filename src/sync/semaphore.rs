@@ -3,43 +3,63 @@
 
 use crate::error::Result;
 use crate::region::{Kind, Segment};
+use crate::sync::identity;
 use crate::sync::object::Object;
-use crate::sync::wait::{self, Attempt, block_on};
+use crate::sync::robust_state::{RobustState, Tx};
+use crate::sync::wait;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
 
-/// The semaphore's shared state.
+/// The semaphore's shared state: a [`RobustState`] whose cells are the
+/// permits available and the bound, and whose holders are the threads
+/// holding [`SemaphorePermit`]s.
 #[repr(C)]
 #[derive(Debug)]
 pub struct RawSemaphore {
-    /// Permits available (the futex word).
-    count: AtomicU32,
-    /// Sleepers, so that `release` skips the syscall when there are none.
-    waiters: AtomicU32,
-    /// Upper bound on `count` (`u32::MAX` = unbounded).
-    max: u32,
-    _pad: u32,
+    state: RobustState,
 }
 
-impl RawSemaphore {
-    fn try_acquire(&self) -> Attempt {
-        let mut c = self.count.load(Ordering::Relaxed);
-        loop {
-            if c == 0 {
-                return Attempt::WaitWhile(0);
-            }
-            // SYNC(sem-permit): Acquire pairs with the Release in `release`, so
-            // what the releaser wrote before releasing is visible.
-            match self
-                .count
-                .compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => return Attempt::Done,
-                Err(now) => c = now,
-            }
-        }
+const VALUE: usize = 0;
+const MAX: usize = 1;
+
+fn take_plain(tx: &mut Tx<'_>) -> Option<()> {
+    let v = tx.get(VALUE);
+    (v > 0).then(|| tx.set(VALUE, v - 1))
+}
+
+fn take_recorded(tx: &mut Tx<'_>, me: u64) -> Option<usize> {
+    let v = tx.get(VALUE);
+    if v == 0 {
+        return None;
     }
+    let slot = tx.slot_of(me, |who, _| who == 0)?;
+    let (_, held) = tx.holder(slot);
+    tx.set(VALUE, v - 1);
+    tx.set_holder(slot, me, held + 1);
+    Some(slot)
+}
+
+/// Gives back what dead permit holders held (never past the bound).
+fn reap(tx: &mut Tx<'_>) {
+    tx.reap_dead(|tx, _, held| {
+        let v = tx.get(VALUE).saturating_add(held).min(tx.get(MAX));
+        tx.set(VALUE, v);
+    });
+}
+
+/// Forgets one permit of `slot`'s holder, if that is still `me`.
+fn drop_record(tx: &mut Tx<'_>, slot: usize, me: u64) -> bool {
+    let (who, held) = tx.holder(slot);
+    if who != me || held == 0 {
+        return false;
+    }
+    if held == 1 {
+        tx.set_holder(slot, 0, 0);
+    } else {
+        tx.set_holder(slot, me, held - 1);
+    }
+    true
 }
 
 /// Releasing would raise a bounded semaphore above its bound (Python raises
@@ -84,14 +104,13 @@ impl SemaphoreBuilder {
             "semaphore value {value} exceeds its bound {max}"
         );
         let obj = Object::create(&self.opts, Kind::Semaphore, |p: *mut RawSemaphore| {
-            // SAFETY: `p` is the unpublished, suitably sized control block.
+            // SAFETY: `p` is the unpublished, suitably sized control block;
+            // RawSemaphore is one RobustState.
             unsafe {
-                p.write(RawSemaphore {
-                    count: AtomicU32::new(value),
-                    waiters: AtomicU32::new(0),
-                    max,
-                    _pad: 0,
-                })
+                RobustState::init(
+                    p.cast(),
+                    &[(VALUE, u64::from(value)), (MAX, u64::from(max))],
+                )
             };
             Ok(())
         })?;
@@ -108,13 +127,27 @@ impl SemaphoreBuilder {
 
 /// A counting semaphore shared between processes.
 ///
-/// Not robust to death: a process that dies holding permits does not give them
-/// back (as with Python's); use timeouts where that matters.
+/// Two ways to take a permit:
+/// - [`permit`](Self::permit) (and `try_`/`_timeout`) returns a
+///   [`SemaphorePermit`] that gives the permit back when dropped — Python's
+///   `with sem:`. Its holder is recorded in the semaphore, so **a thread or
+///   process that dies holding permits gives them back**: a waiter that
+///   slept 10 ms without news looks for dead holders. At most 64 threads
+///   hold permits at once; more wait.
+/// - [`acquire`](Self::acquire) / [`release`](Self::release) count without
+///   recording anybody, as Python's `acquire()`/`release()` do: use them when
+///   a permit is a signal that one process releases and another consumes
+///   (a dead consumer's permits were consumed, not held, and are not given
+///   back).
 ///
 /// # Examples
 /// ```
 /// # fn main() -> Result<(), shmkit::Error> {
 /// let s = shmkit::sync::Semaphore::new(1)?;
+/// {
+///     let _p = s.permit();
+///     assert!(s.try_permit().is_none());
+/// }
 /// s.acquire();
 /// assert!(!s.try_acquire());
 /// s.release().unwrap();
@@ -123,6 +156,42 @@ impl SemaphoreBuilder {
 #[derive(Debug, Clone)]
 pub struct Semaphore {
     obj: Object<RawSemaphore>,
+}
+
+/// A permit taken with [`Semaphore::permit`]: given back on drop, or by a
+/// waiter if the holder dies. Not `Send`: the permit is recorded for the
+/// thread that took it.
+#[derive(Debug)]
+pub struct SemaphorePermit<'a> {
+    sem: &'a Semaphore,
+    slot: usize,
+    me: u64,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl SemaphorePermit<'_> {
+    /// Keeps the permit taken for good: it is no longer recorded as held
+    /// (and so not given back at drop nor at death), as if it had been taken
+    /// with [`Semaphore::acquire`].
+    pub fn forget(self) {
+        let (sem, slot, me) = (self.sem, self.slot, self.me);
+        std::mem::forget(self);
+        sem.state().transact(|tx| drop_record(tx, slot, me));
+    }
+}
+
+impl Drop for SemaphorePermit<'_> {
+    fn drop(&mut self) {
+        let (slot, me) = (self.slot, self.me);
+        self.sem.state().transact(|tx| {
+            // A forked child's copy of a permit is not its own: nothing to
+            // give back (the parent's copy does it).
+            if drop_record(tx, slot, me) {
+                let v = tx.get(VALUE).saturating_add(1).min(tx.get(MAX));
+                tx.set(VALUE, v);
+            }
+        });
+    }
 }
 
 impl Semaphore {
@@ -146,23 +215,62 @@ impl Semaphore {
         Self::builder().name(name).open()
     }
 
-    /// Takes a permit, blocking until one is available.
+    fn state(&self) -> &RobustState {
+        &self.obj.get().state
+    }
+
+    fn permit_until(&self, deadline: Option<Instant>) -> Option<SemaphorePermit<'_>> {
+        let me = identity::me();
+        let slot = self
+            .state()
+            .wait_for(deadline, |tx| take_recorded(tx, me), reap)?;
+        Some(SemaphorePermit {
+            sem: self,
+            slot,
+            me,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Takes a permit, blocking until one is available; it is given back
+    /// when the permit is dropped, or if this thread dies holding it.
+    pub fn permit(&self) -> SemaphorePermit<'_> {
+        self.permit_until(None).expect("no deadline")
+    }
+
+    /// [`permit`](Self::permit) if one is available now.
+    pub fn try_permit(&self) -> Option<SemaphorePermit<'_>> {
+        let me = identity::me();
+        let slot = self.state().transact(|tx| take_recorded(tx, me))?;
+        Some(SemaphorePermit {
+            sem: self,
+            slot,
+            me,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// [`permit`](Self::permit), waiting at most `timeout`.
+    pub fn permit_timeout(&self, timeout: Duration) -> Option<SemaphorePermit<'_>> {
+        self.permit_until(wait::deadline_after(timeout))
+    }
+
+    /// Takes a permit, blocking until one is available (not recorded: see
+    /// the type's docs).
     pub fn acquire(&self) {
-        let s = self.obj.get();
-        block_on(&s.count, &s.waiters, None, || s.try_acquire());
+        self.state().wait_for(None, take_plain, reap);
     }
 
     /// Takes a permit if one is available now.
     pub fn try_acquire(&self) -> bool {
-        self.obj.get().try_acquire() == Attempt::Done
+        self.state().transact(take_plain).is_some()
     }
 
     /// Takes a permit, waiting at most `timeout`. Returns whether it got one.
     pub fn acquire_timeout(&self, timeout: Duration) -> bool {
-        let s = self.obj.get();
-        block_on(&s.count, &s.waiters, wait::deadline_after(timeout), || {
-            s.try_acquire()
-        })
+        self.state()
+            .wait_for(wait::deadline_after(timeout), take_plain, reap)
+            .is_some()
     }
 
     /// Returns a permit.
@@ -178,30 +286,23 @@ impl Semaphore {
     /// # Errors
     /// [`SemaphoreFull`] (and nothing released) if that would pass the bound.
     pub fn release_n(&self, n: u32) -> std::result::Result<(), SemaphoreFull> {
-        let s = self.obj.get();
-        let mut c = s.count.load(Ordering::Relaxed);
-        loop {
-            let next = match c.checked_add(n) {
-                Some(v) if v <= s.max => v,
-                _ => return Err(SemaphoreFull { max: s.max }),
-            };
-            // SYNC(sem-permit): Release pairs with the Acquire in try_acquire;
-            // SeqCst also orders it before the waiters check in `wake`.
-            match s
-                .count
-                .compare_exchange_weak(c, next, Ordering::SeqCst, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(now) => c = now,
+        self.state().transact(|tx| {
+            let max = tx.get(MAX);
+            match tx.get(VALUE).checked_add(u64::from(n)) {
+                Some(v) if v <= max => {
+                    tx.set(VALUE, v);
+                    Ok(())
+                }
+                _ => Err(SemaphoreFull {
+                    max: max.min(u64::from(u32::MAX)) as u32,
+                }),
             }
-        }
-        wait::wake(&s.count, &s.waiters, n);
-        Ok(())
+        })
     }
 
     /// Permits available now (a snapshot).
     pub fn value(&self) -> u32 {
-        self.obj.get().count.load(Ordering::Relaxed)
+        self.state().peek(VALUE).min(u64::from(u32::MAX)) as u32
     }
 
     /// The segment behind the semaphore.
@@ -217,10 +318,31 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(size_of::<RawSemaphore>(), 16);
-        assert_eq!(offset_of!(RawSemaphore, count), 0);
-        assert_eq!(offset_of!(RawSemaphore, waiters), 4);
-        assert_eq!(offset_of!(RawSemaphore, max), 8);
+        assert_eq!(size_of::<RawSemaphore>(), size_of::<RobustState>());
+        assert_eq!(offset_of!(RawSemaphore, state), 0);
+    }
+
+    #[test]
+    fn permits_come_back_on_drop_and_from_dead_threads() {
+        let s = Semaphore::bounded(2).unwrap();
+        let p = s.permit();
+        assert_eq!(s.value(), 1);
+        drop(p);
+        assert_eq!(s.value(), 2);
+        // A thread that ends holding a permit (its guard leaked) is dead: a
+        // waiter gives its permits back.
+        std::thread::scope(|sc| {
+            sc.spawn(|| std::mem::forget((s.permit(), s.permit())));
+        });
+        assert_eq!(s.value(), 0);
+        let p = s
+            .permit_timeout(Duration::from_secs(30))
+            .expect("given back");
+        assert_eq!(s.value(), 1);
+        // A forgotten permit is consumed: never given back.
+        p.forget();
+        assert!(s.permit_timeout(Duration::from_millis(30)).is_some());
+        assert_eq!(s.value(), 1);
     }
 
     #[test]

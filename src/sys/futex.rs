@@ -5,7 +5,7 @@
 //! is keyed on the waiter's address space and is never woken by another process,
 //! which is exactly the bug this module exists to avoid.
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 
 /// Why a [`wait`] returned.
@@ -22,6 +22,35 @@ pub(crate) enum WaitResult {
 /// Sleeps while `*word == expected`, for at most `timeout` (measured by the
 /// kernel on `CLOCK_MONOTONIC`).
 pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitResult {
+    wait_at(word.as_ptr(), expected, timeout)
+}
+
+/// The low 32 bits of a 64-bit atomic, as the kernel addresses them.
+fn low_half(word: &AtomicU64) -> *mut u32 {
+    let p = word.as_ptr().cast::<u32>();
+    if cfg!(target_endian = "little") {
+        p
+    } else {
+        p.wrapping_add(1)
+    }
+}
+
+/// [`wait`] on the low 32 bits of a 64-bit word: sleeps while they equal
+/// `expected` (the kernel compares those 32 bits only).
+pub(crate) fn wait_low_half(
+    word: &AtomicU64,
+    expected: u32,
+    timeout: Option<Duration>,
+) -> WaitResult {
+    wait_at(low_half(word), expected, timeout)
+}
+
+/// [`wake`] for sleepers of [`wait_low_half`] on `word`.
+pub(crate) fn wake_low_half(word: &AtomicU64, n: u32) -> u32 {
+    wake_at(low_half(word), n)
+}
+
+fn wait_at(word: *mut u32, expected: u32, timeout: Option<Duration>) -> WaitResult {
     let ts = timeout.map(|d| libc::timespec {
         tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,
@@ -29,13 +58,14 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -
     let ts_ptr = ts
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a valid, aligned 32-bit atomic for the duration of the
-    // call; the kernel only reads it. `ts_ptr` is null or points to a live
-    // timespec. FUTEX_WAIT without FUTEX_PRIVATE_FLAG: shared across processes.
+    // SAFETY: `word` points into a live, aligned atomic of the caller's for
+    // the duration of the call; the kernel only reads it (atomically). `ts_ptr`
+    // is null or points to a live timespec. FUTEX_WAIT without
+    // FUTEX_PRIVATE_FLAG: shared across processes.
     let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
-            word.as_ptr(),
+            word,
             libc::FUTEX_WAIT,
             expected,
             ts_ptr,
@@ -57,11 +87,15 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -
 /// Wakes up to `n` waiters sleeping on `word`, in any process. Returns how many
 /// were woken.
 pub(crate) fn wake(word: &AtomicU32, n: u32) -> u32 {
+    wake_at(word.as_ptr(), n)
+}
+
+fn wake_at(word: *mut u32, n: u32) -> u32 {
     let n = n.min(i32::MAX as u32) as libc::c_int;
-    // SAFETY: `word` is a valid aligned 32-bit atomic; FUTEX_WAKE does not
+    // SAFETY: `word` points into a live aligned atomic; FUTEX_WAKE does not
     // dereference user memory beyond using its address as the key. No
     // FUTEX_PRIVATE_FLAG: waiters in other processes must be found.
-    let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    let r = unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, n) };
     r.max(0) as u32
 }
 

@@ -1,12 +1,10 @@
 //! The only place that talks to the operating system through FFI.
 //!
 //! Everything above this module works with safe wrappers: shared-memory objects
-//! (`shm`), futexes (`futex`), the robust process-shared pthread mutex (`pthread`)
-//! and process identity (`proc`).
+//! (`shm`), futexes (`futex`) and process identity (`proc`).
 
 pub(crate) mod futex;
 pub(crate) mod proc;
-pub(crate) mod pthread;
 pub(crate) mod shm;
 
 use std::io;

@@ -64,6 +64,69 @@ pub(crate) fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// The start time (ticks since boot) of thread or process `tid`, and whether
+/// it is a zombie (dead, not yet reaped), from one read of
+/// `/proc/<tid>/stat` (a thread's own entry exists even though `/proc` does
+/// not list it).
+pub(crate) fn thread_state(tid: u32) -> io::Result<(u64, bool)> {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat"))?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc/<tid>/stat");
+    let start = parse_start_time(&stat).ok_or_else(bad)?;
+    let rest = &stat[stat.rfind(')').ok_or_else(bad)? + 1..];
+    let zombie = rest.split_ascii_whitespace().next() == Some("Z");
+    Ok((start, zombie))
+}
+
+/// Registers `child` to run in the child of every later `fork` (the one
+/// thread there, before `fork` returns). `child` must be async-signal-safe.
+pub(crate) fn at_fork_child(child: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: pthread_atfork only records the handlers; `child` is a plain
+    // function that lives forever.
+    let r = unsafe { libc::pthread_atfork(None, None, Some(child)) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// What backs each address of this process: `(device, inode, offset in the
+/// file)` of the mapping that contains it, from `/proc/self/maps` (`None`
+/// for an address in no mapping). The same shared memory mapped twice gives
+/// the same key at both addresses.
+pub(crate) fn backing_of(addrs: &[usize]) -> io::Result<Vec<Option<(u64, u64, u64)>>> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let mut keys = vec![None; addrs.len()];
+    for line in maps.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let (Some(range), Some(_perms), Some(offset), Some(dev), Some(inode)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let Some((lo, hi)) = range.split_once('-') else {
+            continue;
+        };
+        let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+        let (Some(lo), Some(hi), Some(offset)) = (hex(lo), hex(hi), hex(offset)) else {
+            continue;
+        };
+        let dev = dev
+            .split_once(':')
+            .and_then(|(a, b)| Some((hex(a)? << 32) | hex(b)?));
+        let (Some(dev), Ok(inode)) = (dev, inode.parse::<u64>()) else {
+            continue;
+        };
+        for (key, &a) in keys.iter_mut().zip(addrs) {
+            let a = a as u64;
+            if (lo..hi).contains(&a) {
+                *key = Some((dev, inode, offset + (a - lo)));
+            }
+        }
+    }
+    Ok(keys)
+}
+
 /// The parent's pid.
 pub(crate) fn ppid() -> u32 {
     // SAFETY: getppid has no preconditions and cannot fail.
