@@ -10,6 +10,7 @@ use common::xorshift as next;
 
 use common::{SegmentFile, unique, watchdog};
 use shmkit::queue::{Bytes, Queue};
+use shmkit::sync::{Barrier, RwLock, Semaphore};
 use shmkit::{Array, SharedMap, Value};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
@@ -113,9 +114,8 @@ fn garbage_in_a_map_gives_errors_or_wrong_answers_not_crashes() {
     let f = &seg.file;
     let len = seg.len();
     // Stripe headers start at the data area: their first 64 bytes are the
-    // robust mutex, which garbage would corrupt beyond what a map can
-    // defend (a documented gap); scribble the control block, the counters
-    // after the mutex, and the slots.
+    // lock (owner word, poison flag), then the counters; scribble the
+    // control block, each stripe's lock and counters, and the slots.
     let data = (256 + 64u64).next_multiple_of(64);
     let stripes = 8u64;
     let (mut opened, mut refused) = (0, 0);
@@ -124,8 +124,8 @@ fn garbage_in_a_map_gives_errors_or_wrong_answers_not_crashes() {
             0 => scribble(f, 256..data, &mut rng),
             1 => {
                 let s = next(&mut rng) % stripes;
-                let at = data + s * 128 + 64;
-                scribble(f, at..at + 64, &mut rng);
+                let at = data + s * 128;
+                scribble(f, at..at + 128, &mut rng);
             }
             _ => scribble(f, data + stripes * 128..len, &mut rng),
         }
@@ -208,7 +208,7 @@ fn header_field(seg: &SegmentFile, at: usize) -> u64 {
     u64::from_le_bytes(seg.original[at..at + 8].try_into().unwrap())
 }
 
-const LOCKER_ROUNDS: u64 = 4000;
+const LOCKER_ROUNDS: u64 = 400;
 
 /// A child's loop over a mutex, a locked value and a map whose lock words a
 /// peer scribbles on: every call returns (a guard, `OwnerDied`, a value or a
@@ -218,6 +218,9 @@ fn lock_user() {
     let m = shmkit::sync::Mutex::<[u64; 2]>::open(&common::arg("M")).unwrap();
     let v = Value::<u64>::open(&common::arg("V")).unwrap();
     let d = SharedMap::<u64, u64>::open(&common::arg("D")).unwrap();
+    let rw = RwLock::<u64>::open(&common::arg("RW")).unwrap();
+    let sem = Semaphore::open(&common::arg("S")).unwrap();
+    let bar = Barrier::open(&common::arg("B")).unwrap();
     let (mut poisoned, mut errors) = (0u64, 0u64);
     for i in 0..LOCKER_ROUNDS {
         let mut g = m.lock().unwrap_or_else(|e| {
@@ -245,6 +248,19 @@ fn lock_user() {
             let _ = m.try_lock();
             let _ = m.lock_timeout(Duration::from_millis(1));
         }
+        let short = Duration::from_millis(1);
+        if let Some(mut g) = rw.write_timeout(short) {
+            *g += 1;
+        }
+        if let Some(g) = rw.read_timeout(short) {
+            std::hint::black_box(*g);
+        }
+        let _ = rw.try_read();
+        drop(sem.permit_timeout(short));
+        if sem.try_acquire() {
+            let _ = sem.release();
+        }
+        let _ = bar.wait_timeout(short);
     }
     println!("locker: {poisoned} poisoned, {errors} map errors");
 }
@@ -266,21 +282,36 @@ fn garbage_in_lock_words_while_processes_use_them() {
         .capacity(8)
         .create()
         .unwrap();
-    // The lock words: the first 24 bytes of the mutex's and the value's
+    let (rn, sn, bn) = (unique("hl-rw"), unique("hl-sem"), unique("hl-bar"));
+    let rw = RwLock::<u64>::builder().name(&rn).create(0).unwrap();
+    let sem = Semaphore::builder().name(&sn).create_bounded(2, 2).unwrap();
+    let bar = Barrier::builder().name(&bn).create(2).unwrap();
+    // The lock words: the first 16 bytes of the mutex's and the value's
     // control blocks, and of the map's (one) stripe at the start of its
-    // data area.
-    let targets: Vec<(SegmentFile, u64)> = vec![
-        (SegmentFile::of(&mn), 56),
-        (SegmentFile::of(&vn), 56),
-        (SegmentFile::of(&dn), 72),
+    // data area; the whole robust state (lock, journal, cells, holders) of
+    // the RwLock, Semaphore and Barrier.
+    let targets: Vec<(SegmentFile, u64, u64)> = vec![
+        (SegmentFile::of(&mn), 56, 16),
+        (SegmentFile::of(&vn), 56, 16),
+        (SegmentFile::of(&dn), 72, 16),
+        (SegmentFile::of(&rn), 56, 1280),
+        (SegmentFile::of(&sn), 56, 1280),
+        (SegmentFile::of(&bn), 56, 1280),
     ]
     .into_iter()
-    .map(|(s, field)| {
+    .map(|(s, field, len)| {
         let at = header_field(&s, field);
-        (s, at)
+        (s, at, len)
     })
     .collect();
-    let env = [("M", mn.clone()), ("V", vn.clone()), ("D", dn.clone())];
+    let env = [
+        ("M", mn.clone()),
+        ("V", vn.clone()),
+        ("D", dn.clone()),
+        ("RW", rn.clone()),
+        ("S", sn.clone()),
+        ("B", bn.clone()),
+    ];
     let children: Vec<_> = (0..2)
         .map(|_| {
             common::spawn(
@@ -293,15 +324,15 @@ fn garbage_in_lock_words_while_processes_use_them() {
     let mut rng = 0xfeed_beef_u64;
     let mut writes = 0;
     let start = std::time::Instant::now();
-    while children.iter().all(|c| !common::is_dead(c.id())) && start.elapsed().as_secs() < 20 {
-        let (seg, at) = &targets[(next(&mut rng) % 3) as usize];
+    while children.iter().all(|c| !common::is_dead(c.id())) && start.elapsed().as_secs() < 15 {
+        let (seg, at, len) = &targets[(next(&mut rng) % targets.len() as u64) as usize];
         let word = match next(&mut rng) % 6 {
             0 => 0,
             1 => u64::MAX,
             2 => next(&mut rng) & 0xffff_ffff,
             _ => next(&mut rng),
         };
-        let off = at + (next(&mut rng) % 3) * 8;
+        let off = at + (next(&mut rng) % (len / 8)) * 8;
         seg.file.write_all_at(&word.to_le_bytes(), off).unwrap();
         writes += 1;
         std::thread::sleep(Duration::from_micros(100 + next(&mut rng) % 400));
@@ -314,5 +345,13 @@ fn garbage_in_lock_words_while_processes_use_them() {
     ));
     let _ = v.lock();
     d.insert(1, 1).unwrap();
+    // The others answer within their timeouts, whatever they hold now.
+    let long = Duration::from_millis(50);
+    let _ = (
+        rw.write_timeout(long).is_some(),
+        rw.read_timeout(long).is_some(),
+    );
+    let _ = sem.permit_timeout(long);
+    let _ = bar.wait_timeout(long);
     println!("lock words: {writes} garbage writes while 2 processes locked");
 }

@@ -175,11 +175,12 @@ fn geometry_and_counter_writes_never_crash_a_map() {
     let name = unique("props-map");
     let m = common::map_of_forty(&name);
     let seg = SegmentFile::of(&name);
-    // The control block (geometry), each stripe's counters after its
-    // mutex (the mutex itself is trusted: see DESIGN.md), and slots.
+    // The control block (geometry), each stripe's lock words and counters,
+    // and slots.
     let data = (256 + 64u64).next_multiple_of(64);
     let stripes = 8u64;
     let mut ranges = vec![256..data, 256..data];
+    ranges.extend((0..stripes).map(|s| data + s * 128..data + s * 128 + 16));
     ranges.extend((0..stripes).map(|s| data + s * 128 + 64..data + s * 128 + 128));
     ranges.push(data + stripes * 128..seg.len());
     let result = runner().run(&writes(ranges), |ws| {

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::region::{Kind, Segment};
 use crate::sync::identity;
 use crate::sync::object::Object;
-use crate::sync::robust_state::{RobustState, Tx};
+use crate::sync::robust_state::{RobustState, SLOTS, Tx};
 use crate::sync::wait;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,18 @@ fn reap(tx: &mut Tx<'_>) {
             tx.set(ARRIVED, tx.get(ARRIVED).saturating_sub(1));
         }
     });
+    // While the table has room every arrival is recorded: the count is the
+    // number of current entries (a count a peer scribbled on is repaired).
+    let recorded = (0..SLOTS)
+        .filter(|&slot| {
+            let (who, tag) = tx.holder(slot);
+            who != 0 && current(tx, tag)
+        })
+        .count() as u64;
+    if recorded < SLOTS as u64 && tx.get(ARRIVED) != recorded {
+        tx.set(ARRIVED, recorded);
+        tx.commit();
+    }
 }
 
 /// Returned by [`Barrier::wait`]: exactly one waiter per generation is the leader.

@@ -101,11 +101,10 @@ impl Tx<'_> {
         if old == v {
             return;
         }
-        let n = self.st.journal_len.load(Ordering::Relaxed) as usize;
-        assert!(
-            n < JOURNAL,
-            "shmkit: a transaction wrote more than its journal holds"
-        );
+        // Our transactions make at most JOURNAL writes between commits; a
+        // larger length is a peer's garbage: clamp (the rollback of a
+        // scribbled journal is as good as the scribble, never out of bounds).
+        let n = (self.st.journal_len.load(Ordering::Relaxed) as usize).min(JOURNAL - 1);
         self.st.journal[n][0].store(i as u64, Ordering::Relaxed);
         self.st.journal[n][1].store(old, Ordering::Relaxed);
         // SYNC: Release: the entry is complete before it counts (a taker-over
@@ -188,7 +187,9 @@ impl RobustState {
 
     /// Runs `f` as a transaction under the lock; wakes waiters if it wrote.
     pub(crate) fn transact<R>(&self, f: impl FnOnce(&mut Tx<'_>) -> R) -> R {
-        if self.lock.lock() == Acquired::Poisoned {
+        // A dead holder's half transaction is undone; so is a journal that a
+        // peer scribbled on (every transaction of ours ends committed).
+        if self.lock.lock() == Acquired::Poisoned || self.journal_len.load(Ordering::Relaxed) != 0 {
             self.roll_back();
         }
         let mut tx = Tx {

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::region::{Kind, RegionOptions, Segment};
 use crate::sync::identity;
 use crate::sync::mutex::spec_of;
-use crate::sync::robust_state::{RobustState, Tx};
+use crate::sync::robust_state::{RobustState, SLOTS, Tx};
 use crate::sync::wait;
 use bytemuck::Pod;
 use std::marker::PhantomData;
@@ -40,7 +40,7 @@ fn try_read(tx: &mut Tx<'_>, me: u64) -> Option<usize> {
     let slot = tx.slot_of(me, |who, _| who == 0)?;
     let (_, held) = tx.holder(slot);
     tx.set(READERS, tx.get(READERS).saturating_add(1));
-    tx.set_holder(slot, me, held + 1);
+    tx.set_holder(slot, me, held.saturating_add(1));
     Some(slot)
 }
 
@@ -72,6 +72,13 @@ fn reap(tx: &mut Tx<'_>) {
     tx.reap_dead(|tx, _, reads| {
         tx.set(READERS, tx.get(READERS).saturating_sub(reads));
     });
+    // Every read is recorded: the count is the holders' sum (a count a peer
+    // scribbled on would otherwise keep writers out for good).
+    let sum = (0..SLOTS).fold(0u64, |n, slot| n.saturating_add(tx.holder(slot).1));
+    if tx.get(READERS) != sum {
+        tx.set(READERS, sum);
+        tx.commit();
+    }
 }
 
 impl RawRwLock {

@@ -36,7 +36,7 @@ fn take_recorded(tx: &mut Tx<'_>, me: u64) -> Option<usize> {
     let slot = tx.slot_of(me, |who, _| who == 0)?;
     let (_, held) = tx.holder(slot);
     tx.set(VALUE, v - 1);
-    tx.set_holder(slot, me, held + 1);
+    tx.set_holder(slot, me, held.saturating_add(1));
     Some(slot)
 }
 
