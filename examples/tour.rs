@@ -154,11 +154,12 @@ fn main() -> Result<(), Error> {
             fork(move || {
                 b.wait();
                 for _ in 0..100 {
-                    s.acquire();
+                    // Python's `with sem:`; a process killed here gives its
+                    // permit back (`acquire`/`release` count without that).
+                    let _permit = s.permit();
                     let now = i.fetch_add(1) + 1;
                     mx.fetch_max(now);
                     i.fetch_sub(1);
-                    s.release().unwrap();
                 }
             })
         })
