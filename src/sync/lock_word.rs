@@ -210,6 +210,15 @@ impl LockWords {
             } else if host.spin() {
                 Round::Again
             } else if host.expired() {
+                // Before giving up, as `try_lock` does: a holder that is not
+                // alive is taken over (a loop of short timeouts must notice
+                // a death too, even one whose deadline passes while spinning).
+                if !host.alive(seen)
+                    && let Round::Done(done) =
+                        self.take_or_again(host, seen, me | (seen & CONTENDED), true)
+                {
+                    return done;
+                }
                 if slept {
                     // We may have been the one woken: pass the wake-up on.
                     host.wake(&self.owner);
