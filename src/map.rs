@@ -888,6 +888,31 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     }
 }
 
+/// A map's figures read from outside (the CLI), with `read(offset, buf)`
+/// reading its file: (capacity, entries, stripes). Counts are snapshots,
+/// capped as `len` caps them; `None` if unreadable or impossible.
+pub(crate) fn figures_from(
+    read: impl Fn(u64, &mut [u8]) -> bool,
+    control: u64,
+    data: u64,
+) -> Option<(u64, u64, u64)> {
+    let word = |at: u64| {
+        let mut b = [0u8; 8];
+        read(at, &mut b).then(|| u64::from_ne_bytes(b))
+    };
+    let capacity = word(control + std::mem::offset_of!(MapControl, capacity) as u64)?;
+    let stripes = word(control + std::mem::offset_of!(MapControl, stripes) as u64)?;
+    if stripes == 0 || stripes > 64 {
+        return None;
+    }
+    let mut len = 0u64;
+    for s in 0..stripes {
+        let at = data + s * std::mem::size_of::<Stripe>() as u64;
+        len = len.saturating_add(word(at + std::mem::offset_of!(Stripe, len) as u64)?);
+    }
+    Some((capacity, len.min(capacity.saturating_mul(2)), stripes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

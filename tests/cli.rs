@@ -1,6 +1,10 @@
 //! The `shmkit` command-line tool, run as a binary against real segments:
 //! a stale segment (its creator killed) is listed as stale and removed by
-//! `shmkit clean`; a live one is left alone; a queue shows live figures.
+//! `shmkit clean`; a live one is left alone; one whose creator died but that
+//! a live process maps is in use and kept (unless `--force`); each kind shows
+//! its own figures; FIFOs, links, directories, short files and a name
+//! swapped between a file and a FIFO never hang it; a closed stdout is not a
+//! panic.
 
 mod common;
 
@@ -76,7 +80,10 @@ fn clean_removes_a_stale_segment_and_leaves_a_live_one() {
     assert!(ok, "{out}");
     assert_eq!(
         out.trim(),
-        format!("{{\"dry_run\":false,\"removed\":[\"{stale}\"]}}")
+        format!(
+            "{{\"dry_run\":false,\"force\":false,\"removed\":[\"{stale}\"],\"in_use\":[],\
+             \"foreign\":[],\"skipped\":[]}}"
+        )
     );
     assert!(!exists(&stale), "the stale segment is still there");
     assert!(exists(&live), "the live segment was removed");
@@ -124,4 +131,273 @@ fn cleanup_stale_is_a_library_call_too() {
         shmkit::region::cleanup_stale_matching(|n| n.starts_with(&prefix), false).unwrap();
     assert_eq!(removed, std::slice::from_ref(&stale));
     assert!(!exists(&stale));
+}
+
+/// Names under /dev/shm made by a test, removed when it ends.
+struct Planted(Vec<std::path::PathBuf>);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir(p));
+        }
+    }
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "mkfifo {path:?}"
+    );
+}
+
+#[test]
+fn fifos_links_directories_and_short_files_never_hang_it() {
+    let _w = watchdog("cli hostile names");
+    let prefix = unique("cli-odd");
+    let dir = std::path::Path::new("/dev/shm");
+    let real = Value::<u64>::builder()
+        .name(format!("{prefix}-real"))
+        .create(5)
+        .unwrap();
+    let p = |s: &str| dir.join(format!("{prefix}-{s}"));
+    let planted = Planted(vec![
+        p("fifo"),
+        p("link"),
+        p("dir"),
+        p("short"),
+        p("foreign"),
+    ]);
+    mkfifo(&planted.0[0]);
+    std::os::unix::fs::symlink(dir.join(format!("{prefix}-real")), &planted.0[1]).unwrap();
+    std::fs::create_dir(&planted.0[2]).unwrap();
+    std::fs::write(&planted.0[3], [1u8; 100]).unwrap();
+    std::fs::write(&planted.0[4], [0x5au8; 4096]).unwrap();
+
+    let (ok, ls) = shmkit(&["ls", "--prefix", &prefix]);
+    assert!(ok, "{ls}");
+    assert!(ls.contains(&format!("{prefix}-real")), "{ls}");
+    assert!(ls.contains("skipped 5 entr(ies)"), "{ls}");
+    for (what, why) in [
+        ("fifo", "a FIFO"),
+        ("link", "symbolic link"),
+        ("dir", "a directory"),
+        ("short", "too short"),
+        ("foreign", "not a shmkit segment (magic 0x5a5a5a5a5a5a5a5a)"),
+    ] {
+        assert!(ls.contains(&format!("{prefix}-{what}: ")), "{what}: {ls}");
+        assert!(ls.contains(why), "{why}: {ls}");
+        let (ok, out) = shmkit(&["inspect", &format!("{prefix}-{what}")]);
+        assert!(!ok && out.contains("shmkit:"), "inspect {what}: {out}");
+    }
+    let (_, short) = shmkit(&["inspect", &format!("{prefix}-short")]);
+    assert!(
+        short.contains("truncated") && short.contains("100"),
+        "{short}"
+    );
+    assert!(!short.contains("magic 0x0000000000000000"), "{short}");
+    let (ok, json) = shmkit(&["ls", "--json", "--prefix", &prefix]);
+    assert!(ok && json.contains("\"skipped\":[{\"name\""), "{json}");
+    let (ok, clean) = shmkit(&["clean", "--prefix", &prefix]);
+    assert!(
+        ok && clean.contains("removed 0 stale segment(s)"),
+        "{clean}"
+    );
+    assert!(
+        planted.0.iter().all(|p| p.symlink_metadata().is_ok()),
+        "clean touched a non-segment"
+    );
+    assert_eq!(real.load(), 5);
+    // Usage errors exit with 2, failures with 1.
+    let status = Command::new(env!("CARGO_BIN_EXE_shmkit"))
+        .arg("--no-such-flag")
+        .output()
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(2));
+    let status = Command::new(env!("CARGO_BIN_EXE_shmkit"))
+        .args(["inspect", &format!("{prefix}-fifo")])
+        .output()
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn a_name_swapped_between_a_file_and_a_fifo_never_hangs_it() {
+    let _w = watchdog("cli swap");
+    let prefix = unique("cli-swap");
+    let dir = std::path::Path::new("/dev/shm");
+    let (name, file, fifo) = (
+        dir.join(format!("{prefix}-x")),
+        dir.join(format!("{prefix}-file")),
+        dir.join(format!("{prefix}-fifo")),
+    );
+    let _planted = Planted(vec![name.clone(), file.clone(), fifo.clone()]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (name, file, fifo, stop) = (name.clone(), file.clone(), fifo.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::fs::write(&file, [0u8; 300]).unwrap();
+                let _ = std::fs::rename(&file, &name);
+                mkfifo(&fifo);
+                let _ = std::fs::rename(&fifo, &name);
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    for _ in 0..25 {
+        let (ok, out) = shmkit(&["ls", "--prefix", &prefix]);
+        assert!(ok, "{out}");
+        let (ok, out) = shmkit(&["clean", "--prefix", &prefix]);
+        assert!(ok, "{out}");
+        let _ = shmkit(&["inspect", &format!("{prefix}-x")]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    println!("{swaps} swaps while ls, clean and inspect ran 25 times each");
+    assert!(swaps > 0);
+}
+
+/// Opens a named value (mapping it) and holds it until `go` is set.
+fn map_and_wait((name, go): (String, String)) -> u64 {
+    let v = Value::<u64>::open(&name).unwrap();
+    shmkit::sync::Event::open(&go).unwrap().wait();
+    v.load()
+}
+
+#[test]
+fn a_segment_a_live_process_maps_is_in_use_not_stale() {
+    let _w = watchdog("cli in use");
+    let prefix = unique("cli-inuse");
+    let name = format!("{prefix}-v");
+    let _ = shmkit::spawn(create_and_die, name.clone()).unwrap().join();
+    let go = shmkit::sync::Event::builder()
+        .name(format!("{prefix}-go"))
+        .create()
+        .unwrap();
+    let go_name = go.segment().name().unwrap().to_owned();
+    let user = shmkit::spawn(map_and_wait, (name.clone(), go_name)).unwrap();
+    let pid = user.pid();
+    common::wait_until("the user mapped it", || {
+        shmkit::region::inspect_segment(&name)
+            .is_ok_and(|i| i.users.pids.iter().any(|&(p, _)| p == pid))
+    });
+    let info = shmkit::region::inspect_segment(&name).unwrap();
+    assert!(!info.creator_alive && !info.is_stale() && info.is_orphaned_in_use());
+    let (ok, ls) = shmkit(&["ls", "--prefix", &prefix]);
+    assert!(
+        ok && ls.contains("in-use") && ls.contains(&pid.to_string()),
+        "{ls}"
+    );
+    let (ok, text) = shmkit(&["inspect", &name]);
+    assert!(
+        ok && text.contains("attached:      1 process(es)"),
+        "{text}"
+    );
+    let (ok, out) = shmkit(&["clean", "--prefix", &prefix]);
+    assert!(ok && out.contains(&format!("kept {name}")), "{out}");
+    assert!(exists(&name), "clean removed a segment in use");
+    let removed =
+        shmkit::region::cleanup_stale_matching(|n| n.starts_with(&prefix), false).unwrap();
+    assert!(removed.is_empty(), "{removed:?}");
+    let (ok, out) = shmkit(&["clean", "--force", "--prefix", &prefix]);
+    assert!(
+        ok && out.contains("although it is in use") && out.contains("--force"),
+        "{out}"
+    );
+    assert!(!exists(&name), "--force did not remove it");
+    go.set();
+    assert_eq!(user.join().unwrap(), 7, "the user kept its memory");
+}
+
+#[test]
+fn each_kind_speaks_its_language() {
+    let _w = watchdog("cli kinds");
+    let prefix = unique("cli-kinds");
+    let map = shmkit::SharedMap::<u64, u64>::builder()
+        .name(format!("{prefix}-map"))
+        .capacity(100)
+        .create()
+        .unwrap();
+    for k in 0..7 {
+        map.insert(k, k).unwrap();
+    }
+    let m = shmkit::sync::Mutex::<u64>::builder()
+        .name(format!("{prefix}-mutex"))
+        .create(0)
+        .unwrap();
+    let _arr = shmkit::Array::<f64>::builder()
+        .name(format!("{prefix}-array"))
+        .create(12)
+        .unwrap();
+    let (ok, text) = shmkit(&["inspect", &format!("{prefix}-map")]);
+    assert!(
+        ok && text.contains("map:           7 entries of capacity 100"),
+        "{text}"
+    );
+    assert!(!text.contains("elements:"), "{text}");
+    let g = m.lock().unwrap();
+    let (ok, text) = shmkit(&["inspect", &format!("{prefix}-mutex")]);
+    assert!(
+        ok && text.contains(&format!(
+            "lock:          held by pid {}",
+            std::process::id()
+        )),
+        "{text}"
+    );
+    drop(g);
+    let (ok, text) = shmkit(&["inspect", &format!("{prefix}-mutex"), "--json"]);
+    assert!(ok && text.contains("\"lock\":{\"held\":false"), "{text}");
+    let (ok, text) = shmkit(&["inspect", &format!("{prefix}-array")]);
+    assert!(
+        ok && text.contains("elements:      12 of 8 bytes"),
+        "{text}"
+    );
+    assert!(text.contains("lock:          free"), "{text}");
+    // A long type is shown whole.
+    let long = shmkit::SharedMap::<shmkit::FixedStr<24>, [u64; 3]>::builder()
+        .name(format!("{prefix}-long"))
+        .capacity(4)
+        .create()
+        .unwrap();
+    let (ok, ls) = shmkit(&["ls", "--prefix", &prefix]);
+    let ty = shmkit::region::inspect_segment(long.segment().name().unwrap())
+        .unwrap()
+        .type_name;
+    assert!(ty.len() > 28, "{ty}");
+    assert!(ok && ls.contains(&ty), "type cut: {ls}");
+}
+
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let _w = watchdog("cli closed stdout");
+    let _v = Value::<u64>::builder()
+        .name(unique("cli-pipe"))
+        .create(1)
+        .unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) into a 2-element array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both are fresh descriptors of ours; the read end is closed at
+    // once, so every write to the other end fails with EPIPE.
+    let write_end = unsafe {
+        libc::close(fds[0]);
+        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1])
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_shmkit"))
+        .args(["ls"])
+        .stdout(std::process::Stdio::from(write_end))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -15,7 +15,8 @@ mod segment;
 pub(crate) use header::Spec;
 pub use header::{HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
 pub use inspect::{
-    QueueFigures, SegmentInfo, cleanup_stale, cleanup_stale_matching, inspect_segment,
+    CleanOptions, CleanReport, Listing, LockFigures, MapFigures, QueueFigures, SegmentInfo,
+    Skipped, Users, clean, cleanup_stale, cleanup_stale_matching, inspect_segment, list,
     list_segments,
 };
 pub use options::RegionOptions;

@@ -225,6 +225,14 @@ impl RawMutex {
     }
 }
 
+/// A lock's state read from outside (the CLI), from its 16 bytes at the
+/// start of a control block: (owner identity word or 0, poisoned).
+pub(crate) fn state_from_bytes(b: &[u8; 16]) -> (u64, bool) {
+    let owner = u64::from_ne_bytes(b[0..8].try_into().expect("8 bytes"));
+    let poisoned = u32::from_ne_bytes(b[8..12].try_into().expect("4 bytes")) != 0;
+    (owner & !lock_word::CONTENDED, poisoned)
+}
+
 /// A held lock and the data it protects. Unlocks on drop. Not `Send`: the lock
 /// names its holding thread, which must be the one to unlock it.
 pub struct MutexGuard<'a, T: ?Sized> {

@@ -127,6 +127,91 @@ pub(crate) fn backing_of(addrs: &[usize]) -> io::Result<Vec<Option<(u64, u64, u6
     Ok(keys)
 }
 
+/// The processes whose memory maps we read, and those we could not.
+#[derive(Debug, Default)]
+pub(crate) struct MapScan {
+    /// `(device major, device minor, inode)` → pids that map it.
+    pub(crate) mapped: std::collections::HashMap<(u32, u32, u64), Vec<u32>>,
+    /// Processes whose maps could not be read: (pid, owner uid of /proc/pid).
+    pub(crate) unreadable: Vec<(u32, u32)>,
+}
+
+/// Reads `/proc/<pid>/maps` of every process (as `lsof` does): which files
+/// each maps. Processes that vanish meanwhile are skipped.
+pub(crate) fn scan_maps() -> io::Result<MapScan> {
+    use std::os::unix::fs::MetadataExt;
+    let mut scan = MapScan::default();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(_) => {
+                if let Ok(meta) = entry.metadata() {
+                    scan.unreadable.push((pid, meta.uid()));
+                }
+                continue;
+            }
+        };
+        for line in maps.lines() {
+            let mut f = line.split_ascii_whitespace().skip(3);
+            let (Some(dev), Some(inode)) = (f.next(), f.next()) else {
+                continue;
+            };
+            let (Ok(inode), Some((major, minor))) = (inode.parse::<u64>(), dev.split_once(':'))
+            else {
+                continue;
+            };
+            let (Ok(major), Ok(minor)) = (
+                u32::from_str_radix(major, 16),
+                u32::from_str_radix(minor, 16),
+            ) else {
+                continue;
+            };
+            if inode == 0 {
+                continue;
+            }
+            let pids = scan.mapped.entry((major, minor, inode)).or_default();
+            if pids.last() != Some(&pid) {
+                pids.push(pid);
+            }
+        }
+    }
+    Ok(scan)
+}
+
+/// `(major, minor)` of a device number.
+pub(crate) fn dev_parts(dev: u64) -> (u32, u32) {
+    (
+        libc::major(dev as libc::dev_t),
+        libc::minor(dev as libc::dev_t),
+    )
+}
+
+/// The command name of process `pid` (`/proc/<pid>/comm`), if readable.
+pub(crate) fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_owned())
+}
+
+/// The process (thread group) of thread `tid`.
+pub(crate) fn tgid_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The parent's pid.
 pub(crate) fn ppid() -> u32 {
     // SAFETY: getppid has no preconditions and cannot fail.
