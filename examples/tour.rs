@@ -266,7 +266,9 @@ fn main() -> Result<(), Error> {
 
     println!("\n== 8. A 256 MiB array summed by a pool: shared, not sent ==");
     let n = 64 << 20; // f32s
-    let data = Array::<f32>::builder().random_name().create(n)?;
+    // Anonymous: nothing is left in /dev/shm if this program is killed; the
+    // pool's workers get it as a descriptor.
+    let data = Array::<f32>::new(n)?;
     // SAFETY: no other process has the array yet.
     let cells = unsafe { data.as_mut_slice_unchecked() };
     for (i, x) in cells.iter_mut().enumerate() {
@@ -282,7 +284,7 @@ fn main() -> Result<(), Error> {
     let total: f64 = pool.map(sum_range, tasks)?.iter().sum();
     println!(
         "{} workers summed it in {:?}: {total} (sequential: {want}); each task carried \
-         the array's name and a range (`--example big_buffer` compares with a pipe)",
+         a handle to the array and a range (`--example big_buffer` compares with a pipe)",
         pool.processes(),
         t.elapsed()
     );

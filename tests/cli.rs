@@ -401,3 +401,69 @@ fn a_closed_stdout_is_not_a_panic() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// SIGKILLs the tour's whole process group at random moments; afterwards no
+/// segment of the tour's is left that one `clean` does not remove (the tour
+/// uses anonymous regions, so none at all is expected). `TOUR_KILLS` sets
+/// the runs (default 4; .ci/run: 30). Skips with a message where the tour
+/// example was not built (`cargo test` builds it).
+#[test]
+fn killing_the_tour_leaves_nothing_clean_cannot_remove() {
+    use std::os::unix::process::CommandExt;
+    let _w = watchdog("tour kills");
+    let exe = std::env::current_exe().unwrap();
+    let tour = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/tour");
+    if !tour.exists() {
+        println!("skipped: {} not built (run `cargo test`)", tour.display());
+        return;
+    }
+    let runs: u64 = std::env::var("TOUR_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    let mut rng = 0x70ab_u64 ^ u64::from(std::process::id());
+    let (mut left, mut cleaned) = (0usize, 0usize);
+    for _ in 0..runs {
+        let mut child = Command::new(&tour)
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        std::thread::sleep(std::time::Duration::from_millis(
+            20 + common::xorshift(&mut rng) % 6000,
+        ));
+        // SAFETY: kill(2) on the process group we just made.
+        unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        let _ = child.wait();
+        // Its children (same group) die too; wait until none maps anything.
+        common::wait_until("the tour's group is gone", || {
+            std::fs::read_dir("/proc").unwrap().flatten().all(|e| {
+                let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    return true;
+                };
+                // SAFETY: getpgid(2) on any pid: no memory is touched.
+                let group = unsafe { libc::getpgid(p) };
+                group != pid as i32
+            })
+        });
+        let mine: Vec<String> = shmkit::region::list_segments()
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.creator_pid == pid)
+            .map(|i| i.name)
+            .collect();
+        left += mine.len();
+        let removed =
+            shmkit::region::cleanup_stale_matching(|n| mine.iter().any(|m| m == n), false).unwrap();
+        cleaned += removed.len();
+        assert_eq!(removed.len(), mine.len(), "clean left some of {mine:?}");
+    }
+    println!("tour killed {runs} times: {left} segment(s) left, {cleaned} removed by clean");
+}
