@@ -1,13 +1,14 @@
 //! The queue region and everything around the ring that needs the OS: the
-//! participant table, blocking (bounded spin, then a shared futex sleep in
-//! slices), disconnection, joinable counting, and recovery from dead
-//! participants.
+//! participant table, blocking (bounded spin, then a shared futex sleep cut
+//! at the next look for dead peers), disconnection, joinable counting, and
+//! recovery from dead participants.
 
 use super::atomic::AtomicU64 as RingU64;
 use super::control::{
     FLAG_BYTES, FLAG_JOINABLE, MAX_PARTICIPANTS, Participant, QueueControl, ROLE_RECEIVER,
     ROLE_SENDER,
 };
+use super::looks::{Looks, Wait};
 use super::ring::{Empty, Ring, SKIP, SlotHeader};
 use crate::error::{Error, Result};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
@@ -16,14 +17,8 @@ use crate::sync::wait::Backoff;
 use crate::sys::{futex, proc};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How long a blocked sender or receiver first sleeps before it looks for
-/// dead participants. Each slice that passes with nothing happening doubles
-/// the next, up to [`MAX_SLICE`]: an idle receiver wakes about once a second.
-pub(crate) const SLICE: Duration = Duration::from_millis(50);
-/// The longest slice.
-pub(crate) const MAX_SLICE: Duration = Duration::from_secs(1);
 /// How many times a receiver looks again at a disconnected queue that seems
 /// to hold something before it concludes (see `claim_recv`).
 const LAST_LOOKS: u32 = 64;
@@ -44,6 +39,9 @@ pub(crate) struct RawQueue {
     /// The geometry as validated at open, kept privately: a peer may rewrite
     /// the shared copy at any time, so it is never read again.
     slots: Slots,
+    /// When this process last looked for dead participants (private: see
+    /// `looks`).
+    looks: Looks,
 }
 
 /// The validated geometry of an open queue.
@@ -149,6 +147,7 @@ impl RawQueue {
         let mut q = RawQueue {
             seg,
             slots: Slots::default(),
+            looks: Looks::new(),
         };
         let st = &q.control().state.0;
         // The geometry is plain u64s a peer may write concurrently: copied
@@ -404,18 +403,12 @@ impl RawQueue {
         self.disconnected(ROLE_RECEIVER)
     }
 
-    /// Claims a slot to send into, blocking as `deadline` allows (`None`:
-    /// forever; `Some(now)`: not at all).
-    pub(crate) fn claim_send(
-        &self,
-        entry: usize,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<u64, Stop> {
+    /// Claims a slot to send into, blocking as `wait` allows.
+    pub(crate) fn claim_send(&self, entry: usize, wait: Wait) -> std::result::Result<u64, Stop> {
         let ring = self.ring();
         let intent = self.intent(entry);
         let w = &self.control().waits.0;
         let mut backoff = Backoff::new();
-        let mut slice = SLICE;
         loop {
             if self.send_disconnected() {
                 return Err(Stop::Disconnected);
@@ -424,17 +417,12 @@ impl RawQueue {
             if let Some(pos) = ring.try_claim_send(intent) {
                 return Ok(pos);
             }
-            if backoff.spin() {
+            if wait != Wait::No && backoff.spin() {
                 continue;
             }
-            self.sleep(
-                &w.space,
-                &w.send_waiters,
-                seen,
-                deadline,
-                &mut slice,
-                || ring.can_send() || self.send_disconnected(),
-            )?;
+            self.wait_or_look(&w.space, &w.send_waiters, seen, wait, || {
+                ring.can_send() || self.send_disconnected()
+            })?;
         }
     }
 
@@ -463,7 +451,7 @@ impl RawQueue {
     pub(crate) fn claim_recv(
         &self,
         entry: usize,
-        deadline: Option<Instant>,
+        wait: Wait,
     ) -> std::result::Result<(u64, usize), Stop> {
         let ring = self.ring();
         let intent = self.intent(entry);
@@ -471,7 +459,6 @@ impl RawQueue {
         let w = &c.waits.0;
         let max = self.max_len() as u64;
         let mut backoff = Backoff::new();
-        let mut slice = SLICE;
         // Rounds in a row that found the queue disconnected yet something
         // apparently left to take. Legitimately a round or two (a last
         // commit, an orphan another receiver took first); garbage written
@@ -519,21 +506,14 @@ impl RawQueue {
                     }
                 }
             }
-            if backoff.spin() {
+            if wait != Wait::No && backoff.spin() {
                 continue;
             }
-            self.sleep(
-                &w.items,
-                &w.recv_waiters,
-                seen,
-                deadline,
-                &mut slice,
-                || {
-                    ring.can_recv()
-                        || self.recv_disconnected()
-                        || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
-                },
-            )?;
+            self.wait_or_look(&w.items, &w.recv_waiters, seen, wait, || {
+                ring.can_recv()
+                    || self.recv_disconnected()
+                    || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
+            })?;
         }
     }
 
@@ -570,17 +550,16 @@ impl RawQueue {
         }
     }
 
-    pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
+    pub(crate) fn join(&self, wait: Wait) -> bool {
         let st = &self.control().state.0;
         let w = &self.control().waits.0;
-        let mut slice = SLICE;
         loop {
             let seen = w.done.load(Ordering::SeqCst);
             if st.unfinished.load(Ordering::SeqCst) == 0 {
                 return true;
             }
             if self
-                .sleep(&w.done, &w.join_waiters, seen, deadline, &mut slice, || {
+                .wait_or_look(&w.done, &w.join_waiters, seen, wait, || {
                     st.unfinished.load(Ordering::SeqCst) == 0
                 })
                 .is_err()
@@ -590,21 +569,37 @@ impl RawQueue {
         }
     }
 
-    // ---- sleeping ----
+    // ---- waiting ----
 
-    /// [`sleep_slice`], looking for dead participants when a slice ends.
-    fn sleep(
+    /// The failure path of every operation (the only place that reads the
+    /// clock): looks for dead participants if the last look (by any handle
+    /// of this process on this queue, in any call) is [`LOOK_EVERY`] old,
+    /// then returns at once so that the caller tries again before it
+    /// reports anything; else fails as `wait` says, or sleeps on `word`
+    /// until woken, `ready()`, the deadline or the next look's time,
+    /// whichever comes first.
+    ///
+    /// [`LOOK_EVERY`]: super::looks::LOOK_EVERY
+    fn wait_or_look(
         &self,
         word: &AtomicU32,
         waiters: &AtomicU32,
         seen: u32,
-        deadline: Option<Instant>,
-        slice: &mut Duration,
+        wait: Wait,
         ready: impl Fn() -> bool,
     ) -> std::result::Result<(), Stop> {
-        if sleep_slice(word, waiters, seen, deadline, slice, ready)? {
+        let now = Instant::now();
+        if self.looks.take_due(now) {
             self.recover();
+            return Ok(());
         }
+        let until = match wait {
+            Wait::No => return Err(Stop::WouldBlock),
+            Wait::Until(d) if d <= now => return Err(Stop::Timeout),
+            Wait::Until(d) => d.min(self.looks.next_due()),
+            Wait::Forever => self.looks.next_due(),
+        };
+        sleep_until(word, waiters, seen, until, ready);
         Ok(())
     }
 
@@ -799,49 +794,29 @@ impl RawQueue {
 }
 
 /// Sleeps on `word` (which held `seen` before the caller's failed attempt)
-/// until woken, `ready()` holds, a slice passes, or `deadline` passes
-/// (→ `Timeout`; a deadline already past → `WouldBlock`). `Ok(true)` when a
-/// whole slice passed: time to look for dead peers (and the next slice is
-/// twice as long, up to [`MAX_SLICE`]).
-pub(crate) fn sleep_slice(
+/// until woken, `ready()` holds, or `until` passes.
+pub(crate) fn sleep_until(
     word: &AtomicU32,
     waiters: &AtomicU32,
     seen: u32,
-    deadline: Option<Instant>,
-    slice: &mut Duration,
+    until: Instant,
     ready: impl Fn() -> bool,
-) -> std::result::Result<bool, Stop> {
-    let now = Instant::now();
-    let slice_end = now + *slice;
-    let until = match deadline {
-        Some(d) if d <= now => return Err(Stop::WouldBlock),
-        Some(d) => d.min(slice_end),
-        None => slice_end,
-    };
+) {
     // SYNC(waiters): the SeqCst increment, then `ready()` re-checked, pairs
     // with the waker's fence(SeqCst) between its state change and its load of
     // the count (`wake_one`): either we see the change, or the waker sees us
     // and bumps the word.
     waiters.fetch_add(1, Ordering::SeqCst);
     if !ready() {
-        futex::wait(
-            word,
-            seen,
-            Some(until.saturating_duration_since(Instant::now())),
-        );
+        let left = until.saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            futex::wait(word, seen, Some(left));
+        }
     }
     waiters.fetch_sub(1, Ordering::SeqCst);
-    match deadline {
-        Some(d) if Instant::now() >= d => Err(Stop::Timeout),
-        _ if Instant::now() >= slice_end => {
-            *slice = (*slice * 2).min(MAX_SLICE);
-            Ok(true)
-        }
-        _ => Ok(false),
-    }
 }
 
-/// Wakes one sleeper on `word` if any sleeps (see [`sleep_slice`]).
+/// Wakes one sleeper on `word` if any sleeps (see [`sleep_until`]).
 pub(crate) fn wake_one(word: &AtomicU32, waiters: &AtomicU32) {
     fence(Ordering::SeqCst);
     if waiters.load(Ordering::Relaxed) > 0 {
