@@ -23,6 +23,13 @@
 //! ([`Connection::recover`] looks at once). Then `recv` drains what was sent
 //! and returns [`RecvError::Disconnected`], and `send` fails with
 //! [`SendError::Disconnected`].
+//!
+//! [`PipeBuilder::open`] takes an end over. If its previous holder is dead
+//! (or closed it), its half-done work is repaired first, as queue recovery
+//! does: a message it had received but not finished is delivered again to
+//! the new holder, and a slot it had claimed to send into but not committed
+//! is skipped, so that the other end's writer is never blocked for good and
+//! no committed message is lost.
 
 use crate::codec::{Message, RegionHandle};
 use crate::error::{Error, Result};
@@ -304,9 +311,17 @@ impl PipeBuilder {
     }
 
     /// Opens end `end` (0 or 1) of a named pipe, taking it over.
+    ///
+    /// If the previous holder of that end is dead (or dropped it), what it
+    /// left half done is repaired first: a message it had received but not
+    /// finished (killed inside `recv`) is received again by this end, and a
+    /// slot it had claimed to send into but not committed is skipped, so no
+    /// committed message is lost and the other end never waits for good.
+    /// Taking over an end whose holder is alive repairs nothing (both would
+    /// then use one end: don't).
     pub fn open(self, end: usize) -> Result<Connection> {
         let raw = RawPipe::check(Segment::open(&self.opts, &spec(), None)?)?;
-        Ok(Connection::claim(raw, end.min(1)))
+        Ok(Connection::take_over(raw, end.min(1)))
     }
 }
 
@@ -339,6 +354,44 @@ impl Connection {
         e.pid.store(proc::pid(), Ordering::SeqCst);
         e.token.store(0, Ordering::SeqCst);
         e.closed.store(0, Ordering::SeqCst);
+        Connection {
+            raw,
+            end,
+            transit: Cell::new(0),
+        }
+    }
+
+    /// Takes over end `end` of an existing pipe (see [`PipeBuilder::open`]).
+    fn take_over(raw: Arc<RawPipe>, end: usize) -> Connection {
+        let e = &raw.control().ends[end];
+        // While the token is set, the peer does not judge this end
+        // (`check_peer`): it cannot mark us closed halfway.
+        e.token.store(TAKING_OVER, Ordering::SeqCst);
+        let me = proc::pid();
+        let prev = e.pid.load(Ordering::SeqCst);
+        let prev_done = prev == 0
+            || e.closed.load(Ordering::SeqCst) != 0
+            || !proc::is_alive(prev, e.start.load(Ordering::SeqCst));
+        // One taker repairs: whoever swaps the previous holder's pid out. A
+        // taker that loses takes over from the winner, alive: no repair.
+        let won = e
+            .pid
+            .compare_exchange(prev, me, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if !won {
+            e.pid.store(me, Ordering::SeqCst);
+        }
+        let won = won && prev_done;
+        e.start.store(proc::own_start_time(), Ordering::SeqCst);
+        if won {
+            // We are the one producer of direction `end` and the one
+            // consumer of the other: nobody races these repairs.
+            raw.ring(end).skip_abandoned_send_spsc();
+            raw.ring(1 - end).unclaim_held_spsc();
+        }
+        e.closed.store(0, Ordering::SeqCst);
+        e.token.store(0, Ordering::SeqCst);
+        raw.wake_all();
         Connection {
             raw,
             end,
@@ -631,6 +684,10 @@ impl Drop for Connection {
         }
     }
 }
+
+/// The token of an end being taken over (transit tokens are random and
+/// never this value in practice; either way the peer leaves the end alone).
+const TAKING_OVER: u64 = u64::MAX;
 
 /// The portable form of a pipe end.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -50,7 +50,9 @@
 //!   one message). Counted in [`Queue::stats`].
 //! - **Hostile peers**: geometry is checked against the mapping on open,
 //!   positions are masked, lengths are checked against the slot size before
-//!   any read, archives are validated (bytecheck).
+//!   any read, archives are validated (bytecheck). A slot stamp or cursor
+//!   that no legitimate operation can produce is repaired at the next look,
+//!   so garbage never wedges the queue for good.
 //!
 //! Each handle (and each clone) is one participant entry, used by one thread
 //! at a time: `Sender` and `Receiver` are `Send` but not `Sync`; clone them
@@ -113,6 +115,9 @@ pub struct QueueStats {
     pub redelivered: u64,
     /// Dead participants removed.
     pub reaped: u64,
+    /// Impossible words a peer wrote (slot stamps, cursors) that recovery
+    /// repaired, so that the queue works again.
+    pub repaired: u64,
 }
 
 /// One registered sender or receiver, from [`Queue::participants`].
@@ -358,8 +363,10 @@ impl<T: Item> Queue<T> {
         self.raw.is_closed()
     }
 
-    /// Looks for dead participants now and repairs what they held; `true`
-    /// if any was found. Every waiting or failing operation does this by itself once
+    /// Looks for dead participants now and repairs what they held, and
+    /// repairs impossible bytes a peer wrote into the cursors or slot
+    /// stamps (counted in [`QueueStats::repaired`]); `true` if anything was
+    /// found. Every waiting or failing operation does this by itself once
     /// this process's last look at this queue is 50 ms old (in this call or
     /// an earlier one).
     pub fn recover(&self) -> bool {
@@ -373,11 +380,12 @@ impl<T: Item> Queue<T> {
 
     /// Crash-recovery counters.
     pub fn stats(&self) -> QueueStats {
-        let (skipped, redelivered, reaped) = self.raw.stats();
+        let (skipped, redelivered, reaped, repaired) = self.raw.stats();
         QueueStats {
             skipped,
             redelivered,
             reaped,
+            repaired,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The queue region and everything around the ring that needs the OS: the
 //! participant table, blocking (bounded spin, then a shared futex sleep cut
 //! at the next look for dead peers), disconnection, joinable counting, and
-//! recovery from dead participants.
+//! recovery from dead participants and from impossible bytes.
 
 use super::atomic::AtomicU64 as RingU64;
 use super::control::{
@@ -607,10 +607,15 @@ impl RawQueue {
 
     /// Looks for dead participants and repairs what they held: an
     /// uncommitted send claim becomes a skip, a received-but-unreleased
-    /// message is queued for redelivery, and the entry is freed. Returns
-    /// whether anything was done.
+    /// message is queued for redelivery, and the entry is freed. Before
+    /// that, repairs impossible cursors and slot stamps (`repair_garbage`).
+    /// Returns whether anything was done.
     pub(crate) fn recover(&self) -> bool {
         let c = self.control();
+        let _guard = RecoveryGuard::lock(&c.recovery);
+        // Garbage first: a dead sender's claim whose stamp a peer overwrote
+        // is set back to "uncommitted" here, then skipped below.
+        let mut changed = self.repair_garbage();
         let dead: Vec<usize> = c
             .participants
             .iter()
@@ -618,12 +623,7 @@ impl RawQueue {
             .filter(|(_, p)| is_dead(p))
             .map(|(i, _)| i)
             .collect();
-        if dead.is_empty() {
-            return self.recount();
-        }
-        let _guard = RecoveryGuard::lock(&c.recovery);
         let ring = self.ring();
-        let mut changed = false;
         for i in dead {
             let p = &c.participants[i];
             if !is_dead(p) {
@@ -665,6 +665,114 @@ impl RawQueue {
             self.wake_all();
         }
         changed
+    }
+
+    /// Repairs what no legitimate operation can produce and what would
+    /// otherwise wedge the queue for good (each sender sees "full", each
+    /// receiver "empty", forever): cursors more than a lap apart or the head
+    /// behind the tail, and slot stamps that fit neither the cursors nor a
+    /// claim some participant shows ([`Ring::repaired_stamp`]). Runs under
+    /// the recovery lock, at every look. Only the two slots at the cursors
+    /// are read each time (where a wedge shows); when one of them was wrong,
+    /// or a cursor was, every slot is checked. Every store is a
+    /// compare-and-swap against what was judged, made only if the cursors
+    /// did not move meanwhile, so a racing legitimate store wins.
+    fn repair_garbage(&self) -> bool {
+        let c = self.control();
+        let ring = self.ring();
+        let cap = ring.capacity();
+        let st = &c.state.0;
+        let mut repaired = false;
+        for _ in 0..2 {
+            // The tail read twice around the head: then `head - tail` is at
+            // most a lap, unless the bytes are garbage. A moving tail means
+            // receivers make progress: nothing is wedged, look next time.
+            let t = c.tail.0.load(Ordering::SeqCst);
+            let h = c.head.0.load(Ordering::SeqCst);
+            if c.tail.0.load(Ordering::SeqCst) != t {
+                return repaired;
+            }
+            if h.wrapping_sub(t) > cap {
+                // Keep the tail; the head goes to the end of the committed
+                // run that follows it (the messages a garbage head hid).
+                let mut end = t;
+                while end.wrapping_sub(t) < cap
+                    && ring.slot(end).seq.load(Ordering::SeqCst) == end.wrapping_add(1)
+                {
+                    end = end.wrapping_add(1);
+                }
+                if c.head
+                    .0
+                    .compare_exchange(h, end, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+                {
+                    return repaired;
+                }
+                st.repaired.fetch_add(1, Ordering::Relaxed);
+                repaired = true;
+                continue; // now every slot, against the new cursors
+            }
+            let mut at_cursors = self.repair_slot(t, h, t);
+            if h.wrapping_sub(t) < cap {
+                at_cursors |= self.repair_slot(t, h, h);
+            }
+            if at_cursors || repaired {
+                for k in 0..cap {
+                    self.repair_slot(t, h, t.wrapping_add(k));
+                }
+            }
+            return repaired || at_cursors;
+        }
+        repaired
+    }
+
+    /// Repairs the stamp of the slot serving `pos` (in `[t, t + capacity)`
+    /// for the cursors `t`, `h`) if it is impossible; whether it did.
+    fn repair_slot(&self, t: u64, h: u64, pos: u64) -> bool {
+        let c = self.control();
+        let ring = self.ring();
+        let slot = ring.slot(pos);
+        let seq = slot.seq.load(Ordering::SeqCst);
+        // An intent (an orphan) of 0 means none: never a holder of `pos`
+        // (in the first lap, `pos - capacity + 1` wraps to 0).
+        let shows = |role: u32, intent: u64| {
+            intent != 0
+                && c.participants.iter().any(|p| {
+                    p.pid.load(Ordering::SeqCst) != 0
+                    && p.role.load(Ordering::SeqCst) == role
+                    // SYNC(intent-clear): pairs with the Release intent
+                    // stores of the ring: an intent that moved on means
+                    // the commit (release) before it is visible to our CAS.
+                    && p.intent.load(Ordering::SeqCst) == intent
+                })
+        };
+        let prev = pos.wrapping_sub(ring.capacity());
+        let Some(stamp) = ring.repaired_stamp(
+            pos,
+            h,
+            seq,
+            || shows(ROLE_SENDER, pos.wrapping_add(1)),
+            || {
+                let held = prev.wrapping_add(1);
+                held != 0
+                    && (shows(ROLE_RECEIVER, held)
+                        || c.orphans.iter().any(|o| o.load(Ordering::SeqCst) == held))
+            },
+        ) else {
+            return false;
+        };
+        if c.tail.0.load(Ordering::SeqCst) != t || c.head.0.load(Ordering::SeqCst) != h {
+            return false;
+        }
+        if slot
+            .seq
+            .compare_exchange(seq, stamp, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return false;
+        }
+        c.state.0.repaired.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Repairs the sender/receiver counts from the table, downwards only:
@@ -782,13 +890,15 @@ impl RawQueue {
             .collect()
     }
 
-    /// Statistics: (skipped claims, redelivered messages, reaped participants).
-    pub(crate) fn stats(&self) -> (u64, u64, u64) {
+    /// Statistics: (skipped claims, redelivered messages, reaped
+    /// participants, repaired words).
+    pub(crate) fn stats(&self) -> (u64, u64, u64, u64) {
         let st = &self.control().state.0;
         (
             st.skipped.load(Ordering::Relaxed),
             st.redelivered.load(Ordering::Relaxed),
             st.reaped.load(Ordering::Relaxed),
+            st.repaired.load(Ordering::Relaxed),
         )
     }
 }
