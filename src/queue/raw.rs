@@ -612,10 +612,8 @@ impl RawQueue {
     /// Returns whether anything was done.
     pub(crate) fn recover(&self) -> bool {
         let c = self.control();
-        let _guard = RecoveryGuard::lock(&c.recovery);
-        // Garbage first: a dead sender's claim whose stamp a peer overwrote
-        // is set back to "uncommitted" here, then skipped below.
-        let mut changed = self.repair_garbage();
+        // /proc is read before the lock is taken (each entry is judged again
+        // under it), so that receivers taking orphans wait less.
         let dead: Vec<usize> = c
             .participants
             .iter()
@@ -623,6 +621,10 @@ impl RawQueue {
             .filter(|(_, p)| is_dead(p))
             .map(|(i, _)| i)
             .collect();
+        let _guard = RecoveryGuard::lock(&c.recovery);
+        // Garbage first: a dead sender's claim whose stamp a peer overwrote
+        // is set back to "uncommitted" here, then skipped below.
+        let mut changed = self.repair_garbage();
         let ring = self.ring();
         for i in dead {
             let p = &c.participants[i];
