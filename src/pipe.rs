@@ -15,20 +15,32 @@
 //! ```
 //!
 //! Python's `Pipe()`: `send`, `recv`, `poll`. An end learns that its peer is
-//! gone when the peer drops its `Connection` (at once) or dies (within a
-//! sleep slice of blocking: 50 ms, growing to 1 s while idle); then `recv` drains what was sent and returns
-//! [`RecvError::Disconnected`], and `send` fails with
+//! gone when the peer drops its `Connection` (at once) or dies: every wait
+//! (`send`, `recv`, `recv_timeout` of any length, `poll` of any length,
+//! even zero) looks whether the peer's process is alive once the last look
+//! by this process is 50 ms old, so a death is seen within about 50 ms by
+//! an end that keeps waiting, however it slices its waits
+//! ([`Connection::recover`] looks at once). Then `recv` drains what was sent
+//! and returns [`RecvError::Disconnected`], and `send` fails with
 //! [`SendError::Disconnected`].
+//!
+//! [`PipeBuilder::open`] takes an end over. If its previous holder is dead
+//! (or closed it), its half-done work is repaired first, as queue recovery
+//! does: a message it had received but not finished is delivered again to
+//! the new holder, and a slot it had claimed to send into but not committed
+//! is skipped, so that the other end's writer is never blocked for good and
+//! no committed message is lost.
 
 use crate::codec::{Message, RegionHandle};
 use crate::error::{Error, Result};
 use crate::queue::atomic::AtomicU64 as RingU64;
 use crate::queue::control::Padded;
-use crate::queue::raw::{SLICE, Stop, sleep_slice, wake_one};
+use crate::queue::looks::{Looks, Wait};
+use crate::queue::raw::{sleep_until, wake_one};
 use crate::queue::ring::{Ring, SlotHeader};
 use crate::queue::{RecvError, SendError};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
-use crate::sync::wait::{Backoff, deadline_after};
+use crate::sync::wait::Backoff;
 use crate::sys::proc;
 use std::cell::Cell;
 use std::sync::Arc;
@@ -85,6 +97,9 @@ struct RawPipe {
     /// (capacity, stride, max_len) as validated at open; the shared copy is
     /// never read again (a peer may rewrite it).
     geometry: (u64, u64, u64),
+    /// When this process last looked whether the peer is alive (private:
+    /// see `queue::looks`).
+    looks: Looks,
 }
 
 impl RawPipe {
@@ -118,6 +133,7 @@ impl RawPipe {
         let mut p = RawPipe {
             seg,
             geometry: (0, 0, 0),
+            looks: Looks::new(),
         };
         let c = p.control();
         // SAFETY: plain u64 fields of the published control block, copied
@@ -152,26 +168,72 @@ impl RawPipe {
         e.closed.load(Ordering::SeqCst) != 0
     }
 
-    /// Marks the peer closed if its process died (checked once per slice).
-    fn check_peer(&self, end: usize) {
+    /// Marks the peer closed if its process died; whether this call did.
+    /// An end in transit or being taken over (token set) is not judged.
+    fn check_peer(&self, end: usize) -> bool {
         let e = &self.control().ends[1 - end];
-        let pid = e.pid.load(Ordering::SeqCst);
-        if pid != 0
-            && e.token.load(Ordering::SeqCst) == 0
-            && !proc::is_alive(pid, e.start.load(Ordering::SeqCst))
-        {
-            e.closed.store(1, Ordering::SeqCst);
+        if e.token.load(Ordering::SeqCst) != 0 || e.closed.load(Ordering::SeqCst) != 0 {
+            return false;
         }
+        let (pid, start) = (e.pid.load(Ordering::SeqCst), e.start.load(Ordering::SeqCst));
+        if pid == 0 || proc::is_alive(pid, start) {
+            return false;
+        }
+        // A take-over sets the token before it changes pid and start: judge
+        // only an end that stayed the same while /proc was read.
+        if e.token.load(Ordering::SeqCst) != 0
+            || e.pid.load(Ordering::SeqCst) != pid
+            || e.start.load(Ordering::SeqCst) != start
+        {
+            return false;
+        }
+        e.closed.store(1, Ordering::SeqCst);
+        self.wake_all();
+        true
     }
 
-    fn close(&self, end: usize) {
-        self.control().ends[end].closed.store(1, Ordering::SeqCst);
+    /// The failure path of every wait (the only place that reads the
+    /// clock): looks whether the peer died if the last look is
+    /// `LOOK_EVERY` old (then returns at once, for the caller to try
+    /// again), else fails as `wait` says (`Err(true)`: would block,
+    /// `Err(false)`: timed out) or sleeps on `word` until woken, `ready()`,
+    /// the deadline or the next look's time.
+    fn wait_or_look(
+        &self,
+        end: usize,
+        word: &AtomicU32,
+        waiters: &AtomicU32,
+        seen: u32,
+        wait: Wait,
+        ready: impl Fn() -> bool,
+    ) -> std::result::Result<(), bool> {
+        let now = Instant::now();
+        if self.looks.take_due(now) {
+            self.check_peer(end);
+            return Ok(());
+        }
+        let until = match wait {
+            Wait::No => return Err(true),
+            Wait::Until(d) if d <= now => return Err(false),
+            Wait::Until(d) => d.min(self.looks.next_due()),
+            Wait::Forever => self.looks.next_due(),
+        };
+        sleep_until(word, waiters, seen, until, ready);
+        Ok(())
+    }
+
+    fn wake_all(&self) {
         for d in &self.control().dirs {
             for w in [&d.waits.0[0], &d.waits.0[2]] {
                 w.fetch_add(1, Ordering::SeqCst);
                 crate::sys::futex::wake(w, i32::MAX as u32);
             }
         }
+    }
+
+    fn close(&self, end: usize) {
+        self.control().ends[end].closed.store(1, Ordering::SeqCst);
+        self.wake_all();
     }
 }
 
@@ -249,9 +311,17 @@ impl PipeBuilder {
     }
 
     /// Opens end `end` (0 or 1) of a named pipe, taking it over.
+    ///
+    /// If the previous holder of that end is dead (or dropped it), what it
+    /// left half done is repaired first: a message it had received but not
+    /// finished (killed inside `recv`) is received again by this end, and a
+    /// slot it had claimed to send into but not committed is skipped, so no
+    /// committed message is lost and the other end never waits for good.
+    /// Taking over an end whose holder is alive repairs nothing (both would
+    /// then use one end: don't).
     pub fn open(self, end: usize) -> Result<Connection> {
         let raw = RawPipe::check(Segment::open(&self.opts, &spec(), None)?)?;
-        Ok(Connection::claim(raw, end.min(1)))
+        Ok(Connection::take_over(raw, end.min(1)))
     }
 }
 
@@ -291,6 +361,57 @@ impl Connection {
         }
     }
 
+    /// Takes over end `end` of an existing pipe (see [`PipeBuilder::open`]).
+    fn take_over(raw: Arc<RawPipe>, end: usize) -> Connection {
+        let e = &raw.control().ends[end];
+        // While the token is set, the peer does not judge this end
+        // (`check_peer`): it cannot mark us closed halfway.
+        e.token.store(TAKING_OVER, Ordering::SeqCst);
+        let me = proc::pid();
+        let prev = e.pid.load(Ordering::SeqCst);
+        let prev_done = prev == 0
+            || e.closed.load(Ordering::SeqCst) != 0
+            || !proc::is_alive(prev, e.start.load(Ordering::SeqCst));
+        // One taker repairs: whoever swaps the previous holder's pid out. A
+        // taker that loses takes over from the winner, alive: no repair.
+        let won = e
+            .pid
+            .compare_exchange(prev, me, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if !won {
+            e.pid.store(me, Ordering::SeqCst);
+        }
+        let won = won && prev_done;
+        e.start.store(proc::own_start_time(), Ordering::SeqCst);
+        if won {
+            // We are the one producer of direction `end` and the one
+            // consumer of the other: nobody races these repairs.
+            raw.ring(end).skip_abandoned_send_spsc();
+            raw.ring(1 - end).unclaim_held_spsc();
+        }
+        e.closed.store(0, Ordering::SeqCst);
+        e.token.store(0, Ordering::SeqCst);
+        raw.wake_all();
+        Connection {
+            raw,
+            end,
+            transit: Cell::new(0),
+        }
+    }
+
+    /// Looks now whether the peer's process died (SIGKILL included); if so,
+    /// marks it gone, so that `recv` drains what it sent and then returns
+    /// [`RecvError::Disconnected`] and `send` fails with
+    /// [`SendError::Disconnected`]. `true` if this call found it dead.
+    ///
+    /// Every waiting call (`send`, `recv`, `recv_timeout`, `poll`, with
+    /// any timeout) does this by itself once this process's last look at
+    /// this pipe is 50 ms old, whether that look was made in this call or
+    /// an earlier one; this is for callers that want to know now.
+    pub fn recover(&self) -> bool {
+        self.raw.check_peer(self.end)
+    }
+
     /// A builder for named pipes or other sizes.
     pub fn builder() -> PipeBuilder {
         PipeBuilder::default()
@@ -308,14 +429,13 @@ impl Connection {
 
     fn send_with(
         &self,
-        deadline: Option<Instant>,
+        wait: Wait,
         write: impl FnOnce(&mut [u8]) -> Result<usize>,
     ) -> std::result::Result<(), SendError<()>> {
         let ring = self.raw.ring(self.end);
         let w = &self.raw.control().dirs[self.end].waits.0;
         let unused = RingU64::new(0);
         let mut backoff = Backoff::new();
-        let mut slice = SLICE;
         let pos = loop {
             if self.raw.peer_gone(self.end) {
                 return Err(SendError::Disconnected(()));
@@ -324,17 +444,17 @@ impl Connection {
             if let Some(pos) = ring.try_claim_send(&unused) {
                 break pos;
             }
-            if backoff.spin() {
+            if wait != Wait::No && backoff.spin() {
                 continue;
             }
-            match sleep_slice(&w[2], &w[3], seen, deadline, &mut slice, || {
-                ring.can_send() || self.raw.peer_gone(self.end)
-            }) {
-                Ok(true) => self.raw.check_peer(self.end),
-                Ok(false) => {}
-                Err(Stop::WouldBlock) => return Err(SendError::Full(())),
-                Err(Stop::Timeout) => return Err(SendError::Timeout(())),
-                Err(Stop::Disconnected) => return Err(SendError::Disconnected(())),
+            match self
+                .raw
+                .wait_or_look(self.end, &w[2], &w[3], seen, wait, || {
+                    ring.can_send() || self.raw.peer_gone(self.end)
+                }) {
+                Ok(()) => {}
+                Err(true) => return Err(SendError::Full(())),
+                Err(false) => return Err(SendError::Timeout(())),
             }
         };
         let max = self.max_message();
@@ -364,7 +484,7 @@ impl Connection {
                 max,
             });
         }
-        self.send_with(None, |buf| {
+        self.send_with(Wait::Forever, |buf| {
             buf[..bytes.len()].copy_from_slice(bytes);
             Ok(bytes.len())
         })
@@ -373,7 +493,7 @@ impl Connection {
     /// Sends `msg` (rkyv), serialised straight into the slot.
     pub fn send<M: Message>(&mut self, msg: &M) -> std::result::Result<(), SendError<()>> {
         let max = self.max_message();
-        let r = self.send_with(None, |buf| msg.encode_into(buf));
+        let r = self.send_with(Wait::Forever, |buf| msg.encode_into(buf));
         match r {
             Err(SendError::Encoding(e)) => match msg.encode() {
                 Ok(v) if v.len() > max => Err(SendError::TooLarge { len: v.len(), max }),
@@ -385,7 +505,7 @@ impl Connection {
 
     fn recv_with<R>(
         &mut self,
-        deadline: Option<Instant>,
+        wait: Wait,
         read: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, RecvError> {
         let dir = 1 - self.end;
@@ -394,7 +514,6 @@ impl Connection {
         let unused = RingU64::new(0);
         let max = self.max_message() as u64;
         let mut backoff = Backoff::new();
-        let mut slice = SLICE;
         let mut read = Some(read);
         loop {
             let seen = w[0].load(Ordering::SeqCst);
@@ -421,24 +540,24 @@ impl Connection {
                 }
                 Err(_) => {}
             }
-            if backoff.spin() {
+            if wait != Wait::No && backoff.spin() {
                 continue;
             }
-            match sleep_slice(&w[0], &w[1], seen, deadline, &mut slice, || {
-                ring.can_recv() || self.raw.peer_gone(self.end)
-            }) {
-                Ok(true) => self.raw.check_peer(self.end),
-                Ok(false) => {}
-                Err(Stop::WouldBlock) => return Err(RecvError::Empty),
-                Err(Stop::Timeout) => return Err(RecvError::Timeout),
-                Err(Stop::Disconnected) => return Err(RecvError::Disconnected),
+            match self
+                .raw
+                .wait_or_look(self.end, &w[0], &w[1], seen, wait, || {
+                    ring.can_recv() || self.raw.peer_gone(self.end)
+                }) {
+                Ok(()) => {}
+                Err(true) => return Err(RecvError::Empty),
+                Err(false) => return Err(RecvError::Timeout),
             }
         }
     }
 
     /// Receives the next message as bytes.
     pub fn recv_bytes(&mut self) -> std::result::Result<Vec<u8>, RecvError> {
-        self.recv_with(None, <[u8]>::to_vec)
+        self.recv_with(Wait::Forever, <[u8]>::to_vec)
     }
 
     /// Receives the next message and hands its bytes, in place, to `f`.
@@ -446,12 +565,13 @@ impl Connection {
         &mut self,
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, RecvError> {
-        self.recv_with(None, f)
+        self.recv_with(Wait::Forever, f)
     }
 
     /// Receives an rkyv message, validated then deserialised.
     pub fn recv<M: Message>(&mut self) -> std::result::Result<M, RecvError> {
-        self.recv_with(None, M::decode)?.map_err(RecvError::Invalid)
+        self.recv_with(Wait::Forever, M::decode)?
+            .map_err(RecvError::Invalid)
     }
 
     /// [`recv`](Self::recv), waiting at most `timeout`.
@@ -459,30 +579,31 @@ impl Connection {
         &mut self,
         timeout: Duration,
     ) -> std::result::Result<M, RecvError> {
-        self.recv_with(deadline_after(timeout), M::decode)?
+        self.recv_with(Wait::after(timeout), M::decode)?
             .map_err(RecvError::Invalid)
     }
 
     /// Whether a message is ready to receive, waiting up to `timeout`
-    /// (Python's `poll`). Also `true` once the peer is gone, so that `recv`
-    /// returns at once.
+    /// (Python's `poll`). Also `true` once the peer is gone (dropped, or
+    /// dead: looked for as in every wait, so a loop of short polls sees a
+    /// SIGKILLed peer too), so that `recv` returns at once.
     pub fn poll(&self, timeout: Duration) -> bool {
         let dir = 1 - self.end;
         let ring = self.raw.ring(dir);
         let w = &self.raw.control().dirs[dir].waits.0;
-        let deadline = deadline_after(timeout);
-        let mut slice = SLICE;
+        let wait = Wait::after(timeout);
+        let ready = || ring.can_recv() || self.raw.peer_gone(self.end);
         loop {
             let seen = w[0].load(Ordering::SeqCst);
-            if ring.can_recv() || self.raw.peer_gone(self.end) {
+            if ready() {
                 return true;
             }
-            match sleep_slice(&w[0], &w[1], seen, deadline, &mut slice, || {
-                ring.can_recv() || self.raw.peer_gone(self.end)
-            }) {
-                Ok(true) => self.raw.check_peer(self.end),
-                Ok(false) => {}
-                Err(_) => return ring.can_recv() || self.raw.peer_gone(self.end),
+            if self
+                .raw
+                .wait_or_look(self.end, &w[0], &w[1], seen, wait, ready)
+                .is_err()
+            {
+                return ready();
             }
         }
     }
@@ -563,6 +684,10 @@ impl Drop for Connection {
         }
     }
 }
+
+/// The token of an end being taken over (transit tokens are random and
+/// never this value in practice; either way the peer leaves the end alone).
+const TAKING_OVER: u64 = u64::MAX;
 
 /// The portable form of a pipe end.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]

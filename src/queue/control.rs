@@ -79,6 +79,8 @@ pub(crate) struct State {
     /// Roles that have ever registered (bit `1 << role`): a queue that never
     /// had a sender is empty, not disconnected.
     pub ever: AtomicU32,
+    /// Impossible words (cursors, slot stamps) repaired by recovery.
+    pub repaired: AtomicU64,
 }
 
 /// One sender or receiver handle.
@@ -130,6 +132,7 @@ mod tests {
         assert_eq!(offset_of!(State, capacity), 48);
         assert_eq!(offset_of!(State, flags), 72);
         assert_eq!(offset_of!(State, ever), 80);
+        assert_eq!(offset_of!(State, repaired), 88);
         assert!(size_of::<State>() <= 128);
         assert_eq!(offset_of!(Participant, intent), 16);
         assert_eq!(offset_of!(Participant, token), 24);

@@ -2,12 +2,12 @@
 //! receives.
 
 use super::error::{RecvError, SendError};
+use super::looks::Wait;
 use super::raw::Stop;
 use super::ring::SKIP;
 use super::{Bytes, Item, Queue};
 use crate::codec::Message;
 use crate::error::Result;
-use crate::sync::wait::deadline_after;
 use bytemuck::Pod;
 use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
@@ -15,14 +15,10 @@ use rkyv::rancor;
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `Send` but not `Sync`: one participant entry is used by one thread.
 type NotSync = PhantomData<Cell<()>>;
-
-fn now() -> Option<Instant> {
-    Some(Instant::now())
-}
 
 /// The sending end: one participant entry. Clone it for another thread
 /// (a clone registers a new entry).
@@ -130,8 +126,8 @@ endpoint_common!(Sender, "sender", sender);
 endpoint_common!(Receiver, "receiver", receiver);
 
 impl<T: Item> Sender<T> {
-    fn claim(&self, deadline: Option<Instant>) -> std::result::Result<u64, Stop> {
-        self.queue.raw.claim_send(self.entry, deadline)
+    fn claim(&self, wait: Wait) -> std::result::Result<u64, Stop> {
+        self.queue.raw.claim_send(self.entry, wait)
     }
 
     fn commit(&self, pos: u64, len: usize) {
@@ -148,12 +144,8 @@ impl<T: Item> Sender<T> {
 }
 
 impl<T: Pod> Sender<T> {
-    fn send_until(
-        &self,
-        value: T,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<(), SendError<T>> {
-        match self.claim(deadline) {
+    fn send_until(&self, value: T, wait: Wait) -> std::result::Result<(), SendError<T>> {
+        match self.claim(wait) {
             Ok(pos) => {
                 // SAFETY: the claimed slot is ours until commit; its data area
                 // holds max_len = size_of::<T>() bytes, 16-aligned (checked at
@@ -173,12 +165,12 @@ impl<T: Pod> Sender<T> {
     /// [`SendError::Disconnected`] when no receiver is left or the queue was
     /// closed.
     pub fn send(&self, value: T) -> std::result::Result<(), SendError<T>> {
-        self.send_until(value, None)
+        self.send_until(value, Wait::Forever)
     }
 
     /// Sends `value` if there is room now.
     pub fn try_send(&self, value: T) -> std::result::Result<(), SendError<T>> {
-        self.send_until(value, now())
+        self.send_until(value, Wait::No)
     }
 
     /// Sends `value`, waiting at most `timeout` for room.
@@ -187,13 +179,13 @@ impl<T: Pod> Sender<T> {
         value: T,
         timeout: Duration,
     ) -> std::result::Result<(), SendError<T>> {
-        self.send_until(value, deadline_after(timeout))
+        self.send_until(value, Wait::after(timeout))
     }
 
     /// Reserves the next slot and lends it to write the message in place;
     /// [`SendSlot::commit`] publishes it. Waits while the queue is full.
     pub fn reserve(&mut self) -> std::result::Result<SendSlot<'_, T, T>, SendError<()>> {
-        let pos = self.claim(None).map_err(|s| Self::stop(s, ()))?;
+        let pos = self.claim(Wait::Forever).map_err(|s| Self::stop(s, ()))?;
         Ok(SendSlot {
             sender: self,
             pos,
@@ -205,11 +197,7 @@ impl<T: Pod> Sender<T> {
 }
 
 impl Sender<Bytes> {
-    fn send_bytes_until(
-        &self,
-        bytes: &[u8],
-        deadline: Option<Instant>,
-    ) -> std::result::Result<(), SendError<()>> {
+    fn send_bytes_until(&self, bytes: &[u8], wait: Wait) -> std::result::Result<(), SendError<()>> {
         let max = self.queue.raw.max_len();
         if bytes.len() > max {
             return Err(SendError::TooLarge {
@@ -217,7 +205,7 @@ impl Sender<Bytes> {
                 max,
             });
         }
-        let pos = self.claim(deadline).map_err(|s| Self::stop(s, ()))?;
+        let pos = self.claim(wait).map_err(|s| Self::stop(s, ()))?;
         // SAFETY: the claimed slot's data area holds max_len >= bytes.len()
         // bytes and is ours until commit.
         unsafe {
@@ -229,12 +217,12 @@ impl Sender<Bytes> {
 
     /// Sends a copy of `bytes`, waiting while the queue is full.
     pub fn send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), SendError<()>> {
-        self.send_bytes_until(bytes, None)
+        self.send_bytes_until(bytes, Wait::Forever)
     }
 
     /// Sends a copy of `bytes` if there is room now.
     pub fn try_send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), SendError<()>> {
-        self.send_bytes_until(bytes, now())
+        self.send_bytes_until(bytes, Wait::No)
     }
 
     /// Sends a copy of `bytes`, waiting at most `timeout` for room.
@@ -243,7 +231,7 @@ impl Sender<Bytes> {
         bytes: &[u8],
         timeout: Duration,
     ) -> std::result::Result<(), SendError<()>> {
-        self.send_bytes_until(bytes, deadline_after(timeout))
+        self.send_bytes_until(bytes, Wait::after(timeout))
     }
 
     /// Serialises `msg` (rkyv) straight into the next slot: no intermediate
@@ -282,7 +270,7 @@ impl Sender<Bytes> {
         if len > max {
             return Err(SendError::TooLarge { len, max });
         }
-        let pos = self.claim(None).map_err(|s| Self::stop(s, ()))?;
+        let pos = self.claim(Wait::Forever).map_err(|s| Self::stop(s, ()))?;
         Ok(SendSlot {
             sender: self,
             pos,
@@ -363,10 +351,10 @@ impl<T: Item, V: ?Sized> std::fmt::Debug for SendSlot<'_, T, V> {
 }
 
 impl<T: Item> Receiver<T> {
-    fn claim(&self, deadline: Option<Instant>) -> std::result::Result<(u64, usize), RecvError> {
+    fn claim(&self, wait: Wait) -> std::result::Result<(u64, usize), RecvError> {
         self.queue
             .raw
-            .claim_recv(self.entry, deadline)
+            .claim_recv(self.entry, wait)
             .map_err(|s| match s {
                 Stop::WouldBlock => RecvError::Empty,
                 Stop::Timeout => RecvError::Timeout,
@@ -394,8 +382,8 @@ impl<T: Item> Receiver<T> {
 }
 
 impl<T: Pod> Receiver<T> {
-    fn recv_until(&self, deadline: Option<Instant>) -> std::result::Result<T, RecvError> {
-        let (pos, _) = self.claim(deadline)?;
+    fn recv_until(&self, wait: Wait) -> std::result::Result<T, RecvError> {
+        let (pos, _) = self.claim(wait)?;
         // SAFETY: the claimed slot holds size_of::<T>() committed bytes (the
         // queue's max_len, checked on open); any bytes are a valid T.
         let v = unsafe { self.queue.raw.data(pos).cast::<T>().read_unaligned() };
@@ -410,23 +398,23 @@ impl<T: Pod> Receiver<T> {
     /// [`RecvError::Disconnected`] once every sender is gone (or the queue
     /// closed) and the queue is drained.
     pub fn recv(&self) -> std::result::Result<T, RecvError> {
-        self.recv_until(None)
+        self.recv_until(Wait::Forever)
     }
 
     /// Receives a message if one is ready now.
     pub fn try_recv(&self) -> std::result::Result<T, RecvError> {
-        self.recv_until(now())
+        self.recv_until(Wait::No)
     }
 
     /// Receives the next message, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<T, RecvError> {
-        self.recv_until(deadline_after(timeout))
+        self.recv_until(Wait::after(timeout))
     }
 
     /// Receives the next message in place: the guard borrows the slot and
     /// frees it when dropped. Waits while the queue is empty.
     pub fn recv_ref(&mut self) -> std::result::Result<RecvGuard<'_, T, T>, RecvError> {
-        let c = self.claim(None)?;
+        let c = self.claim(Wait::Forever)?;
         Ok(self.guard(c))
     }
 
@@ -435,7 +423,7 @@ impl<T: Pod> Receiver<T> {
         &mut self,
         timeout: Duration,
     ) -> std::result::Result<RecvGuard<'_, T, T>, RecvError> {
-        let c = self.claim(deadline_after(timeout))?;
+        let c = self.claim(Wait::after(timeout))?;
         Ok(self.guard(c))
     }
 
@@ -449,13 +437,13 @@ impl Receiver<Bytes> {
     /// Receives the next message in place as bytes; the guard frees the slot
     /// when dropped. Waits while the queue is empty.
     pub fn recv_bytes(&mut self) -> std::result::Result<RecvGuard<'_, Bytes, [u8]>, RecvError> {
-        let c = self.claim(None)?;
+        let c = self.claim(Wait::Forever)?;
         Ok(self.guard(c))
     }
 
     /// [`recv_bytes`](Self::recv_bytes) if a message is ready now.
     pub fn try_recv_bytes(&mut self) -> std::result::Result<RecvGuard<'_, Bytes, [u8]>, RecvError> {
-        let c = self.claim(now())?;
+        let c = self.claim(Wait::No)?;
         Ok(self.guard(c))
     }
 
@@ -464,7 +452,7 @@ impl Receiver<Bytes> {
         &mut self,
         timeout: Duration,
     ) -> std::result::Result<RecvGuard<'_, Bytes, [u8]>, RecvError> {
-        let c = self.claim(deadline_after(timeout))?;
+        let c = self.claim(Wait::after(timeout))?;
         Ok(self.guard(c))
     }
 

@@ -23,10 +23,16 @@
 //!   [`Receiver::recv_ref`] / [`Receiver::recv_bytes`] borrow the slot until
 //!   the guard drops. A `Value`/`Array` sent as a message travels as its name
 //!   (a few bytes), never as its contents.
-//! - **Blocking**: a bounded spin, then a shared futex sleep; an idle receiver
-//!   wakes when a slice ends to look for dead peers; slices start at 50 ms
-//!   and double while nothing happens, up to 1 s (measured: 5 wake-ups in
-//!   5 s for an idle blocked receiver).
+//! - **Blocking**: a bounded spin, then a shared futex sleep. Every form of
+//!   waiting looks for dead peers ([`Queue::recover`]) once this process's
+//!   last look at this queue is 50 ms old, whether that look happened in
+//!   this call or an earlier one: a blocking `recv`, a loop of
+//!   `recv_timeout(1 ms)`, or `try_recv` failing between the caller's own
+//!   sleeps all see a peer's death within about 50 ms (plus the caller's own
+//!   time between calls). A blocked call sleeps no longer than until its
+//!   next look (an idle blocked receiver wakes about 20 times a second). The
+//!   clock is read only when an operation fails or sleeps, never when a
+//!   `try_` operation succeeds.
 //! - **Lifecycle**: the queue counts its live sender and receiver handles.
 //!   When every sender is gone (dropped *or dead*), receivers drain what was
 //!   committed and then get [`RecvError::Disconnected`]; likewise senders when
@@ -44,7 +50,9 @@
 //!   one message). Counted in [`Queue::stats`].
 //! - **Hostile peers**: geometry is checked against the mapping on open,
 //!   positions are masked, lengths are checked against the slot size before
-//!   any read, archives are validated (bytecheck).
+//!   any read, archives are validated (bytecheck). A slot stamp or cursor
+//!   that no legitimate operation can produce is repaired at the next look,
+//!   so garbage never wedges the queue for good.
 //!
 //! Each handle (and each clone) is one participant entry, used by one thread
 //! at a time: `Sender` and `Receiver` are `Send` but not `Sync`; clone them
@@ -56,6 +64,7 @@ pub(crate) mod ring;
 pub(crate) mod control;
 mod endpoints;
 mod error;
+pub(crate) mod looks;
 pub(crate) mod raw;
 
 pub use endpoints::{ArchivedGuard, Receiver, RecvGuard, SendSlot, Sender};
@@ -106,6 +115,9 @@ pub struct QueueStats {
     pub redelivered: u64,
     /// Dead participants removed.
     pub reaped: u64,
+    /// Impossible words a peer wrote (slot stamps, cursors) that recovery
+    /// repaired, so that the queue works again.
+    pub repaired: u64,
 }
 
 /// One registered sender or receiver, from [`Queue::participants`].
@@ -330,7 +342,7 @@ impl<T: Item> Queue<T> {
         self.raw.max_len()
     }
 
-    /// Live sender handles (dead ones are removed when a blocked peer looks).
+    /// Live sender handles (dead ones are removed when a waiting peer looks).
     pub fn sender_count(&self) -> usize {
         self.raw.senders() as usize
     }
@@ -351,9 +363,12 @@ impl<T: Item> Queue<T> {
         self.raw.is_closed()
     }
 
-    /// Looks for dead participants now and repairs what they held; `true`
-    /// if any was found. Blocked senders and receivers do this by themselves
-    /// at the end of every sleep slice (50 ms, growing to 1 s when idle).
+    /// Looks for dead participants now and repairs what they held, and
+    /// repairs impossible bytes a peer wrote into the cursors or slot
+    /// stamps (counted in [`QueueStats::repaired`]); `true` if anything was
+    /// found. Every waiting or failing operation does this by itself once
+    /// this process's last look at this queue is 50 ms old (in this call or
+    /// an earlier one).
     pub fn recover(&self) -> bool {
         self.raw.recover()
     }
@@ -365,11 +380,12 @@ impl<T: Item> Queue<T> {
 
     /// Crash-recovery counters.
     pub fn stats(&self) -> QueueStats {
-        let (skipped, redelivered, reaped) = self.raw.stats();
+        let (skipped, redelivered, reaped, repaired) = self.raw.stats();
         QueueStats {
             skipped,
             redelivered,
             reaped,
+            repaired,
         }
     }
 
@@ -384,12 +400,12 @@ impl<T: Item> Queue<T> {
 
     /// Waits until every sent message was marked done (joinable queues).
     pub fn join(&self) {
-        while !self.raw.join(None) {}
+        while !self.raw.join(looks::Wait::Forever) {}
     }
 
     /// [`join`](Self::join) for at most `timeout`; `false` on timeout.
     pub fn join_timeout(&self, timeout: Duration) -> bool {
-        self.raw.join(crate::sync::wait::deadline_after(timeout))
+        self.raw.join(looks::Wait::after(timeout))
     }
 
     /// The region beneath.

@@ -1,13 +1,14 @@
 //! The queue region and everything around the ring that needs the OS: the
-//! participant table, blocking (bounded spin, then a shared futex sleep in
-//! slices), disconnection, joinable counting, and recovery from dead
-//! participants.
+//! participant table, blocking (bounded spin, then a shared futex sleep cut
+//! at the next look for dead peers), disconnection, joinable counting, and
+//! recovery from dead participants and from impossible bytes.
 
 use super::atomic::AtomicU64 as RingU64;
 use super::control::{
     FLAG_BYTES, FLAG_JOINABLE, MAX_PARTICIPANTS, Participant, QueueControl, ROLE_RECEIVER,
     ROLE_SENDER,
 };
+use super::looks::{Looks, Wait};
 use super::ring::{Empty, Ring, SKIP, SlotHeader};
 use crate::error::{Error, Result};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
@@ -16,14 +17,8 @@ use crate::sync::wait::Backoff;
 use crate::sys::{futex, proc};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How long a blocked sender or receiver first sleeps before it looks for
-/// dead participants. Each slice that passes with nothing happening doubles
-/// the next, up to [`MAX_SLICE`]: an idle receiver wakes about once a second.
-pub(crate) const SLICE: Duration = Duration::from_millis(50);
-/// The longest slice.
-pub(crate) const MAX_SLICE: Duration = Duration::from_secs(1);
 /// How many times a receiver looks again at a disconnected queue that seems
 /// to hold something before it concludes (see `claim_recv`).
 const LAST_LOOKS: u32 = 64;
@@ -44,6 +39,9 @@ pub(crate) struct RawQueue {
     /// The geometry as validated at open, kept privately: a peer may rewrite
     /// the shared copy at any time, so it is never read again.
     slots: Slots,
+    /// When this process last looked for dead participants (private: see
+    /// `looks`).
+    looks: Looks,
 }
 
 /// The validated geometry of an open queue.
@@ -149,6 +147,7 @@ impl RawQueue {
         let mut q = RawQueue {
             seg,
             slots: Slots::default(),
+            looks: Looks::new(),
         };
         let st = &q.control().state.0;
         // The geometry is plain u64s a peer may write concurrently: copied
@@ -404,18 +403,12 @@ impl RawQueue {
         self.disconnected(ROLE_RECEIVER)
     }
 
-    /// Claims a slot to send into, blocking as `deadline` allows (`None`:
-    /// forever; `Some(now)`: not at all).
-    pub(crate) fn claim_send(
-        &self,
-        entry: usize,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<u64, Stop> {
+    /// Claims a slot to send into, blocking as `wait` allows.
+    pub(crate) fn claim_send(&self, entry: usize, wait: Wait) -> std::result::Result<u64, Stop> {
         let ring = self.ring();
         let intent = self.intent(entry);
         let w = &self.control().waits.0;
         let mut backoff = Backoff::new();
-        let mut slice = SLICE;
         loop {
             if self.send_disconnected() {
                 return Err(Stop::Disconnected);
@@ -424,17 +417,12 @@ impl RawQueue {
             if let Some(pos) = ring.try_claim_send(intent) {
                 return Ok(pos);
             }
-            if backoff.spin() {
+            if wait != Wait::No && backoff.spin() {
                 continue;
             }
-            self.sleep(
-                &w.space,
-                &w.send_waiters,
-                seen,
-                deadline,
-                &mut slice,
-                || ring.can_send() || self.send_disconnected(),
-            )?;
+            self.wait_or_look(&w.space, &w.send_waiters, seen, wait, || {
+                ring.can_send() || self.send_disconnected()
+            })?;
         }
     }
 
@@ -463,7 +451,7 @@ impl RawQueue {
     pub(crate) fn claim_recv(
         &self,
         entry: usize,
-        deadline: Option<Instant>,
+        wait: Wait,
     ) -> std::result::Result<(u64, usize), Stop> {
         let ring = self.ring();
         let intent = self.intent(entry);
@@ -471,7 +459,6 @@ impl RawQueue {
         let w = &c.waits.0;
         let max = self.max_len() as u64;
         let mut backoff = Backoff::new();
-        let mut slice = SLICE;
         // Rounds in a row that found the queue disconnected yet something
         // apparently left to take. Legitimately a round or two (a last
         // commit, an orphan another receiver took first); garbage written
@@ -519,21 +506,14 @@ impl RawQueue {
                     }
                 }
             }
-            if backoff.spin() {
+            if wait != Wait::No && backoff.spin() {
                 continue;
             }
-            self.sleep(
-                &w.items,
-                &w.recv_waiters,
-                seen,
-                deadline,
-                &mut slice,
-                || {
-                    ring.can_recv()
-                        || self.recv_disconnected()
-                        || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
-                },
-            )?;
+            self.wait_or_look(&w.items, &w.recv_waiters, seen, wait, || {
+                ring.can_recv()
+                    || self.recv_disconnected()
+                    || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
+            })?;
         }
     }
 
@@ -570,17 +550,16 @@ impl RawQueue {
         }
     }
 
-    pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
+    pub(crate) fn join(&self, wait: Wait) -> bool {
         let st = &self.control().state.0;
         let w = &self.control().waits.0;
-        let mut slice = SLICE;
         loop {
             let seen = w.done.load(Ordering::SeqCst);
             if st.unfinished.load(Ordering::SeqCst) == 0 {
                 return true;
             }
             if self
-                .sleep(&w.done, &w.join_waiters, seen, deadline, &mut slice, || {
+                .wait_or_look(&w.done, &w.join_waiters, seen, wait, || {
                     st.unfinished.load(Ordering::SeqCst) == 0
                 })
                 .is_err()
@@ -590,21 +569,37 @@ impl RawQueue {
         }
     }
 
-    // ---- sleeping ----
+    // ---- waiting ----
 
-    /// [`sleep_slice`], looking for dead participants when a slice ends.
-    fn sleep(
+    /// The failure path of every operation (the only place that reads the
+    /// clock): looks for dead participants if the last look (by any handle
+    /// of this process on this queue, in any call) is [`LOOK_EVERY`] old,
+    /// then returns at once so that the caller tries again before it
+    /// reports anything; else fails as `wait` says, or sleeps on `word`
+    /// until woken, `ready()`, the deadline or the next look's time,
+    /// whichever comes first.
+    ///
+    /// [`LOOK_EVERY`]: super::looks::LOOK_EVERY
+    fn wait_or_look(
         &self,
         word: &AtomicU32,
         waiters: &AtomicU32,
         seen: u32,
-        deadline: Option<Instant>,
-        slice: &mut Duration,
+        wait: Wait,
         ready: impl Fn() -> bool,
     ) -> std::result::Result<(), Stop> {
-        if sleep_slice(word, waiters, seen, deadline, slice, ready)? {
+        let now = Instant::now();
+        if self.looks.take_due(now) {
             self.recover();
+            return Ok(());
         }
+        let until = match wait {
+            Wait::No => return Err(Stop::WouldBlock),
+            Wait::Until(d) if d <= now => return Err(Stop::Timeout),
+            Wait::Until(d) => d.min(self.looks.next_due()),
+            Wait::Forever => self.looks.next_due(),
+        };
+        sleep_until(word, waiters, seen, until, ready);
         Ok(())
     }
 
@@ -612,10 +607,13 @@ impl RawQueue {
 
     /// Looks for dead participants and repairs what they held: an
     /// uncommitted send claim becomes a skip, a received-but-unreleased
-    /// message is queued for redelivery, and the entry is freed. Returns
-    /// whether anything was done.
+    /// message is queued for redelivery, and the entry is freed. Before
+    /// that, repairs impossible cursors and slot stamps (`repair_garbage`).
+    /// Returns whether anything was done.
     pub(crate) fn recover(&self) -> bool {
         let c = self.control();
+        // /proc is read before the lock is taken (each entry is judged again
+        // under it), so that receivers taking orphans wait less.
         let dead: Vec<usize> = c
             .participants
             .iter()
@@ -623,12 +621,11 @@ impl RawQueue {
             .filter(|(_, p)| is_dead(p))
             .map(|(i, _)| i)
             .collect();
-        if dead.is_empty() {
-            return self.recount();
-        }
         let _guard = RecoveryGuard::lock(&c.recovery);
+        // Garbage first: a dead sender's claim whose stamp a peer overwrote
+        // is set back to "uncommitted" here, then skipped below.
+        let mut changed = self.repair_garbage();
         let ring = self.ring();
-        let mut changed = false;
         for i in dead {
             let p = &c.participants[i];
             if !is_dead(p) {
@@ -670,6 +667,114 @@ impl RawQueue {
             self.wake_all();
         }
         changed
+    }
+
+    /// Repairs what no legitimate operation can produce and what would
+    /// otherwise wedge the queue for good (each sender sees "full", each
+    /// receiver "empty", forever): cursors more than a lap apart or the head
+    /// behind the tail, and slot stamps that fit neither the cursors nor a
+    /// claim some participant shows ([`Ring::repaired_stamp`]). Runs under
+    /// the recovery lock, at every look. Only the two slots at the cursors
+    /// are read each time (where a wedge shows); when one of them was wrong,
+    /// or a cursor was, every slot is checked. Every store is a
+    /// compare-and-swap against what was judged, made only if the cursors
+    /// did not move meanwhile, so a racing legitimate store wins.
+    fn repair_garbage(&self) -> bool {
+        let c = self.control();
+        let ring = self.ring();
+        let cap = ring.capacity();
+        let st = &c.state.0;
+        let mut repaired = false;
+        for _ in 0..2 {
+            // The tail read twice around the head: then `head - tail` is at
+            // most a lap, unless the bytes are garbage. A moving tail means
+            // receivers make progress: nothing is wedged, look next time.
+            let t = c.tail.0.load(Ordering::SeqCst);
+            let h = c.head.0.load(Ordering::SeqCst);
+            if c.tail.0.load(Ordering::SeqCst) != t {
+                return repaired;
+            }
+            if h.wrapping_sub(t) > cap {
+                // Keep the tail; the head goes to the end of the committed
+                // run that follows it (the messages a garbage head hid).
+                let mut end = t;
+                while end.wrapping_sub(t) < cap
+                    && ring.slot(end).seq.load(Ordering::SeqCst) == end.wrapping_add(1)
+                {
+                    end = end.wrapping_add(1);
+                }
+                if c.head
+                    .0
+                    .compare_exchange(h, end, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+                {
+                    return repaired;
+                }
+                st.repaired.fetch_add(1, Ordering::Relaxed);
+                repaired = true;
+                continue; // now every slot, against the new cursors
+            }
+            let mut at_cursors = self.repair_slot(t, h, t);
+            if h.wrapping_sub(t) < cap {
+                at_cursors |= self.repair_slot(t, h, h);
+            }
+            if at_cursors || repaired {
+                for k in 0..cap {
+                    self.repair_slot(t, h, t.wrapping_add(k));
+                }
+            }
+            return repaired || at_cursors;
+        }
+        repaired
+    }
+
+    /// Repairs the stamp of the slot serving `pos` (in `[t, t + capacity)`
+    /// for the cursors `t`, `h`) if it is impossible; whether it did.
+    fn repair_slot(&self, t: u64, h: u64, pos: u64) -> bool {
+        let c = self.control();
+        let ring = self.ring();
+        let slot = ring.slot(pos);
+        let seq = slot.seq.load(Ordering::SeqCst);
+        // An intent (an orphan) of 0 means none: never a holder of `pos`
+        // (in the first lap, `pos - capacity + 1` wraps to 0).
+        let shows = |role: u32, intent: u64| {
+            intent != 0
+                && c.participants.iter().any(|p| {
+                    p.pid.load(Ordering::SeqCst) != 0
+                    && p.role.load(Ordering::SeqCst) == role
+                    // SYNC(intent-clear): pairs with the Release intent
+                    // stores of the ring: an intent that moved on means
+                    // the commit (release) before it is visible to our CAS.
+                    && p.intent.load(Ordering::SeqCst) == intent
+                })
+        };
+        let prev = pos.wrapping_sub(ring.capacity());
+        let Some(stamp) = ring.repaired_stamp(
+            pos,
+            h,
+            seq,
+            || shows(ROLE_SENDER, pos.wrapping_add(1)),
+            || {
+                let held = prev.wrapping_add(1);
+                held != 0
+                    && (shows(ROLE_RECEIVER, held)
+                        || c.orphans.iter().any(|o| o.load(Ordering::SeqCst) == held))
+            },
+        ) else {
+            return false;
+        };
+        if c.tail.0.load(Ordering::SeqCst) != t || c.head.0.load(Ordering::SeqCst) != h {
+            return false;
+        }
+        if slot
+            .seq
+            .compare_exchange(seq, stamp, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return false;
+        }
+        c.state.0.repaired.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Repairs the sender/receiver counts from the table, downwards only:
@@ -787,61 +892,43 @@ impl RawQueue {
             .collect()
     }
 
-    /// Statistics: (skipped claims, redelivered messages, reaped participants).
-    pub(crate) fn stats(&self) -> (u64, u64, u64) {
+    /// Statistics: (skipped claims, redelivered messages, reaped
+    /// participants, repaired words).
+    pub(crate) fn stats(&self) -> (u64, u64, u64, u64) {
         let st = &self.control().state.0;
         (
             st.skipped.load(Ordering::Relaxed),
             st.redelivered.load(Ordering::Relaxed),
             st.reaped.load(Ordering::Relaxed),
+            st.repaired.load(Ordering::Relaxed),
         )
     }
 }
 
 /// Sleeps on `word` (which held `seen` before the caller's failed attempt)
-/// until woken, `ready()` holds, a slice passes, or `deadline` passes
-/// (→ `Timeout`; a deadline already past → `WouldBlock`). `Ok(true)` when a
-/// whole slice passed: time to look for dead peers (and the next slice is
-/// twice as long, up to [`MAX_SLICE`]).
-pub(crate) fn sleep_slice(
+/// until woken, `ready()` holds, or `until` passes.
+pub(crate) fn sleep_until(
     word: &AtomicU32,
     waiters: &AtomicU32,
     seen: u32,
-    deadline: Option<Instant>,
-    slice: &mut Duration,
+    until: Instant,
     ready: impl Fn() -> bool,
-) -> std::result::Result<bool, Stop> {
-    let now = Instant::now();
-    let slice_end = now + *slice;
-    let until = match deadline {
-        Some(d) if d <= now => return Err(Stop::WouldBlock),
-        Some(d) => d.min(slice_end),
-        None => slice_end,
-    };
+) {
     // SYNC(waiters): the SeqCst increment, then `ready()` re-checked, pairs
     // with the waker's fence(SeqCst) between its state change and its load of
     // the count (`wake_one`): either we see the change, or the waker sees us
     // and bumps the word.
     waiters.fetch_add(1, Ordering::SeqCst);
     if !ready() {
-        futex::wait(
-            word,
-            seen,
-            Some(until.saturating_duration_since(Instant::now())),
-        );
+        let left = until.saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            futex::wait(word, seen, Some(left));
+        }
     }
     waiters.fetch_sub(1, Ordering::SeqCst);
-    match deadline {
-        Some(d) if Instant::now() >= d => Err(Stop::Timeout),
-        _ if Instant::now() >= slice_end => {
-            *slice = (*slice * 2).min(MAX_SLICE);
-            Ok(true)
-        }
-        _ => Ok(false),
-    }
 }
 
-/// Wakes one sleeper on `word` if any sleeps (see [`sleep_slice`]).
+/// Wakes one sleeper on `word` if any sleeps (see [`sleep_until`]).
 pub(crate) fn wake_one(word: &AtomicU32, waiters: &AtomicU32) {
     fence(Ordering::SeqCst);
     if waiters.load(Ordering::Relaxed) > 0 {

@@ -137,7 +137,10 @@ impl<'a> Ring<'a> {
                 // SYNC(intent): sequenced before the CAS, whose success
                 // ordering releases it: a recoverer whose SeqCst load sees
                 // `head > pos` also sees this intent (or a later value).
-                intent.store(pos.wrapping_add(1), Ordering::Relaxed);
+                // Every intent store is Release (SYNC(intent-clear)): a
+                // recoverer that reads a later value also sees the commit
+                // or release that came before it.
+                intent.store(pos.wrapping_add(1), Ordering::Release);
                 match self.head.compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),
@@ -149,7 +152,7 @@ impl<'a> Ring<'a> {
                 }
             } else if dif < 0 {
                 if !self.single_producer {
-                    intent.store(0, Ordering::Relaxed);
+                    intent.store(0, Ordering::Release);
                 }
                 return None;
             } else {
@@ -161,7 +164,7 @@ impl<'a> Ring<'a> {
                 let now = self.head.load(Ordering::Relaxed);
                 if now == pos {
                     if !self.single_producer {
-                        intent.store(0, Ordering::Relaxed);
+                        intent.store(0, Ordering::Release);
                     }
                     return None;
                 }
@@ -180,7 +183,10 @@ impl<'a> Ring<'a> {
         if !self.single_producer {
             // A stale intent after the commit is harmless: recovery acts only
             // on a slot that is still uncommitted (or still held).
-            intent.store(0, Ordering::Relaxed);
+            // SYNC(intent-clear): Release, so that a recoverer whose SeqCst
+            // load sees this (or a later) intent also sees the commit above;
+            // pairs with the intent loads of `repaired_stamp`'s callers.
+            intent.store(0, Ordering::Release);
         }
     }
 
@@ -200,7 +206,7 @@ impl<'a> Ring<'a> {
                     return Ok((pos, slot.len.load(Ordering::Relaxed)));
                 }
                 // SYNC(intent): as in try_claim_send.
-                intent.store(pos.wrapping_add(1), Ordering::Relaxed);
+                intent.store(pos.wrapping_add(1), Ordering::Release);
                 match self.tail.compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),
@@ -212,7 +218,7 @@ impl<'a> Ring<'a> {
                 }
             } else if dif < 0 {
                 if !self.single_consumer {
-                    intent.store(0, Ordering::Relaxed);
+                    intent.store(0, Ordering::Release);
                 }
                 return Err(Empty);
             } else {
@@ -221,7 +227,7 @@ impl<'a> Ring<'a> {
                 let now = self.tail.load(Ordering::Relaxed);
                 if now == pos {
                     if !self.single_consumer {
-                        intent.store(0, Ordering::Relaxed);
+                        intent.store(0, Ordering::Release);
                     }
                     return Err(Empty);
                 }
@@ -237,7 +243,7 @@ impl<'a> Ring<'a> {
             .seq
             .store(pos.wrapping_add(self.capacity()), Ordering::Release);
         if !self.single_consumer {
-            intent.store(0, Ordering::Relaxed);
+            intent.store(0, Ordering::Release);
         }
     }
 
@@ -275,11 +281,86 @@ impl<'a> Ring<'a> {
         }
     }
 
+    /// Take-over of a single producer (the one new producer, before it
+    /// sends): if the last claimed position was never committed (its
+    /// producer died between claim and commit), commit it as a skip.
+    pub(crate) fn skip_abandoned_send_spsc(&self) -> bool {
+        debug_assert!(self.single_producer);
+        self.skip_abandoned_send(self.head.load(Ordering::SeqCst).wrapping_sub(1))
+    }
+
+    /// Take-over of a single consumer (the one new consumer, before it
+    /// receives): if the last claimed message is still held (its consumer
+    /// died between claim and release), move the tail back onto it, so that
+    /// it is received again rather than lost, and its slot freed.
+    pub(crate) fn unclaim_held_spsc(&self) -> bool {
+        debug_assert!(self.single_consumer);
+        let tail = self.tail.load(Ordering::SeqCst);
+        let pos = tail.wrapping_sub(1);
+        // Stamp `pos + 1` with the tail past `pos`: received, not released
+        // (released would be `pos + capacity`).
+        if self.slot(pos).seq.load(Ordering::Acquire) == tail {
+            self.tail.store(pos, Ordering::SeqCst);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Recovery: whether the message at `pos` was claimed by a receiver and
     /// not released.
     pub(crate) fn is_held(&self, pos: u64) -> bool {
         self.slot(pos).seq.load(Ordering::Acquire) == pos.wrapping_add(1)
             && after(self.tail.load(Ordering::SeqCst), pos)
+    }
+
+    /// Recovery: the stamp the slot serving `pos` should carry instead of
+    /// `seq`, or `None` when `seq` is possible. `pos` lies in
+    /// `[tail, tail + capacity)` for cursors read while the tail stood still
+    /// (so `head - tail <= capacity`); `sender_holds()` says whether any
+    /// participant (live or dead) shows the intent `pos + 1` as a sender,
+    /// `receiver_holds()` whether a receiver (or the orphan list) holds
+    /// `pos - capacity`, the same slot's previous lap.
+    ///
+    /// A claimed position (`head > pos`) is uncommitted (`pos`, while its
+    /// sender shows it) or committed (`pos + 1`); anything else is garbage
+    /// and becomes `pos` if a sender shows the claim (it will commit), else
+    /// `pos + 1`: committed with whatever length and bytes it has (checked
+    /// by the receiver like any other). A free position (`head <= pos`) is
+    /// released for its sender (`pos`) or still held from the last lap
+    /// (`pos - capacity + 1`, while a receiver holds that); anything else
+    /// becomes held if a receiver holds it, else released. No stamp a live
+    /// participant may still store is ever replaced by one that lets a peer
+    /// into a slot that participant is using.
+    pub(crate) fn repaired_stamp(
+        &self,
+        pos: u64,
+        head: u64,
+        seq: u64,
+        sender_holds: impl FnOnce() -> bool,
+        receiver_holds: impl FnOnce() -> bool,
+    ) -> Option<u64> {
+        if after(head, pos) {
+            let committed = pos.wrapping_add(1);
+            if seq == committed {
+                return None;
+            }
+            let holds = sender_holds();
+            if seq == pos && holds {
+                return None;
+            }
+            Some(if holds { pos } else { committed })
+        } else {
+            let held = pos.wrapping_sub(self.capacity()).wrapping_add(1);
+            if seq == pos {
+                return None;
+            }
+            let holds = receiver_holds();
+            if seq == held && holds {
+                return None;
+            }
+            Some(if holds { held } else { pos })
+        }
     }
 
     /// Recovery: whether a sender claimed `pos` and has not committed it.
@@ -511,6 +592,26 @@ mod tests {
     fn slot_header_layout() {
         assert_eq!(size_of::<SlotHeader>(), 16);
         assert_eq!(std::mem::offset_of!(SlotHeader, len), 8);
+    }
+
+    #[test]
+    fn impossible_stamps_are_repaired_possible_ones_kept() {
+        let slots: Vec<[u64; 2]> = vec![[0; 2]; 4];
+        let (head, tail) = (AtomicU64::new(0), AtomicU64::new(0));
+        // SAFETY: 4 slots of 16 bytes, each a zeroed (valid) SlotHeader.
+        let ring = unsafe { Ring::new(&head, &tail, slots.as_ptr().cast(), 4, 16, false, false) };
+        let (yes, no) = (|| true, || false);
+        // Tail 10, head 12: positions 10 and 11 claimed, 12 and 13 free.
+        assert_eq!(ring.repaired_stamp(10, 12, 11, no, no), None); // committed
+        assert_eq!(ring.repaired_stamp(10, 12, 10, yes, no), None); // being written
+        assert_eq!(ring.repaired_stamp(10, 12, 10, no, no), Some(11)); // nobody writes it
+        assert_eq!(ring.repaired_stamp(10, 12, 0, yes, no), Some(10));
+        assert_eq!(ring.repaired_stamp(10, 12, u64::MAX, no, no), Some(11));
+        assert_eq!(ring.repaired_stamp(12, 12, 12, no, no), None); // released
+        assert_eq!(ring.repaired_stamp(12, 12, 9, no, yes), None); // 8 still held
+        assert_eq!(ring.repaired_stamp(12, 12, 9, no, no), Some(12)); // held by nobody
+        assert_eq!(ring.repaired_stamp(13, 12, 13 + 4 * 7, no, no), Some(13));
+        assert_eq!(ring.repaired_stamp(13, 12, 0, no, yes), Some(10));
     }
 
     #[test]

@@ -1,0 +1,114 @@
+//! When this process last looked for dead peers of one queue or pipe, and
+//! how waits are cut so that the next look is never late.
+//!
+//! Looking (recovery) reads `/proc` for every participant, so it is
+//! rate-limited: at most once per [`LOOK_EVERY`] per mapping in a process.
+//! The record is **private memory** (a field of this process's handle on the
+//! mapping, shared by its senders, receivers and threads), never the shared
+//! segment: a peer could write any timestamp there and silence our looks.
+//!
+//! The record lives across calls, so the bound holds whatever the length of
+//! each wait: a receiver looping `recv_timeout(1 ms)`, or `try_recv` with its
+//! own sleep in between, looks as soon as the last look is [`LOOK_EVERY`]
+//! old, exactly like one long blocking `recv`, which sleeps no longer than
+//! the next look is due. The clock is read only when an operation fails
+//! (full, empty) or sleeps, never on the success path of `try_` operations.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The longest time between two looks for dead peers while anything of
+/// this process waits on (or keeps failing at) a queue or pipe.
+pub(crate) const LOOK_EVERY: Duration = Duration::from_millis(50);
+
+/// The clock's origin for the compact record (monotonic; shared by a forked
+/// child, whose clock is the same).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since [`epoch`], plus one (0 means "never looked").
+fn ticks(t: Instant) -> u64 {
+    (t.saturating_duration_since(epoch()).as_nanos() as u64).saturating_add(1)
+}
+
+/// The private record of the last look.
+#[derive(Debug, Default)]
+pub(crate) struct Looks {
+    /// [`ticks`] of the last look; 0 before the first.
+    last: AtomicU64,
+}
+
+impl Looks {
+    pub(crate) fn new() -> Self {
+        Looks::default()
+    }
+
+    /// Whether a look is due at `now`; if so, `now` is recorded as the last
+    /// look, so that of several threads failing at once only one looks.
+    pub(crate) fn take_due(&self, now: Instant) -> bool {
+        let last = self.last.load(Ordering::Relaxed);
+        let t = ticks(now);
+        if last != 0 && t.saturating_sub(last) < LOOK_EVERY.as_nanos() as u64 {
+            return false;
+        }
+        self.last
+            .compare_exchange(last, t, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// When the next look is due (a sleeper wakes then at the latest).
+    pub(crate) fn next_due(&self) -> Instant {
+        match self.last.load(Ordering::Relaxed) {
+            0 => epoch(),
+            last => epoch() + Duration::from_nanos(last - 1) + LOOK_EVERY,
+        }
+    }
+}
+
+/// How long an operation may wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Not at all (`try_`): fails with `WouldBlock` (Full, Empty).
+    No,
+    /// Until this instant: then `Timeout`.
+    Until(Instant),
+    /// Until it succeeds or the peer is gone.
+    Forever,
+}
+
+impl Wait {
+    /// `timeout` from now (a timeout too large for the clock waits forever).
+    pub(crate) fn after(timeout: Duration) -> Wait {
+        Instant::now()
+            .checked_add(timeout)
+            .map_or(Wait::Forever, Wait::Until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_look_is_due_at_first_then_once_per_interval() {
+        let l = Looks::new();
+        epoch(); // before t0, as it is for every look but a process's first
+        let t0 = Instant::now();
+        assert!(l.take_due(t0));
+        assert!(!l.take_due(t0));
+        assert!(!l.take_due(t0 + LOOK_EVERY / 2));
+        let next = l.next_due();
+        assert!(next > t0 && next <= t0 + LOOK_EVERY + Duration::from_micros(1));
+        assert!(l.take_due(t0 + LOOK_EVERY));
+        assert!(!l.take_due(t0 + LOOK_EVERY));
+    }
+
+    #[test]
+    fn huge_timeouts_wait_forever() {
+        assert_eq!(Wait::after(Duration::MAX), Wait::Forever);
+        assert!(matches!(Wait::after(Duration::ZERO), Wait::Until(_)));
+    }
+}
