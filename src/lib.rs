@@ -59,5 +59,4 @@ pub use pool::Pool;
 pub use process::{Process, cpu_count, spawn};
 pub use queue::{Queue, QueueBuilder};
 pub use region::cleanup_stale;
-pub use shared::{DataControl, LockChoice};
 pub use value::{Value, ValueBuilder};

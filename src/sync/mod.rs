@@ -24,12 +24,11 @@ mod rwlock;
 mod semaphore;
 pub(crate) mod wait;
 
-pub use barrier::{Barrier, BarrierBuilder, BarrierTimeout, BarrierWaitResult, RawBarrier};
-pub use condition::{Condition, ConditionBuilder, RawCondition};
-pub use event::{Event, EventBuilder, RawEvent};
+pub use barrier::{Barrier, BarrierBuilder, BarrierTimeout, BarrierWaitResult};
+pub use condition::{Condition, ConditionBuilder};
+pub use event::{Event, EventBuilder};
 pub use mutex::{
-    Lock, LockResult, Mutex, MutexBuilder, MutexGuard, OwnerDied, RawMutex, TryLockError,
-    TryLockResult,
+    Lock, LockResult, Mutex, MutexBuilder, MutexGuard, OwnerDied, TryLockError, TryLockResult,
 };
-pub use rwlock::{RawRwLock, RwLock, RwLockBuilder, RwLockReadGuard, RwLockWriteGuard};
-pub use semaphore::{RawSemaphore, Semaphore, SemaphoreBuilder, SemaphoreFull, SemaphorePermit};
+pub use rwlock::{RwLock, RwLockBuilder, RwLockReadGuard, RwLockWriteGuard};
+pub use semaphore::{Semaphore, SemaphoreBuilder, SemaphoreFull, SemaphorePermit};
