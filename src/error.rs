@@ -224,6 +224,14 @@ pub enum Error {
         /// The capacity it was created with.
         capacity: usize,
     },
+    /// A queue (or pipe) already has as many live handles as its participant
+    /// table holds.
+    TooManyHandles {
+        /// The segment.
+        name: String,
+        /// Live senders and receivers a queue can have at once.
+        max: usize,
+    },
     /// Any other OS failure.
     Io {
         /// The operation that failed.
@@ -440,6 +448,11 @@ impl fmt::Display for Error {
                 f,
                 "shared map {name} is full (created for {capacity} entries; its stripe for \
                  this key has no free slot): remove entries, or create a larger map"
+            ),
+            Error::TooManyHandles { name, max } => write!(
+                f,
+                "queue {name} has too many handles: at most {max} live senders and receivers \
+                 per queue (each handle, clone or thread uses one); drop unused ones"
             ),
             Error::Io { op, name, source } => write!(f, "{op} failed for {name}: {source}"),
         }

@@ -514,3 +514,35 @@ fn receivers_started_before_any_sender_wait_for_it() {
     assert_eq!(rx.recv().unwrap(), 5);
     assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
 }
+
+#[test]
+fn the_65th_handle_is_too_many_handles_not_corrupted() {
+    let q = shmkit::queue::Queue::<u64>::builder()
+        .capacity(4)
+        .create()
+        .unwrap();
+    // 63 senders and 1 receiver: the table's 64 entries.
+    let rx = q.receiver().unwrap();
+    let txs: Vec<_> = (0..63).map(|_| q.sender().unwrap()).collect();
+    let err = q.receiver().unwrap_err();
+    assert!(
+        matches!(err, shmkit::Error::TooManyHandles { max: 64, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("at most 64 live senders and receivers"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("corrupted") && !text.contains("recreate"),
+        "{text}"
+    );
+    assert!(matches!(
+        q.sender(),
+        Err(shmkit::Error::TooManyHandles { .. })
+    ));
+    drop(txs);
+    assert!(q.receiver().is_ok(), "a freed entry is reused");
+    drop(rx);
+}

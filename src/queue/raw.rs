@@ -277,12 +277,9 @@ impl RawQueue {
                 self.recover();
             }
         }
-        Err(Error::Corrupted {
+        Err(Error::TooManyHandles {
             name: self.seg.id(),
-            what: format!(
-                "all {MAX_PARTICIPANTS} participant entries are taken: drop unused \
-                 senders/receivers (each handle, clone or thread uses one)"
-            ),
+            max: MAX_PARTICIPANTS,
         })
     }
 
