@@ -224,6 +224,13 @@ pub enum Error {
         /// The capacity it was created with.
         capacity: usize,
     },
+    /// An argument is out of its range (Python's `ValueError`).
+    InvalidArgument {
+        /// The argument (a builder setter's name).
+        argument: &'static str,
+        /// What is wrong and what to give instead.
+        message: String,
+    },
     /// A queue (or pipe) already has as many live handles as its participant
     /// table holds.
     TooManyHandles {
@@ -449,6 +456,9 @@ impl fmt::Display for Error {
                 "shared map {name} is full (created for {capacity} entries; its stripe for \
                  this key has no free slot): remove entries, or create a larger map"
             ),
+            Error::InvalidArgument { argument, message } => {
+                write!(f, "invalid {argument}: {message}")
+            }
             Error::TooManyHandles { name, max } => write!(
                 f,
                 "queue {name} has too many handles: at most {max} live senders and receivers \

@@ -612,3 +612,24 @@ fn the_fork_start_method_works_in_a_single_threaded_process() {
     let got = shmkit::spawn(fork_pool, ()).unwrap().join().unwrap();
     assert_eq!(got, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
 }
+
+#[test]
+fn zero_or_too_many_processes_is_an_invalid_argument() {
+    for n in [0, shmkit::pool::MAX_WORKERS + 1] {
+        let e = Pool::builder().processes(n).build().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                shmkit::Error::InvalidArgument {
+                    argument: "processes",
+                    ..
+                }
+            ),
+            "{n}: {e:?}"
+        );
+        assert!(e.to_string().contains("at least 1"), "{e}");
+    }
+    let one = Pool::builder().processes(1).build().unwrap();
+    assert_eq!(one.processes(), 1);
+    assert_eq!(one.map(|x: u64| x + 1, 0..3).unwrap(), vec![1, 2, 3]);
+}

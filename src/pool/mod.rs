@@ -108,8 +108,9 @@ impl Default for PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// The number of workers (default: [`cpu_count`]); at most
-    /// [`MAX_WORKERS`].
+    /// The number of workers (default: [`cpu_count`]); at least 1 and at
+    /// most [`MAX_WORKERS`], else [`build`](Self::build) fails with
+    /// [`Error::InvalidArgument`] (Python raises `ValueError` for 0).
     pub fn processes(mut self, n: usize) -> Self {
         self.workers = Some(n);
         self
@@ -158,10 +159,14 @@ impl PoolBuilder {
 
     /// Starts the workers and waits until each has run its initializer.
     pub fn build(self) -> Result<Pool> {
-        let workers = self.workers.unwrap_or_else(cpu_count).max(1);
-        if workers > MAX_WORKERS {
-            return Err(Error::PoolBroken {
-                reason: format!("{workers} workers asked, at most {MAX_WORKERS} are supported"),
+        let workers = self.workers.unwrap_or_else(|| cpu_count().max(1));
+        if workers == 0 || workers > MAX_WORKERS {
+            return Err(Error::InvalidArgument {
+                argument: "processes",
+                message: format!(
+                    "{workers} workers asked: a pool needs at least 1 and supports at most \
+                     {MAX_WORKERS}"
+                ),
             });
         }
         let init = self.init.transpose()?;
