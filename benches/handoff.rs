@@ -172,7 +172,7 @@ fn handoff(c: &mut Criterion) {
     for (k, size) in sizes.into_iter().enumerate() {
         let id = |n: u32, what: &str| format!("{k}{n}-{}-{what}", label(size));
         g.throughput(Throughput::Bytes(size as u64));
-        let data = Array::<u8>::builder().lock(false).create(size).unwrap();
+        let data = Array::<u8>::builder().unlocked().create(size).unwrap();
         bytes_of(&data).fill(7);
         g.bench_function(id(0, "touch-pages"), |b| {
             b.iter(|| black_box(touch(bytes_of(&data))))

@@ -131,7 +131,7 @@ fn increments(c: &mut Criterion) {
         b.iter_custom(|n| two_processes(n, &raw_atomic))
     });
 
-    let v = Value::<u64>::builder().lock(false).create(0).unwrap();
+    let v = Value::<u64>::builder().unlocked().create(0).unwrap();
     let shmkit_atomic = || {
         black_box(v.fetch_add(1));
     };
@@ -213,7 +213,7 @@ fn increments_uncontended(c: &mut Criterion) {
     g.bench_function("0-raw-atomic-u64 (limit)", |b| {
         b.iter(|| atomic.fetch_add(1, Ordering::SeqCst))
     });
-    let v = Value::<u64>::builder().lock(false).create(0).unwrap();
+    let v = Value::<u64>::builder().unlocked().create(0).unwrap();
     g.bench_function("1-shmkit-atomic-value", |b| b.iter(|| v.fetch_add(1)));
     let plain = raw_locked(false);
     g.bench_function("2-raw-pthread-mutex (pshared)", |b| {

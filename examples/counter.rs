@@ -26,7 +26,7 @@ fn main() -> Result<(), Error> {
     let size_counter = Value::<i64>::builder()
         .with_lock(my_lock.clone())
         .create(0)?;
-    let is_running = Value::<u8>::builder().lock(false).create(0)?; // lock=False
+    let is_running = Value::<u8>::builder().unlocked().create(0)?; // lock=False
 
     is_running.set(1)?;
     let mut children = Vec::new();

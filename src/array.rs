@@ -47,13 +47,12 @@ pub struct ArrayBuilder<T> {
 impl<T: Pod> ArrayBuilder<T> {
     region_setters!();
 
-    /// With its own lock (`true`, the default) or none (`false`).
-    pub fn lock(mut self, yes: bool) -> Self {
-        self.lock = if yes {
-            LockChoice::Own
-        } else {
-            LockChoice::None
-        };
+    /// Without a lock (Python's `lock=False`): atomic operations and raw
+    /// volatile reads and writes only; [`Array::lock`] then panics. By
+    /// default an array has its own lock.
+    #[must_use]
+    pub fn unlocked(mut self) -> Self {
+        self.lock = LockChoice::None;
         self
     }
 

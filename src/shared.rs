@@ -215,7 +215,7 @@ impl<T: Pod> Shared<T> {
     /// The lock, or a panic naming the misuse.
     pub(crate) fn expect_lock(&self) -> &RawMutex {
         self.raw_lock().expect(
-            "this Value/Array was created without a lock (lock(false)): use its atomic or \
+            "this Value/Array was created without a lock (unlocked()): use its atomic or \
              unchecked accessors, or create it with a lock",
         )
     }

@@ -44,14 +44,12 @@ pub struct ValueBuilder<T> {
 impl<T: Pod> ValueBuilder<T> {
     region_setters!();
 
-    /// With its own lock (`true`, the default) or none (`false`, Python's
-    /// `lock=False`).
-    pub fn lock(mut self, yes: bool) -> Self {
-        self.lock = if yes {
-            LockChoice::Own
-        } else {
-            LockChoice::None
-        };
+    /// Without a lock (Python's `lock=False`): atomic operations and raw
+    /// volatile reads and writes only; [`Value::lock`] then panics. By
+    /// default a value has its own lock.
+    #[must_use]
+    pub fn unlocked(mut self) -> Self {
+        self.lock = LockChoice::None;
         self
     }
 

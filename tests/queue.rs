@@ -124,7 +124,7 @@ fn four_producers_four_consumers_move_a_million_messages_exactly_once_in_order()
         .unwrap();
     let seen = Array::<u8>::builder()
         .name(unique("seen"))
-        .lock(false)
+        .unlocked()
         .create(4 * PER_PRODUCER as usize)
         .unwrap();
     let consumers: Vec<_> = (0..4)
@@ -399,12 +399,12 @@ fn sigkill_producers_and_consumers_100_times_and_nothing_committed_is_lost() {
     let next = Value::builder().name(unique("next")).create(0u64).unwrap();
     let committed = Array::<u8>::builder()
         .name(unique("committed"))
-        .lock(false)
+        .unlocked()
         .create(IDS)
         .unwrap();
     let counts = Array::<u8>::builder()
         .name(unique("counts"))
-        .lock(false)
+        .unlocked()
         .create(IDS)
         .unwrap();
     // The parent keeps one receiver registered, so producers never see

@@ -126,7 +126,7 @@ fn raw_and_external_lock_values_across_processes() {
         .unwrap();
     let raw = Value::<u32>::builder()
         .name(common::unique("raw"))
-        .lock(false)
+        .unlocked()
         .create(0)
         .unwrap();
     let ext = Value::<i64>::builder()
@@ -215,6 +215,6 @@ fn array_copy_in_out_atomics_and_unchecked_views() {
 #[test]
 #[should_panic(expected = "created without a lock")]
 fn locking_a_raw_value_is_a_clear_panic() {
-    let v = Value::<u8>::builder().lock(false).create(0).unwrap();
+    let v = Value::<u8>::builder().unlocked().create(0).unwrap();
     let _ = v.lock();
 }
