@@ -264,12 +264,22 @@ impl<K, V> Clone for SharedMap<K, V> {
     }
 }
 
-impl<K, V> std::fmt::Debug for SharedMap<K, V> {
+/// Shows the entries, as Python's `print(d)` and std's maps do (a
+/// [`snapshot`](SharedMap::snapshot); `{:#?}` adds the segment and the
+/// capacity).
+impl<K: Pod + std::fmt::Debug, V: Pod + std::fmt::Debug> std::fmt::Debug for SharedMap<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedMap")
-            .field("segment", &self.inner.seg.id())
-            .field("capacity", &self.inner.geo.capacity)
-            .field("stripes", &self.inner.geo.stripes)
+        let entries = self.snapshot();
+        if f.alternate() {
+            write!(
+                f,
+                "SharedMap({}, capacity {}) ",
+                self.inner.seg.id(),
+                self.inner.geo.capacity
+            )?;
+        }
+        f.debug_map()
+            .entries(entries.iter().map(|(k, v)| (k, v)))
             .finish()
     }
 }
@@ -916,6 +926,15 @@ pub(crate) fn figures_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_the_entries() {
+        let m = SharedMap::<u64, u32>::new(8).unwrap();
+        assert_eq!(format!("{m:?}"), "{}");
+        m.insert(1, 10).unwrap();
+        assert_eq!(format!("{m:?}"), "{1: 10}");
+        assert!(format!("{m:#?}").starts_with("SharedMap("));
+    }
     use std::mem::offset_of;
 
     #[test]
