@@ -15,7 +15,7 @@
 //!
 //! - **Messages**: `Queue<T>` for `T: Pod` (fixed slots; [`Sender::send`] is
 //!   one copy into the slot), or `Queue<Bytes>` for variable-size byte
-//!   messages up to a maximum, and rkyv archives of any [`Message`] type
+//!   messages up to a maximum, and rkyv archives of any [`Message`](crate::Message) type
 //!   ([`Sender::send_msg`] serialises straight into the slot;
 //!   [`Receiver::recv_archived`] validates and reads it in place).
 //! - **Zero-copy** both ways: [`Sender::reserve`] / [`Sender::reserve_bytes`]
