@@ -546,3 +546,26 @@ fn the_65th_handle_is_too_many_handles_not_corrupted() {
     assert!(q.receiver().is_ok(), "a freed entry is reused");
     drop(rx);
 }
+
+#[test]
+fn an_elapsed_timeout_is_timeout_even_when_zero() {
+    let q = shmkit::queue::Queue::<u64>::builder()
+        .capacity(2)
+        .create()
+        .unwrap();
+    let (tx, rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    for zero_or_tiny in [Duration::ZERO, Duration::from_millis(1)] {
+        assert!(matches!(
+            rx.recv_timeout(zero_or_tiny),
+            Err(shmkit::queue::RecvError::Timeout)
+        ));
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        match tx.send_timeout(3, zero_or_tiny) {
+            Err(shmkit::queue::SendError::Timeout(3)) => {}
+            other => panic!("{zero_or_tiny:?}: {other:?}"),
+        }
+        assert_eq!(rx.recv().unwrap(), 1);
+        assert_eq!(rx.recv().unwrap(), 2);
+    }
+}
