@@ -86,10 +86,9 @@ where
         // validation and use.
         let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
         aligned.extend_from_slice(bytes);
-        rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|e| Error::Encoding {
-            what: std::any::type_name::<T>(),
-            reason: e.to_string(),
-        })
+        clear_cause();
+        rkyv::from_bytes::<T, rancor::Error>(&aligned)
+            .map_err(|e| decode_failed(std::any::type_name::<T>(), e))
     }
 
     fn encode_vec(items: &Vec<Self>, mut buf: AlignedVec, prefix: usize) -> Result<AlignedVec> {
@@ -103,10 +102,8 @@ where
     }
 
     fn decode_vec(bytes: &[u8]) -> Result<Vec<Self>> {
-        let failed = |e: rancor::Error| Error::Encoding {
-            what: std::any::type_name::<Vec<T>>(),
-            reason: e.to_string(),
-        };
+        clear_cause();
+        let failed = |e: rancor::Error| decode_failed(std::any::type_name::<Vec<T>>(), e);
         if (bytes.as_ptr() as usize) % 16 == 0 {
             return rkyv::from_bytes::<Vec<T>, rancor::Error>(bytes).map_err(failed);
         }
@@ -114,6 +111,45 @@ where
         aligned.extend_from_slice(bytes);
         rkyv::from_bytes::<Vec<T>, rancor::Error>(&aligned).map_err(failed)
     }
+}
+
+thread_local! {
+    /// Why the last handle in a message could not be opened on this thread:
+    /// rancor's error keeps no message in release builds ("failed without
+    /// error information"), so the real cause (`NotFound` with the segment's
+    /// name, ...) is kept here and returned by `decode` instead.
+    static DECODE_CAUSE: std::cell::RefCell<Option<Error>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps `e` as the cause of the decode under way and gives rkyv an error
+/// that says the same.
+fn cause<E: Source>(e: Error) -> E {
+    #[derive(Debug)]
+    struct Cause(String);
+    impl std::fmt::Display for Cause {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    impl std::error::Error for Cause {}
+    let text = e.to_string();
+    DECODE_CAUSE.with(|c| *c.borrow_mut() = Some(e));
+    E::new(Cause(text))
+}
+
+fn clear_cause() {
+    DECODE_CAUSE.with(|c| c.borrow_mut().take());
+}
+
+/// The error of a failed decode: the kept cause if a handle failed to open,
+/// else the archive was invalid.
+fn decode_failed(what: &'static str, e: rancor::Error) -> Error {
+    DECODE_CAUSE
+        .with(|c| c.borrow_mut().take())
+        .unwrap_or_else(|| Error::Encoding {
+            what,
+            reason: e.to_string(),
+        })
 }
 
 /// The portable form of a [`Segment`]: how another process finds it.
@@ -360,7 +396,7 @@ macro_rules! region_handle_archive {
         {
             fn deserialize(&self, _: &mut D) -> std::result::Result<$ty<$($p),+>, D::Error> {
                 let open: fn(RegionHandle) -> Result<$ty<$($p),+>> = $open;
-                open(self.to_handle()).map_err(D::Error::new)
+                open(self.to_handle()).map_err(cause)
             }
         }
     };
@@ -450,7 +486,7 @@ macro_rules! endpoint_archive {
                             .adopt(self.entry.to_native(), self.token.to_native(), $role)?;
                     Ok($ty::new(queue, entry))
                 };
-                open().map_err(D::Error::new)
+                open().map_err(cause)
             }
         }
     };
@@ -486,7 +522,7 @@ where
     D::Error: Source,
 {
     fn deserialize(&self, _: &mut D) -> std::result::Result<Connection, D::Error> {
-        Connection::adopt(self).map_err(D::Error::new)
+        Connection::adopt(self).map_err(cause)
     }
 }
 endpoint_archive!(Receiver, crate::queue::ROLE_RECEIVER);

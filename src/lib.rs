@@ -80,12 +80,10 @@ mod array;
 mod value;
 
 pub use array::{Array, ArrayBuilder};
+pub use atomic::AtomicInt;
 /// The `Pod` derive's crate, for your own shared types (see the crate docs).
 pub use bytemuck;
 pub use bytemuck::Pod;
-/// The message format of queues and pipes, for your own message types.
-pub use rkyv;
-pub use atomic::AtomicInt;
 pub use codec::{Message, RegionHandle};
 pub use error::{Error, Result};
 pub use map::{FixedStr, SharedMap};
@@ -93,4 +91,6 @@ pub use pool::Pool;
 pub use process::{Process, cpu_count, spawn};
 pub use queue::{Queue, QueueBuilder};
 pub use region::cleanup_stale;
+/// The message format of queues and pipes, for your own message types.
+pub use rkyv;
 pub use value::{Value, ValueBuilder};

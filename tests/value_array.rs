@@ -218,3 +218,28 @@ fn locking_a_raw_value_is_a_clear_panic() {
     let v = Value::<u8>::builder().unlocked().create(0).unwrap();
     let _ = v.lock();
 }
+
+/// A handle (a Value alone, and a queue sender inside a tuple) whose segment
+/// is gone when it arrives: the real cause, NotFound with the name, not
+/// rkyv's "failed without error information".
+#[test]
+fn a_handle_whose_segment_is_gone_is_not_found_with_its_name() {
+    use shmkit::Message;
+    let v = Value::<u64>::builder()
+        .name(common::unique("gone"))
+        .create(1)
+        .unwrap();
+    let name = v.segment().name().unwrap().to_owned();
+    let bytes = (7u32, v.clone()).encode().unwrap();
+    v.segment().unlink().unwrap();
+    drop(v);
+    let e = <(u32, Value<u64>)>::decode(&bytes).unwrap_err();
+    assert!(
+        matches!(&e, shmkit::Error::NotFound { name: n } if n.contains(&name)),
+        "{e:?}"
+    );
+    assert!(!e.to_string().contains("without error information"), "{e}");
+    // Garbage is still an encoding error.
+    let e = <(u32, Value<u64>)>::decode(&[0xff; 8]).unwrap_err();
+    assert!(matches!(e, shmkit::Error::Encoding { .. }), "{e:?}");
+}
