@@ -146,8 +146,17 @@ impl Segment {
         let mut cleanup = UnlinkGuard(Some(&id));
 
         shm::set_len(&fd, layout.total_len).map_err(|e| Error::from_io("ftruncate", &name, e))?;
-        if opts.populate {
-            shm::allocate(&fd, layout.total_len).map_err(|e| {
+        // Reserve the pages now (populate implies it), so a short /dev/shm is
+        // NoSpace here rather than SIGBUS at some later first touch.
+        let reserve = opts.reserve && !matches!(id, Id::Anonymous);
+        if opts.populate || reserve {
+            let r = match shm::allocate(&fd, layout.total_len) {
+                // A filesystem without fallocate: only an explicit populate
+                // insists (it would fault every page in anyway).
+                Err(e) if !opts.populate && e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+                r => r,
+            };
+            r.map_err(|e| {
                 if e.raw_os_error() == Some(libc::ENOSPC) {
                     Error::NoSpace {
                         name: name.clone(),
