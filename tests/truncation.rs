@@ -451,3 +451,46 @@ fn other_sigbus_ends_as_it_would_without_shmkit() {
     // runtime handler, which shmkit chains to, lets a sent one pass).
     assert_eq!(end("sent-shmkit"), end("sent-plain"));
 }
+
+/// glibc keeps a robust mutex's list links *inside* the mutex, in shared
+/// memory. A lock held across a truncation of its segment is unlocked through
+/// the zero page (kind 0 there: a plain unlock, never taken off the thread's
+/// robust list), so the list keeps an entry at an address of that mapping.
+/// Had the segment's drop unmapped it, the thread's next robust lock would
+/// write through the entry (SIGSEGV here; a write into unrelated memory had
+/// the address been mapped again): the drop of a truncated segment leaves
+/// its zero pages mapped. A control run without the cut must behave the same.
+#[test]
+fn a_lock_held_across_a_truncation_then_another_lock_taken_after_drop() {
+    if let Some(role) = common::role() {
+        let other = Mutex::<u64>::new(0).unwrap(); // anonymous: cannot be cut
+        let name = common::unique("tg");
+        let v = Value::<u64>::builder().name(&name).create(0).unwrap();
+        v.segment().unlink().unwrap();
+        let mut g = v.lock().unwrap();
+        if role == "cut" {
+            // SAFETY: ftruncate on the segment's own descriptor (a peer would
+            // do the same through the name).
+            assert_eq!(unsafe { libc::ftruncate(v.segment().as_fd_raw(), 0) }, 0);
+        }
+        *g = 1; // after a cut: faults, zero pages now
+        drop(g);
+        assert_eq!(v.check().is_err(), role == "cut");
+        drop(v); // glibc's list still names an address in it
+        *other.lock().unwrap() += 1; // enqueue writes through that entry
+        // SAFETY: _exit is always safe. 7: this code really ran.
+        unsafe { libc::_exit(7) };
+    }
+    let run = |role: &str| {
+        let mut c = common::spawn(
+            "a_lock_held_across_a_truncation_then_another_lock_taken_after_drop",
+            role,
+            &[],
+        );
+        common::wait(&mut c)
+    };
+    let control = run("uncut");
+    assert_eq!(control.code(), Some(7), "without a cut: {control:?}");
+    let st = run("cut");
+    assert_eq!(st.code(), Some(7), "with a cut, the child died: {st:?}");
+}

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::sys::sigbus::Registration;
 use crate::sys::{proc, shm};
 use memmap2::{MmapOptions, MmapRaw};
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +46,8 @@ pub struct Segment {
     /// First field: dropped (unregistered from the SIGBUS handler) before the
     /// mapping is unmapped and the descriptor closed.
     guard: Registration,
-    map: MmapRaw,
+    /// Unmapped in `Drop` (only in part after a truncation).
+    map: ManuallyDrop<MmapRaw>,
     fd: OwnedFd,
     id: Id,
     layout: Layout,
@@ -202,7 +204,7 @@ impl Segment {
         let creator = (!matches!(id, Id::Anonymous)).then(proc::pid);
         Ok(Segment {
             guard,
-            map,
+            map: ManuallyDrop::new(map),
             fd,
             id,
             layout,
@@ -315,7 +317,7 @@ impl Segment {
         let count = snap.check(&name, spec, count, file_len)?;
         Ok(Segment {
             guard,
-            map,
+            map: ManuallyDrop::new(map),
             fd,
             id,
             layout: snap.layout,
@@ -531,6 +533,25 @@ impl Drop for Segment {
     fn drop(&mut self) {
         if self.unlink_on_drop.load(Ordering::Relaxed) && self.is_creator() {
             unlink_id(&self.id);
+        }
+        match self.guard.release() {
+            // Truncated: unmap only the part still backed by the file and
+            // leave the zero pages over the cut mapped for the rest of the
+            // process. glibc's robust list may still name a mutex that was
+            // held across the cut (it was unlocked through the zero page,
+            // which reads as a plain mutex, so glibc never took it off the
+            // list); were the address unmapped, or mapped again by someone
+            // else, the thread's next robust lock would write through it.
+            // Untouched zero pages cost address space only.
+            Some(kept) => {
+                if kept > 0 {
+                    // SAFETY: [base, base+kept) is the file-backed head of our
+                    // mapping, page-aligned; nothing uses it once dropped.
+                    unsafe { shm::unmap(self.map.as_mut_ptr(), kept) };
+                }
+            }
+            // SAFETY: the segment is being dropped: nothing uses the mapping.
+            None => unsafe { ManuallyDrop::drop(&mut self.map) },
         }
     }
 }

@@ -115,6 +115,18 @@ pub(crate) fn allocate(fd: &OwnedFd, len: u64) -> io::Result<()> {
     cvt_retry(|| unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len) }).map(drop)
 }
 
+/// Unmaps `len` bytes at `ptr`.
+///
+/// # Safety
+/// `ptr..ptr+len` must be (part of) a mapping nobody uses any more; `ptr`
+/// page-aligned.
+pub(crate) unsafe fn unmap(ptr: *mut u8, len: usize) {
+    debug_assert_eq!(ptr as usize % 4096, 0, "ptr not page-aligned");
+    // SAFETY: forwarded to the caller. A failure leaves the pages mapped (a
+    // leak), which is harmless.
+    unsafe { libc::munmap(ptr.cast(), len) };
+}
+
 /// `fstat` of a descriptor.
 pub(crate) fn stat(fd: &OwnedFd) -> io::Result<Stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();

@@ -137,19 +137,32 @@ impl Registration {
     }
 }
 
+impl Registration {
+    /// Unregisters now (before the mapping is unmapped). Returns, for a
+    /// mapping found truncated, how many bytes from its start are still mapped
+    /// from the file (a page multiple): the rest is the handler's zero pages.
+    pub(crate) fn release(&mut self) -> Option<usize> {
+        let i = self.slot.take()?;
+        let s = &TABLE[i];
+        // SYNC(sigbus-busy): Dekker with the handler's `busy += 1` then
+        // state re-read; after this loop no handler works on the slot.
+        s.state.store(REMOVING, Ordering::SeqCst);
+        while s.busy.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
+        let cut = s
+            .truncated
+            .load(Ordering::Acquire)
+            .then(|| s.cut.load(Ordering::SeqCst));
+        s.fd.store(-1, Ordering::Relaxed);
+        s.state.store(FREE, Ordering::Release);
+        cut
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some(i) = self.slot {
-            let s = &TABLE[i];
-            // SYNC(sigbus-busy): Dekker with the handler's `busy += 1` then
-            // state re-read; after this loop no handler works on the slot.
-            s.state.store(REMOVING, Ordering::SeqCst);
-            while s.busy.load(Ordering::SeqCst) != 0 {
-                std::hint::spin_loop();
-            }
-            s.fd.store(-1, Ordering::Relaxed);
-            s.state.store(FREE, Ordering::Release);
-        }
+        self.release();
     }
 }
 
