@@ -30,7 +30,12 @@ use std::time::Duration;
 /// [`Segment::check`]) returns [`Error::Truncated`](crate::Error::Truncated);
 /// the operations that return `LockResult` cannot carry that error, so call
 /// `check` after work that must not be lost. Recreate the object.
-/// Anonymous (memfd) regions are sealed and cannot be shrunk.
+/// Anonymous (memfd) regions are sealed and cannot be shrunk. Not yet
+/// survived: a cut that lands *during* a lock or unlock of a lock on a cut
+/// page (glibc's robust mutex reads its list links from that page half way
+/// through: SIGSEGV or a panic), and blocking waits of the `src/sync` locks
+/// on a cut page; lock-free access (the atomics) and operations after the
+/// cut are survived.
 /// # Examples
 /// ```
 /// # fn main() -> Result<(), shmkit::Error> {

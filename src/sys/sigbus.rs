@@ -58,6 +58,8 @@ struct Slot {
     /// Bytes from `start` still mapped from the file; the rest is zero pages.
     cut: AtomicUsize,
     truncated: AtomicBool,
+    /// Faults on pages the file covered again by the time we looked.
+    covered: AtomicU32,
 }
 
 impl Slot {
@@ -70,9 +72,13 @@ impl Slot {
             len: AtomicUsize::new(0),
             cut: AtomicUsize::new(0),
             truncated: AtomicBool::new(false),
+            covered: AtomicU32::new(0),
         }
     }
 }
+
+/// How many faults on pages the file covers again a mapping may retry.
+const COVERED_RETRIES: u32 = 1024;
 
 static TABLE: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
 /// One past the highest slot ever claimed: the handler scans no further.
@@ -111,6 +117,7 @@ impl Registration {
                 s.len.store(len, Ordering::Relaxed);
                 s.cut.store(len, Ordering::Relaxed);
                 s.truncated.store(false, Ordering::Relaxed);
+                s.covered.store(0, Ordering::Relaxed);
                 HIGH.fetch_max(i + 1, Ordering::SeqCst);
                 // SYNC(sigbus-slot): publishes the fields above; pairs with the
                 // handler's Acquire/SeqCst loads of `state`.
@@ -270,9 +277,17 @@ fn cut(s: &Slot, start: usize, len: usize, addr: usize) -> Outcome {
         .unwrap_or(usize::MAX)
         .min(len);
     if addr - start < keep {
-        // The file still covers this page: not a truncation (tmpfs out of
-        // pages, a hardware error...). Let it crash honestly.
-        return Outcome::NotOurs;
+        // The file covers this page now. Either it was cut and grown again
+        // between the fault and our fstat (the retried access then finds the
+        // new page), or this is not a truncation at all (tmpfs out of pages
+        // for an unreserved region, a hardware error), which faults again at
+        // once. Retry a bounded number of times per mapping, then let it
+        // crash honestly.
+        return if s.covered.fetch_add(1, Ordering::Relaxed) < COVERED_RETRIES {
+            Outcome::Handled
+        } else {
+            Outcome::NotOurs
+        };
     }
     let mut old = s.cut.load(Ordering::SeqCst);
     while keep < old {
