@@ -21,6 +21,25 @@ use std::time::Duration;
 /// also reachable as atomics ([`atomic`](Self::atomic)); for users who
 /// synchronise themselves there are raw pointers and `_unchecked` views.
 ///
+///
+/// # Truncation by a peer
+/// A process that may open a named or file-backed segment can `ftruncate` it.
+/// shmkit's SIGBUS handler then keeps this process alive: the first access to
+/// a cut page replaces the whole cut range of this process's mapping with
+/// private zero pages. From then on, the elements of a `&mut [T]` from
+/// [`lock`](Self::lock) (or an `_unchecked` view) that lie in the cut range are
+/// those pages: reads give zeroes (or whatever this
+/// process wrote since), writes are private to this process and lost to every
+/// other process, and nothing faults. [`check`](Self::check) (and
+/// [`Segment::check`]) returns [`Error::Truncated`](crate::Error::Truncated);
+/// the operations that return `LockResult` cannot carry that error, so call
+/// `check` after work that must not be lost. Recreate the object.
+/// Anonymous (memfd) regions are sealed and cannot be shrunk. Not yet
+/// survived: a cut that lands *during* a lock or unlock of a lock on a cut
+/// page (glibc's robust mutex reads its list links from that page half way
+/// through: SIGSEGV or a panic), and blocking waits of the `src/sync` locks
+/// on a cut page; lock-free access (the atomics) and operations after the
+/// cut are survived.
 /// # Examples
 /// ```
 /// # fn main() -> Result<(), shmkit::Error> {
@@ -276,6 +295,18 @@ impl<T: Pod> Array<T> {
     /// The segment behind the array.
     pub fn segment(&self) -> &Segment {
         self.inner.segment()
+    }
+
+    /// `Err(`[`Error::Truncated`](crate::Error::Truncated)`)` once another
+    /// process has shrunk this array's segment and this process has touched a
+    /// cut page (see *Truncation by a peer* above); `Ok` otherwise. One atomic
+    /// load.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`](crate::Error::Truncated) with the segment's name,
+    /// the size it needs and the size it has.
+    pub fn check(&self) -> Result<()> {
+        self.inner.segment().check()
     }
 }
 

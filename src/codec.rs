@@ -562,10 +562,11 @@ mod tests {
             "a handle, not the data: {} bytes",
             bytes.len()
         );
-        // Wrong element type on the receiving side: the open check refuses.
+        // Wrong element type on the receiving side: the open check refuses,
+        // and that (not a bare decoding failure) is the error.
         assert!(matches!(
             Value::<u32>::decode(&bytes),
-            Err(Error::Encoding { .. })
+            Err(Error::TypeMismatch { .. })
         ));
     }
 

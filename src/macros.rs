@@ -34,6 +34,14 @@ macro_rules! region_setters {
             self.opts = self.opts.populate(yes);
             self
         }
+        /// Reserve the pages in /dev/shm (or the file's filesystem) at
+        /// creation without touching them: on by default for named and file
+        /// regions; `false` opts out (see
+        /// [`RegionOptions::reserve`](crate::region::RegionOptions::reserve)).
+        pub fn reserve(mut self, yes: bool) -> Self {
+            self.opts = self.opts.reserve(yes);
+            self
+        }
         /// How long `open` waits for the creator to publish (default 1 s).
         pub fn open_timeout(mut self, t: std::time::Duration) -> Self {
             self.opts = self.opts.open_timeout(t);

@@ -765,7 +765,8 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     ///
     /// # Errors
     ///
-    /// [`Error::MapFull`] if the key is new and its stripe has no free slot.
+    /// [`Error::MapFull`] if the key is new and its stripe has no free slot;
+    /// [`Error::Truncated`] if a peer has shrunk the segment.
     pub fn insert(&self, key: K, value: V) -> Result<Option<V>> {
         let mut old = None;
         self.update(&key, |v| {
@@ -788,7 +789,18 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     /// # Errors
     ///
     /// [`Error::MapFull`] if the key is new and its stripe has no free slot.
+    ///
+    /// [`Error::Truncated`] if a peer has shrunk the segment (checked before
+    /// and after the update; after a truncation the update may have gone to
+    /// private zero pages and is lost).
     pub fn update(&self, key: &K, f: impl FnOnce(Option<V>) -> Option<V>) -> Result<Option<V>> {
+        self.inner.seg.check()?;
+        let r = self.update_locked(key, f);
+        self.inner.seg.check()?;
+        r
+    }
+
+    fn update_locked(&self, key: &K, f: impl FnOnce(Option<V>) -> Option<V>) -> Result<Option<V>> {
         let (s, home, tag) = self.place(key);
         let _g = self.lock_stripe(s);
         let st = self.stripe(s);

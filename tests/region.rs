@@ -433,3 +433,229 @@ fn open_or_create_race_creates_exactly_once() {
     assert_eq!(v.load(), 1003, "exactly one creator, three openers");
     v.segment().unlink().unwrap();
 }
+
+/// Makes this process's mounts private and mounts 1 MiB tmpfs on /dev/shm and
+/// on `dir`, visible to this process and its children only. `Err` says why it
+/// could not (no privilege for a mount namespace).
+fn private_small_tmpfs(dir: &str) -> Result<(), String> {
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: unshare(2) with namespace flags only; this child runs its one
+    // test on its main thread, as CLONE_NEWUSER requires.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        let first = os("unshare(CLONE_NEWNS)");
+        // SAFETY: as above.
+        if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
+            return Err(format!(
+                "{first}; {}",
+                os("unshare(CLONE_NEWUSER|CLONE_NEWNS)")
+            ));
+        }
+    }
+    let root = CString::new("/").unwrap();
+    let tmpfs = CString::new("tmpfs").unwrap();
+    let size = CString::new("size=1m,mode=1777").unwrap();
+    // SAFETY: valid C strings; the first call only changes propagation (so
+    // nothing below reaches the parent's mounts).
+    if unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    } != 0
+    {
+        return Err(os("mount --make-rprivate /"));
+    }
+    for target in ["/dev/shm", dir] {
+        let t = CString::new(target).unwrap();
+        // SAFETY: valid C strings for source, target, type and options.
+        if unsafe {
+            libc::mount(
+                tmpfs.as_ptr(),
+                t.as_ptr(),
+                tmpfs.as_ptr(),
+                0,
+                size.as_ptr().cast(),
+            )
+        } != 0
+        {
+            return Err(os(&format!("mount tmpfs on {target}")));
+        }
+    }
+    Ok(())
+}
+
+fn free_bytes(path: &str) -> u64 {
+    let c = CString::new(path).unwrap();
+    let mut v = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: valid C string and out-pointer.
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), v.as_mut_ptr()) }, 0);
+    // SAFETY: statvfs succeeded.
+    let v = unsafe { v.assume_init() };
+    v.f_bavail * v.f_frsize
+}
+
+fn assert_no_space(r: shmkit::Result<impl std::fmt::Debug>, what: &str) {
+    match r {
+        Err(Error::NoSpace {
+            requested,
+            available,
+            ..
+        }) => assert!(requested > available, "{what}: {requested} <= {available}"),
+        other => panic!("{what}: expected NoSpace, got {other:?}"),
+    }
+}
+
+/// In the private namespace: every page of the named array `NAME` touched.
+fn touch_every_page() {
+    let a = Array::<u8>::builder()
+        .name(common::arg("NAME"))
+        .unlocked()
+        .open()
+        .unwrap();
+    for i in (0..a.len()).step_by(4096) {
+        a.set(i, 1).unwrap();
+    }
+}
+
+fn reservation_in_small_tmpfs() {
+    let dir = common::arg("DIR");
+    if let Err(why) = private_small_tmpfs(&dir) {
+        println!("SKIP: no private mount namespace here ({why})");
+        return;
+    }
+    assert_eq!(free_bytes("/dev/shm"), 1 << 20);
+    let names: Vec<String> = (0..4).map(|i| common::unique(&format!("ns{i}"))).collect();
+    let listed = || std::fs::read_dir("/dev/shm").unwrap().count();
+
+    // Two regions that each fit but not together: the second is NoSpace at
+    // create, and leaves nothing behind.
+    let a = Array::<u8>::builder()
+        .name(&names[0])
+        .create(600 << 10)
+        .unwrap();
+    assert_no_space(
+        Array::<u8>::builder().name(&names[1]).create(600 << 10),
+        "second region",
+    );
+    assert_eq!(listed(), 1);
+    // The first is whole: every page can be touched.
+    a.lock().unwrap().fill(7);
+    drop(a);
+    assert_eq!(listed(), 0);
+    assert_eq!(free_bytes("/dev/shm"), 1 << 20);
+
+    // A region of exactly the free space fits; then nothing more does.
+    let data_off = {
+        let probe = Array::<u8>::builder().name(&names[0]).create(1).unwrap();
+        probe.segment().len() - 1
+    };
+    let exact = (1usize << 20) - data_off;
+    let all = Array::<u8>::builder()
+        .name(&names[0])
+        .create(exact)
+        .unwrap();
+    assert_eq!(all.segment().len(), 1 << 20);
+    assert_eq!(free_bytes("/dev/shm"), 0);
+    assert_no_space(
+        Value::<u8>::builder().name(&names[1]).create(0),
+        "a value in a full /dev/shm",
+    );
+    all.lock().unwrap().fill(1);
+    drop(all);
+    assert_no_space(
+        Array::<u8>::builder().name(&names[0]).create(exact + 1),
+        "one byte more than the free space",
+    );
+
+    // Opting out: both are created (sparse), and touching the pages tmpfs
+    // cannot supply is SIGBUS — not a truncation, so shmkit's handler lets
+    // the process die of it.
+    let sparse = Array::<u8>::builder()
+        .name(&names[2])
+        .reserve(false)
+        .unlocked()
+        .create(800 << 10)
+        .unwrap();
+    assert!(
+        free_bytes("/dev/shm") > 900 << 10,
+        "reserve(false) reserved"
+    );
+    let reserved = Array::<u8>::builder()
+        .name(&names[3])
+        .create(800 << 10)
+        .unwrap();
+    let mut c = common::spawn(
+        "a_full_dev_shm_is_no_space_at_create_never_sigbus_later",
+        "touch",
+        &[("NAME", names[2].clone())],
+    );
+    let st = common::wait(&mut c);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(libc::SIGBUS), "{st:?}");
+    reserved.lock().unwrap().fill(3); // reserved: every page is there
+    drop((sparse, reserved));
+
+    // File regions are reserved in their own filesystem.
+    let (fa, fb) = (format!("{dir}/a"), format!("{dir}/b"));
+    let a = Array::<u8>::builder().file(&fa).create(600 << 10).unwrap();
+    assert_no_space(
+        Array::<u8>::builder().file(&fb).create(600 << 10),
+        "second file region",
+    );
+    assert!(!std::path::Path::new(&fb).exists());
+    drop(a);
+    assert!(!std::path::Path::new(&fa).exists());
+    println!("reservation checked in a private 1 MiB tmpfs");
+}
+
+#[test]
+fn a_full_dev_shm_is_no_space_at_create_never_sigbus_later() {
+    match common::role().as_deref() {
+        Some("ns") => return reservation_in_small_tmpfs(),
+        Some("touch") => return touch_every_page(),
+        _ => {}
+    }
+    let dir = std::env::temp_dir().join(common::unique("nsdir"));
+    std::fs::create_dir(&dir).unwrap();
+    let mut c = common::spawn(
+        "a_full_dev_shm_is_no_space_at_create_never_sigbus_later",
+        "ns",
+        &[("DIR", dir.display().to_string())],
+    );
+    let st = common::wait(&mut c);
+    let mut out = String::new();
+    use std::io::Read;
+    c.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    std::fs::remove_dir(&dir).unwrap();
+    assert!(st.success() && out.contains("1 passed"), "{st:?}\n{out}");
+    if let Some(line) = out.lines().find(|l| l.starts_with("SKIP")) {
+        println!("{line}");
+    } else {
+        assert!(out.contains("reservation checked"), "{out}");
+    }
+}
+
+#[test]
+fn named_regions_are_reserved_by_default_and_not_with_reserve_false() {
+    use std::os::unix::fs::MetadataExt;
+    let blocks = |a: &Array<u8>| {
+        std::fs::metadata(shm_path(a.segment().name().unwrap()))
+            .unwrap()
+            .blocks()
+            * 512
+    };
+    let r = Array::<u8>::builder()
+        .random_name()
+        .create(4 << 20)
+        .unwrap();
+    assert!(blocks(&r) >= 4 << 20, "not reserved: {}", blocks(&r));
+    let s = Array::<u8>::builder()
+        .random_name()
+        .reserve(false)
+        .create(4 << 20)
+        .unwrap();
+    assert!(blocks(&s) < 1 << 20, "reserved anyway: {}", blocks(&s));
+}

@@ -15,7 +15,7 @@ use rkyv::rancor;
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `Send` but not `Sync`: one participant entry is used by one thread.
 type NotSync = PhantomData<Cell<()>>;
@@ -125,20 +125,101 @@ macro_rules! endpoint_common {
 endpoint_common!(Sender, "sender", sender);
 endpoint_common!(Receiver, "receiver", receiver);
 
+/// Why a claim ended without a slot: the ring's reason, or the segment was
+/// found truncated.
+enum Halt {
+    Ring(Stop),
+    Truncated,
+}
+
+/// A blocking claim waits in chunks of this long at first, doubling up to
+/// [`MAX_CHUNK`], and checks for truncation between chunks. The ring's wait
+/// loop does not know about truncation: once a peer has cut the segment,
+/// this process's view of the control block is private zero pages that no
+/// peer writes, so without the chunks a blocked `recv`/`send` would wait
+/// forever. A blocked endpoint therefore reports `Truncated` at most one
+/// chunk plus one sleep slice after the cut (the slice's end is the first
+/// touch that finds it).
+const CHUNK: Duration = Duration::from_secs(1);
+const MAX_CHUNK: Duration = Duration::from_secs(8);
+
+/// Runs `claim` with deadlines no further than the current chunk, checking
+/// the segment before and after each: `Halt::Truncated` once it is found cut
+/// (the claim may have run on zero pages).
+fn chunked<R>(
+    seg: &crate::region::Segment,
+    wait: Wait,
+    mut claim: impl FnMut(Wait) -> std::result::Result<R, Stop>,
+) -> std::result::Result<R, Halt> {
+    let deadline = match wait {
+        Wait::No => {
+            if seg.check().is_err() {
+                return Err(Halt::Truncated);
+            }
+            let r = claim(Wait::No);
+            if seg.check().is_err() {
+                return Err(Halt::Truncated);
+            }
+            return r.map_err(Halt::Ring);
+        }
+        Wait::Until(d) => Some(d),
+        Wait::Forever => None,
+    };
+    let mut chunk = CHUNK;
+    loop {
+        if seg.check().is_err() {
+            return Err(Halt::Truncated);
+        }
+        let end = Instant::now() + chunk;
+        let (until, last) = match deadline {
+            Some(d) if d <= end => (d, true),
+            _ => (end, false),
+        };
+        let r = claim(Wait::Until(until));
+        if seg.check().is_err() {
+            return Err(Halt::Truncated);
+        }
+        match r {
+            Err(Stop::Timeout | Stop::WouldBlock) if !last => chunk = (chunk * 2).min(MAX_CHUNK),
+            r => return r.map_err(Halt::Ring),
+        }
+    }
+}
+
 impl<T: Item> Sender<T> {
-    fn claim(&self, wait: Wait) -> std::result::Result<u64, Stop> {
-        self.queue.raw.claim_send(self.entry, wait)
+    fn claim(&self, wait: Wait) -> std::result::Result<u64, Halt> {
+        let mut got = None;
+        let r = chunked(self.queue.segment(), wait, |d| {
+            let r = self.queue.raw.claim_send(self.entry, d);
+            got = r.as_ref().ok().copied();
+            r
+        });
+        if let (Err(Halt::Truncated), Some(pos)) = (r.as_ref(), got) {
+            // Publish the claim as a skip rather than leave it pending.
+            self.queue.raw.commit(self.entry, pos, SKIP);
+        }
+        r
+    }
+
+    /// `Err(Truncated)` with the message if the segment was found truncated
+    /// during the send (its writes may have gone to private zero pages).
+    fn check_sent<M>(&self, m: M) -> std::result::Result<(), SendError<M>> {
+        match self.queue.segment().check() {
+            Ok(()) => Ok(()),
+            Err(_) => Err(SendError::Truncated(m)),
+        }
     }
 
     fn commit(&self, pos: u64, len: usize) {
         self.queue.raw.commit(self.entry, pos, len as u64);
     }
 
-    fn stop<M>(stop: Stop, m: M) -> SendError<M> {
-        match stop {
-            Stop::WouldBlock => SendError::Full(m),
-            Stop::Timeout => SendError::Timeout(m),
-            Stop::Disconnected => SendError::Disconnected(m),
+    fn stop<M>(halt: Halt, m: M) -> SendError<M> {
+        match halt {
+            Halt::Ring(Stop::WouldBlock) => SendError::Full(m),
+            Halt::Ring(Stop::Timeout) => SendError::Timeout(m),
+            Halt::Ring(Stop::Disconnected) => SendError::Disconnected(m),
+            Halt::Truncated => SendError::Truncated(m),
         }
     }
 }
@@ -152,7 +233,7 @@ impl<T: Pod> Sender<T> {
                 // create: align_of::<T>() <= 16). Unaligned write for safety.
                 unsafe { self.queue.raw.data(pos).cast::<T>().write_unaligned(value) };
                 self.commit(pos, size_of::<T>());
-                Ok(())
+                self.check_sent(value)
             }
             Err(s) => Err(Self::stop(s, value)),
         }
@@ -212,7 +293,7 @@ impl Sender<Bytes> {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.queue.raw.data(pos), bytes.len())
         };
         self.commit(pos, bytes.len());
-        Ok(())
+        self.check_sent(())
     }
 
     /// Sends a copy of `bytes`, waiting while the queue is full.
@@ -352,14 +433,23 @@ impl<T: Item, V: ?Sized> std::fmt::Debug for SendSlot<'_, T, V> {
 
 impl<T: Item> Receiver<T> {
     fn claim(&self, wait: Wait) -> std::result::Result<(u64, usize), RecvError> {
-        self.queue
-            .raw
-            .claim_recv(self.entry, wait)
-            .map_err(|s| match s {
-                Stop::WouldBlock => RecvError::Empty,
-                Stop::Timeout => RecvError::Timeout,
-                Stop::Disconnected => RecvError::Disconnected,
-            })
+        let mut got = None;
+        let r = chunked(self.queue.segment(), wait, |d| {
+            let r = self.queue.raw.claim_recv(self.entry, d);
+            got = r.as_ref().ok().copied();
+            r
+        });
+        r.map_err(|h| match h {
+            Halt::Ring(Stop::WouldBlock) => RecvError::Empty,
+            Halt::Ring(Stop::Timeout) => RecvError::Timeout,
+            Halt::Ring(Stop::Disconnected) => RecvError::Disconnected,
+            Halt::Truncated => {
+                if let Some((pos, _)) = got {
+                    self.release(pos);
+                }
+                RecvError::Truncated
+            }
+        })
     }
 
     fn release(&self, pos: u64) {
@@ -388,6 +478,10 @@ impl<T: Pod> Receiver<T> {
         // queue's max_len, checked on open); any bytes are a valid T.
         let v = unsafe { self.queue.raw.data(pos).cast::<T>().read_unaligned() };
         self.release(pos);
+        // The copy may be zeroes from the pages that replaced a cut range.
+        if self.queue.segment().check().is_err() {
+            return Err(RecvError::Truncated);
+        }
         Ok(v)
     }
 

@@ -27,13 +27,22 @@ pub enum SendError<T> {
     },
     /// The message could not be encoded.
     Encoding(Error),
+    /// A peer shrank the queue's segment (`ftruncate`): this handle now sees
+    /// private zero pages where the cut slots were, and the message may not
+    /// have reached anyone. [`Segment::check`](crate::region::Segment::check)
+    /// on [`Sender::segment`](crate::queue::Sender::segment) gives the full
+    /// error; recreate the queue.
+    Truncated(T),
 }
 
 impl<T> SendError<T> {
     /// The unsent message, if this error carries it.
     pub fn into_inner(self) -> Option<T> {
         match self {
-            SendError::Full(t) | SendError::Timeout(t) | SendError::Disconnected(t) => Some(t),
+            SendError::Full(t)
+            | SendError::Timeout(t)
+            | SendError::Disconnected(t)
+            | SendError::Truncated(t) => Some(t),
             _ => None,
         }
     }
@@ -47,6 +56,7 @@ impl<T> fmt::Debug for SendError<T> {
             SendError::Disconnected(_) => f.write_str("Disconnected(..)"),
             SendError::TooLarge { len, max } => write!(f, "TooLarge {{ len: {len}, max: {max} }}"),
             SendError::Encoding(e) => write!(f, "Encoding({e:?})"),
+            SendError::Truncated(_) => f.write_str("Truncated(..)"),
         }
     }
 }
@@ -65,6 +75,7 @@ impl<T> fmt::Display for SendError<T> {
                  with a larger max_message, or send an Array handle instead of the bytes"
             ),
             SendError::Encoding(e) => write!(f, "{e}"),
+            SendError::Truncated(_) => f.write_str(TRUNCATED),
         }
     }
 }
@@ -89,7 +100,15 @@ pub enum RecvError {
     /// The message failed validation (a corrupted or hostile archive); it was
     /// consumed and dropped.
     Invalid(Error),
+    /// A peer shrank the queue's segment (`ftruncate`): this handle now sees
+    /// private zero pages where the cut slots were; what was received may be
+    /// zeroes. Recreate the queue.
+    Truncated,
 }
+
+const TRUNCATED: &str = "another process shrank the queue's segment (ftruncate): this process \
+                         now sees zero pages where it was cut and nothing more can be sent or \
+                         received through it; recreate the queue";
 
 impl fmt::Display for RecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,6 +119,7 @@ impl fmt::Display for RecvError {
                 "no sender is left (all dropped or dead), or the queue was closed, and it is drained",
             ),
             RecvError::Invalid(e) => write!(f, "a message failed validation and was dropped: {e}"),
+            RecvError::Truncated => f.write_str(TRUNCATED),
         }
     }
 }

@@ -21,13 +21,15 @@ pub(crate) enum Backing {
 /// Options shared by every shared object: backing, permissions, open timeout,
 /// ownership. Each object's builder exposes them as chained setters.
 ///
-/// Defaults: anonymous memfd, mode `0o600`, no populate, 1 s open timeout,
-/// foreign owners refused, the creator unlinks on drop.
+/// Defaults: anonymous memfd, mode `0o600`, space reserved at create (named
+/// and file regions), no populate, 1 s open timeout, foreign owners refused,
+/// the creator unlinks on drop.
 #[derive(Debug, Clone)]
 pub struct RegionOptions {
     pub(crate) backing: Backing,
     pub(crate) mode: u32,
     pub(crate) populate: bool,
+    pub(crate) reserve: bool,
     pub(crate) open_timeout: Duration,
     pub(crate) allow_foreign_owner: bool,
     pub(crate) unlink_on_drop: bool,
@@ -40,6 +42,7 @@ impl Default for RegionOptions {
             backing: Backing::Anonymous,
             mode: 0o600,
             populate: false,
+            reserve: true,
             open_timeout: Duration::from_secs(1),
             allow_foreign_owner: false,
             unlink_on_drop: true,
@@ -88,9 +91,33 @@ impl RegionOptions {
     }
 
     /// Reserve and touch every page at creation, so a short /dev/shm fails at
-    /// `create` (with [`Error::NoSpace`]) instead of with SIGBUS on first use.
+    /// `create` (with [`Error::NoSpace`]) instead of with SIGBUS on first use,
+    /// and no first access pays a page fault (`MAP_POPULATE`). Implies
+    /// [`reserve`](Self::reserve).
     pub fn populate(mut self, yes: bool) -> Self {
         self.populate = yes;
+        self
+    }
+
+    /// Reserve the region's pages in /dev/shm (or the file's filesystem) at
+    /// `create`, without touching them (`fallocate(2)`; the default for named
+    /// and file regions). Two regions that each fit but not together then
+    /// fail at the second `create` with [`Error::NoSpace`], instead of being
+    /// created sparse and killing their users with SIGBUS at the first touch
+    /// of a page tmpfs cannot supply.
+    ///
+    /// Reserved pages count as used in /dev/shm (`df`) from the start; creating
+    /// a large region takes the time to allocate them (not to map or zero them
+    /// in this process). `reserve(false)` opts out: the region is created
+    /// sparse (only checked against the free space at that moment) and a page
+    /// that cannot be allocated later is a SIGBUS in whoever touches it (the
+    /// SIGBUS handler does not turn that into an error: the file still covers
+    /// the page, so it is not a truncation). On a filesystem without
+    /// `fallocate` (`EOPNOTSUPP`) the reservation is skipped silently, as if
+    /// `reserve(false)`. Anonymous (memfd) regions are never reserved: they
+    /// are not counted against /dev/shm's size.
+    pub fn reserve(mut self, yes: bool) -> Self {
+        self.reserve = yes;
         self
     }
 

@@ -3,8 +3,10 @@
 use super::header::{Header, Layout, Snapshot, Spec};
 use super::options::{Backing, RegionOptions, normalise_name, random_name};
 use crate::error::{Error, Result};
+use crate::sys::sigbus::Registration;
 use crate::sys::{proc, shm};
 use memmap2::{MmapOptions, MmapRaw};
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +43,11 @@ impl Id {
 /// process that opened the segment never is: neither ever unlinks it.
 #[derive(Debug)]
 pub struct Segment {
-    map: MmapRaw,
+    /// First field: dropped (unregistered from the SIGBUS handler) before the
+    /// mapping is unmapped and the descriptor closed.
+    guard: Registration,
+    /// Unmapped in `Drop` (only in part after a truncation).
+    map: ManuallyDrop<MmapRaw>,
     fd: OwnedFd,
     id: Id,
     layout: Layout,
@@ -146,8 +152,17 @@ impl Segment {
         let mut cleanup = UnlinkGuard(Some(&id));
 
         shm::set_len(&fd, layout.total_len).map_err(|e| Error::from_io("ftruncate", &name, e))?;
-        if opts.populate {
-            shm::allocate(&fd, layout.total_len).map_err(|e| {
+        // Reserve the pages now (populate implies it), so a short /dev/shm is
+        // NoSpace here rather than SIGBUS at some later first touch.
+        let reserve = opts.reserve && !matches!(id, Id::Anonymous);
+        if opts.populate || reserve {
+            let r = match shm::allocate(&fd, layout.total_len) {
+                // A filesystem without fallocate: only an explicit populate
+                // insists (it would fault every page in anyway).
+                Err(e) if !opts.populate && e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+                r => r,
+            };
+            r.map_err(|e| {
                 if e.raw_os_error() == Some(libc::ENOSPC) {
                     Error::NoSpace {
                         name: name.clone(),
@@ -165,6 +180,7 @@ impl Segment {
             shm::seal_size(&fd).map_err(|e| Error::from_io("seal", &name, e))?;
         }
         let map = map(&fd, layout.total_len, opts.populate, &name)?;
+        let guard = Registration::new(map.as_mut_ptr(), map.len(), fd.as_raw_fd());
         let base = map.as_mut_ptr();
         // SAFETY: the mapping is `total_len` bytes, page-aligned, and nobody else
         // can see it yet (ready == 0, and for a new name nobody passes the
@@ -187,7 +203,8 @@ impl Segment {
         drop(cleanup);
         let creator = (!matches!(id, Id::Anonymous)).then(proc::pid);
         Ok(Segment {
-            map,
+            guard,
+            map: ManuallyDrop::new(map),
             fd,
             id,
             layout,
@@ -276,6 +293,7 @@ impl Segment {
             size = stat(&fd)?.size;
         }
         let map = map(&fd, size, false, &name)?;
+        let guard = Registration::new(map.as_mut_ptr(), map.len(), fd.as_raw_fd());
         let hdr = map.as_ptr().cast::<Header>();
         // SAFETY: the mapping holds at least HEADER_SIZE bytes; `ready` is an
         // atomic at a fixed offset, read atomically.
@@ -298,7 +316,8 @@ impl Segment {
         let file_len = stat(&fd)?.size.min(size);
         let count = snap.check(&name, spec, count, file_len)?;
         Ok(Segment {
-            map,
+            guard,
+            map: ManuallyDrop::new(map),
             fd,
             id,
             layout: snap.layout,
@@ -369,6 +388,55 @@ impl Segment {
     /// Whether the mapping is empty (never: the header is always there).
     pub fn is_empty(&self) -> bool {
         self.map.len() == 0
+    }
+
+    /// Whether another process has shrunk the object below the region's size.
+    ///
+    /// True once this process has touched a page past the new end (the SIGBUS
+    /// handler then replaced the cut range of *this* mapping with private zero
+    /// pages), or if `fstat` says the object is shorter now. After that, every
+    /// checked operation of the object built on this segment returns
+    /// [`Error::Truncated`]: recreate the object.
+    ///
+    /// A memfd (anonymous) region is sealed against shrinking and never
+    /// becomes truncated.
+    pub fn is_truncated(&self) -> bool {
+        self.guard.is_truncated()
+            || shm::stat(&self.fd).is_ok_and(|st| st.size < self.layout.total_len)
+    }
+
+    /// `Err(`[`Error::Truncated`]`)` if this process has touched a page that a
+    /// peer's truncation cut from the mapping (see
+    /// [`is_truncated`](Self::is_truncated)), else `Ok`. One atomic load: the
+    /// objects call it at the entry and exit of their operations.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] naming the size the region needs and the size the
+    /// object has now.
+    pub fn check(&self) -> Result<()> {
+        if self.guard.is_truncated() {
+            Err(self.truncated_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    #[cold]
+    fn truncated_error(&self) -> Error {
+        Error::Truncated {
+            name: self.id.display(),
+            expected: self.layout.total_len,
+            found: shm::stat(&self.fd).map_or(0, |st| st.size),
+        }
+    }
+
+    /// Whether the process-wide SIGBUS handler guards this mapping against a
+    /// peer's truncation. False only if the handler could not be installed or
+    /// its table of mappings (4096 entries per process) was full when the
+    /// segment was mapped: such a segment works as usual, but a truncation of
+    /// it kills this process with SIGBUS on the next access to a cut page.
+    pub fn truncation_guarded(&self) -> bool {
+        self.guard.is_guarded()
     }
 
     /// The number of elements the region holds.
@@ -466,5 +534,12 @@ impl Drop for Segment {
         if self.unlink_on_drop.load(Ordering::Relaxed) && self.is_creator() {
             unlink_id(&self.id);
         }
+        // Unregistered from the SIGBUS handler first, then the whole mapping
+        // goes, zero pages over a cut included: shmkit's locks keep no
+        // address anywhere (glibc's robust list, which could name a mutex
+        // held across a cut, is no longer used).
+        let _ = self.guard.release();
+        // SAFETY: the segment is being dropped: nothing uses the mapping.
+        unsafe { ManuallyDrop::drop(&mut self.map) }
     }
 }

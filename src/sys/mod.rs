@@ -1,11 +1,13 @@
 //! The only place that talks to the operating system through FFI.
 //!
 //! Everything above this module works with safe wrappers: shared-memory objects
-//! (`shm`), futexes (`futex`) and process identity (`proc`).
+//! (`shm`), futexes (`futex`), process identity (`proc`) and the SIGBUS
+//! handler that survives a peer's truncation of a mapping (`sigbus`).
 
 pub(crate) mod futex;
 pub(crate) mod proc;
 pub(crate) mod shm;
+pub(crate) mod sigbus;
 
 use std::io;
 
