@@ -437,6 +437,12 @@ impl Connection {
         let unused = RingU64::new(0);
         let mut backoff = Backoff::new();
         let pos = loop {
+            // A peer's truncation: this view of the ring is private zero
+            // pages now (checked on every turn of the wait, which sleeps at
+            // most one look interval).
+            if self.raw.seg.check().is_err() {
+                return Err(SendError::Truncated(()));
+            }
             if self.raw.peer_gone(self.end) {
                 return Err(SendError::Disconnected(()));
             }
@@ -467,6 +473,10 @@ impl Connection {
         };
         ring.commit(pos, len, &unused);
         wake_one(&w[0], &w[1]);
+        if self.raw.seg.check().is_err() {
+            // The message may have gone to the zero pages.
+            return Err(SendError::Truncated(()));
+        }
         result
     }
 
@@ -516,6 +526,9 @@ impl Connection {
         let mut backoff = Backoff::new();
         let mut read = Some(read);
         loop {
+            if self.raw.seg.check().is_err() {
+                return Err(RecvError::Truncated);
+            }
             let seen = w[0].load(Ordering::SeqCst);
             match ring.try_claim_recv(&unused) {
                 Ok((pos, len)) if len > max => {
@@ -530,6 +543,10 @@ impl Connection {
                         read(unsafe { std::slice::from_raw_parts(ring.data(pos), len as usize) });
                     ring.release(pos, &unused);
                     wake_one(&w[2], &w[3]);
+                    if self.raw.seg.check().is_err() {
+                        // What was read may have been the zero pages.
+                        return Err(RecvError::Truncated);
+                    }
                     return Ok(r);
                 }
                 Err(_) if self.raw.peer_gone(self.end) => {
@@ -592,7 +609,9 @@ impl Connection {
         let ring = self.raw.ring(dir);
         let w = &self.raw.control().dirs[dir].waits.0;
         let wait = Wait::after(timeout);
-        let ready = || ring.can_recv() || self.raw.peer_gone(self.end);
+        // Ready also once the segment was cut: `recv` then says Truncated.
+        let ready =
+            || self.raw.seg.check().is_err() || ring.can_recv() || self.raw.peer_gone(self.end);
         loop {
             let seen = w[0].load(Ordering::SeqCst);
             if ready() {

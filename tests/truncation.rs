@@ -574,3 +574,46 @@ fn cut_and_regrow_while_a_child_uses_it(test: &str) {
 fn a_cut_regrown_before_the_handler_looks_is_retried() {
     cut_and_regrow_while_a_child_uses_it("a_cut_regrown_before_the_handler_looks_is_retried");
 }
+
+#[test]
+fn a_pipe_survives_a_peer_truncating_it() {
+    if common::role().is_some() {
+        return truncate_child();
+    }
+    let name = common::unique("tp");
+    let ends = std::sync::Mutex::new(
+        shmkit::pipe::Connection::builder()
+            .name(&name)
+            .capacity(4)
+            .create()
+            .unwrap(),
+    );
+    let rounds = while_a_peer_truncates(
+        "a_pipe_survives_a_peer_truncating_it",
+        &[shm_path(&name)],
+        0,
+        |i| {
+            let (here, there) = &mut *ends.lock().unwrap();
+            if there.send_bytes(&i.to_le_bytes()).is_err() {
+                return true;
+            }
+            match here.recv_bytes() {
+                Err(RecvError::Truncated) => true,
+                _ => here.segment().check().is_err(),
+            }
+        },
+    );
+    assert!(rounds >= 100);
+    let (mut here, there) = ends.into_inner().unwrap();
+    // Every form now says so, and nothing blocks: a blocking receive on
+    // zero pages that no peer will ever write would otherwise wait forever.
+    assert!(matches!(here.recv_bytes(), Err(RecvError::Truncated)));
+    assert!(matches!(
+        there.send_bytes(b"x"),
+        Err(SendError::Truncated(()))
+    ));
+    assert!(
+        here.poll(std::time::Duration::from_secs(60)),
+        "poll said nothing"
+    );
+}

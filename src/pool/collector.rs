@@ -400,6 +400,15 @@ impl<'a> Collector<'a> {
                     true
                 }
                 Err(RecvError::Timeout | RecvError::Empty) => false,
+                Err(RecvError::Truncated) => {
+                    // Another process of our uid cut the pool's own results
+                    // queue (anonymous: it would need /proc access to us).
+                    // Nothing can arrive any more: end as for a dead pool.
+                    self.shared.broken(
+                        "the pool's results queue was truncated by another process".to_owned(),
+                    );
+                    break; // then stop the workers, as for a stop
+                }
                 Err(_) => {
                     std::thread::sleep(slice);
                     false

@@ -168,10 +168,15 @@ impl State {
                     w.dispatched += 1;
                 }
                 Err(e) => {
-                    // Disconnected: its worker is dying. (Full cannot happen:
+                    // Disconnected: its worker is dying; Truncated: its task
+                    // queue was cut, the worker will fail. (Full cannot happen:
                     // at most IN_FLIGHT chunks, each one slot; if it did, the
                     // chunk waits for the next dispatch.)
-                    if matches!(e, crate::queue::SendError::Disconnected(_)) {
+                    if matches!(
+                        e,
+                        crate::queue::SendError::Disconnected(_)
+                            | crate::queue::SendError::Truncated(_)
+                    ) {
                         w.usable = false;
                     }
                     self.backlog.push_front(task);
