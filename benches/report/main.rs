@@ -92,7 +92,7 @@ fn tables() -> Vec<Table> {
                 ),
                 row(
                     "value/increment-2-processes/4-shmkit-locked-value",
-                    "shmkit `Value<u64>` with its robust lock",
+                    "shmkit `Value<u64>` with its lock",
                     Context,
                 ),
                 row(
@@ -127,13 +127,20 @@ fn tables() -> Vec<Table> {
         },
         Table {
             title: "Shared counter with a lock, 2 processes".into(),
-            what: "The same, through a lock: shmkit's robust process-shared mutex (which tries a short \
-                   spin of `trylock` before it sleeps, hence faster than the raw robust mutex).",
+            what: "The same, through a lock: shmkit's own owner-word lock (the holder's thread id and \
+                   start time in one word, no address; a dead holder is taken over as `OwnerDied`), \
+                   beside glibc's process-shared mutex, plain and robust. Like glibc's, it sleeps at \
+                   once when contended.",
             rows: vec![
                 row(
                     "value/increment-2-processes/0-raw-atomic-u64 (limit)",
                     "raw AtomicU64 (no lock: the counter's limit)",
                     Limit,
+                ),
+                row(
+                    "value/increment-2-processes/2-raw-pthread-mutex (pshared)",
+                    "raw process-shared pthread mutex (glibc, not robust)",
+                    Context,
                 ),
                 row(
                     "value/increment-2-processes/3-raw-pthread-mutex (pshared, robust)",
@@ -156,10 +163,12 @@ fn tables() -> Vec<Table> {
                     Python,
                 ),
             ],
-            why_loses: "A robust process-shared mutex does more per lock than std's futex mutex between \
-                        threads: glibc's robust-list bookkeeping and a shared (non-private) futex, plus \
-                        shmkit's brief trylock spin; it buys survival of a holder's death, which std's \
-                        mutex cannot offer across processes.",
+            why_loses: "A process-shared lock that survives its holder's death does more per lock than \
+                        std's futex mutex between threads: it names its holder (thread id and start \
+                        time, from a per-thread cache) and keeps a per-thread record of held locks (to \
+                        tell a relock from a forged owner word), and sleeps on a shared (non-private) \
+                        futex; it buys survival of a holder's death, which std's mutex cannot offer \
+                        across processes.",
         },
     ];
     for (prefix, size, label) in [
@@ -511,8 +520,8 @@ const WHY_HANDOFF: &str = "A zero-copy handoff costs the notification plus the p
     shmkit's is a queue message (a slot claim, the recovery intent word, a shared-futex wake when \
     the consumer sleeps), heavier than the bare counter of the limit row.";
 
-const WHY_MAP_INSERT: &str = "Each shmkit write takes a robust process-shared pthread mutex \
-    (glibc's robust-list bookkeeping) and keeps an undo record so that a writer's death never tears an \
+const WHY_MAP_INSERT: &str = "Each shmkit write takes its stripe's process-shared lock (shmkit's \
+    owner-word lock, which names its holder) and keeps an undo record so that a writer's death never tears an \
     entry; std's and dashmap's locks do neither, and their tables live in private memory.";
 
 const WHY_MAP_GET: &str = "A shmkit get takes no lock but copies the slot under a seqlock \
