@@ -91,6 +91,13 @@ fn spec() -> Spec {
     }
 }
 
+/// Why a wait of a pipe end ended without news.
+enum Waited {
+    WouldBlock,
+    Timeout,
+    Corrupted(Error),
+}
+
 #[derive(Debug)]
 struct RawPipe {
     seg: Segment,
@@ -163,6 +170,80 @@ impl RawPipe {
         Ok(Arc::new(p))
     }
 
+    /// Impossible states of either direction as seen from `end` (which
+    /// sends on `end` and receives on `1 - end`), repaired where the right
+    /// stamp is certain, otherwise described, for `Corrupted`. Run at look
+    /// time (every `LOOK_EVERY` of waiting), so a garbage stamp never wedges
+    /// a pipe silently.
+    ///
+    /// Each direction has one sender and one receiver, each one thread at a
+    /// time, which claim and finish one position at a time: every position
+    /// before `head - 1` is committed, and every position before `tail - 1`
+    /// is released. So the stamp of the receiver's next position `tail` must
+    /// be `tail` (not written yet) or `tail + 1` (committed) and is certain
+    /// unless `tail == head - 1` (the sender may be writing it); the stamp of
+    /// the sender's next position `head` must be `head` (released) or
+    /// `head - cap + 1` (the last lap's message, not released yet) and is
+    /// certain unless `tail == head - cap + 1` (the receiver may be reading
+    /// that message).
+    fn impossible(&self, end: usize) -> Option<String> {
+        let cap = self.geometry.0;
+        for dir in [end, 1 - end] {
+            let ring = self.ring(dir);
+            let (head, tail) = ring.cursors();
+            let used = head.wrapping_sub(tail);
+            if used > cap {
+                return Some(format!(
+                    "pipe direction {dir}: {used} messages between its cursors (head {head}, \
+                     tail {tail}), more than its {cap} slots"
+                ));
+            }
+            // Checked from both ends: each end repairs what it can see.
+            let checks = [
+                // The receiver's next position.
+                (
+                    tail,
+                    [tail, tail.wrapping_add(1)],
+                    match used {
+                        0 => Some(tail),
+                        1 => None,
+                        _ => Some(tail.wrapping_add(1)),
+                    },
+                ),
+                // The sender's next position.
+                (
+                    head,
+                    [head, head.wrapping_sub(cap).wrapping_add(1)],
+                    match cap - used {
+                        0 => Some(head.wrapping_sub(cap).wrapping_add(1)),
+                        1 => None,
+                        _ => Some(head),
+                    },
+                ),
+            ];
+            for (pos, valid, certain) in checks {
+                let seq = &ring.slot(pos).seq;
+                let now = seq.load(Ordering::Acquire);
+                if valid.contains(&now) {
+                    continue;
+                }
+                match certain {
+                    Some(right) => {
+                        let _ =
+                            seq.compare_exchange(now, right, Ordering::AcqRel, Ordering::Relaxed);
+                    }
+                    None => {
+                        return Some(format!(
+                            "pipe direction {dir}: the slot of position {pos} has the impossible \
+                             stamp {now}; the message there may be lost"
+                        ));
+                    }
+                }
+            }
+        }
+        None
+    }
+
     fn peer_gone(&self, end: usize) -> bool {
         let e = &self.control().ends[1 - end];
         e.closed.load(Ordering::SeqCst) != 0
@@ -195,9 +276,9 @@ impl RawPipe {
     /// The failure path of every wait (the only place that reads the
     /// clock): looks whether the peer died if the last look is
     /// `LOOK_EVERY` old (then returns at once, for the caller to try
-    /// again), else fails as `wait` says (`Err(true)`: would block,
-    /// `Err(false)`: timed out) or sleeps on `word` until woken, `ready()`,
-    /// the deadline or the next look's time.
+    /// again; a look also repairs or reports impossible ring states), else
+    /// fails as `wait` says (would block, timed out) or sleeps on `word`
+    /// until woken, `ready()`, the deadline or the next look's time.
     fn wait_or_look(
         &self,
         end: usize,
@@ -206,15 +287,21 @@ impl RawPipe {
         seen: u32,
         wait: Wait,
         ready: impl Fn() -> bool,
-    ) -> std::result::Result<(), bool> {
+    ) -> std::result::Result<(), Waited> {
         let now = Instant::now();
         if self.looks.take_due(now) {
             self.check_peer(end);
+            if let Some(what) = self.impossible(end) {
+                return Err(Waited::Corrupted(Error::Corrupted {
+                    name: self.seg.id(),
+                    what,
+                }));
+            }
             return Ok(());
         }
         let until = match wait {
-            Wait::No => return Err(true),
-            Wait::Until(d) if d <= now => return Err(false),
+            Wait::No => return Err(Waited::WouldBlock),
+            Wait::Until(d) if d <= now => return Err(Waited::Timeout),
             Wait::Until(d) => d.min(self.looks.next_due()),
             Wait::Forever => self.looks.next_due(),
         };
@@ -459,8 +546,9 @@ impl Connection {
                     ring.can_send() || self.raw.peer_gone(self.end)
                 }) {
                 Ok(()) => {}
-                Err(true) => return Err(SendError::Full(())),
-                Err(false) => return Err(SendError::Timeout(())),
+                Err(Waited::WouldBlock) => return Err(SendError::Full(())),
+                Err(Waited::Timeout) => return Err(SendError::Timeout(())),
+                Err(Waited::Corrupted(e)) => return Err(SendError::Corrupted(e)),
             }
         };
         let max = self.max_message();
@@ -566,8 +654,9 @@ impl Connection {
                     ring.can_recv() || self.raw.peer_gone(self.end)
                 }) {
                 Ok(()) => {}
-                Err(true) => return Err(RecvError::Empty),
-                Err(false) => return Err(RecvError::Timeout),
+                Err(Waited::WouldBlock) => return Err(RecvError::Empty),
+                Err(Waited::Timeout) => return Err(RecvError::Timeout),
+                Err(Waited::Corrupted(e)) => return Err(RecvError::Corrupted(e)),
             }
         }
     }
@@ -617,12 +706,14 @@ impl Connection {
             if ready() {
                 return true;
             }
-            if self
+            match self
                 .raw
                 .wait_or_look(self.end, &w[0], &w[1], seen, wait, ready)
-                .is_err()
             {
-                return ready();
+                Ok(()) => {}
+                // `recv` then says what is wrong.
+                Err(Waited::Corrupted(_)) => return true,
+                Err(_) => return ready(),
             }
         }
     }

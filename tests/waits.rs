@@ -638,3 +638,102 @@ fn taking_over_a_pipe_end_killed_mid_send_skips_its_claim() {
     }
     assert!(mid_send > 0, "no kill landed mid-send in 10 rounds");
 }
+
+/// A named pipe of 4 slots (stride 64) and where its stamps live in the
+/// file: `stamp(dir, pos)` is the byte offset of the slot's sequence word.
+fn pipe_with_stamps() -> (
+    Connection,
+    Connection,
+    std::fs::File,
+    impl Fn(u64, u64) -> u64,
+) {
+    use std::os::unix::fs::FileExt;
+    let name = unique("pipe-garbage");
+    let (here, there) = Connection::builder()
+        .name(&name)
+        .capacity(4)
+        .max_message(48)
+        .create()
+        .unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!(
+            "/dev/shm/{}",
+            here.segment().name().unwrap().trim_start_matches('/')
+        ))
+        .unwrap();
+    let mut b = [0u8; 8];
+    file.read_exact_at(&mut b, 72).unwrap(); // the header's data offset
+    let data = u64::from_ne_bytes(b);
+    (here, there, file, move |dir, pos| {
+        data + dir * 4 * 64 + (pos % 4) * 64
+    })
+}
+
+fn write_stamp(file: &std::fs::File, at: u64, value: u64) {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(&value.to_ne_bytes(), at).unwrap();
+}
+
+/// Receives on `c` until a message arrives (the waits look for garbage every
+/// 50 ms); the watchdog catches a wedge.
+fn recv_soon(c: &mut Connection, what: &str) -> Result<u64, RecvError> {
+    until(what, || {
+        match c.recv_timeout::<u64>(Duration::from_millis(5)) {
+            Err(RecvError::Timeout) => None,
+            r => Some(r),
+        }
+    })
+}
+
+/// Garbage in a pipe's slot stamps: repaired where the right stamp is
+/// certain (a free slot, a committed one behind another, a released one,
+/// a full ring), reported as `Corrupted` with the segment's name where it is
+/// not (the only message in flight); never a silent wedge.
+#[test]
+fn garbage_in_a_pipes_stamps_is_repaired_or_reported() {
+    let _w = common::watchdog("pipe stamps: a send or receive wedged");
+    let (mut here, mut there, file, stamp) = pipe_with_stamps();
+    // Direction 0 carries here -> there. Lap the ring once first.
+    for v in 0..6u64 {
+        here.send(&v).unwrap();
+        assert_eq!(recv_soon(&mut there, "lap").unwrap(), v);
+    }
+    // A: nothing in flight (head == tail == 6): the free slot's stamp.
+    write_stamp(&file, stamp(0, 6), u64::MAX);
+    here.send(&60u64).unwrap(); // needs the stamp repaired first
+    assert_eq!(recv_soon(&mut there, "A").unwrap(), 60);
+    // B: two committed messages; the first one's stamp overwritten.
+    here.send(&70u64).unwrap();
+    here.send(&71u64).unwrap();
+    write_stamp(&file, stamp(0, 7), 3);
+    assert_eq!(recv_soon(&mut there, "B first").unwrap(), 70);
+    assert_eq!(recv_soon(&mut there, "B second").unwrap(), 71);
+    // D: a full ring; the oldest message's stamp overwritten.
+    for v in 80..84u64 {
+        here.send(&v).unwrap();
+    }
+    write_stamp(&file, stamp(0, 9), 0);
+    for v in 80..84u64 {
+        assert_eq!(recv_soon(&mut there, "D").unwrap(), v);
+    }
+    // E: one message in flight, the sender's next (released) slot scribbled.
+    here.send(&90u64).unwrap();
+    write_stamp(&file, stamp(0, 14), 12345);
+    here.send(&91u64).unwrap();
+    assert_eq!(recv_soon(&mut there, "E first").unwrap(), 90);
+    assert_eq!(recv_soon(&mut there, "E second").unwrap(), 91);
+    // C: the only message in flight, its stamp overwritten: the sender may
+    // still be writing it, so it is reported, with the segment's name.
+    here.send(&99u64).unwrap();
+    write_stamp(&file, stamp(0, 15), 7);
+    match recv_soon(&mut there, "C") {
+        Err(RecvError::Corrupted(e)) => {
+            let text = e.to_string();
+            let name = here.segment().name().unwrap().trim_start_matches('/');
+            assert!(text.contains(name) && text.contains("impossible"), "{text}");
+        }
+        other => panic!("C: {other:?}"),
+    }
+}

@@ -33,6 +33,10 @@ pub enum SendError<T> {
     /// on [`Sender::segment`](crate::queue::Sender::segment) gives the full
     /// error; recreate the queue.
     Truncated(T),
+    /// The shared state is impossible (a peer wrote garbage into it) and
+    /// cannot be repaired without risking a wrong message: the error says
+    /// where; recreate the queue or pipe.
+    Corrupted(Error),
 }
 
 impl<T> SendError<T> {
@@ -57,6 +61,7 @@ impl<T> fmt::Debug for SendError<T> {
             SendError::TooLarge { len, max } => write!(f, "TooLarge {{ len: {len}, max: {max} }}"),
             SendError::Encoding(e) => write!(f, "Encoding({e:?})"),
             SendError::Truncated(_) => f.write_str("Truncated(..)"),
+            SendError::Corrupted(e) => write!(f, "Corrupted({e:?})"),
         }
     }
 }
@@ -76,6 +81,7 @@ impl<T> fmt::Display for SendError<T> {
             ),
             SendError::Encoding(e) => write!(f, "{e}"),
             SendError::Truncated(_) => f.write_str(TRUNCATED),
+            SendError::Corrupted(e) => write!(f, "{e}"),
         }
     }
 }
@@ -104,6 +110,10 @@ pub enum RecvError {
     /// private zero pages where the cut slots were; what was received may be
     /// zeroes. Recreate the queue.
     Truncated,
+    /// The shared state is impossible (a peer wrote garbage into it) and
+    /// cannot be repaired without risking a wrong message: the error says
+    /// where; recreate the queue or pipe.
+    Corrupted(Error),
 }
 
 const TRUNCATED: &str = "another process shrank the queue's segment (ftruncate): this process \
@@ -120,6 +130,7 @@ impl fmt::Display for RecvError {
             ),
             RecvError::Invalid(e) => write!(f, "a message failed validation and was dropped: {e}"),
             RecvError::Truncated => f.write_str(TRUNCATED),
+            RecvError::Corrupted(e) => write!(f, "{e}"),
         }
     }
 }

@@ -260,6 +260,14 @@ impl<'a> Ring<'a> {
         self.slot(tail).seq.load(Ordering::SeqCst) == tail.wrapping_add(1)
     }
 
+    /// (head, tail): where senders claim next and receivers take next.
+    pub(crate) fn cursors(&self) -> (u64, u64) {
+        (
+            self.head.load(Ordering::SeqCst),
+            self.tail.load(Ordering::SeqCst),
+        )
+    }
+
     /// Messages committed or being written, not yet claimed by a receiver.
     pub(crate) fn len(&self) -> u64 {
         let tail = self.tail.load(Ordering::SeqCst);
