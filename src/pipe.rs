@@ -548,7 +548,7 @@ impl Connection {
                 Ok(()) => {}
                 Err(Waited::WouldBlock) => return Err(SendError::Full(())),
                 Err(Waited::Timeout) => return Err(SendError::Timeout(())),
-                Err(Waited::Corrupted(e)) => return Err(SendError::Corrupted(e)),
+                Err(Waited::Corrupted(e)) => return Err(SendError::Corrupted(Box::new(e))),
             }
         };
         let max = self.max_message();
@@ -656,7 +656,7 @@ impl Connection {
                 Ok(()) => {}
                 Err(Waited::WouldBlock) => return Err(RecvError::Empty),
                 Err(Waited::Timeout) => return Err(RecvError::Timeout),
-                Err(Waited::Corrupted(e)) => return Err(RecvError::Corrupted(e)),
+                Err(Waited::Corrupted(e)) => return Err(RecvError::Corrupted(Box::new(e))),
             }
         }
     }

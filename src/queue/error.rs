@@ -36,7 +36,7 @@ pub enum SendError<T> {
     /// The shared state is impossible (a peer wrote garbage into it) and
     /// cannot be repaired without risking a wrong message: the error says
     /// where; recreate the queue or pipe.
-    Corrupted(Error),
+    Corrupted(Box<Error>),
 }
 
 impl<T> SendError<T> {
@@ -113,7 +113,7 @@ pub enum RecvError {
     /// The shared state is impossible (a peer wrote garbage into it) and
     /// cannot be repaired without risking a wrong message: the error says
     /// where; recreate the queue or pipe.
-    Corrupted(Error),
+    Corrupted(Box<Error>),
 }
 
 const TRUNCATED: &str = "another process shrank the queue's segment (ftruncate): this process \
