@@ -151,19 +151,17 @@ fn chunked<R>(
     wait: Wait,
     mut claim: impl FnMut(Wait) -> std::result::Result<R, Stop>,
 ) -> std::result::Result<R, Halt> {
-    let deadline = match wait {
-        Wait::No => {
-            if seg.check().is_err() {
-                return Err(Halt::Truncated);
-            }
-            let r = claim(Wait::No);
-            if seg.check().is_err() {
-                return Err(Halt::Truncated);
-            }
-            return r.map_err(Halt::Ring);
-        }
-        Wait::Until(d) => Some(d),
-        Wait::Forever => None,
+    // First one try without waiting, which reads no clock (the common case
+    // of a queue that is neither full nor empty); checked after the claim:
+    // a cut found then is reported, the claim undone by the caller.
+    let first = claim(Wait::No);
+    if seg.check().is_err() {
+        return Err(Halt::Truncated);
+    }
+    let deadline = match (first, wait) {
+        (Err(Stop::WouldBlock), Wait::Until(d)) => Some(d),
+        (Err(Stop::WouldBlock), Wait::Forever) => None,
+        (r, _) => return r.map_err(Halt::Ring),
     };
     let mut chunk = CHUNK;
     loop {
