@@ -156,7 +156,7 @@ fn main() -> Result<(), Error> {
                 for _ in 0..100 {
                     // Python's `with sem:`; a process killed here gives its
                     // permit back (`acquire`/`release` count without that).
-                    let _permit = s.permit();
+                    let _permit = s.permit().unwrap();
                     let now = i.fetch_add(1) + 1;
                     mx.fetch_max(now);
                     i.fetch_sub(1);

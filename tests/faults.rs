@@ -78,7 +78,7 @@ fn rw_user((name, read): (String, bool)) {
 fn permit_holder(name: String) {
     let s = Semaphore::open(&name).unwrap();
     loop {
-        let both = (s.permit(), s.permit());
+        let both = (s.permit().unwrap(), s.permit().unwrap());
         std::hint::black_box(&both);
     }
 }

@@ -205,7 +205,7 @@ fn semaphore_bounds_concurrency_across_processes() {
         let s = Semaphore::open(&common::arg("S")).unwrap();
         let stats = Array::<u32>::open(&common::arg("STATS")).unwrap();
         for _ in 0..300 {
-            s.acquire();
+            s.acquire().unwrap();
             let inside = stats
                 .atomic(0)
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -404,7 +404,7 @@ fn rwlock_semaphore_barrier_holders_killed_are_released() {
             }
             "reader" => {
                 let _r = (l.read(), l.read());
-                let _p = (s.permit(), s.permit());
+                let _p = (s.permit().unwrap(), s.permit().unwrap());
                 e.set();
                 b.wait(); // arrives, never passes: killed
                 unreachable!("passed a barrier of 2 alone");
@@ -444,7 +444,7 @@ fn rwlock_semaphore_barrier_holders_killed_are_released() {
         common::sigkill(&mut child);
         *l.write() += 1;
         assert!(l.read_timeout(Duration::from_millis(1)).is_some());
-        let p = (s.permit(), s.permit());
+        let p = (s.permit().unwrap(), s.permit().unwrap());
         drop(p);
         assert_eq!(s.value(), 2);
         if role == "reader" {

@@ -617,3 +617,28 @@ fn a_pipe_survives_a_peer_truncating_it() {
         "poll said nothing"
     );
 }
+
+#[test]
+fn a_blocked_semaphore_acquire_ends_when_a_peer_cuts_it() {
+    if common::role().is_some() {
+        return truncate_child();
+    }
+    let _w = common::watchdog("a blocked acquire never ended after the cut");
+    let name = common::unique("tsem");
+    let s = Semaphore::builder().name(&name).create(0).unwrap();
+    std::thread::scope(|sc| {
+        let blocked = sc.spawn(|| s.acquire());
+        let permit = sc.spawn(|| s.permit().map(drop));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut peer = common::spawn(
+            "a_blocked_semaphore_acquire_ends_when_a_peer_cuts_it",
+            "truncate",
+            &[("PATHS", shm_path(&name)), ("LEN", "0".into())],
+        );
+        common::wait_ok(&mut peer);
+        // Nothing touches the cut pages but the waiters themselves.
+        for r in [blocked.join().unwrap(), permit.join().unwrap()] {
+            assert!(matches!(r, Err(Error::Truncated { .. })), "{r:?}");
+        }
+    });
+}

@@ -20,6 +20,10 @@ pub struct RawSemaphore {
     state: RobustState,
 }
 
+/// How often a blocked `acquire`/`permit` checks that the segment was not
+/// cut by a peer.
+const CUT_CHECK: Duration = Duration::from_secs(1);
+
 const VALUE: usize = 0;
 const MAX: usize = 1;
 
@@ -145,10 +149,10 @@ impl SemaphoreBuilder {
 /// # fn main() -> Result<(), shmkit::Error> {
 /// let s = shmkit::sync::Semaphore::new(1)?;
 /// {
-///     let _p = s.permit();
+///     let _p = s.permit()?;
 ///     assert!(s.try_permit().is_none());
 /// }
-/// s.acquire();
+/// s.acquire()?;
 /// assert!(!s.try_acquire());
 /// s.release().unwrap();
 /// # Ok(()) }
@@ -234,8 +238,19 @@ impl Semaphore {
 
     /// Takes a permit, blocking until one is available; it is given back
     /// when the permit is dropped, or if this thread dies holding it.
-    pub fn permit(&self) -> SemaphorePermit<'_> {
-        self.permit_until(None).expect("no deadline")
+    ///
+    /// # Errors
+    /// [`Error::Truncated`](crate::Error::Truncated) if another process cut
+    /// the semaphore's segment while we waited (its zero pages hold no
+    /// permits: without this the wait would never end); checked every second
+    /// of waiting.
+    pub fn permit(&self) -> Result<SemaphorePermit<'_>> {
+        loop {
+            if let Some(p) = self.permit_until(wait::deadline_after(CUT_CHECK)) {
+                return Ok(p);
+            }
+            self.segment().check()?;
+        }
     }
 
     /// [`permit`](Self::permit) if one is available now.
@@ -257,8 +272,17 @@ impl Semaphore {
 
     /// Takes a permit, blocking until one is available (not recorded: see
     /// the type's docs).
-    pub fn acquire(&self) {
-        self.state().wait_for(None, take_plain, reap);
+    ///
+    /// # Errors
+    /// [`Error::Truncated`](crate::Error::Truncated), as for
+    /// [`permit`](Self::permit).
+    pub fn acquire(&self) -> Result<()> {
+        loop {
+            if self.acquire_timeout(CUT_CHECK) {
+                return Ok(());
+            }
+            self.segment().check()?;
+        }
     }
 
     /// Takes a permit if one is available now.
@@ -325,14 +349,14 @@ mod tests {
     #[test]
     fn permits_come_back_on_drop_and_from_dead_threads() {
         let s = Semaphore::bounded(2).unwrap();
-        let p = s.permit();
+        let p = s.permit().unwrap();
         assert_eq!(s.value(), 1);
         drop(p);
         assert_eq!(s.value(), 2);
         // A thread that ends holding a permit (its guard leaked) is dead: a
         // waiter gives its permits back.
         std::thread::scope(|sc| {
-            sc.spawn(|| std::mem::forget((s.permit(), s.permit())));
+            sc.spawn(|| std::mem::forget((s.permit().unwrap(), s.permit().unwrap())));
         });
         assert_eq!(s.value(), 0);
         let p = s
@@ -360,7 +384,7 @@ mod tests {
     fn release_wakes_a_blocked_thread() {
         let s = Semaphore::new(0).unwrap();
         let s2 = s.clone();
-        let t = std::thread::spawn(move || s2.acquire());
+        let t = std::thread::spawn(move || s2.acquire().unwrap());
         std::thread::sleep(Duration::from_millis(20));
         s.release().unwrap();
         t.join().unwrap();
