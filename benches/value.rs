@@ -178,7 +178,8 @@ fn increments(c: &mut Criterion) {
     g.bench_function("6-std-mutex-u64-2-threads", |b| {
         b.iter_custom(|n| two_threads(n, &|| *guarded.lock().unwrap() += 1))
     });
-    assert!(counter.load(Ordering::SeqCst) > 0 && *guarded.lock().unwrap() > 0);
+    // (Not asserted: a filter that skips these rows leaves them at 0.)
+    black_box((counter.load(Ordering::SeqCst), *guarded.lock().unwrap()));
     g.finish();
 }
 

@@ -49,7 +49,7 @@
 
 use crate::error::{Error, Result};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
-use crate::sync::mutex::{Acquired, RawMutex};
+use crate::sync::mutex::{Acquired, LINE_REST, RawMutex};
 use bytemuck::{Pod, Zeroable};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -135,6 +135,8 @@ struct Slot<K, V> {
 #[repr(C, align(64))]
 struct Stripe {
     lock: RawMutex,
+    /// The lock keeps its cache line (sleepers wait on the words below).
+    _lock_line: [u8; LINE_REST],
     /// Odd while a writer changes the stripe.
     seq: AtomicU64,
     /// Live entries.
@@ -218,6 +220,7 @@ fn spec<K, V>(opts: &RegionOptions) -> Spec {
         ty: TypeInfo::tagged::<u8>(opts.tag.as_deref().unwrap_or(tag)),
         control_size: size_of::<MapControl>() as u64,
         control_align: align_of::<MapControl>() as u64,
+        data_align: crate::region::MIN_ALIGN,
     }
 }
 

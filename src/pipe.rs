@@ -88,6 +88,7 @@ fn spec() -> Spec {
         ty: TypeInfo::tagged::<u8>(TAG),
         control_size: size_of::<PipeControl>() as u64,
         control_align: align_of::<PipeControl>() as u64,
+        data_align: crate::region::MIN_ALIGN,
     }
 }
 

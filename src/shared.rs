@@ -4,8 +4,8 @@
 //! none (raw).
 
 use crate::error::{Error, Result};
-use crate::region::{Kind, RegionOptions, Segment};
-use crate::sync::mutex::{RawMutex, init_mutex, spec_of};
+use crate::region::{Kind, RegionOptions, Segment, Spec};
+use crate::sync::mutex::{RawMutex, init_mutex, packed_spec_of, spec_of};
 use crate::sync::{Lock, Mutex};
 use bytemuck::Pod;
 use std::marker::PhantomData;
@@ -30,14 +30,28 @@ const MODE_OWN: u32 = 1;
 const MODE_EXTERNAL: u32 = 2;
 const LOCK_NAME_LEN: usize = 256;
 
-/// The control block of a Value/Array region.
-#[repr(C, align(64))]
+/// The control block of a Value/Array region. The lock comes last, so that
+/// a single value follows it in the same cache line (see [`spec`]).
+#[repr(C)]
 #[derive(Debug)]
 pub struct DataControl {
-    /// The own lock (initialised in every mode, used in `MODE_OWN`).
-    mutex: RawMutex,
     /// The external lock's POSIX name, NUL-padded (`MODE_EXTERNAL`).
     lock_name: [u8; LOCK_NAME_LEN],
+    /// The own lock (initialised in every mode, used in `MODE_OWN`).
+    mutex: RawMutex,
+}
+
+/// Where the own lock is in the control block.
+pub(crate) const LOCK_OFFSET: usize = std::mem::offset_of!(DataControl, mutex);
+
+/// A Value's data shares the lock's cache line; an Array's elements start on
+/// a line of their own (users may rely on that for SIMD loads).
+fn spec<T>(kind: Kind, mode: u32, opts: &RegionOptions) -> Spec {
+    if kind == Kind::Value {
+        packed_spec_of::<T>(kind, mode, opts, std::mem::size_of::<DataControl>())
+    } else {
+        spec_of::<DataControl, T>(kind, mode, opts)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -109,9 +123,10 @@ impl<T: Pod> Shared<T> {
                          processes opening the region can open its lock",
             });
         }
-        let spec = spec_of::<DataControl, T>(kind, mode, opts);
+        let spec = spec::<T>(kind, mode, opts);
         let init_region = |c: *mut u8, d: *mut u8| {
-            init_mutex(c)?;
+            // SAFETY: the control block holds a DataControl (the spec).
+            init_mutex(unsafe { c.add(LOCK_OFFSET) })?;
             let ctl = c.cast::<DataControl>();
             let mut name = [0u8; LOCK_NAME_LEN];
             if let Some(n) = &lock_name {
@@ -146,7 +161,7 @@ impl<T: Pod> Shared<T> {
     }
 
     pub(crate) fn open(opts: &RegionOptions, kind: Kind, count: Option<u64>) -> Result<Self> {
-        let spec = spec_of::<DataControl, T>(kind, 0, opts);
+        let spec = spec::<T>(kind, 0, opts);
         Self::attach(Segment::open(opts, &spec, count)?, opts)
     }
 
@@ -156,7 +171,7 @@ impl<T: Pod> Shared<T> {
         kind: Kind,
         count: Option<u64>,
     ) -> Result<Self> {
-        let spec = spec_of::<DataControl, T>(kind, 0, opts);
+        let spec = spec::<T>(kind, 0, opts);
         Self::attach(Segment::from_fd(fd, opts, &spec, count)?, opts)
     }
 
@@ -205,9 +220,11 @@ impl<T: Pod> Shared<T> {
     pub(crate) fn raw_lock(&self) -> Option<&RawMutex> {
         match &self.lock {
             LockRef::None => None,
-            // SAFETY: the control block is an initialised DataControl whose
-            // first field is the RawMutex.
-            LockRef::Own => Some(unsafe { &*self.seg.control_ptr().cast::<RawMutex>() }),
+            // SAFETY: the control block is an initialised DataControl with
+            // its RawMutex at LOCK_OFFSET.
+            LockRef::Own => {
+                Some(unsafe { &*self.seg.control_ptr().add(LOCK_OFFSET).cast::<RawMutex>() })
+            }
             LockRef::External(l) => Some(l.raw()),
         }
     }
@@ -230,5 +247,38 @@ impl<T: Pod> Shared<T> {
 
     pub(crate) fn segment(&self) -> &Segment {
         &self.seg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn data_control_layout() {
+        assert_eq!(offset_of!(DataControl, lock_name), 0);
+        assert_eq!(LOCK_OFFSET, 256);
+        assert_eq!(size_of::<DataControl>(), 272);
+    }
+
+    /// A locked Value's data shares the cache line of its lock; an Array's
+    /// elements start on a line of their own.
+    #[test]
+    fn value_data_shares_the_lock_line_array_data_does_not() {
+        let opts = RegionOptions::default();
+        let v = Shared::<u64>::create(&opts, Kind::Value, LockChoice::Own, 1, |d| {
+            // SAFETY: the unpublished data area holds one u64.
+            unsafe { d.write(7) }
+        })
+        .unwrap();
+        let lock = v.raw_lock().unwrap() as *const RawMutex as usize;
+        let data = v.seg.data_ptr() as usize;
+        assert_eq!(lock % 64, 0, "the lock starts a cache line");
+        assert_eq!(data, lock + size_of::<RawMutex>());
+        let a = Shared::<u64>::create(&opts, Kind::Array, LockChoice::Own, 4, |_| {}).unwrap();
+        assert_eq!(a.seg.data_ptr() as usize % 64, 0);
+        let lock = a.raw_lock().unwrap() as *const RawMutex as usize;
+        assert!(a.seg.data_ptr() as usize >= lock + 64);
     }
 }

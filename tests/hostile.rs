@@ -286,21 +286,22 @@ fn garbage_in_lock_words_while_processes_use_them() {
     let rw = RwLock::<u64>::builder().name(&rn).create(0).unwrap();
     let sem = Semaphore::builder().name(&sn).create_bounded(2, 2).unwrap();
     let bar = Barrier::builder().name(&bn).create(2).unwrap();
-    // The lock words: the first 16 bytes of the mutex's and the value's
-    // control blocks, and of the map's (one) stripe at the start of its
-    // data area; the whole robust state (lock, journal, cells, holders) of
-    // the RwLock, Semaphore and Barrier.
+    // The lock words: the first 16 bytes of the mutex's control block, the
+    // last 16 of the value's (its lock ends the block, its data follows in
+    // the same cache line), and of the map's (one) stripe at the start of
+    // its data area; the whole robust state (lock, journal, cells, holders)
+    // of the RwLock, Semaphore and Barrier.
     let targets: Vec<(SegmentFile, u64, u64)> = vec![
-        (SegmentFile::of(&mn), 56, 16),
-        (SegmentFile::of(&vn), 56, 16),
-        (SegmentFile::of(&dn), 72, 16),
-        (SegmentFile::of(&rn), 56, 1280),
-        (SegmentFile::of(&sn), 56, 1280),
-        (SegmentFile::of(&bn), 56, 1280),
+        (SegmentFile::of(&mn), 56, 0, 16),
+        (SegmentFile::of(&vn), 56, 256, 16),
+        (SegmentFile::of(&dn), 72, 0, 16),
+        (SegmentFile::of(&rn), 56, 0, 1280),
+        (SegmentFile::of(&sn), 56, 0, 1280),
+        (SegmentFile::of(&bn), 56, 0, 1280),
     ]
     .into_iter()
-    .map(|(s, field, len)| {
-        let at = header_field(&s, field);
+    .map(|(s, field, offset, len)| {
+        let at = header_field(&s, field) + offset;
         (s, at, len)
     })
     .collect();

@@ -74,6 +74,7 @@ fn spec(opts: &RegionOptions, tag: &str, flags: u64) -> Spec {
         ty: TypeInfo::tagged::<u8>(opts.tag.as_deref().unwrap_or(tag)),
         control_size: size_of::<QueueControl>() as u64,
         control_align: align_of::<QueueControl>() as u64,
+        data_align: crate::region::MIN_ALIGN,
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// The first eight bytes of every shmkit segment: `b"shmkit\0\x01"`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"shmkit\0\x01");
 /// The layout version this build reads and writes.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// The value of the ready word once the creator has published the region.
 pub(crate) const READY: u32 = 0x5245_4459; // "REDY"
 /// Header size; the control block starts at or after this offset.
@@ -85,10 +85,14 @@ pub(crate) struct Spec {
     pub(crate) ty: TypeInfo,
     pub(crate) control_size: u64,
     pub(crate) control_align: u64,
+    /// The least alignment of the first element: [`MIN_ALIGN`] (a cache
+    /// line) for arrays; smaller for a single value that shares the cache
+    /// line of the lock ending the control block.
+    pub(crate) data_align: u64,
 }
 
 /// Control blocks and element arrays start on a cache-line boundary at least.
-const MIN_ALIGN: u64 = 64;
+pub(crate) const MIN_ALIGN: u64 = 64;
 
 fn align_up(x: u64, a: u64) -> Option<u64> {
     debug_assert!(a.is_power_of_two());
@@ -101,7 +105,7 @@ impl Spec {
         let control_offset = align_up(HEADER_SIZE as u64, self.control_align.max(MIN_ALIGN))?;
         let data_offset = align_up(
             control_offset.checked_add(self.control_size)?,
-            self.ty.align.max(MIN_ALIGN),
+            self.ty.align.max(self.data_align).max(1),
         )?;
         let total_len = data_offset.checked_add(self.ty.size.checked_mul(count)?)?;
         // A mapping must fit in the address space.
@@ -337,6 +341,7 @@ mod tests {
             ty: TypeInfo::of::<u64>(),
             control_size: 64,
             control_align: 64,
+            data_align: MIN_ALIGN,
         }
     }
 

@@ -210,10 +210,10 @@ fn users_of(meta: &Metadata, scan: &proc::MapScan) -> Users {
     Users { pids, unknown }
 }
 
-/// The lock at the start of a control block.
-fn lock_at(file: &File, control: u64) -> Option<LockFigures> {
+/// The lock at offset `at` of the file.
+fn lock_at(file: &File, at: u64) -> Option<LockFigures> {
     let mut b = [0u8; 16];
-    file.read_exact_at(&mut b, control).ok()?;
+    file.read_exact_at(&mut b, at).ok()?;
     let (owner, poisoned) = crate::sync::mutex::state_from_bytes(&b);
     let tid = (owner >> 32) as u32;
     let alive = owner != 0 && crate::sync::identity::alive(owner);
@@ -273,7 +273,9 @@ fn read(
     let lock = match kind {
         Some(Kind::Mutex | Kind::Condition) => lock_at(file, control),
         // Lock mode 1: the value's own lock leads its control block.
-        Some(Kind::Value | Kind::Array) if flags == 1 => lock_at(file, control),
+        Some(Kind::Value | Kind::Array) if flags == 1 => {
+            lock_at(file, control + crate::shared::LOCK_OFFSET as u64)
+        }
         _ => None,
     };
     Ok(SegmentInfo {

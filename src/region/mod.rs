@@ -12,8 +12,8 @@ mod inspect;
 mod options;
 mod segment;
 
-pub(crate) use header::Spec;
 pub use header::{HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
+pub(crate) use header::{MIN_ALIGN, Spec};
 pub use inspect::{
     CleanOptions, CleanReport, Listing, LockFigures, MapFigures, QueueFigures, SegmentInfo,
     Skipped, Users, clean, cleanup_stale, cleanup_stale_matching, inspect_segment, list,

@@ -10,7 +10,7 @@
 use crate::error::Result;
 use crate::region::{Kind, RegionOptions, Segment};
 use crate::sync::mutex::{
-    LockResult, MutexGuard, OwnerDied, RawMutex, finish, init_mutex, spec_of,
+    LINE_REST, LockResult, MutexGuard, OwnerDied, RawMutex, finish, init_mutex, spec_of,
 };
 use crate::sync::wait;
 use crate::sys::futex;
@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct RawCondition {
     mutex: RawMutex,
+    /// The lock keeps its cache line (sleepers wait on the words below).
+    _lock_line: [u8; LINE_REST],
     /// Bumped by every notify (the futex word).
     seq: AtomicU32,
     waiters: AtomicU32,

