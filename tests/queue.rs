@@ -569,3 +569,73 @@ fn an_elapsed_timeout_is_timeout_even_when_zero() {
         assert_eq!(rx.recv().unwrap(), 2);
     }
 }
+
+/// Each child sends, then at once tries to receive: its own send has
+/// returned, so the queue is not empty and `try_recv` must not say `Empty`.
+/// Returns how many times it did.
+fn send_then_try_recv((tx, rx, count): (Sender<u64>, Receiver<u64>, u64)) -> u64 {
+    let mut empties = 0;
+    for i in 0..count {
+        tx.send(i).unwrap();
+        match rx.try_recv() {
+            Ok(_) => {}
+            Err(RecvError::Empty) => empties += 1,
+            Err(e) => panic!("try_recv: {e}"),
+        }
+    }
+    empties
+}
+
+/// crossbeam-channel's `linearizable` test (tests/array.rs: 4 threads, a
+/// channel of capacity 4, send then `try_recv().unwrap()`), run across 4
+/// processes. Before `try_recv` waited for in-flight sends it reported
+/// `Empty` when another process had claimed the slot ahead but not yet
+/// committed (about 1 in 25,000 on this 2-core machine).
+#[test]
+fn try_recv_is_linearizable_across_processes() {
+    const PROCS: usize = 4;
+    const COUNT: u64 = 10_000;
+    let q = Queue::<u64>::builder().capacity(4).create().unwrap();
+    let children: Vec<Process<u64>> = (0..PROCS)
+        .map(|_| {
+            Builder::new()
+                .daemon(true)
+                .spawn(
+                    send_then_try_recv,
+                    (q.sender().unwrap(), q.receiver().unwrap(), COUNT),
+                )
+                .unwrap()
+        })
+        .collect();
+    let empties: Vec<u64> = children.into_iter().map(join).collect();
+    assert_eq!(
+        empties,
+        vec![0; PROCS],
+        "try_recv said Empty after a send returned"
+    );
+}
+
+#[test]
+fn iterators_blocking_non_blocking_and_for_loop() {
+    let (tx, rx) = queue::bounded::<u32>(8).unwrap();
+    assert_eq!(
+        rx.try_iter().count(),
+        0,
+        "nothing ready: try_iter ends at once"
+    );
+    for i in 0..5 {
+        tx.send(i).unwrap();
+    }
+    assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    for i in 5..8 {
+        tx.send(i).unwrap();
+    }
+    drop(tx);
+    // `for in &rx` blocks for each message and ends at disconnection.
+    let mut got = Vec::new();
+    for v in &rx {
+        got.push(v);
+    }
+    assert_eq!(got, vec![5, 6, 7]);
+    assert_eq!(rx.iter().next(), None);
+}

@@ -494,6 +494,20 @@ impl<T: Pod> Receiver<T> {
     }
 
     /// Receives a message if one is ready now.
+    ///
+    /// Linearizable, as crossbeam's: once a `send` has returned in any
+    /// process, a `try_recv` that starts after it does not report
+    /// [`RecvError::Empty`] because an *earlier* send (claimed, still
+    /// copying) has not committed yet — it waits for that commit. That wait
+    /// ends when the sender commits, when the sender is found dead (its claim
+    /// is skipped), or after 100 ms (a slot a live sender holds open with
+    /// [`Sender::reserve`]); only then can it report `Empty` with messages
+    /// behind the open slot.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Empty`] when nothing is ready, [`RecvError::Disconnected`]
+    /// once every sender is gone and the queue is drained.
     pub fn try_recv(&self) -> std::result::Result<T, RecvError> {
         self.recv_until(Wait::No)
     }
@@ -519,9 +533,54 @@ impl<T: Pod> Receiver<T> {
         Ok(self.guard(c))
     }
 
-    /// An iterator of received messages, ending at disconnection.
-    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        std::iter::from_fn(move || self.recv().ok())
+    /// A blocking iterator of received messages: it waits for each and ends
+    /// when the queue is disconnected and drained (or on any other receive
+    /// error), as crossbeam's `Receiver::iter`. `for msg in &rx` does the same.
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { receiver: self }
+    }
+
+    /// An iterator of the messages ready now: it never waits and ends at the
+    /// first [`try_recv`](Self::try_recv) that fails, as crossbeam's
+    /// `Receiver::try_iter`.
+    pub fn try_iter(&self) -> TryIter<'_, T> {
+        TryIter { receiver: self }
+    }
+}
+
+/// The blocking iterator of [`Receiver::iter`] (and of `for msg in &rx`).
+#[derive(Debug)]
+#[must_use = "iterators are lazy and do nothing unless consumed"]
+pub struct Iter<'a, T: Pod> {
+    receiver: &'a Receiver<T>,
+}
+
+impl<T: Pod> Iterator for Iter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.receiver.recv().ok()
+    }
+}
+
+/// The non-blocking iterator of [`Receiver::try_iter`].
+#[derive(Debug)]
+#[must_use = "iterators are lazy and do nothing unless consumed"]
+pub struct TryIter<'a, T: Pod> {
+    receiver: &'a Receiver<T>,
+}
+
+impl<T: Pod> Iterator for TryIter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.receiver.try_recv().ok()
+    }
+}
+
+impl<'a, T: Pod> IntoIterator for &'a Receiver<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
     }
 }
 

@@ -67,7 +67,7 @@ mod error;
 pub(crate) mod looks;
 pub(crate) mod raw;
 
-pub use endpoints::{ArchivedGuard, Receiver, RecvGuard, SendSlot, Sender};
+pub use endpoints::{ArchivedGuard, Iter, Receiver, RecvGuard, SendSlot, Sender, TryIter};
 pub use error::{RecvError, SendError};
 
 use crate::error::{Error, Result};

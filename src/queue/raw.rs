@@ -17,7 +17,7 @@ use crate::sync::wait::Backoff;
 use crate::sys::{futex, proc};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How many times a receiver looks again at a disconnected queue that seems
 /// to hold something before it concludes (see `claim_recv`).
@@ -66,6 +66,12 @@ impl Geometry {
         (size_of::<SlotHeader>() as u64 + self.max_len).next_multiple_of(64)
     }
 }
+
+/// How long a `try_` receive waits for a send that has claimed the next
+/// slot but not yet committed it (linearizability, as in crossbeam); a live
+/// sender copies within microseconds, so only a slot held open with
+/// `reserve`, a sender stopped mid-copy, or scribbled cursors wait this long.
+const IN_FLIGHT_WAIT: Duration = Duration::from_millis(100);
 
 fn spec(opts: &RegionOptions, tag: &str, flags: u64) -> Spec {
     Spec {
@@ -463,6 +469,8 @@ impl RawQueue {
         // by a peer (a slot that looks ready but cannot be claimed) would
         // make it endless.
         let mut last_looks = 0;
+        // When a `try_` receive started waiting for an in-flight send.
+        let mut in_flight_until = None;
         loop {
             if c.state.0.orphan_count.load(Ordering::SeqCst) > 0
                 && let Some(claim) = self.take_orphan(entry)
@@ -504,14 +512,32 @@ impl RawQueue {
                     }
                 }
             }
-            if wait != Wait::No && backoff.spin() {
+            // Linearizable `try_recv`, as crossbeam's: a sender has claimed
+            // the next slot but not committed it yet (its `send` has not
+            // returned, but a later one may have), so the queue is not empty:
+            // wait for that commit instead of reporting `Empty`. The wait is
+            // bounded by dead-peer detection (a dead sender's claim becomes a
+            // skip at the next look) and by the sender's own copy; a slot a
+            // live sender holds open with `reserve` is waited for too, for at
+            // most IN_FLIGHT_WAIT (a `try_` call must not block on a peer
+            // that keeps a slot open, nor on cursors a peer scribbled).
+            let this_wait = if wait == Wait::No && ring.send_in_flight() {
+                Wait::Until(*in_flight_until.get_or_insert_with(|| Instant::now() + IN_FLIGHT_WAIT))
+            } else {
+                wait
+            };
+            if this_wait != Wait::No && backoff.spin() {
                 continue;
             }
-            self.wait_or_look(&w.items, &w.recv_waiters, seen, wait, || {
+            let waited = self.wait_or_look(&w.items, &w.recv_waiters, seen, this_wait, || {
                 ring.can_recv()
                     || self.recv_disconnected()
                     || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
-            })?;
+            });
+            match waited {
+                Err(Stop::Timeout) if wait == Wait::No => return Err(Stop::WouldBlock),
+                other => other?,
+            }
         }
     }
 

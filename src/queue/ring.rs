@@ -268,6 +268,14 @@ impl<'a> Ring<'a> {
         )
     }
 
+    /// Whether a sender has claimed a slot that no receiver has taken yet
+    /// (committed or still being written): the queue is not empty in the
+    /// linearizable sense, though the next slot may not be ready.
+    pub(crate) fn send_in_flight(&self) -> bool {
+        let (head, tail) = self.cursors();
+        head != tail
+    }
+
     /// Messages committed or being written, not yet claimed by a receiver.
     pub(crate) fn len(&self) -> u64 {
         let tail = self.tail.load(Ordering::SeqCst);
