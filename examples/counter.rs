@@ -20,7 +20,7 @@ const PROCESSES: usize = 4;
 const ADDS: u64 = 100_000;
 
 fn main() -> Result<(), Error> {
-    let atomic = Value::new(0u64)?; // lock-free fetch_add
+    let atomic = Value::<u64>::builder().unlocked().create(0)?; // lock=False: lock-free fetch_add
     let locked = Value::new(0i64)?; // Value('l', 0): its own robust lock
     let my_lock = Lock::new(())?;
     let size_counter = Value::<i64>::builder()

@@ -11,7 +11,7 @@ fn fill(a: Array<f64>) -> usize {
 
 fn main() -> Result<(), shmkit::Error> {
     let counter = Value::new(0u64)?; // Python: Value('l', 0)
-    counter.fetch_add(1); // lock-free, across processes
+    counter.fetch_add(1); // atomic, across processes (lock-free if .unlocked())
     *counter.lock()? += 1; // under its robust lock
 
     let a = Array::<f64>::builder().name("frames").create(1 << 20)?;

@@ -82,7 +82,8 @@ fn main() -> Result<(), Error> {
     );
 
     println!("\n== 1. Shared counters (Python's Value) ==");
-    let counter = Value::new(0u64)?;
+    // lock=False: lock-free atomics (a locked Value's atomics take its lock).
+    let counter = Value::<u64>::builder().unlocked().create(0)?;
     let t = Instant::now();
     let children = (0..2)
         .map(|_| process::spawn(increment_million, counter.clone()))
@@ -141,8 +142,8 @@ fn main() -> Result<(), Error> {
     println!("\n== 4. Barrier and Semaphore across 4 processes ==");
     let barrier = Barrier::new(4)?;
     let sem = Semaphore::new(2)?;
-    let inside = Value::new(0u32)?;
-    let max_inside = Value::new(0u32)?;
+    let inside = Value::<u32>::builder().unlocked().create(0)?;
+    let max_inside = Value::<u32>::builder().unlocked().create(0)?;
     let children: Vec<_> = (0..4)
         .map(|_| {
             let (b, s, i, mx) = (

@@ -220,9 +220,9 @@ impl<T: Pod> Shared<T> {
     pub(crate) fn raw_lock(&self) -> Option<&RawMutex> {
         match &self.lock {
             LockRef::None => None,
-            // SAFETY: the control block is an initialised DataControl with
-            // its RawMutex at LOCK_OFFSET.
             LockRef::Own => {
+                // SAFETY: the control block is an initialised DataControl
+                // with its RawMutex at LOCK_OFFSET.
                 Some(unsafe { &*self.seg.control_ptr().add(LOCK_OFFSET).cast::<RawMutex>() })
             }
             LockRef::External(l) => Some(l.raw()),

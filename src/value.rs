@@ -16,8 +16,11 @@ use std::time::Duration;
 /// [`Lock`] you pass, or by nothing (raw).
 ///
 /// For integers, the atomic operations ([`fetch_add`](Self::fetch_add), ...)
-/// work whatever the lock choice and cost what the hardware costs.
-///
+/// work whatever the lock choice. On a value created
+/// [`unlocked`](ValueBuilder::unlocked) they are lock-free and cost what the
+/// hardware costs; on a locked value each takes the lock, so that it never
+/// races with a [`lock`](Self::lock) guard's plain `&mut T` in another thread
+/// or process (the two are exclusive by construction).
 ///
 /// # Truncation by a peer
 /// A process that may open a named or file-backed segment can `ftruncate` it.
@@ -30,20 +33,22 @@ use std::time::Duration;
 /// [`Segment::check`]) returns [`Error::Truncated`](crate::Error::Truncated);
 /// the operations that return `LockResult` cannot carry that error, so call
 /// `check` after work that must not be lost. Recreate the object.
-/// Anonymous (memfd) regions are sealed and cannot be shrunk. Not yet
-/// survived: a cut that lands *during* a lock or unlock of a lock on a cut
-/// page (glibc's robust mutex reads its list links from that page half way
-/// through: SIGSEGV or a panic), and blocking waits of the `src/sync` locks
-/// on a cut page; lock-free access (the atomics) and operations after the
-/// cut are survived.
+/// Anonymous (memfd) regions are sealed and cannot be shrunk. The lock's
+/// own words on a cut page read as zero afterwards: a free, clean lock that
+/// is private to this process.
+///
 /// # Examples
 /// ```
 /// # fn main() -> Result<(), shmkit::Error> {
 /// use shmkit::Value;
 /// let counter = Value::new(0u64)?;          // Python: Value('l', 0)
-/// counter.fetch_add(1);                      // lock-free
+/// counter.fetch_add(1);                      // atomic (takes the lock)
 /// *counter.lock()? += 1;                     // under the lock
 /// assert_eq!(counter.get()?, 2);
+///
+/// let hits = Value::<u64>::builder().unlocked().create(0)?; // lock=False
+/// hits.fetch_add(1);                         // lock-free
+/// assert_eq!(hits.as_atomic().load(std::sync::atomic::Ordering::Relaxed), 1);
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -236,63 +241,96 @@ impl<T: Pod> Value<T> {
 
 impl<T: AtomicInt> Value<T> {
     /// The value as a std atomic (`&AtomicU64` for `u64`, ...), for any
-    /// operation and ordering. Lock-free, whatever the lock choice; do not mix
-    /// with non-atomic access under the lock at the same time.
+    /// operation and ordering, lock-free.
+    ///
+    /// # Panics
+    /// If the value has a lock (the default): a `&mut T` from
+    /// [`lock`](Self::lock) and a lock-free atomic on the same memory would
+    /// race. Create it [`unlocked`](ValueBuilder::unlocked) (Python's
+    /// `lock=False`) for lock-free atomics; a locked value's atomic methods
+    /// ([`fetch_add`](Self::fetch_add), ...) take its lock instead.
     pub fn as_atomic(&self) -> &T::Atomic {
-        // SAFETY: the data is one T at a 64-byte-aligned offset in a mapping
-        // that lives as long as `self`; T and its atomic have equal layout.
+        assert!(
+            self.inner.raw_lock().is_none(),
+            "shmkit: as_atomic() on a Value with a lock would race with lock(); \
+             create the value with .unlocked() for lock-free atomics"
+        );
+        self.atomic_ref()
+    }
+
+    fn atomic_ref(&self) -> &T::Atomic {
+        // SAFETY: the data is one T, aligned to 8 at least (its layout), in
+        // a mapping that lives as long as `self`; T and its atomic have equal
+        // layout and alignment.
         unsafe { T::atomic_from_ptr(self.inner.data()) }
+    }
+
+    /// Runs one atomic operation: lock-free on an unlocked value; under the
+    /// value's lock otherwise, so that it never races with a
+    /// [`lock`](Self::lock) guard's plain `&mut T` (the two modes exclude
+    /// each other by construction). A poisoned lock does not stop it: the
+    /// operation is atomic on its own.
+    ///
+    /// # Panics
+    /// If this thread holds the value's lock (use the guard instead).
+    fn atomically<R>(&self, op: impl FnOnce(&T::Atomic) -> R) -> R {
+        match self.inner.raw_lock() {
+            None => op(self.atomic_ref()),
+            Some(lock) => {
+                let _how = lock.lock();
+                let r = op(self.atomic_ref());
+                // SAFETY: this thread took the lock just above.
+                unsafe { lock.unlock() };
+                r
+            }
+        }
     }
 
     /// Atomic load (SeqCst).
     pub fn load(&self) -> T {
-        T::load(self.as_atomic(), Ordering::SeqCst)
+        self.atomically(|a| T::load(a, Ordering::SeqCst))
     }
     /// Atomic store (SeqCst).
     pub fn store(&self, v: T) {
-        T::store(self.as_atomic(), v, Ordering::SeqCst)
+        self.atomically(|a| T::store(a, v, Ordering::SeqCst))
     }
     /// Atomic swap (SeqCst); returns the previous value.
     pub fn swap(&self, v: T) -> T {
-        T::swap(self.as_atomic(), v, Ordering::SeqCst)
+        self.atomically(|a| T::swap(a, v, Ordering::SeqCst))
     }
     /// Atomic wrapping add (SeqCst); returns the previous value.
     pub fn fetch_add(&self, v: T) -> T {
-        T::fetch_add(self.as_atomic(), v, Ordering::SeqCst)
+        self.atomically(|a| T::fetch_add(a, v, Ordering::SeqCst))
     }
     /// Atomic wrapping subtract (SeqCst); returns the previous value.
     pub fn fetch_sub(&self, v: T) -> T {
-        T::fetch_sub(self.as_atomic(), v, Ordering::SeqCst)
+        self.atomically(|a| T::fetch_sub(a, v, Ordering::SeqCst))
     }
     /// Atomic and (SeqCst); returns the previous value.
     pub fn fetch_and(&self, v: T) -> T {
-        T::fetch_and(self.as_atomic(), v, Ordering::SeqCst)
+        self.atomically(|a| T::fetch_and(a, v, Ordering::SeqCst))
     }
     /// Atomic or (SeqCst); returns the previous value.
     pub fn fetch_or(&self, v: T) -> T {
-        T::fetch_or(self.as_atomic(), v, Ordering::SeqCst)
+        self.atomically(|a| T::fetch_or(a, v, Ordering::SeqCst))
     }
     /// Atomic xor (SeqCst); returns the previous value.
     pub fn fetch_xor(&self, v: T) -> T {
-        T::fetch_xor(self.as_atomic(), v, Ordering::SeqCst)
+        self.atomically(|a| T::fetch_xor(a, v, Ordering::SeqCst))
     }
     /// Atomic max (SeqCst); returns the previous value.
     pub fn fetch_max(&self, v: T) -> T {
-        T::fetch_max(self.as_atomic(), v, Ordering::SeqCst)
+        self.atomically(|a| T::fetch_max(a, v, Ordering::SeqCst))
     }
     /// Atomic min (SeqCst); returns the previous value.
     pub fn fetch_min(&self, v: T) -> T {
-        T::fetch_min(self.as_atomic(), v, Ordering::SeqCst)
+        self.atomically(|a| T::fetch_min(a, v, Ordering::SeqCst))
     }
     /// Atomic compare-and-exchange (SeqCst): `Ok(previous)` if it was
     /// `current` and is now `new`, else `Err(actual)`.
     pub fn compare_exchange(&self, current: T, new: T) -> std::result::Result<T, T> {
-        T::compare_exchange(
-            self.as_atomic(),
-            current,
-            new,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        )
+        self.atomically(|a| {
+            T::compare_exchange(a, current, new, Ordering::SeqCst, Ordering::SeqCst)
+        })
     }
 }

@@ -243,3 +243,58 @@ fn a_handle_whose_segment_is_gone_is_not_found_with_its_name() {
     let e = <(u32, Value<u64>)>::decode(&[0xff; 8]).unwrap_err();
     assert!(matches!(e, shmkit::Error::Encoding { .. }), "{e:?}");
 }
+
+fn add_atomically((v, n): (Value<u64>, u64)) {
+    for _ in 0..n {
+        v.fetch_add(1);
+    }
+}
+
+/// A locked Value's atomics and its lock guard's plain `&mut T` used at once,
+/// by two threads of this process and a forked child: the atomics take the
+/// lock, so no update is lost. (When they were lock-free, a guard's
+/// read-modify-write lost the atomic adds made between its read and its
+/// write — a data race that Miri or TSan would also flag.)
+#[test]
+fn locked_value_atomics_exclude_the_lock_guard() {
+    const N: u64 = 20_000;
+    let _w = common::watchdog("locked value atomics vs guard");
+    let v = Value::new(0u64).unwrap();
+    let mut child = shmkit::process::Builder::new()
+        .daemon(true)
+        .spawn(add_atomically, (v.clone(), N))
+        .unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..N {
+                v.fetch_add(1);
+            }
+        });
+        for _ in 0..N {
+            let mut g = v.lock().unwrap();
+            let seen = *g;
+            std::hint::black_box(&seen);
+            *g = seen + 1;
+        }
+    });
+    child
+        .join_timeout(common::WATCHDOG)
+        .unwrap()
+        .expect("watchdog");
+    assert_eq!(v.load(), 3 * N);
+}
+
+#[test]
+#[should_panic(expected = "as_atomic() on a Value with a lock")]
+fn as_atomic_on_a_locked_value_panics() {
+    let v = Value::new(0u64).unwrap();
+    let _ = v.as_atomic();
+}
+
+#[test]
+fn as_atomic_on_an_unlocked_value_is_lock_free() {
+    let v = Value::<u64>::builder().unlocked().create(3).unwrap();
+    v.as_atomic()
+        .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(v.load(), 5);
+}
