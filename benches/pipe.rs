@@ -37,7 +37,7 @@ fn pipe(c: &mut Criterion) {
                 fork_pair(
                     || (0..iters).for_each(|_| a.borrow().send_bytes(&msg).unwrap()),
                     || {
-                        let mut b = b.borrow_mut();
+                        let b = b.borrow_mut();
                         (0..iters).for_each(|_| {
                             b.recv_with_bytes(|m| black_box(m.len())).unwrap();
                         })
@@ -61,14 +61,14 @@ fn pipe(c: &mut Criterion) {
         bn.iter_custom(|iters| {
             fork_pair(
                 || {
-                    let mut b = b.borrow_mut();
+                    let b = b.borrow_mut();
                     for _ in 0..iters {
                         let v: u64 = b.recv().unwrap();
                         b.send(&(v + 1)).unwrap();
                     }
                 },
                 || {
-                    let mut a = a.borrow_mut();
+                    let a = a.borrow_mut();
                     for i in 0..iters {
                         a.send(&i).unwrap();
                         black_box(a.recv::<u64>().unwrap());

@@ -14,21 +14,21 @@ use shmkit::pipe::{self, Connection};
 use shmkit::{Error, spawn};
 use std::time::Instant;
 
-fn make_tuple(mut conn: Connection) {
+fn make_tuple(conn: Connection) {
     let num = 1 + std::process::id() % 9; // a "random" 1..=9
     conn.send(&("Hi".to_string(), num)).unwrap();
     let reply: String = conn.recv().unwrap();
     println!("{reply}");
 }
 
-fn make_string(mut conn: Connection) {
+fn make_string(conn: Connection) {
     let (substr, num): (String, u32) = conn.recv().unwrap();
     let result = substr.repeat(num as usize);
     println!("{result}");
     conn.send(&result).unwrap();
 }
 
-fn echo(mut conn: Connection) -> u64 {
+fn echo(conn: Connection) -> u64 {
     let mut n = 0;
     while let Ok(v) = conn.recv::<u64>() {
         conn.send(&(v + 1)).unwrap();
@@ -47,7 +47,7 @@ fn main() -> Result<(), Error> {
     println!("Done");
 
     println!("\n== Ping-pong through the pipe ==");
-    let (mut here, there) = pipe::pipe()?;
+    let (here, there) = pipe::pipe()?;
     let child = spawn(echo, there)?;
     let n = 100_000u64;
     let t = Instant::now();

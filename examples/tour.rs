@@ -215,9 +215,9 @@ fn main() -> Result<(), Error> {
     );
 
     println!("\n== 6. A duplex pipe: ping-pong with a child ==");
-    let (mut here, there) = shmkit::pipe::pipe()?;
+    let (here, there) = shmkit::pipe::pipe()?;
     let child = process::spawn(
-        |mut c: shmkit::pipe::Connection| {
+        |c: shmkit::pipe::Connection| {
             while let Ok(v) = c.recv::<u64>() {
                 c.send(&(v + 1)).unwrap();
             }

@@ -76,6 +76,7 @@ impl<T: Pod> ArrayBuilder<T> {
     }
 
     /// Guarded by `lock`, shared with other objects.
+    #[must_use]
     pub fn with_lock(mut self, lock: Lock) -> Self {
         self.lock = LockChoice::External(lock);
         self
@@ -83,6 +84,7 @@ impl<T: Pod> ArrayBuilder<T> {
 
     /// For `open`: require exactly `len` elements
     /// ([`Error::LengthMismatch`](crate::Error::LengthMismatch) otherwise).
+    #[must_use]
     pub fn expect_len(mut self, len: usize) -> Self {
         self.len = Some(len as u64);
         self
@@ -135,6 +137,10 @@ impl<T: Pod> ArrayBuilder<T> {
 }
 
 impl<T: Pod> Array<T> {
+    pub(crate) fn shared(&self) -> &Shared<T> {
+        &self.inner
+    }
+
     /// A new anonymous array of `len` zeroed elements, with its own lock.
     pub fn new(len: usize) -> Result<Self> {
         Self::builder().create(len)

@@ -383,6 +383,7 @@ macro_rules! region_handle_archive {
             S::Error: Source,
         {
             fn serialize(&self, s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
+                Travels::check_travel(self).map_err(S::Error::new)?;
                 let handle = RegionHandle::of(self.segment());
                 note_outgoing(&handle).map_err(S::Error::new)?;
                 handle.serialize(s)
@@ -412,6 +413,30 @@ impl RegionHandle {
         }
     }
 }
+
+/// Whether a handle can be opened by the process it is sent to (checked
+/// when it is encoded, so that `spawn` refuses it at once with a plain
+/// message instead of the child failing to decode it).
+trait Travels {
+    fn check_travel(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<T: Pod> Travels for Value<T> {
+    fn check_travel(&self) -> Result<()> {
+        self.shared().check_travel()
+    }
+}
+
+impl<T: Pod> Travels for Array<T> {
+    fn check_travel(&self) -> Result<()> {
+        self.shared().check_travel()
+    }
+}
+
+impl<T: Item> Travels for Queue<T> {}
+impl<K: Pod, V: Pod> Travels for SharedMap<K, V> {}
 
 region_handle_archive!(Value<T: Pod>, |h| match (&h.name, &h.path) {
     (Some(n), _) => Value::builder().name(n).open(),

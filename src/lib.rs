@@ -5,7 +5,8 @@
 //! done the Rust way.
 //!
 //! - [`Value`] and [`Array`]: typed shared regions of `T: Pod`, with a robust
-//!   lock, an external lock, or none, and lock-free atomics for integers.
+//!   lock, an external lock, or none, and atomics for integers (lock-free on
+//!   unlocked values).
 //! - [`sync`]: [`Mutex`](sync::Mutex), [`RwLock`](sync::RwLock),
 //!   [`Semaphore`](sync::Semaphore) permits and [`Barrier`](sync::Barrier)
 //!   survive their holders' deaths; [`Event`](sync::Event),
@@ -20,6 +21,8 @@
 //! - [`queue`], [`pipe`]: a bounded MPMC queue and a duplex pipe in shared
 //!   memory; [`pool`]: a process pool that survives its workers' deaths;
 //!   [`SharedMap`]: a hash map every process uses directly.
+//! - [`select`]: wait on several queue receivers and pipe ends at once
+//!   (crossbeam's `Select`, Python's `multiprocessing.connection.wait`).
 //!
 //! Linux only (futexes, memfd, `/proc`).
 //!
@@ -28,6 +31,99 @@
 //! let counter = shmkit::Value::new(0u64)?;
 //! counter.fetch_add(1);
 //! assert_eq!(counter.load(), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! ## From Python's `multiprocessing`
+//!
+//! | Python | shmkit |
+//! |---|---|
+//! | `Value('l', 0)`, `with v.get_lock(): v.value += 1` | `Value::new(0i64)?`, `*v.lock()? += 1` |
+//! | `Value('l', 0, lock=False)` | `Value::<i64>::builder().unlocked().create(0)?` (lock-free atomics) |
+//! | `Array('d', 10)`, `a[3] = 1.5` | `Array::<f64>::new(10)?`, `a.set(3, 1.5)?` |
+//! | `q = Queue(8)`, `q.put(x)`, `q.get()` | `let (tx, rx) = queue::bounded(8)?`, `tx.send(x)`, `rx.recv()` |
+//! | `q.get_nowait()`, `q.get(timeout=1)` | `rx.try_recv()`, `rx.recv_timeout(Duration::from_secs(1))` |
+//! | `q.qsize()`, `q.full()` | `rx.queue().len()`, `rx.queue().is_full()` |
+//! | `JoinableQueue`: `task_done()`, `join()` | `Queue::builder().joinable(true)`, `rx.task_done()?`, `q.join()` |
+//! | `a, b = Pipe()`, `a.send(x)`, `b.poll(t)`, `b.recv()` | `let (a, b) = pipe::pipe()?`, `a.send(&x)`, `b.poll(t)`, `b.recv::<T>()` |
+//! | `connection.wait([r1, r2], timeout)` | [`Select`](select::Select): `sel.recv(&r1)`, `sel.ready_timeout(t)` |
+//! | `Lock()`, `with lock:` | `Lock::new(())?`, `let _held = lock.lock()?` |
+//! | `Semaphore(2)`, `with sem:` | `Semaphore::new(2)?`, `let _permit = sem.permit()?` |
+//! | `Barrier(3).wait()`, `Event().set()` | `Barrier::new(3)?.wait()`, `Event::new()?.set()` |
+//! | `Manager().dict()` | `SharedMap::<K, V>::new(capacity)?` (no server) |
+//! | `Process(target=f, args=(a,))`, `start()`, `join()` | `let p = shmkit::spawn(f, a)?`, `p.join()?` (started at once) |
+//! | `p.daemon = True` | `process::Builder::new().daemon(true).spawn(f, a)?` |
+//! | `Pool(4).map(f, xs)` | `Pool::builder().processes(4).build()?.map(f, xs)?` |
+//! | `cpu_count()` | `shmkit::cpu_count()` (affinity and cgroup quota respected) |
+//!
+//! Each row's Rust side, run (the README has the same table):
+//!
+//! ```
+//! # fn main() -> Result<(), shmkit::Error> {
+//! use shmkit::queue::{self, Queue};
+//! use shmkit::select::Select;
+//! use shmkit::sync::{Barrier, Event, Lock, Semaphore};
+//! use shmkit::{Array, SharedMap, Value, pipe};
+//! use std::time::Duration;
+//!
+//! let v = Value::new(0i64)?;
+//! *v.lock()? += 1;
+//! let raw = Value::<i64>::builder().unlocked().create(0)?;
+//! raw.fetch_add(1);
+//! let a = Array::<f64>::new(10)?;
+//! a.set(3, 1.5)?;
+//!
+//! let (tx, rx) = queue::bounded::<u64>(8)?;
+//! tx.send(7).unwrap();
+//! assert_eq!(rx.recv().unwrap(), 7);
+//! assert!(rx.try_recv().is_err());
+//! assert!(rx.recv_timeout(Duration::from_millis(1)).is_err());
+//! assert_eq!((rx.queue().len(), rx.queue().is_full()), (0, false));
+//!
+//! let q = Queue::<u64>::builder().joinable(true).create()?;
+//! let (jtx, jrx) = (q.sender()?, q.receiver()?);
+//! jtx.send(1).unwrap();
+//! jrx.recv().unwrap();
+//! jrx.task_done()?;
+//! q.join();
+//!
+//! let (a_end, b_end) = pipe::pipe()?;
+//! a_end.send(&"hello".to_string()).unwrap();
+//! assert!(b_end.poll(Duration::from_secs(1)));
+//! assert_eq!(b_end.recv::<String>().unwrap(), "hello");
+//!
+//! let mut sel = Select::new();
+//! let first = sel.recv(&rx);
+//! tx.send(8).unwrap();
+//! assert_eq!(sel.ready_timeout(Duration::from_secs(1)), Ok(first));
+//!
+//! let lock = Lock::new(())?;
+//! drop(lock.lock()?);
+//! let sem = Semaphore::new(2)?;
+//! drop(sem.permit()?);
+//! Barrier::new(1)?.wait();
+//! Event::new()?.set();
+//! let d = SharedMap::<u64, u64>::new(16)?;
+//! d.insert(1, 2)?;
+//! assert!(shmkit::cpu_count() >= 1);
+//! # Ok(()) }
+//! ```
+//!
+//! And the process rows (compiled; they start processes, which the crate's
+//! own tests and examples do):
+//!
+//! ```no_run
+//! # fn main() -> Result<(), shmkit::Error> {
+//! use shmkit::{Pool, process};
+//! fn f(x: u64) -> u64 {
+//!     x * 2
+//! }
+//! let p = shmkit::spawn(f, 21)?;
+//! assert_eq!(p.join()?, 42);
+//! let d = process::Builder::new().daemon(true).spawn(f, 1)?;
+//! d.join()?;
+//! let squares = Pool::builder().processes(4).build()?.map(f, 0..10u64)?;
+//! assert_eq!(squares.len(), 10);
 //! # Ok(()) }
 //! ```
 //!
@@ -72,6 +168,7 @@ pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod region;
+pub mod select;
 mod shared;
 pub mod sync;
 mod sys;

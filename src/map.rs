@@ -299,6 +299,7 @@ impl<K: Pod, V: Pod> SharedMapBuilder<K, V> {
     region_setters!();
 
     /// The number of entries (required to create; checked on open if given).
+    #[must_use]
     pub fn capacity(mut self, n: usize) -> Self {
         self.capacity = Some(n as u64);
         self

@@ -100,7 +100,7 @@ enum Waited {
 }
 
 #[derive(Debug)]
-struct RawPipe {
+pub(crate) struct RawPipe {
     seg: Segment,
     /// (capacity, stride, max_len) as validated at open; the shared copy is
     /// never read again (a peer may rewrite it).
@@ -310,6 +310,31 @@ impl RawPipe {
         Ok(())
     }
 
+    // ---- select (src/select.rs) ----
+
+    /// The word a receiver at `end` sleeps on and its sleeper count.
+    pub(crate) fn recv_words(&self, end: usize) -> (&AtomicU32, &AtomicU32) {
+        let w = &self.control().dirs[1 - end].waits.0;
+        (&w[0], &w[1])
+    }
+
+    /// Whether a receive at `end` would not wait (what `poll` reports).
+    pub(crate) fn recv_ready(&self, end: usize) -> bool {
+        self.seg.check().is_err() || self.ring(1 - end).can_recv() || self.peer_gone(end)
+    }
+
+    /// Looks whether the peer died if a look is due (as every failing wait
+    /// does); whether the state is impossible (then `recv` reports it, so
+    /// the end counts as ready); when the next look is due.
+    pub(crate) fn look_if_due(&self, end: usize, now: Instant) -> (bool, Instant) {
+        let mut impossible = false;
+        if self.looks.take_due(now) {
+            self.check_peer(end);
+            impossible = self.impossible(end).is_some();
+        }
+        (impossible, self.looks.next_due())
+    }
+
     fn wake_all(&self) {
         for d in &self.control().dirs {
             for w in [&d.waits.0[0], &d.waits.0[2]] {
@@ -349,12 +374,14 @@ impl PipeBuilder {
 
     /// Messages in flight per direction, rounded up to a power of two, at
     /// least 2 (default 64).
+    #[must_use]
     pub fn capacity(mut self, n: usize) -> Self {
         self.capacity = n;
         self
     }
 
     /// The largest message in bytes (default 64 KiB).
+    #[must_use]
     pub fn max_message(mut self, bytes: usize) -> Self {
         self.max_message = bytes;
         self
@@ -424,6 +451,13 @@ pub struct Connection {
     raw: Arc<RawPipe>,
     end: usize,
     transit: Cell<u64>,
+}
+
+impl Connection {
+    /// The pipe and this end, for [`Select`](crate::select::Select).
+    pub(crate) fn raw_end(&self) -> (&Arc<RawPipe>, usize) {
+        (&self.raw, self.end)
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -590,7 +624,7 @@ impl Connection {
     }
 
     /// Sends `msg` (rkyv), serialised straight into the slot.
-    pub fn send<M: Message>(&mut self, msg: &M) -> std::result::Result<(), SendError<()>> {
+    pub fn send<M: Message>(&self, msg: &M) -> std::result::Result<(), SendError<()>> {
         let max = self.max_message();
         let r = self.send_with(Wait::Forever, |buf| msg.encode_into(buf));
         match r {
@@ -603,7 +637,7 @@ impl Connection {
     }
 
     fn recv_with<R>(
-        &mut self,
+        &self,
         wait: Wait,
         read: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, RecvError> {
@@ -663,29 +697,26 @@ impl Connection {
     }
 
     /// Receives the next message as bytes.
-    pub fn recv_bytes(&mut self) -> std::result::Result<Vec<u8>, RecvError> {
+    pub fn recv_bytes(&self) -> std::result::Result<Vec<u8>, RecvError> {
         self.recv_with(Wait::Forever, <[u8]>::to_vec)
     }
 
     /// Receives the next message and hands its bytes, in place, to `f`.
     pub fn recv_with_bytes<R>(
-        &mut self,
+        &self,
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, RecvError> {
         self.recv_with(Wait::Forever, f)
     }
 
     /// Receives an rkyv message, validated then deserialised.
-    pub fn recv<M: Message>(&mut self) -> std::result::Result<M, RecvError> {
+    pub fn recv<M: Message>(&self) -> std::result::Result<M, RecvError> {
         self.recv_with(Wait::Forever, M::decode)?
             .map_err(RecvError::Invalid)
     }
 
     /// [`recv`](Self::recv), waiting at most `timeout`.
-    pub fn recv_timeout<M: Message>(
-        &mut self,
-        timeout: Duration,
-    ) -> std::result::Result<M, RecvError> {
+    pub fn recv_timeout<M: Message>(&self, timeout: Duration) -> std::result::Result<M, RecvError> {
         self.recv_with(Wait::after(timeout), M::decode)?
             .map_err(RecvError::Invalid)
     }
@@ -827,7 +858,7 @@ mod tests {
 
     #[test]
     fn in_process_round_trip_and_disconnect() {
-        let (mut a, mut b) = Connection::builder()
+        let (a, b) = Connection::builder()
             .capacity(2)
             .max_message(64)
             .create()

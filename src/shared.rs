@@ -216,6 +216,21 @@ impl<T: Pod> Shared<T> {
         })
     }
 
+    /// Refuses to send a handle whose external lock is anonymous: the
+    /// receiving process could open the region but not its lock.
+    pub(crate) fn check_travel(&self) -> Result<()> {
+        match &self.lock {
+            LockRef::External(l) if l.segment().name().is_none() => Err(Error::Encoding {
+                what: "Value or Array with an anonymous external lock",
+                reason: "its lock (with_lock) is anonymous, so the receiving process could not \
+                         open it: give the lock a name (Lock::builder().name(..) or \
+                         .random_name()), or let the child inherit both by fork"
+                    .into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The lock guarding the data, if any.
     pub(crate) fn raw_lock(&self) -> Option<&RawMutex> {
         match &self.lock {

@@ -77,6 +77,7 @@ impl<T: Pod> ValueBuilder<T> {
     }
 
     /// Guarded by `lock`, shared with other objects (Python's `lock=my_lock`).
+    #[must_use]
     pub fn with_lock(mut self, lock: Lock) -> Self {
         self.lock = LockChoice::External(lock);
         self
@@ -120,6 +121,10 @@ impl<T: Pod> ValueBuilder<T> {
 }
 
 impl<T: Pod> Value<T> {
+    pub(crate) fn shared(&self) -> &Shared<T> {
+        &self.inner
+    }
+
     /// A new anonymous value with its own lock, shared with children by `fork`.
     pub fn new(value: T) -> Result<Self> {
         Self::builder().create(value)

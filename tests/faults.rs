@@ -113,7 +113,7 @@ fn count_received((mut rx, seen): (queue::Receiver<u64>, Array<u32>)) {
     }
 }
 
-fn echo(mut c: Connection) {
+fn echo(c: Connection) {
     while let Ok(v) = c.recv::<u64>() {
         if c.send(&(v + 1)).is_err() {
             return;
@@ -261,7 +261,7 @@ fn random_kills_leave_everything_usable() {
     // Pipe ends: the survivor learns it at once, never hangs.
     eprintln!("faults: Pipe ends");
     for _ in 0..n {
-        let (mut here, there) = shmkit::pipe::pipe().unwrap();
+        let (here, there) = shmkit::pipe::pipe().unwrap();
         let p = start(echo, there);
         here.send(&1u64).unwrap();
         assert_eq!(here.recv_timeout::<u64>(WATCHDOG).unwrap(), 2);

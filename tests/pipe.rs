@@ -9,7 +9,7 @@ use shmkit::process;
 use shmkit::queue::{RecvError, SendError};
 use std::time::Duration;
 
-fn echo(mut conn: Connection) -> u64 {
+fn echo(conn: Connection) -> u64 {
     let mut n = 0;
     while let Ok(v) = conn.recv::<u64>() {
         conn.send(&(v + 1)).unwrap();
@@ -20,7 +20,7 @@ fn echo(mut conn: Connection) -> u64 {
 
 #[test]
 fn ping_pong_with_a_child_then_disconnect_on_drop() {
-    let (mut here, there) = pipe::pipe().unwrap();
+    let (here, there) = pipe::pipe().unwrap();
     let mut child = process::spawn(echo, there).unwrap();
     let mut v = 0u64;
     for _ in 0..1000 {
@@ -40,7 +40,7 @@ fn bytes_up_to_the_maximum_and_strings() {
         .create()
         .unwrap();
     let mut child = process::spawn(
-        |mut c: Connection| {
+        |c: Connection| {
             let mut sizes = Vec::new();
             while let Ok(b) = c.recv_bytes() {
                 assert!(b.iter().all(|&x| x == 7));
@@ -67,9 +67,9 @@ fn bytes_up_to_the_maximum_and_strings() {
 
 #[test]
 fn a_killed_peer_disconnects_the_pipe() {
-    let (mut here, there) = pipe::pipe().unwrap();
+    let (here, there) = pipe::pipe().unwrap();
     let child = process::spawn(
-        |mut c: Connection| {
+        |c: Connection| {
             c.send(&1u32).unwrap();
             std::thread::sleep(Duration::from_secs(120));
         },

@@ -454,3 +454,137 @@ fn cpu_count_follows_the_affinity_mask() {
     assert_eq!(pinned, 1);
     assert!(shmkit::cpu_count() >= 1);
 }
+
+/// Runs in a grandchild: sleeps a little, then records that it finished.
+fn finish_late((marks, slot): (Array<u32>, usize)) {
+    std::thread::sleep(Duration::from_millis(300));
+    marks.set(slot, std::process::id()).unwrap();
+}
+
+/// Runs in the middle process: a daemon that would sleep for two minutes
+/// and a non-daemon that finishes after 300 ms; then returns at once, so
+/// this process exits normally while both still run.
+fn start_both_and_return(pids: Array<u32>) {
+    let daemon = Builder::new()
+        .daemon(true)
+        .spawn(publish_and_sleep, (pids.clone(), 0))
+        .unwrap();
+    let plain = Builder::new()
+        .spawn(finish_late, (pids.clone(), 1))
+        .unwrap();
+    wait_until("the daemon started", || pids.get(0).unwrap() != 0);
+    // Handles forgotten, not dropped: a dropped running child goes to this
+    // process's reaper thread, which could reap the daemon before the
+    // supervisor sees how it ended. The exit hook works from the list of
+    // children either way.
+    std::mem::forget(daemon);
+    std::mem::forget(plain);
+}
+
+/// Supervises a middle process that exits normally with a daemon and a
+/// plain child running: returns (whether the plain child had finished when
+/// the middle process ended, the signal that ended the daemon).
+fn supervise_normal_exit(pids: Array<u32>) -> (bool, i32) {
+    // SAFETY: prctl with an integer argument.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(r, 0);
+    let m = process::spawn(start_both_and_return, pids.clone()).unwrap();
+    assert_eq!(wait_code(&m), 0);
+    let plain_finished = pids.get(1).unwrap() != 0;
+    let daemon = pids.get(0).unwrap();
+    let mut status = 0;
+    let deadline = Instant::now() + WATCHDOG;
+    // SAFETY: waitpid with a valid out-pointer (the daemon was reparented
+    // to us, the subreaper).
+    while unsafe { libc::waitpid(daemon as i32, &mut status, libc::WNOHANG) } == 0 {
+        assert!(Instant::now() < deadline, "watchdog: daemon still alive");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let signal = if libc::WIFSIGNALED(status) {
+        libc::WTERMSIG(status)
+    } else {
+        0
+    };
+    (plain_finished, signal)
+}
+
+/// Python's exit handler: at a normal exit the daemons are terminated and
+/// the non-daemon children joined.
+#[test]
+fn a_normal_exit_joins_plain_children_and_terminates_daemons() {
+    let pids = Array::<u32>::builder()
+        .name(unique("atexit"))
+        .create(2)
+        .unwrap();
+    let (plain_finished, daemon_signal) =
+        join(process::spawn(supervise_normal_exit, pids.clone())).unwrap();
+    assert!(
+        plain_finished,
+        "the parent exited before its non-daemon child finished"
+    );
+    assert_eq!(daemon_signal, libc::SIGTERM);
+}
+
+/// Runs in the middle process: starts a daemon from a thread that then ends
+/// (PR_SET_PDEATHSIG alone would kill the daemon right then), checks the
+/// daemon still runs, reports that in slot 1 (1 = alive), and sleeps.
+fn daemon_from_a_thread(pids: Array<u32>) {
+    let p = pids.clone();
+    let handle = std::thread::spawn(move || {
+        Builder::new()
+            .daemon(true)
+            .spawn(publish_and_sleep, (p, 0))
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    wait_until("the daemon started", || pids.get(0).unwrap() != 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let alive = handle.is_alive();
+    pids.set(1, if alive { 1 } else { 2 }).unwrap();
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+fn supervise_thread_daemon(pids: Array<u32>) -> (u32, i32) {
+    // SAFETY: prctl with an integer argument.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(r, 0);
+    let m = process::spawn(daemon_from_a_thread, pids.clone()).unwrap();
+    wait_until("the middle process checked its daemon", || {
+        pids.get(1).unwrap() != 0
+    });
+    let alive_after_thread = pids.get(1).unwrap();
+    let daemon = pids.get(0).unwrap();
+    m.kill().unwrap();
+    assert_eq!(wait_code(&m), -libc::SIGKILL);
+    let mut status = 0;
+    let deadline = Instant::now() + WATCHDOG;
+    // SAFETY: as above.
+    while unsafe { libc::waitpid(daemon as i32, &mut status, libc::WNOHANG) } == 0 {
+        assert!(Instant::now() < deadline, "watchdog: daemon still alive");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let signal = if libc::WIFSIGNALED(status) {
+        libc::WTERMSIG(status)
+    } else {
+        0
+    };
+    (alive_after_thread, signal)
+}
+
+/// A daemon lives as long as its parent *process*, whichever thread
+/// started it: it survives that thread's end and dies with the process.
+#[test]
+fn a_daemon_started_from_a_thread_outlives_the_thread_not_the_process() {
+    let pids = Array::<u32>::builder()
+        .name(unique("thread-daemon"))
+        .create(2)
+        .unwrap();
+    let (alive_after_thread, signal) =
+        join(process::spawn(supervise_thread_daemon, pids.clone())).unwrap();
+    assert_eq!(
+        alive_after_thread, 1,
+        "the daemon died with the thread that started it"
+    );
+    assert_eq!(signal, libc::SIGKILL);
+}

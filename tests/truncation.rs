@@ -604,7 +604,7 @@ fn a_pipe_survives_a_peer_truncating_it() {
         },
     );
     assert!(rounds >= 100);
-    let (mut here, there) = ends.into_inner().unwrap();
+    let (here, there) = ends.into_inner().unwrap();
     // Every form now says so, and nothing blocks: a blocking receive on
     // zero pages that no peer will ever write would otherwise wait forever.
     assert!(matches!(here.recv_bytes(), Err(RecvError::Truncated)));

@@ -298,3 +298,31 @@ fn as_atomic_on_an_unlocked_value_is_lock_free() {
         .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(v.load(), 5);
 }
+
+fn read_value(v: Value<i64>) -> i64 {
+    *v.lock().unwrap()
+}
+
+/// A value guarded by an anonymous external lock cannot travel to a spawned
+/// child (the child could not open the lock): `spawn` refuses it at once
+/// with a message that says what to do, instead of the child failing later.
+#[test]
+fn an_anonymous_external_lock_is_refused_at_spawn() {
+    let v = Value::<i64>::builder()
+        .with_lock(Lock::new(()).unwrap())
+        .create(5)
+        .unwrap();
+    let err = shmkit::spawn(read_value, v.clone()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("anonymous") && text.contains("name"),
+        "{text}"
+    );
+    // A named lock travels.
+    let named = Lock::builder().random_name().create(()).unwrap();
+    let v = Value::<i64>::builder().with_lock(named).create(6).unwrap();
+    // A clone travels: this process keeps the lock (its creator's handle
+    // removes the name when the last one drops).
+    let mut p = shmkit::spawn(read_value, v.clone()).unwrap();
+    assert_eq!(p.join_timeout(common::WATCHDOG).unwrap(), Some(6));
+}

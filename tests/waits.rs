@@ -192,7 +192,7 @@ fn hold_end(c: Connection) {
 fn short_polls_and_receives_on_a_pipe_see_a_killed_peer() {
     for slice in SLICES {
         for use_poll in [true, false] {
-            let (mut here, there) = Connection::builder()
+            let (here, there) = Connection::builder()
                 .capacity(2)
                 .max_message(64)
                 .create()
@@ -233,7 +233,7 @@ fn short_polls_and_receives_on_a_pipe_see_a_killed_peer() {
 
 #[test]
 fn connection_recover_reports_a_killed_peer_once() {
-    let (mut here, there) = Connection::builder()
+    let (here, there) = Connection::builder()
         .capacity(2)
         .max_message(64)
         .create()
@@ -520,7 +520,7 @@ fn garbage_scribbled_into_a_live_queues_stamps_never_wedges_it() {
 /// Takes over end 1 of the named pipe, says so, receives one message and,
 /// inside the receive, says so and lives on until killed.
 fn receive_and_hang((name, said): (String, Array<u32>)) {
-    let mut c = Connection::builder().name(&name).open(1).unwrap();
+    let c = Connection::builder().name(&name).open(1).unwrap();
     said.atomic(0).store(1, Ordering::SeqCst);
     let _ = c.recv_with_bytes(|_| {
         said.atomic(0).store(2, Ordering::SeqCst);
@@ -549,7 +549,7 @@ fn taking_over_a_pipe_end_killed_mid_receive_loses_nothing_and_unblocks_the_writ
         said.atomic(0).load(Ordering::SeqCst) == 2
     });
     sigkill(child);
-    let mut taker = Connection::builder().name(&name).open(1).unwrap();
+    let taker = Connection::builder().name(&name).open(1).unwrap();
     // The writer sends on in a thread (each send needs a slot the dead end
     // held or the taker frees); the taker gets everything, in order.
     let writer = std::thread::spawn(move || {
@@ -591,7 +591,7 @@ fn taking_over_a_pipe_end_killed_mid_send_skips_its_claim() {
     let mut mid_send = 0;
     for _round in 0..10 {
         let name = unique("pipe-send");
-        let (mut here, there) = Connection::builder()
+        let (here, there) = Connection::builder()
             .name(&name)
             .capacity(2)
             .max_message(BIG)
@@ -694,7 +694,7 @@ fn recv_soon(c: &mut Connection, what: &str) -> Result<u64, RecvError> {
 #[test]
 fn garbage_in_a_pipes_stamps_is_repaired_or_reported() {
     let _w = common::watchdog("pipe stamps: a send or receive wedged");
-    let (mut here, mut there, file, stamp) = pipe_with_stamps();
+    let (here, mut there, file, stamp) = pipe_with_stamps();
     // Direction 0 carries here -> there. Lap the ring once first.
     for v in 0..6u64 {
         here.send(&v).unwrap();

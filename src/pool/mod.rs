@@ -111,6 +111,7 @@ impl PoolBuilder {
     /// The number of workers (default: [`cpu_count`]); at least 1 and at
     /// most [`MAX_WORKERS`], else [`build`](Self::build) fails with
     /// [`Error::InvalidArgument`] (Python raises `ValueError` for 0).
+    #[must_use]
     pub fn processes(mut self, n: usize) -> Self {
         self.workers = Some(n);
         self
@@ -128,6 +129,7 @@ impl PoolBuilder {
     /// [`StartMethod::Fork`] needs a single-threaded process at
     /// [`build`](Self::build); replacements are always spawned, since the
     /// pool runs a thread by then.
+    #[must_use]
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = method;
         self
@@ -135,6 +137,7 @@ impl PoolBuilder {
 
     /// Chunks a worker runs before it is replaced by a fresh one (Python's
     /// `maxtasksperchild`; 0, the default, for no limit).
+    #[must_use]
     pub fn max_tasks_per_child(mut self, n: u64) -> Self {
         self.max_tasks = n;
         self
@@ -144,6 +147,7 @@ impl PoolBuilder {
     /// size of a queue slot. Results larger than this travel in pieces;
     /// chunks larger are cut; a single item larger fails with
     /// [`Error::TaskTooLarge`].
+    #[must_use]
     pub fn max_message(mut self, bytes: usize) -> Self {
         self.max_message = bytes.max(4096);
         self
@@ -152,6 +156,7 @@ impl PoolBuilder {
     /// How many times a chunk whose worker died while running it is run
     /// again on another worker before it fails with [`Error::WorkerDied`]
     /// (default 0: the caller decides).
+    #[must_use]
     pub fn retries(mut self, n: u32) -> Self {
         self.retries = n;
         self
@@ -675,6 +680,7 @@ impl<'p> CallOptions<'p> {
     /// Items per chunk (one message each way). Default: `map` cuts its input
     /// into four chunks per worker, as Python does; `imap` sends one item
     /// per chunk.
+    #[must_use]
     pub fn chunksize(mut self, n: usize) -> Self {
         self.chunksize = Some(n.max(1));
         self
@@ -682,6 +688,7 @@ impl<'p> CallOptions<'p> {
 
     /// For `imap`: chunks submitted ahead of the consumer (default: two per
     /// worker). Bounds how much input is read and how many results wait.
+    #[must_use]
     pub fn lookahead(mut self, chunks: usize) -> Self {
         self.lookahead = Some(chunks.max(1));
         self

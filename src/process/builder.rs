@@ -69,18 +69,21 @@ impl Builder {
     }
 
     /// The child's name, as `current_process().name` reports it there.
+    #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
     }
 
     /// Whether the child is killed when this process dies (default false).
+    #[must_use]
     pub fn daemon(mut self, yes: bool) -> Self {
         self.daemon = yes;
         self
     }
 
     /// The start method [`start`](Self::start) uses.
+    #[must_use]
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = method;
         self

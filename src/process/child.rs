@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{FromRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
 /// The environment variable that marks a spawned child (its value: the
 /// parent's pid, for diagnostics).
@@ -239,11 +240,40 @@ fn read_request(channel: &File) -> Result<Request> {
     }
 }
 
-/// Sets the parent-death signal, then checks the parent did not die before.
+/// Makes this child die with its parent *process*: a thread of ours waits
+/// on a pidfd of the parent (readable when the whole parent process has
+/// ended) and then kills us. `PR_SET_PDEATHSIG` is not enough on its own:
+/// it fires when the parent *thread* that started us exits, so a daemon
+/// started from a short-lived thread died with that thread. It remains the
+/// fallback where `pidfd_open` is missing (Linux < 5.3) or no thread can be
+/// started. Either way the parent is checked after arming, so a parent that
+/// died before is noticed.
 pub(crate) fn become_daemon(parent: u32) -> std::io::Result<()> {
-    proc::set_parent_death_signal(libc::SIGKILL)?;
+    let watching = proc::pidfd_open(parent).ok().and_then(|fd| {
+        std::thread::Builder::new()
+            .name("shmkit-parent-watch".into())
+            .spawn(move || {
+                loop {
+                    match proc::poll_readable(&fd, Duration::from_secs(3600)) {
+                        Ok(true) => break,
+                        Ok(false) => continue,
+                        // Cannot watch any more: fall back to the signal.
+                        Err(_) => {
+                            let _ = proc::set_parent_death_signal(libc::SIGKILL);
+                            return;
+                        }
+                    }
+                }
+                // The parent process ended: so do we (as PDEATHSIG would).
+                let _ = proc::kill(proc::pid(), libc::SIGKILL);
+            })
+            .ok()
+    });
+    if watching.is_none() {
+        proc::set_parent_death_signal(libc::SIGKILL)?;
+    }
     if proc::ppid() != parent {
-        // The parent died before the signal was armed.
+        // The parent died before the watch (or the signal) was armed.
         // SAFETY: _exit has no preconditions; nothing of ours needs cleanup.
         unsafe { libc::_exit(EXIT_FAILED) };
     }

@@ -7,7 +7,8 @@
 
 use super::handle::Abandon;
 use crate::sys::proc;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 /// A child started by this process and not yet reaped.
@@ -17,6 +18,8 @@ pub struct ChildInfo {
     pub pid: u32,
     /// Its name (`Process-1`, or the name given to the builder).
     pub name: String,
+    /// Whether it is a daemon (terminated when this process exits).
+    pub daemon: bool,
 }
 
 struct Children {
@@ -70,11 +73,73 @@ pub(crate) fn next_number() -> u64 {
     c.started
 }
 
-pub(crate) fn register(pid: u32, name: &str) {
+pub(crate) fn register(pid: u32, name: &str, daemon: bool) {
+    install_exit_hook();
     children().live.push(ChildInfo {
         pid,
         name: name.to_owned(),
+        daemon,
     });
+}
+
+/// Whether this process joins its non-daemon children when it exits
+/// normally (the default, as Python does).
+static JOIN_AT_EXIT: AtomicBool = AtomicBool::new(true);
+
+/// Sets whether a normal exit of this process (`main` returning, or
+/// `std::process::exit`) waits for its running non-daemon children, as
+/// Python's `multiprocessing` does (the default: `true`). With `false`
+/// they run on and are reaped by init. Daemon children are terminated at a
+/// normal exit either way (SIGTERM, then SIGKILL after one second), and are
+/// killed when this process dies.
+pub fn join_children_at_exit(yes: bool) {
+    JOIN_AT_EXIT.store(yes, Ordering::SeqCst);
+}
+
+fn install_exit_hook() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        // Without the hook children are neither joined nor terminated at
+        // exit: what happened before it existed, not worth failing a spawn.
+        let _ = proc::at_exit(at_exit);
+    });
+}
+
+/// At a normal exit of the process that started them (not of a forked
+/// child that inherited the list): terminates the daemons, then waits for
+/// the other children, as Python's `multiprocessing` exit handler does.
+extern "C" fn at_exit() {
+    // Never wait for the lock at exit: another thread may hold it forever.
+    let live = match CHILDREN.try_lock() {
+        Ok(c) if c.owner == proc::pid() => c.live.clone(),
+        _ => return,
+    };
+    let running = |c: &&ChildInfo| !proc::has_exited(c.pid).unwrap_or(true);
+    let daemons: Vec<u32> = live
+        .iter()
+        .filter(|c| c.daemon)
+        .filter(running)
+        .map(|c| c.pid)
+        .collect();
+    for &pid in &daemons {
+        let _ = proc::kill(pid, libc::SIGTERM);
+    }
+    for &pid in &daemons {
+        let ended = proc::pidfd_open(pid)
+            .and_then(|fd| proc::poll_readable(&fd, Duration::from_secs(1)))
+            .unwrap_or(true);
+        if !ended {
+            let _ = proc::kill(pid, libc::SIGKILL);
+        }
+    }
+    if JOIN_AT_EXIT.load(Ordering::SeqCst) {
+        for c in live.iter().filter(|c| !c.daemon).filter(running) {
+            // Blocks until it ends (its status stays for its handle, if any).
+            if let Ok(fd) = proc::pidfd_open(c.pid) {
+                while let Ok(false) = proc::poll_readable(&fd, Duration::from_secs(3600)) {}
+            }
+        }
+    }
 }
 
 pub(crate) fn unregister(pid: u32) {

@@ -58,7 +58,7 @@ impl<R: Message> Process<R> {
         channel: File,
         abandons: Vec<Abandon>,
     ) -> Self {
-        children::register(pid, &name);
+        children::register(pid, &name, daemon);
         Process {
             pid,
             name,

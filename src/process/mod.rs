@@ -54,13 +54,15 @@
 //!
 //! # Daemons
 //!
-//! A daemon child is killed (SIGKILL) when its parent dies, by
-//! `PR_SET_PDEATHSIG`, checked right after it is set so a parent that died
-//! before is noticed. Linux ties this to the *thread* that started the child:
-//! start daemons from a thread that lives as long as the process.
-//!
-//! Non-daemon children are not joined at exit (Python joins them): join
-//! them, or they run on and are reaped by init.
+//! As in Python: when this process exits normally (`main` returns, or
+//! `std::process::exit`), its daemon children are terminated (SIGTERM, then
+//! SIGKILL after a second) and then its running non-daemon children are
+//! waited for ([`join_children_at_exit`]`(false)` opts out: they then run on
+//! and are reaped by init). A daemon is also killed (SIGKILL) when this
+//! process dies any other way: a thread of the daemon waits on a pidfd of
+//! its parent *process* — whichever thread started it (`PR_SET_PDEATHSIG`,
+//! which follows the starting *thread*, is only the fallback for kernels
+//! before 5.3).
 
 mod builder;
 mod channel;
@@ -70,7 +72,7 @@ mod handle;
 
 pub use builder::{Builder, StartMethod, spawn};
 pub use child::init;
-pub use children::{ChildInfo, active_children};
+pub use children::{ChildInfo, active_children, join_children_at_exit};
 pub use handle::Process;
 
 use crate::sys::proc;

@@ -81,6 +81,9 @@ pub(crate) struct State {
     pub ever: AtomicU32,
     /// Impossible words (cursors, slot stamps) repaired by recovery.
     pub repaired: AtomicU64,
+    /// Messages the queue holds at most, as its creator asked (1..=capacity;
+    /// `capacity` is the slot count, the next power of two, at least 2).
+    pub limit: u64,
 }
 
 /// One sender or receiver handle.
@@ -133,6 +136,7 @@ mod tests {
         assert_eq!(offset_of!(State, flags), 72);
         assert_eq!(offset_of!(State, ever), 80);
         assert_eq!(offset_of!(State, repaired), 88);
+        assert_eq!(offset_of!(State, limit), 96);
         assert!(size_of::<State>() <= 128);
         assert_eq!(offset_of!(Participant, intent), 16);
         assert_eq!(offset_of!(Participant, token), 24);

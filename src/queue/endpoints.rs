@@ -463,6 +463,11 @@ impl<T: Item> Receiver<T> {
         }
     }
 
+    /// The queue, for [`Select`](crate::select::Select).
+    pub(crate) fn raw_queue(&self) -> &std::sync::Arc<crate::queue::raw::RawQueue> {
+        &self.queue.raw
+    }
+
     /// Marks one received message as processed (joinable queues).
     pub fn task_done(&self) -> Result<()> {
         self.queue.task_done()

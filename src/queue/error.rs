@@ -86,7 +86,36 @@ impl<T> fmt::Display for SendError<T> {
     }
 }
 
-impl<T> std::error::Error for SendError<T> {}
+impl<T> std::error::Error for SendError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendError::Encoding(e) => Some(e),
+            SendError::Corrupted(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// Equal when the variants and the messages they carry are; the errors an
+/// `Encoding` or `Corrupted` carries compare by their text (crossbeam's
+/// errors compare, and tests written for them use `assert_eq!`).
+impl<T: PartialEq> PartialEq for SendError<T> {
+    fn eq(&self, other: &Self) -> bool {
+        use SendError::*;
+        match (self, other) {
+            (Full(a), Full(b))
+            | (Timeout(a), Timeout(b))
+            | (Disconnected(a), Disconnected(b))
+            | (Truncated(a), Truncated(b)) => a == b,
+            (TooLarge { len: a, max: m }, TooLarge { len: b, max: n }) => a == b && m == n,
+            (Encoding(a), Encoding(b)) => a.to_string() == b.to_string(),
+            (Corrupted(a), Corrupted(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
+}
+
+impl<T: Eq> Eq for SendError<T> {}
 
 /// Why nothing was received.
 ///
@@ -135,4 +164,58 @@ impl fmt::Display for RecvError {
     }
 }
 
-impl std::error::Error for RecvError {}
+impl std::error::Error for RecvError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RecvError::Invalid(e) => Some(e),
+            RecvError::Corrupted(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// Equal when the variants are; the errors `Invalid` and `Corrupted` carry
+/// compare by their text.
+impl PartialEq for RecvError {
+    fn eq(&self, other: &Self) -> bool {
+        use RecvError::*;
+        match (self, other) {
+            (Empty, Empty) | (Timeout, Timeout) | (Disconnected, Disconnected) => true,
+            (Truncated, Truncated) => true,
+            (Invalid(a), Invalid(b)) => a.to_string() == b.to_string(),
+            (Corrupted(a), Corrupted(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for RecvError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    fn inner() -> Error {
+        Error::InvalidArgument {
+            argument: "x",
+            message: "y".into(),
+        }
+    }
+
+    #[test]
+    fn errors_compare_and_keep_their_source() {
+        assert_eq!(SendError::Full(1), SendError::Full(1));
+        assert_ne!(SendError::Full(1), SendError::Full(2));
+        assert_ne!(SendError::Full(1), SendError::Disconnected(1));
+        assert_eq!(RecvError::Empty, RecvError::Empty);
+        assert_ne!(RecvError::Empty, RecvError::Timeout);
+        let c = RecvError::Corrupted(Box::new(inner()));
+        assert_eq!(c, RecvError::Corrupted(Box::new(inner())));
+        assert_eq!(c.source().unwrap().to_string(), inner().to_string());
+        assert!(RecvError::Empty.source().is_none());
+        let s: SendError<u8> = SendError::Encoding(inner());
+        assert_eq!(s.source().unwrap().to_string(), "invalid x: y");
+        assert!(SendError::Full(0u8).source().is_none());
+    }
+}

@@ -57,6 +57,20 @@
 //! Each handle (and each clone) is one participant entry, used by one thread
 //! at a time: `Sender` and `Receiver` are `Send` but not `Sync`; clone them
 //! for other threads. A queue has room for 64 participants.
+//!
+//! - **`&self` or `&mut self`**: an operation takes `&mut self` exactly when
+//!   what it returns borrows the handle — a slot lent until a guard drops
+//!   ([`Sender::reserve`], [`Receiver::recv_ref`], [`Receiver::recv_bytes`],
+//!   [`Receiver::recv_archived`]) — or when it decodes through such a guard
+//!   ([`Receiver::recv_msg`], [`Sender::send_msg`], which serialises into a
+//!   reserved slot). Every copying operation (`send`, `try_send`,
+//!   `send_bytes`, `recv`, `try_recv`, `iter`) takes `&self`. The pipe's
+//!   [`Connection`](crate::pipe::Connection) follows the same rule: all its
+//!   operations copy, so all take `&self`.
+//! - **Capacity** is exact: `capacity(1000)` holds 1,000 messages, as
+//!   crossbeam's `bounded(1000)` and Python's `Queue(1000)`.
+//! - **Waiting on several queues** (and pipe ends) at once:
+//!   [`Select`](crate::select::Select).
 
 pub(crate) mod atomic;
 pub(crate) mod ring;
@@ -172,8 +186,13 @@ pub struct QueueBuilder<T> {
 impl<T: Item> QueueBuilder<T> {
     region_setters!();
 
-    /// Slots in the ring, rounded up to a power of two, at least 2 (default
-    /// 1024).
+    /// Messages the queue holds at most (default 1024), exactly, as
+    /// crossbeam's `bounded(n)` and Python's `Queue(maxsize=n)`: with
+    /// `capacity(1000)` the 1,001st send waits. The ring itself has the
+    /// next power of two of slots (at least 2); the extra slots are never
+    /// filled. [`create`](Self::create) refuses 0 with
+    /// [`Error::InvalidArgument`] (there is no rendezvous queue).
+    #[must_use]
     pub fn capacity(mut self, n: usize) -> Self {
         self.capacity = n;
         self
@@ -181,6 +200,7 @@ impl<T: Item> QueueBuilder<T> {
 
     /// The largest message in bytes, for `Queue<Bytes>` (default 4096).
     /// Ignored for `T: Pod`, whose messages are `size_of::<T>()` bytes.
+    #[must_use]
     pub fn max_message(mut self, bytes: usize) -> Self {
         self.max_message = Some(bytes);
         self
@@ -188,6 +208,7 @@ impl<T: Item> QueueBuilder<T> {
 
     /// Count sent messages until [`Queue::task_done`], so that
     /// [`Queue::join`] can wait for them (Python's `JoinableQueue`).
+    #[must_use]
     pub fn joinable(mut self, yes: bool) -> Self {
         self.joinable = yes;
         self
@@ -213,15 +234,21 @@ impl<T: Item> QueueBuilder<T> {
     /// # Errors
     ///
     /// As for any region ([`Error::AlreadyExists`], [`Error::NoSpace`], ...);
-    /// [`Error::TypeMismatch`] for a `T` aligned to more than 16 bytes.
+    /// [`Error::InvalidArgument`] for a capacity of 0 or a `T` aligned to
+    /// more than 16 bytes.
     pub fn create(self) -> Result<Queue<T>> {
         if let Some(n) = T::FIXED
             && n > 0
             && align_needed::<T>() > 16
         {
-            return Err(Error::Corrupted {
-                name: "<new queue>".into(),
-                what: "queue items may be aligned to at most 16 bytes".into(),
+            return Err(Error::InvalidArgument {
+                argument: "queue item type",
+                message: format!(
+                    "{} is aligned to {} bytes; queue slots align items to at most 16: \
+                     wrap it in a type of lower alignment or send its bytes",
+                    std::any::type_name::<T>(),
+                    align_needed::<T>()
+                ),
             });
         }
         let g = Geometry {
@@ -332,7 +359,7 @@ impl<T: Item> Queue<T> {
         !self.raw.ring().can_send()
     }
 
-    /// Slots in the ring.
+    /// Messages the queue holds at most: the capacity it was created with.
     pub fn capacity(&self) -> usize {
         self.raw.capacity()
     }

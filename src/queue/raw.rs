@@ -48,6 +48,7 @@ pub(crate) struct RawQueue {
 #[derive(Clone, Copy, Debug, Default)]
 struct Slots {
     capacity: u64,
+    limit: u64,
     stride: u64,
     max_len: u64,
     flags: u64,
@@ -86,13 +87,20 @@ fn spec(opts: &RegionOptions, tag: &str, flags: u64) -> Spec {
 
 impl RawQueue {
     pub(crate) fn create(opts: &RegionOptions, tag: &str, g: Geometry) -> Result<Arc<RawQueue>> {
+        if g.capacity == 0 {
+            return Err(Error::InvalidArgument {
+                argument: "capacity",
+                message: "0; give at least 1 (shmkit has no rendezvous queue)".into(),
+            });
+        }
+        let limit = g.capacity;
         let capacity = g
             .capacity
-            .max(1)
+            .max(2)
             .checked_next_power_of_two()
-            .ok_or(Error::Corrupted {
-                name: "<new queue>".into(),
-                what: "capacity too large".into(),
+            .ok_or_else(|| Error::InvalidArgument {
+                argument: "capacity",
+                message: format!("{limit} is too large; give at most 2^63"),
             })?;
         let g = Geometry { capacity, ..g };
         let stride = g.stride();
@@ -110,6 +118,7 @@ impl RawQueue {
             unsafe {
                 let st = std::ptr::addr_of_mut!((*c).state.0);
                 (*st).capacity = capacity;
+                (*st).limit = limit;
                 (*st).stride = stride;
                 (*st).max_len = g.max_len;
                 (*st).flags = g.flags;
@@ -164,8 +173,9 @@ impl RawQueue {
             // SAFETY: `f` is a valid, aligned u64 in the mapping.
             unsafe { std::ptr::read_volatile(f) }
         };
-        let (cap, stride, len, stored_flags) = (
+        let (cap, limit, stride, len, stored_flags) = (
             read(&st.capacity),
+            read(&st.limit),
             read(&st.stride),
             read(&st.max_len),
             read(&st.flags),
@@ -176,6 +186,8 @@ impl RawQueue {
         };
         if !cap.is_power_of_two()
             || cap < 2
+            || limit == 0
+            || limit > cap
             || stride % 64 != 0
             || (size_of::<SlotHeader>() as u64)
                 .checked_add(len)
@@ -183,8 +195,8 @@ impl RawQueue {
             || cap.checked_mul(stride) != Some(q.seg.element_count())
         {
             return Err(corrupt(format!(
-                "queue geometry (capacity {cap}, stride {stride}, max message {len}) does not \
-                 match its {}-byte slot area",
+                "queue geometry (capacity {limit} in {cap} slots, stride {stride}, max message \
+                 {len}) does not match its {}-byte slot area",
                 q.seg.element_count()
             )));
         }
@@ -202,6 +214,7 @@ impl RawQueue {
         }
         q.slots = Slots {
             capacity: cap,
+            limit,
             stride,
             max_len: len,
             flags: stored_flags,
@@ -237,6 +250,7 @@ impl RawQueue {
                 false,
                 false,
             )
+            .with_limit(self.slots.limit)
         }
     }
 
@@ -244,8 +258,9 @@ impl RawQueue {
         self.slots.max_len as usize
     }
 
+    /// Messages the queue holds at most (what its creator asked for).
     pub(crate) fn capacity(&self) -> usize {
-        self.slots.capacity as usize
+        self.slots.limit as usize
     }
 
     fn joinable(&self) -> bool {
@@ -401,6 +416,32 @@ impl RawQueue {
     /// queue that never had one is waited on, not disconnected).
     fn disconnected(&self, peer: u32) -> bool {
         self.is_closed() || (self.count(peer).load(Ordering::SeqCst) == 0 && self.ever(peer))
+    }
+
+    // ---- select (src/select.rs) ----
+
+    /// The word receivers sleep on and its sleeper count.
+    pub(crate) fn recv_words(&self) -> (&AtomicU32, &AtomicU32) {
+        let w = &self.control().waits.0;
+        (&w.items, &w.recv_waiters)
+    }
+
+    /// Whether a receive would not wait: a message (or one to redeliver) is
+    /// ready, every sender is gone, or the segment was cut.
+    pub(crate) fn recv_ready(&self) -> bool {
+        self.ring().can_recv()
+            || self.recv_disconnected()
+            || self.control().state.0.orphan_count.load(Ordering::SeqCst) > 0
+            || self.seg.check().is_err()
+    }
+
+    /// Looks for dead participants if a look is due (as every failing wait
+    /// does); when the next one is due.
+    pub(crate) fn look_if_due(&self, now: Instant) -> Instant {
+        if self.looks.take_due(now) {
+            self.recover();
+        }
+        self.looks.next_due()
     }
 
     fn send_disconnected(&self) -> bool {
@@ -567,9 +608,13 @@ impl RawQueue {
                 Ok(())
             }
             Ok(_) => Ok(()),
-            Err(_) => Err(Error::Corrupted {
-                name: self.seg.id(),
-                what: "task_done() called more times than messages were sent".into(),
+            Err(_) => Err(Error::InvalidArgument {
+                argument: "task_done",
+                message: format!(
+                    "called more times than messages were sent on queue {}: call it once per \
+                     received message",
+                    self.seg.id()
+                ),
             }),
         }
     }
@@ -718,11 +763,14 @@ impl RawQueue {
             if c.tail.0.load(Ordering::SeqCst) != t {
                 return repaired;
             }
-            if h.wrapping_sub(t) > cap {
+            // At most `limit` messages are ever claimed and not taken (a
+            // sender checks before it claims): more is garbage, which would
+            // keep senders out for good.
+            if h.wrapping_sub(t) > ring.limit() {
                 // Keep the tail; the head goes to the end of the committed
                 // run that follows it (the messages a garbage head hid).
                 let mut end = t;
-                while end.wrapping_sub(t) < cap
+                while end.wrapping_sub(t) < ring.limit()
                     && ring.slot(end).seq.load(Ordering::SeqCst) == end.wrapping_add(1)
                 {
                     end = end.wrapping_add(1);

@@ -51,6 +51,11 @@ pub(crate) struct Ring<'a> {
     base: *const u8,
     stride: usize,
     mask: u64,
+    /// Messages the ring may hold (1..=capacity): a sender claims only while
+    /// fewer than this many are claimed and not yet taken by a receiver,
+    /// so a queue holds exactly what its user asked for (crossbeam's and
+    /// Python's bounded queues), whatever power of two the slots round to.
+    limit: u64,
     single_producer: bool,
     single_consumer: bool,
 }
@@ -88,6 +93,7 @@ impl<'a> Ring<'a> {
             base,
             stride,
             mask: capacity - 1,
+            limit: capacity,
             single_producer,
             single_consumer,
         }
@@ -96,6 +102,31 @@ impl<'a> Ring<'a> {
     /// Slots in the ring.
     pub(crate) fn capacity(&self) -> u64 {
         self.mask + 1
+    }
+
+    /// The same ring holding at most `limit` messages (1..=capacity; other
+    /// values are clamped).
+    pub(crate) fn with_limit(mut self, limit: u64) -> Self {
+        self.limit = limit.clamp(1, self.capacity());
+        self
+    }
+
+    /// Messages the ring holds at most.
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Whether claiming `pos` would exceed the limit: `limit` messages are
+    /// claimed and not yet taken. Only read when the limit is below the
+    /// slot count (otherwise the slot stamps say it alone, with no extra
+    /// load of the receivers' cursor). A tail ahead of `pos` is a peer's
+    /// garbage: left to the stamps and to repair.
+    fn over_limit(&self, pos: u64) -> bool {
+        if self.limit >= self.capacity() {
+            return false;
+        }
+        let used = pos.wrapping_sub(self.tail.load(Ordering::SeqCst)) as i64;
+        used >= self.limit as i64
     }
 
     pub(crate) fn slot(&self, pos: u64) -> &'a SlotHeader {
@@ -129,6 +160,12 @@ impl<'a> Ring<'a> {
             // previous message was read before we overwrite it).
             let seq = self.slot(pos).seq.load(Ordering::Acquire);
             let dif = seq.wrapping_sub(pos) as i64;
+            if dif == 0 && self.over_limit(pos) {
+                if !self.single_producer {
+                    intent.store(0, Ordering::Release);
+                }
+                return None;
+            }
             if dif == 0 {
                 if self.single_producer {
                     self.head.store(pos.wrapping_add(1), Ordering::Relaxed);
@@ -251,7 +288,7 @@ impl<'a> Ring<'a> {
     /// and no receiver still holds that slot from the previous lap).
     pub(crate) fn can_send(&self) -> bool {
         let head = self.head.load(Ordering::SeqCst);
-        self.slot(head).seq.load(Ordering::SeqCst) == head
+        self.slot(head).seq.load(Ordering::SeqCst) == head && !self.over_limit(head)
     }
 
     /// Whether the message at `tail` is committed.
@@ -280,7 +317,7 @@ impl<'a> Ring<'a> {
     pub(crate) fn len(&self) -> u64 {
         let tail = self.tail.load(Ordering::SeqCst);
         let head = self.head.load(Ordering::SeqCst);
-        head.wrapping_sub(tail).min(self.capacity())
+        head.wrapping_sub(tail).min(self.limit)
     }
 
     /// Recovery: position `pos` was claimed by a sender that is dead. If it
@@ -428,11 +465,17 @@ mod loom_tests {
         head: AtomicU64,
         tail: AtomicU64,
         slots: Vec<TestSlot>,
+        limit: u64,
     }
 
     impl Heap {
         fn new(capacity: u64) -> Arc<Heap> {
+            Self::limited(capacity, capacity)
+        }
+
+        fn limited(capacity: u64, limit: u64) -> Arc<Heap> {
             Arc::new(Heap {
+                limit,
                 head: AtomicU64::new(0),
                 tail: AtomicU64::new(0),
                 slots: (0..capacity)
@@ -460,6 +503,7 @@ mod loom_tests {
                     sp,
                     sc,
                 )
+                .with_limit(self.limit)
             }
         }
 
@@ -551,6 +595,35 @@ mod loom_tests {
             } else {
                 vec![1, 2]
             };
+            assert_eq!(got, expected);
+        });
+    }
+
+    /// A limit below the slot count (capacity 1 in 2 slots): a second send
+    /// succeeds only after the consumer took the first, and nothing is lost
+    /// or duplicated.
+    #[test]
+    fn a_limit_of_one_holds_one() {
+        model(|| {
+            let heap = Heap::limited(2, 1);
+            let producer = spawn(&heap, false, |h, r, i| {
+                assert!(h.send(r, i, 1)); // the ring is empty
+                h.send(r, i, 2)
+            });
+            let consumer = spawn(&heap, false, |h, r, i| h.recv(r, i));
+            let sent_second = producer.join().unwrap();
+            let first = consumer.join().unwrap();
+            let intent = AtomicU64::new(0);
+            let ring = heap.ring(false, false);
+            if sent_second {
+                assert_eq!(first, Some(1), "the second send needs the first taken");
+            }
+            assert!(ring.len() <= 1);
+            let mut got: Vec<u64> = first.into_iter().collect();
+            while let Some(v) = heap.recv(&ring, &intent) {
+                got.push(v);
+            }
+            let expected = if sent_second { vec![1, 2] } else { vec![1] };
             assert_eq!(got, expected);
         });
     }

@@ -306,7 +306,7 @@ fn queue_figures(file: &File, control: u64) -> Option<QueueFigures> {
     let head = u64_at(&c, offset_of!(QueueControl, head));
     let tail = u64_at(&c, offset_of!(QueueControl, tail));
     let st = offset_of!(QueueControl, state);
-    let capacity = u64_at(&c, st + offset_of!(State, capacity));
+    let capacity = u64_at(&c, st + offset_of!(State, limit));
     Some(QueueFigures {
         depth: head.wrapping_sub(tail).min(capacity),
         capacity,

@@ -59,6 +59,7 @@ impl RegionOptions {
 
     /// Back the region by the POSIX shared-memory name `name` (`/dev/shm/name`).
     /// A leading '/' is optional.
+    #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.backing = Backing::Named(name.into());
         self
@@ -66,12 +67,14 @@ impl RegionOptions {
 
     /// Back the region by a fresh random name with the prefix `shmkit-`, drawn
     /// from the kernel's secure random source.
+    #[must_use]
     pub fn random_name(mut self) -> Self {
         self.backing = Backing::RandomName;
         self
     }
 
     /// Back the region by an anonymous memfd (the default).
+    #[must_use]
     pub fn anonymous(mut self) -> Self {
         self.backing = Backing::Anonymous;
         self
@@ -79,12 +82,14 @@ impl RegionOptions {
 
     /// Back the region by a file at `path` (hugetlbfs for huge pages, or a disk
     /// for persistence).
+    #[must_use]
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
         self.backing = Backing::File(path.into());
         self
     }
 
     /// Permission bits for a named or file region (default `0o600`).
+    #[must_use]
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = mode & 0o777;
         self
@@ -94,6 +99,7 @@ impl RegionOptions {
     /// `create` (with [`Error::NoSpace`]) instead of with SIGBUS on first use,
     /// and no first access pays a page fault (`MAP_POPULATE`). Implies
     /// [`reserve`](Self::reserve).
+    #[must_use]
     pub fn populate(mut self, yes: bool) -> Self {
         self.populate = yes;
         self
@@ -116,12 +122,14 @@ impl RegionOptions {
     /// `fallocate` (`EOPNOTSUPP`) the reservation is skipped silently, as if
     /// `reserve(false)`. Anonymous (memfd) regions are never reserved: they
     /// are not counted against /dev/shm's size.
+    #[must_use]
     pub fn reserve(mut self, yes: bool) -> Self {
         self.reserve = yes;
         self
     }
 
     /// How long `open` waits for the creator to publish the region (default 1 s).
+    #[must_use]
     pub fn open_timeout(mut self, t: Duration) -> Self {
         self.open_timeout = t;
         self
@@ -129,6 +137,7 @@ impl RegionOptions {
 
     /// Accept a segment owned by another uid (refused by default: such a peer
     /// could rewrite it under us).
+    #[must_use]
     pub fn allow_foreign_owner(mut self, yes: bool) -> Self {
         self.allow_foreign_owner = yes;
         self
@@ -136,6 +145,7 @@ impl RegionOptions {
 
     /// Whether the creating process unlinks the name when its last handle drops
     /// (default `true`). Handles in other processes never unlink.
+    #[must_use]
     pub fn unlink_on_drop(mut self, yes: bool) -> Self {
         self.unlink_on_drop = yes;
         self
@@ -147,6 +157,7 @@ impl RegionOptions {
 
     /// Identify the element type by `tag` instead of its Rust type name, for
     /// types shared between binaries whose crates are named differently.
+    #[must_use]
     pub fn type_tag(mut self, tag: impl Into<String>) -> Self {
         self.tag = Some(tag.into());
         self

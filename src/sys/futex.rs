@@ -99,6 +99,77 @@ fn wake_at(word: *mut u32, n: u32) -> u32 {
     r.max(0) as u32
 }
 
+/// One entry of `futex_waitv` (Linux ≥ 5.16), as the kernel lays it out.
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// `FUTEX2_SIZE_U32`: a 32-bit futex word; without `FUTEX2_PRIVATE`, so the
+/// futex is shared across processes.
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+/// The most words one `futex_waitv` takes (the kernel's `FUTEX_WAITV_MAX`).
+pub(crate) const WAITV_MAX: usize = 128;
+
+/// Sleeps until one of `words` no longer holds its expected value (or is
+/// woken), or `timeout` passes: `futex_waitv`, shared futexes. Returns
+/// `None` where the kernel has no `futex_waitv` (before 5.16: ENOSYS); the
+/// caller then sleeps in short slices instead.
+pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], timeout: Duration) -> Option<WaitResult> {
+    debug_assert!(!words.is_empty() && words.len() <= WAITV_MAX);
+    let waiters: Vec<FutexWaitv> = words
+        .iter()
+        .map(|&(w, expected)| FutexWaitv {
+            val: u64::from(expected),
+            uaddr: w.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    // futex_waitv takes an absolute CLOCK_MONOTONIC deadline.
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let nanos = now.tv_nsec as u64 + u64::from(timeout.subsec_nanos());
+    let deadline = libc::timespec {
+        tv_sec: now
+            .tv_sec
+            .saturating_add(timeout.as_secs().min(i32::MAX as u64) as libc::time_t)
+            .saturating_add((nanos / 1_000_000_000) as libc::time_t),
+        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `waiters` holds `len` initialised entries whose addresses
+    // point into live, aligned atomics of the caller's for the duration of
+    // the call (the kernel only reads them); `deadline` is a live timespec;
+    // flags 0 as the ABI requires.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            waiters.len() as libc::c_uint,
+            0 as libc::c_uint,
+            &deadline as *const libc::timespec,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r >= 0 {
+        return Some(WaitResult::Woken);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOSYS) => None,
+        Some(libc::EAGAIN) => Some(WaitResult::ValueChanged),
+        Some(libc::ETIMEDOUT) => Some(WaitResult::TimedOut),
+        _ => Some(WaitResult::Woken),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -312,6 +312,17 @@ pub(crate) fn set_parent_death_signal(signal: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// Registers `f` to run when the process exits normally (`exit`, or `main`
+/// returning), as C's `atexit`.
+pub(crate) fn at_exit(f: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: atexit only records the function pointer, which lives forever.
+    if unsafe { libc::atexit(f) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::other("atexit: no room for another handler"))
+    }
+}
+
 /// Sends `signal` to `pid`.
 pub(crate) fn kill(pid: u32, signal: libc::c_int) -> io::Result<()> {
     // SAFETY: kill has no memory preconditions.
