@@ -91,12 +91,31 @@ impl<T: Pod> ArrayBuilder<T> {
     }
 
     /// Creates an array of `len` zeroed elements.
+    ///
+    /// # Errors
+    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
+    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
+    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses. [`Error::NoSpace`](crate::Error::NoSpace)
+    /// also if `len` elements do not fit the address space.
+    /// [`Error::InvalidName`](crate::Error::InvalidName) if the region is named but its
+    /// [`with_lock`](Self::with_lock) lock is anonymous.
     pub fn create(self, len: usize) -> Result<Array<T>> {
         let inner = Shared::create(&self.opts, Kind::Array, self.lock, len as u64, |_| {})?;
         Ok(Array { inner })
     }
 
     /// Creates an array holding a copy of `items`.
+    ///
+    /// # Errors
+    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
+    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
+    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses.
+    /// [`Error::InvalidName`](crate::Error::InvalidName) if the region is named but its
+    /// [`with_lock`](Self::with_lock) lock is anonymous.
     pub fn create_from(self, items: &[T]) -> Result<Array<T>> {
         let inner = Shared::create(
             &self.opts,
@@ -114,6 +133,12 @@ impl<T: Pod> ArrayBuilder<T> {
     /// Opens the named array, or creates it with `len` zeroed elements if it
     /// does not exist; the flag says whether this call created it. An existing
     /// array must have `len` elements.
+    ///
+    /// # Errors
+    /// The errors of [`create`](Self::create) and of [`open`](Self::open);
+    /// [`Error::NotInitialized`](crate::Error::NotInitialized) if the name keeps vanishing between
+    /// the create and the open (8 tries). [`Error::LengthMismatch`](crate::Error::LengthMismatch)
+    /// if the existing array does not have `len` elements.
     pub fn open_or_create(self, len: usize) -> Result<(Array<T>, bool)> {
         let (inner, created) =
             Shared::open_or_create(&self.opts, Kind::Array, self.lock, len as u64, |_| {})?;
@@ -122,6 +147,20 @@ impl<T: Pod> ArrayBuilder<T> {
 
     /// Opens an existing named array, checking its element type (and length,
     /// with [`expect_len`](Self::expect_len)).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name or none (open needs a name
+    /// or a path); [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not an Array,
+    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type,
+    /// [`Error::LengthMismatch`](crate::Error::LengthMismatch) if its length differs from
+    /// [`expect_len`](Self::expect_len); and the other open errors of any region
+    /// ([`Error::NotInitialized`](crate::Error::NotInitialized),
+    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
+    /// [`Error::Truncated`](crate::Error::Truncated), ...). With an external lock, also
+    /// [`Error::InvalidName`](crate::Error::InvalidName) if that lock is anonymous,
+    /// [`Error::Corrupted`](crate::Error::Corrupted) if the lock mode or lock name stored is
+    /// impossible, and the errors of opening the lock.
     pub fn open(self) -> Result<Array<T>> {
         Ok(Array {
             inner: Shared::open(&self.opts, Kind::Array, self.len)?,
@@ -129,6 +168,16 @@ impl<T: Pod> ArrayBuilder<T> {
     }
 
     /// Opens an array from a descriptor inherited across `exec`.
+    ///
+    /// # Errors
+    /// The checks of an open: [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not an
+    /// Array, [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type,
+    /// [`Error::LengthMismatch`](crate::Error::LengthMismatch) if its length differs from
+    /// [`expect_len`](Self::expect_len); [`Error::NotInitialized`](crate::Error::NotInitialized) if
+    /// it was never published; [`Error::Io`](crate::Error::Io) if `fstat` or `mmap` fails. With an
+    /// external lock, also [`Error::InvalidName`](crate::Error::InvalidName) if that lock is
+    /// anonymous, [`Error::Corrupted`](crate::Error::Corrupted) if the lock mode or lock name
+    /// stored is impossible, and the errors of opening the lock.
     pub fn from_fd(self, fd: OwnedFd) -> Result<Array<T>> {
         Ok(Array {
             inner: Shared::from_fd(fd, &self.opts, Kind::Array, self.len)?,
@@ -142,16 +191,26 @@ impl<T: Pod> Array<T> {
     }
 
     /// A new anonymous array of `len` zeroed elements, with its own lock.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses the memory (`memfd_create`, `ftruncate`,
+    /// `mmap`). [`Error::NoSpace`](crate::Error::NoSpace) if `len` elements do not fit the address
+    /// space.
     pub fn new(len: usize) -> Result<Self> {
         Self::builder().create(len)
     }
 
     /// A new anonymous array holding a copy of `items`.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses the memory (`memfd_create`, `ftruncate`,
+    /// `mmap`).
     pub fn from_slice(items: &[T]) -> Result<Self> {
         Self::builder().create_from(items)
     }
 
     /// A builder for named, raw, externally locked or otherwise configured arrays.
+    #[must_use]
     pub fn builder() -> ArrayBuilder<T> {
         ArrayBuilder {
             opts: RegionOptions::default(),
@@ -162,21 +221,36 @@ impl<T: Pod> Array<T> {
     }
 
     /// Opens the named array `name`, whatever its length.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name;
+    /// [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not an Array,
+    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type; and the other
+    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
+    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
+    /// [`Error::Truncated`](crate::Error::Truncated), ...). With an external lock, also
+    /// [`Error::InvalidName`](crate::Error::InvalidName) if that lock is anonymous,
+    /// [`Error::Corrupted`](crate::Error::Corrupted) if the lock mode or lock name stored is
+    /// impossible, and the errors of opening the lock.
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }
 
     /// Number of elements.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.inner.len()
     }
 
     /// Whether the array has no elements.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Whether the array has a lock.
+    #[must_use]
     pub fn has_lock(&self) -> bool {
         self.inner.raw_lock().is_some()
     }
@@ -200,6 +274,11 @@ impl<T: Pod> Array<T> {
 
     /// Locks if free.
     ///
+    /// # Errors
+    /// [`TryLockError::WouldBlock`](crate::sync::TryLockError::WouldBlock) if another thread or
+    /// process holds the lock; [`TryLockError::OwnerDied`](crate::sync::TryLockError::OwnerDied)
+    /// carrying the guard if a holder died.
+    ///
     /// # Panics
     /// If the array has no lock.
     pub fn try_lock(&self) -> TryLockResult<'_, [T]> {
@@ -208,6 +287,11 @@ impl<T: Pod> Array<T> {
     }
 
     /// Locks, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`TryLockError::TimedOut`](crate::sync::TryLockError::TimedOut) if the lock was not free
+    /// within `timeout`; [`TryLockError::OwnerDied`](crate::sync::TryLockError::OwnerDied) carrying
+    /// the guard if a holder died.
     ///
     /// # Panics
     /// If the array has no lock.
@@ -236,6 +320,10 @@ impl<T: Pod> Array<T> {
 
     /// A copy of element `i`.
     ///
+    /// # Errors
+    /// [`OwnerDied`](crate::sync::OwnerDied) carrying the copy if a holder of the lock died (the
+    /// work was done; the lock stays poisoned). Never for a raw (unlocked) one.
+    ///
     /// # Panics
     /// If `i >= len()`.
     pub fn get(&self, i: usize) -> LockResult<T> {
@@ -243,6 +331,10 @@ impl<T: Pod> Array<T> {
     }
 
     /// Sets element `i`.
+    ///
+    /// # Errors
+    /// [`OwnerDied`](crate::sync::OwnerDied) carrying `()` if a holder of the lock died (the work
+    /// was done; the lock stays poisoned). Never for a raw (unlocked) one.
     ///
     /// # Panics
     /// If `i >= len()`.
@@ -252,6 +344,10 @@ impl<T: Pod> Array<T> {
 
     /// Copies all elements into `out`.
     ///
+    /// # Errors
+    /// [`OwnerDied`](crate::sync::OwnerDied) carrying `()` if a holder of the lock died (the work
+    /// was done; the lock stays poisoned). Never for a raw (unlocked) one.
+    ///
     /// # Panics
     /// If `out.len() != len()`.
     pub fn copy_to_slice(&self, out: &mut [T]) -> LockResult<()> {
@@ -260,6 +356,10 @@ impl<T: Pod> Array<T> {
 
     /// Copies `src` over all elements.
     ///
+    /// # Errors
+    /// [`OwnerDied`](crate::sync::OwnerDied) carrying `()` if a holder of the lock died (the work
+    /// was done; the lock stays poisoned). Never for a raw (unlocked) one.
+    ///
     /// # Panics
     /// If `src.len() != len()`.
     pub fn copy_from_slice(&self, src: &[T]) -> LockResult<()> {
@@ -267,11 +367,16 @@ impl<T: Pod> Array<T> {
     }
 
     /// A copy of all elements.
+    ///
+    /// # Errors
+    /// [`OwnerDied`](crate::sync::OwnerDied) carrying the copy if a holder of the lock died (the
+    /// work was done; the lock stays poisoned). Never for a raw (unlocked) one.
     pub fn to_vec(&self) -> LockResult<Vec<T>> {
         self.with(|s| s.to_vec())
     }
 
     /// The first element's address in this process's mapping.
+    #[must_use]
     pub fn as_ptr(&self) -> *mut T {
         self.inner.data()
     }
@@ -282,6 +387,7 @@ impl<T: Pod> Array<T> {
     /// For the slice's lifetime no process may write the elements (for
     /// example: all writers finished and synchronised with the caller through a
     /// barrier, event, join or lock).
+    #[must_use]
     pub unsafe fn as_slice_unchecked(&self) -> &[T] {
         // SAFETY: forwarded to the caller; the mapping outlives &self.
         unsafe { &*self.slice_ptr() }
@@ -293,12 +399,14 @@ impl<T: Pod> Array<T> {
     /// For the slice's lifetime nobody else (thread or process) may read or
     /// write the elements it covers.
     #[allow(clippy::mut_from_ref)]
+    #[must_use]
     pub unsafe fn as_mut_slice_unchecked(&self) -> &mut [T] {
         // SAFETY: forwarded to the caller.
         unsafe { &mut *self.slice_ptr() }
     }
 
     /// The segment behind the array.
+    #[must_use]
     pub fn segment(&self) -> &Segment {
         self.inner.segment()
     }
@@ -321,6 +429,7 @@ impl<T: AtomicInt> Array<T> {
     ///
     /// # Panics
     /// If `i >= len()`.
+    #[must_use]
     pub fn atomic(&self, i: usize) -> &T::Atomic {
         assert!(
             i < self.len(),

@@ -43,6 +43,9 @@ pub trait AtomicInt: bytemuck::Pod + sealed::Sealed {
     /// `fetch_min`.
     fn fetch_min(a: &Self::Atomic, v: Self, o: Ordering) -> Self;
     /// `compare_exchange`.
+    ///
+    /// # Errors
+    /// `Err` with the value found if it was not `current` (nothing stored).
     fn compare_exchange(
         a: &Self::Atomic,
         current: Self,

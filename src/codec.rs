@@ -33,11 +33,24 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// shmkit's [`Value`] and [`Array`] handles qualify.
 pub trait Message: Sized {
     /// Encodes `self`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encoding`] if rkyv cannot serialise the value (a handle that cannot travel, ...).
     fn encode(&self) -> Result<AlignedVec>;
     /// Encodes `self` into `buf` (which must be 16-aligned for the archive to
     /// be read in place); the length used. Fails if `buf` is too small.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encoding`] if rkyv cannot serialise the value, or `buf` is too small for it.
     fn encode_into(&self, buf: &mut [u8]) -> Result<usize>;
     /// Validates `bytes` as an archive of `Self`, then deserializes it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encoding`] if `bytes` is not a valid archive of `Self`; if a handle in it cannot be
+    /// opened, the error of that open ([`Error::NotFound`], ...).
     fn decode(bytes: &[u8]) -> Result<Self>;
     /// Encodes `items` as one archive of `Vec<Self>` into `buf` (cleared
     /// first; its capacity is reused), after `prefix` zero bytes (a multiple

@@ -69,6 +69,10 @@ unsafe impl<const N: usize> Pod for FixedStr<N> {}
 
 impl<const N: usize> FixedStr<N> {
     /// `s`, if it fits in `N` bytes and has no NUL byte (NUL pads).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encoding`] if `s` is longer than `N` bytes or holds a NUL byte.
     pub fn new(s: &str) -> Result<Self> {
         if s.len() > N || s.as_bytes().contains(&0) {
             return Err(Error::Encoding {
@@ -87,6 +91,7 @@ impl<const N: usize> FixedStr<N> {
 
     /// The string (up to the first NUL; a peer may have written invalid
     /// UTF-8, which is replaced lossily).
+    #[must_use]
     pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
         let end = self.0.iter().position(|&b| b == 0).unwrap_or(N);
         String::from_utf8_lossy(&self.0[..end])
@@ -306,6 +311,14 @@ impl<K: Pod, V: Pod> SharedMapBuilder<K, V> {
     }
 
     /// Creates the map.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] if no [`capacity`](Self::capacity) was given; [`Error::NoSpace`] if
+    /// the capacity does not fit the address space; as for any region: [`Error::AlreadyExists`] if
+    /// the name is taken, [`Error::InvalidName`] for a bad name, [`Error::NoSpace`] if /dev/shm (or
+    /// the file's filesystem) is too small, [`Error::PermissionDenied`] or [`Error::Io`] if the OS
+    /// refuses.
     pub fn create(self) -> Result<SharedMap<K, V>> {
         let capacity = self.capacity.ok_or_else(|| Error::InvalidName {
             name: String::new(),
@@ -353,12 +366,30 @@ impl<K: Pod, V: Pod> SharedMapBuilder<K, V> {
     }
 
     /// Opens an existing map by name (or file).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name or
+    /// none (open needs a name or a path); [`Error::KindMismatch`] if it is not a map,
+    /// [`Error::TypeMismatch`] if it holds other key and value types (or another tag),
+    /// [`Error::Corrupted`] if its key or value sizes or its geometry differ,
+    /// [`Error::LengthMismatch`] if its capacity differs from [`capacity`](Self::capacity); and the
+    /// other open errors of any region ([`Error::NotInitialized`], [`Error::ForeignOwner`],
+    /// [`Error::Truncated`], ...).
     pub fn open(self) -> Result<SharedMap<K, V>> {
         let seg = Segment::open(&self.opts, &spec::<K, V>(&self.opts), None)?;
         SharedMap::checked(seg, self.capacity)
     }
 
     /// Opens a map from a descriptor (an anonymous map passed to a child).
+    ///
+    /// # Errors
+    ///
+    /// The checks of an open: [`Error::KindMismatch`] if it is not a map, [`Error::TypeMismatch`]
+    /// if it holds other key and value types, [`Error::Corrupted`] if its key or value sizes or its
+    /// geometry differ, [`Error::LengthMismatch`] if its capacity differs from
+    /// [`capacity`](Self::capacity); [`Error::NotInitialized`] if it was never published;
+    /// [`Error::Io`] if `fstat` or `mmap` fails.
     pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<SharedMap<K, V>> {
         let seg = Segment::from_fd(fd, &self.opts, &spec::<K, V>(&self.opts), None)?;
         SharedMap::checked(seg, self.capacity)
@@ -380,11 +411,17 @@ impl Drop for StripeGuard<'_> {
 impl<K: Pod, V: Pod> SharedMap<K, V> {
     /// An anonymous map for `capacity` entries (shared with children it is
     /// passed to).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the OS refuses the memory (`memfd_create`, `ftruncate`, `mmap`).
+    /// [`Error::NoSpace`] if `capacity` entries do not fit the address space.
     pub fn new(capacity: usize) -> Result<Self> {
         Self::builder().capacity(capacity).create()
     }
 
     /// A builder: a name, a capacity, open or create.
+    #[must_use]
     pub fn builder() -> SharedMapBuilder<K, V> {
         SharedMapBuilder {
             opts: RegionOptions::default(),
@@ -394,6 +431,14 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     }
 
     /// Opens the named map (any capacity).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name;
+    /// [`Error::KindMismatch`] if it is not a map, [`Error::TypeMismatch`] if it holds other key
+    /// and value types, [`Error::Corrupted`] if its key or value sizes or its geometry differ; and
+    /// the other open errors of any region ([`Error::NotInitialized`], [`Error::ForeignOwner`],
+    /// [`Error::Truncated`], ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }
@@ -460,11 +505,13 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     }
 
     /// The region beneath.
+    #[must_use]
     pub fn segment(&self) -> &Segment {
         &self.inner.seg
     }
 
     /// The number of entries asked for at creation.
+    #[must_use]
     pub fn capacity(&self) -> usize {
         self.inner.geo.capacity as usize
     }
@@ -856,6 +903,7 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
 
     /// The number of entries (the sum of the stripes' counts, each exact
     /// at some moment during the call).
+    #[must_use]
     pub fn len(&self) -> usize {
         // A peer may have written any count: each is capped at its stripe.
         let per = self.inner.geo.per_stripe;
@@ -865,12 +913,14 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     }
 
     /// Whether the map has no entries.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Every entry, copied: each stripe as it was at one moment (stripes
     /// are read one after another, without locks).
+    #[must_use]
     pub fn snapshot(&self) -> Vec<(K, V)> {
         let mut out = Vec::with_capacity(self.len()); // at most the slot count
         for s in 0..self.inner.geo.stripes as usize {
@@ -887,6 +937,7 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     }
 
     /// The entries of [`snapshot`](Self::snapshot), as an iterator.
+    #[must_use]
     pub fn iter(&self) -> std::vec::IntoIter<(K, V)> {
         self.snapshot().into_iter()
     }

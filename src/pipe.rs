@@ -388,6 +388,13 @@ impl PipeBuilder {
     }
 
     /// Creates the pipe; its two connected ends.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSpace`] if the capacity and message size do not fit the address space; as for any
+    /// region: [`Error::AlreadyExists`] if the name is taken, [`Error::InvalidName`] for a bad
+    /// name, [`Error::NoSpace`] if /dev/shm (or the file's filesystem) is too small,
+    /// [`Error::PermissionDenied`] or [`Error::Io`] if the OS refuses.
     pub fn create(self) -> Result<(Connection, Connection)> {
         let too_big = || Error::NoSpace {
             name: "<new pipe>".into(),
@@ -434,6 +441,14 @@ impl PipeBuilder {
     /// committed message is lost and the other end never waits for good.
     /// Taking over an end whose holder is alive repairs nothing (both would
     /// then use one end: don't).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name or
+    /// none (open needs a name or a path); [`Error::KindMismatch`] if it is not a pipe,
+    /// [`Error::TypeMismatch`] if its tag differs, [`Error::Corrupted`] if its geometry is
+    /// impossible; and the other open errors of any region ([`Error::NotInitialized`],
+    /// [`Error::ForeignOwner`], [`Error::Truncated`], ...).
     pub fn open(self, end: usize) -> Result<Connection> {
         let raw = RawPipe::check(Segment::open(&self.opts, &spec(), None)?)?;
         Ok(Connection::take_over(raw, end.min(1)))
@@ -442,6 +457,10 @@ impl PipeBuilder {
 
 /// A new anonymous duplex pipe (64 messages in flight per direction, up to
 /// 64 KiB each): its two ends. Give one to a child as an argument.
+///
+/// # Errors
+///
+/// [`Error::Io`] if the OS refuses the memory (`memfd_create`, `ftruncate`, `mmap`).
 pub fn pipe() -> Result<(Connection, Connection)> {
     PipeBuilder::default().create()
 }
@@ -535,6 +554,7 @@ impl Connection {
     }
 
     /// A builder for named pipes or other sizes.
+    #[must_use]
     pub fn builder() -> PipeBuilder {
         PipeBuilder::default()
     }
@@ -624,6 +644,13 @@ impl Connection {
     }
 
     /// Sends `msg` (rkyv), serialised straight into the slot.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::TooLarge`] if the archive does not fit a slot, [`SendError::Encoding`] if it
+    /// cannot be serialised; [`SendError::Disconnected`] once the peer is gone;
+    /// [`SendError::Truncated`] if a peer shrank the segment; [`SendError::Corrupted`] if the ring
+    /// state is impossible.
     pub fn send<M: Message>(&self, msg: &M) -> std::result::Result<(), SendError<()>> {
         let max = self.max_message();
         let r = self.send_with(Wait::Forever, |buf| msg.encode_into(buf));
@@ -697,11 +724,23 @@ impl Connection {
     }
 
     /// Receives the next message as bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once the peer is gone and everything it sent was received;
+    /// [`RecvError::Truncated`] if a peer shrank the segment; [`RecvError::Corrupted`] if the ring
+    /// state is impossible.
     pub fn recv_bytes(&self) -> std::result::Result<Vec<u8>, RecvError> {
         self.recv_with(Wait::Forever, <[u8]>::to_vec)
     }
 
     /// Receives the next message and hands its bytes, in place, to `f`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once the peer is gone and everything it sent was received;
+    /// [`RecvError::Truncated`] if a peer shrank the segment; [`RecvError::Corrupted`] if the ring
+    /// state is impossible.
     pub fn recv_with_bytes<R>(
         &self,
         f: impl FnOnce(&[u8]) -> R,
@@ -710,12 +749,26 @@ impl Connection {
     }
 
     /// Receives an rkyv message, validated then deserialised.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Invalid`] if the message fails validation (it is dropped);
+    /// [`RecvError::Disconnected`] once the peer is gone and everything it sent was received;
+    /// [`RecvError::Truncated`] if a peer shrank the segment; [`RecvError::Corrupted`] if the ring
+    /// state is impossible.
     pub fn recv<M: Message>(&self) -> std::result::Result<M, RecvError> {
         self.recv_with(Wait::Forever, M::decode)?
             .map_err(RecvError::Invalid)
     }
 
     /// [`recv`](Self::recv), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Timeout`] if nothing arrived in time; [`RecvError::Invalid`] if the message
+    /// fails validation (it is dropped); [`RecvError::Disconnected`] once the peer is gone and
+    /// everything it sent was received; [`RecvError::Truncated`] if a peer shrank the segment;
+    /// [`RecvError::Corrupted`] if the ring state is impossible.
     pub fn recv_timeout<M: Message>(&self, timeout: Duration) -> std::result::Result<M, RecvError> {
         self.recv_with(Wait::after(timeout), M::decode)?
             .map_err(RecvError::Invalid)

@@ -84,6 +84,15 @@ impl<T: Pod> ValueBuilder<T> {
     }
 
     /// Creates the value.
+    ///
+    /// # Errors
+    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
+    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
+    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses.
+    /// [`Error::InvalidName`](crate::Error::InvalidName) if the region is named but its
+    /// [`with_lock`](Self::with_lock) lock is anonymous.
     pub fn create(self, value: T) -> Result<Value<T>> {
         let inner = Shared::create(&self.opts, Kind::Value, self.lock, 1, |p: *mut T| {
             // SAFETY: `p` is the unpublished data area of one T.
@@ -95,6 +104,11 @@ impl<T: Pod> ValueBuilder<T> {
     /// Opens the named value, or creates it holding `value` if it does not
     /// exist; the flag says whether this call created it. Safe against
     /// concurrent callers: exactly one creates, the others wait for it.
+    ///
+    /// # Errors
+    /// The errors of [`create`](Self::create) and of [`open`](Self::open);
+    /// [`Error::NotInitialized`](crate::Error::NotInitialized) if the name keeps vanishing between
+    /// the create and the open (8 tries).
     pub fn open_or_create(self, value: T) -> Result<(Value<T>, bool)> {
         let (inner, created) =
             Shared::open_or_create(&self.opts, Kind::Value, self.lock, 1, |p: *mut T| {
@@ -105,6 +119,18 @@ impl<T: Pod> ValueBuilder<T> {
     }
 
     /// Opens an existing named value, checking its element type.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name or none (open needs a name
+    /// or a path); [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a Value,
+    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type; and the other
+    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
+    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
+    /// [`Error::Truncated`](crate::Error::Truncated), ...). With an external lock, also
+    /// [`Error::InvalidName`](crate::Error::InvalidName) if that lock is anonymous,
+    /// [`Error::Corrupted`](crate::Error::Corrupted) if the lock mode or lock name stored is
+    /// impossible, and the errors of opening the lock.
     pub fn open(self) -> Result<Value<T>> {
         Ok(Value {
             inner: Shared::open(&self.opts, Kind::Value, Some(1))?,
@@ -113,6 +139,15 @@ impl<T: Pod> ValueBuilder<T> {
 
     /// Opens a value from a descriptor inherited across `exec`
     /// (see [`Segment::inheritable_fd`]).
+    ///
+    /// # Errors
+    /// The checks of an open: [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a
+    /// Value, [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type;
+    /// [`Error::NotInitialized`](crate::Error::NotInitialized) if it was never published;
+    /// [`Error::Io`](crate::Error::Io) if `fstat` or `mmap` fails. With an external lock, also
+    /// [`Error::InvalidName`](crate::Error::InvalidName) if that lock is anonymous,
+    /// [`Error::Corrupted`](crate::Error::Corrupted) if the lock mode or lock name stored is
+    /// impossible, and the errors of opening the lock.
     pub fn from_fd(self, fd: OwnedFd) -> Result<Value<T>> {
         Ok(Value {
             inner: Shared::from_fd(fd, &self.opts, Kind::Value, Some(1))?,
@@ -126,11 +161,16 @@ impl<T: Pod> Value<T> {
     }
 
     /// A new anonymous value with its own lock, shared with children by `fork`.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses the memory (`memfd_create`, `ftruncate`,
+    /// `mmap`).
     pub fn new(value: T) -> Result<Self> {
         Self::builder().create(value)
     }
 
     /// A builder for named, raw, externally locked or otherwise configured values.
+    #[must_use]
     pub fn builder() -> ValueBuilder<T> {
         ValueBuilder {
             opts: RegionOptions::default(),
@@ -150,6 +190,7 @@ impl<T: Pod> Value<T> {
     }
 
     /// Whether the value has a lock (its own or an external one).
+    #[must_use]
     pub fn has_lock(&self) -> bool {
         self.inner.raw_lock().is_some()
     }
@@ -168,6 +209,11 @@ impl<T: Pod> Value<T> {
 
     /// Locks if free.
     ///
+    /// # Errors
+    /// [`TryLockError::WouldBlock`](crate::sync::TryLockError::WouldBlock) if another thread or
+    /// process holds the lock; [`TryLockError::OwnerDied`](crate::sync::TryLockError::OwnerDied)
+    /// carrying the guard if a holder died.
+    ///
     /// # Panics
     /// If the value has no lock.
     pub fn try_lock(&self) -> TryLockResult<'_, T> {
@@ -176,6 +222,11 @@ impl<T: Pod> Value<T> {
     }
 
     /// Locks, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`TryLockError::TimedOut`](crate::sync::TryLockError::TimedOut) if the lock was not free
+    /// within `timeout`; [`TryLockError::OwnerDied`](crate::sync::TryLockError::OwnerDied) carrying
+    /// the guard if a holder died.
     ///
     /// # Panics
     /// If the value has no lock.
@@ -211,22 +262,32 @@ impl<T: Pod> Value<T> {
 
     /// A copy of the value, read under the lock (raw: unsynchronised, may tear
     /// for types wider than a machine word).
+    ///
+    /// # Errors
+    /// [`OwnerDied`](crate::sync::OwnerDied) carrying the copy if a holder of the lock died (the
+    /// work was done; the lock stays poisoned). Never for a raw (unlocked) one.
     pub fn get(&self) -> LockResult<T> {
         self.update(|v| *v)
     }
 
     /// Replaces the value, under the lock (raw: unsynchronised).
+    ///
+    /// # Errors
+    /// [`OwnerDied`](crate::sync::OwnerDied) carrying `()` if a holder of the lock died (the work
+    /// was done; the lock stays poisoned). Never for a raw (unlocked) one.
     pub fn set(&self, value: T) -> LockResult<()> {
         self.update(|v| *v = value)
     }
 
     /// The value's address in this process's mapping, for users who
     /// synchronise themselves.
+    #[must_use]
     pub fn as_ptr(&self) -> *mut T {
         self.inner.data()
     }
 
     /// The segment behind the value (name, unlink, persist, descriptor).
+    #[must_use]
     pub fn segment(&self) -> &Segment {
         self.inner.segment()
     }
@@ -254,6 +315,7 @@ impl<T: AtomicInt> Value<T> {
     /// race. Create it [`unlocked`](ValueBuilder::unlocked) (Python's
     /// `lock=False`) for lock-free atomics; a locked value's atomic methods
     /// ([`fetch_add`](Self::fetch_add), ...) take its lock instead.
+    #[must_use]
     pub fn as_atomic(&self) -> &T::Atomic {
         assert!(
             self.inner.raw_lock().is_none(),
@@ -292,6 +354,7 @@ impl<T: AtomicInt> Value<T> {
     }
 
     /// Atomic load (SeqCst).
+    #[allow(clippy::must_use_candidate)] // a load may only touch the page (truncation probes)
     pub fn load(&self) -> T {
         self.atomically(|a| T::load(a, Ordering::SeqCst))
     }
@@ -333,6 +396,9 @@ impl<T: AtomicInt> Value<T> {
     }
     /// Atomic compare-and-exchange (SeqCst): `Ok(previous)` if it was
     /// `current` and is now `new`, else `Err(actual)`.
+    ///
+    /// # Errors
+    /// `Err` with the value found if it was not `current` (nothing stored).
     pub fn compare_exchange(&self, current: T, new: T) -> std::result::Result<T, T> {
         self.atomically(|a| {
             T::compare_exchange(a, current, new, Ordering::SeqCst, Ordering::SeqCst)

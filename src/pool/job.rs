@@ -492,6 +492,13 @@ pending_common!(MapResult);
 impl<R: Message + Send + 'static> AsyncResult<R> {
     /// Waits for the task's return value, or its error
     /// ([`Error::TaskPanicked`], [`Error::WorkerDied`], ...).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TaskPanicked`] if the task panicked, [`Error::WorkerDied`] if its worker died,
+    /// [`Error::PoolTerminated`] if the pool was terminated first, [`Error::TaskTooLarge`] or
+    /// [`Error::Encoding`] if the arguments or the result could not travel,
+    /// [`Error::FunctionNotFound`] if the worker could not run `f`.
     pub fn get(self) -> Result<R> {
         self.help();
         one(self.job.take_outcome(None).expect("no deadline"))
@@ -500,6 +507,11 @@ impl<R: Message + Send + 'static> AsyncResult<R> {
     /// Like [`get`](Self::get), waiting at most `timeout`: `Err(Timeout)`
     /// if the task has not finished (call again later);
     /// [`Error::AlreadyJoined`] once the value was taken.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the task has not finished; [`Error::AlreadyJoined`] once the value was
+    /// taken; otherwise as for [`get`](Self::get).
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
         self.help();
         match self.job.take_outcome(Some(Instant::now() + timeout)) {
@@ -519,6 +531,13 @@ fn one<R>(outcome: Result<Vec<R>>) -> Result<R> {
 impl<R: Message + Send + 'static> MapResult<R> {
     /// Waits for every output, in input order; the first error by position
     /// if an item failed (as Python's `map` raises the first exception).
+    ///
+    /// # Errors
+    ///
+    /// The first item's error by position: [`Error::TaskPanicked`] if the task panicked,
+    /// [`Error::WorkerDied`] if its worker died, [`Error::PoolTerminated`] if the pool was
+    /// terminated first, [`Error::TaskTooLarge`] or [`Error::Encoding`] if the arguments or the
+    /// result could not travel, [`Error::FunctionNotFound`] if the worker could not run `f`.
     pub fn get(self) -> Result<Vec<R>> {
         self.help();
         self.job.take_outcome(None).expect("no deadline")
@@ -526,6 +545,11 @@ impl<R: Message + Send + 'static> MapResult<R> {
 
     /// Like [`get`](Self::get), waiting at most `timeout`: `Err(Timeout)`
     /// if the call has not finished.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the call has not finished; [`Error::AlreadyJoined`] once the outputs
+    /// were taken; otherwise as for [`get`](Self::get).
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<Vec<R>> {
         self.help();
         self.job

@@ -163,6 +163,14 @@ impl PoolBuilder {
     }
 
     /// Starts the workers and waits until each has run its initializer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for 0 workers or more than the pool supports; [`Error::Encoding`]
+    /// if the initializer's arguments cannot be encoded; [`Error::PoolBroken`] if a worker's
+    /// initializer failed; [`Error::ForkRefused`] with [`StartMethod::Fork`] in a multithreaded
+    /// process; the errors of creating the pool's queues and status array, and of starting a worker
+    /// ([`Error::Io`], ...).
     pub fn build(self) -> Result<Pool> {
         let workers = self.workers.unwrap_or_else(|| cpu_count().max(1));
         if workers == 0 || workers > MAX_WORKERS {
@@ -254,11 +262,16 @@ impl std::fmt::Debug for CallOptions<'_> {
 
 impl Pool {
     /// A pool of [`cpu_count`] spawned workers.
+    ///
+    /// # Errors
+    ///
+    /// As for [`PoolBuilder::build`].
     pub fn new() -> Result<Pool> {
         Pool::builder().build()
     }
 
     /// A builder, for the number of workers, an initializer, ...
+    #[must_use]
     pub fn builder() -> PoolBuilder {
         PoolBuilder::default()
     }
@@ -296,6 +309,12 @@ impl Pool {
     /// `f` over every item, results in input order (Python's `map`). The
     /// first error by position if an item failed; every item is finished
     /// (or failed) before this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`Error::PoolBroken`] if a worker's initializer failed; then the first item's error by
+    /// position, as for [`MapResult::get`].
     pub fn map<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
     where
         A: Message + 'static,
@@ -305,6 +324,12 @@ impl Pool {
     }
 
     /// Like [`map`](Self::map), without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`Error::PoolBroken`] if a worker's initializer failed. An item whose arguments are too
+    /// large ([`Error::TaskTooLarge`]) or cannot be encoded fails in the result, not here.
     pub fn map_async<A, R>(
         &self,
         f: fn(A) -> R,
@@ -320,6 +345,12 @@ impl Pool {
     /// Like [`map_async`](Self::map_async), with callbacks run on the pool's
     /// thread when the call finishes: `callback` with every output, or
     /// `error_callback` with the first error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`Error::PoolBroken`] if a worker's initializer failed. An item whose arguments are too
+    /// large ([`Error::TaskTooLarge`]) or cannot be encoded fails in the result, not here.
     pub fn map_async_with<A, R>(
         &self,
         f: fn(A) -> R,
@@ -336,6 +367,12 @@ impl Pool {
     }
 
     /// `f(a, b)` over every pair (Python's `starmap`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`Error::PoolBroken`] if a worker's initializer failed; then the first item's error by
+    /// position, as for [`MapResult::get`].
     pub fn starmap<A, B, R>(
         &self,
         f: fn(A, B) -> R,
@@ -376,6 +413,13 @@ impl Pool {
     }
 
     /// Runs `f(args)` in a worker and waits for it (Python's `apply`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TaskTooLarge`] or [`Error::Encoding`] if `args` cannot be sent;
+    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`Error::PoolBroken`] if a worker's initializer failed; then the task's error, as for
+    /// [`AsyncResult::get`].
     pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R>
     where
         A: Message + 'static,
@@ -385,6 +429,12 @@ impl Pool {
     }
 
     /// Runs `f(args)` in a worker; the handle gets its value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TaskTooLarge`] or [`Error::Encoding`] if `args` cannot be sent;
+    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`Error::PoolBroken`] if a worker's initializer failed.
     pub fn apply_async<A, R>(&self, f: fn(A) -> R, args: A) -> Result<AsyncResult<R>>
     where
         A: Message + 'static,
@@ -396,6 +446,12 @@ impl Pool {
     /// Like [`apply_async`](Self::apply_async), with callbacks run on the
     /// pool's thread: `callback` with the value, or `error_callback` with
     /// the error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TaskTooLarge`] or [`Error::Encoding`] if `args` cannot be sent;
+    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`Error::PoolBroken`] if a worker's initializer failed.
     pub fn apply_async_with<A, R>(
         &self,
         f: fn(A) -> R,
@@ -701,6 +757,12 @@ impl<'p> CallOptions<'p> {
     }
 
     /// [`Pool::map`] with these options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolClosed`] after [`close`](Pool::close) or [`terminate`](Pool::terminate),
+    /// [`Error::PoolBroken`] if a worker's initializer failed; then the first item's error by
+    /// position, as for [`MapResult::get`].
     pub fn map<A, R>(self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
     where
         A: Message + 'static,
@@ -710,6 +772,12 @@ impl<'p> CallOptions<'p> {
     }
 
     /// [`Pool::map_async`] with these options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolClosed`] after [`close`](Pool::close) or [`terminate`](Pool::terminate),
+    /// [`Error::PoolBroken`] if a worker's initializer failed. An item whose arguments are too
+    /// large ([`Error::TaskTooLarge`]) or cannot be encoded fails in the result, not here.
     pub fn map_async<A, R>(
         self,
         f: fn(A) -> R,
@@ -723,6 +791,12 @@ impl<'p> CallOptions<'p> {
     }
 
     /// [`Pool::starmap`] with these options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolClosed`] after [`close`](Pool::close) or [`terminate`](Pool::terminate),
+    /// [`Error::PoolBroken`] if a worker's initializer failed; then the first item's error by
+    /// position, as for [`MapResult::get`].
     pub fn starmap<A, B, R>(
         self,
         f: fn(A, B) -> R,

@@ -24,6 +24,11 @@ pub enum StartMethod {
 
 /// Starts `f(args)` in a new process by the spawn method, with default
 /// settings. See [`Builder`] for a name, daemon children or fork.
+///
+/// # Errors
+///
+/// [`Error::Encoding`] if `args` cannot be encoded (or a handle in them cannot travel);
+/// [`Error::Io`] if the child cannot be started (`/proc/self/exe`, the channel, `spawn`).
 pub fn spawn<A: Message, R: Message>(f: fn(A) -> R, args: A) -> Result<Process<R>> {
     Builder::new().spawn(f, args)
 }
@@ -64,6 +69,7 @@ pub struct Builder {
 
 impl Builder {
     /// Default settings: spawn, not a daemon, named `Process-N`.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
@@ -90,6 +96,12 @@ impl Builder {
     }
 
     /// Starts `f(args)` by the configured start method.
+    ///
+    /// # Errors
+    ///
+    /// As for [`spawn`](Self::spawn) or [`fork`](Self::fork): [`Error::ForkRefused`] for the fork
+    /// method in a multithreaded process, [`Error::Encoding`] if `args` cannot be encoded,
+    /// [`Error::Io`] if the child cannot be started.
     pub fn start<A: Message, R: Message>(self, f: fn(A) -> R, args: A) -> Result<Process<R>> {
         match self.method {
             StartMethod::Spawn => self.spawn(f, args),
@@ -136,6 +148,11 @@ impl Builder {
     /// Starts `f(args)` in a re-executed copy of this executable. Safe from a
     /// multithreaded process. `f` must be a function (or a closure without
     /// captures) of this executable; `A` and `R` travel as rkyv archives.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encoding`] if `args` cannot be encoded (or a handle in them cannot travel);
+    /// [`Error::Io`] if the child cannot be started (`/proc/self/exe`, the channel, `spawn`).
     pub fn spawn<A: Message, R: Message>(mut self, f: fn(A) -> R, args: A) -> Result<Process<R>> {
         let name = self.child_name();
         let (args, outgoing) = codec::collecting(|| args.encode());
@@ -197,6 +214,11 @@ impl Builder {
     /// Runs `f` in a `fork`ed copy of this process. Refused with
     /// [`Error::ForkRefused`] while the process runs more than one thread
     /// (a `cargo test` binary always does: use [`spawn`](Self::spawn) there).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForkRefused`] if the process runs more than one thread; [`Error::Io`] if the
+    /// channel cannot be made or `fork` fails.
     pub fn fork<R: Message>(self, f: impl FnOnce() -> R) -> Result<Process<R>> {
         single_threaded()?;
         // SAFETY: single-threaded, so no lock can be held by a thread that
@@ -205,6 +227,10 @@ impl Builder {
     }
 
     /// Like [`fork`](Self::fork) without the thread check.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the channel cannot be made or `fork` fails.
     ///
     /// # Safety
     ///

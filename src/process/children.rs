@@ -148,6 +148,7 @@ pub(crate) fn unregister(pid: u32) {
 
 /// Children started by this process that have not ended (ended ones stay
 /// unreaped, so their handles can still collect the exit status).
+#[must_use]
 pub fn active_children() -> Vec<ChildInfo> {
     let live = children().live.clone();
     live.into_iter()

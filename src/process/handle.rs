@@ -120,11 +120,21 @@ impl<R: Message> Process<R> {
     }
 
     /// Asks the child to stop (SIGTERM). Does nothing once it has ended.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] or [`Error::Io`] if `kill` fails for another reason than the
+    /// child being gone.
     pub fn terminate(&self) -> Result<()> {
         self.signal(libc::SIGTERM)
     }
 
     /// Stops the child at once (SIGKILL). Does nothing once it has ended.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] or [`Error::Io`] if `kill` fails for another reason than the
+    /// child being gone.
     pub fn kill(&self) -> Result<()> {
         self.signal(libc::SIGKILL)
     }
@@ -144,6 +154,10 @@ impl<R: Message> Process<R> {
     }
 
     /// Waits until the child ends; its exit code.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if `waitpid` or `poll` fails.
     pub fn wait(&self) -> Result<i32> {
         loop {
             if let Some(code) = self.wait_timeout(Duration::from_secs(3600))? {
@@ -154,6 +168,10 @@ impl<R: Message> Process<R> {
 
     /// Waits up to `timeout` for the child to end; its exit code, or `None` if
     /// it still runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if `waitpid` or `poll` fails.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
         if let Some(code) = self.poll(false)? {
             return Ok(Some(code));
@@ -193,6 +211,11 @@ impl<R: Message> Process<R> {
     /// did not: [`Error::ProcessPanicked`] with the panic message,
     /// [`Error::ProcessDied`] with the exit code (negative: the signal),
     /// [`Error::FunctionNotFound`] or [`Error::Encoding`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProcessPanicked`], [`Error::ProcessDied`], [`Error::FunctionNotFound`] or
+    /// [`Error::Encoding`] as above; [`Error::Io`] if waiting or reading the result fails.
     pub fn join(mut self) -> Result<R> {
         // We own the only handle, so nothing else can reap or signal the
         // child meanwhile: a plain blocking waitpid will do.
@@ -206,6 +229,10 @@ impl<R: Message> Process<R> {
     /// Like [`join`](Self::join), waiting at most `timeout`: `Ok(None)` if the
     /// child still runs (the handle stays usable). After a result was taken,
     /// [`Error::AlreadyJoined`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyJoined`] once the result was taken; otherwise as for [`join`](Self::join).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>> {
         if self.taken {
             return Err(Error::AlreadyJoined { pid: self.pid });

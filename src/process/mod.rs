@@ -92,6 +92,7 @@ pub struct ProcessInfo {
 
 impl ProcessInfo {
     /// Whether that process still runs (a reused pid does not count).
+    #[must_use]
     pub fn is_alive(&self) -> bool {
         proc::is_alive(self.pid, self.start_time)
     }
@@ -132,6 +133,7 @@ pub fn parent_process() -> Option<ProcessInfo> {
 /// CPUs this process may use: the affinity mask, further limited by a
 /// cgroup CPU quota (rounded up), at least 1. Python's `os.cpu_count()`
 /// reports the machine's CPUs whatever the container allows.
+#[must_use]
 pub fn cpu_count() -> usize {
     let affinity = proc::affinity_count()
         .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -248,11 +248,22 @@ impl<T: Pod> Sender<T> {
     }
 
     /// Sends `value` if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Full`] if there is no room now; [`SendError::Disconnected`] when no receiver is
+    /// left or the queue was closed; [`SendError::Truncated`] if a peer shrank the segment.
     pub fn try_send(&self, value: T) -> std::result::Result<(), SendError<T>> {
         self.send_until(value, Wait::No)
     }
 
     /// Sends `value`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Timeout`] if no room came within `timeout`; [`SendError::Disconnected`] when no
+    /// receiver is left or the queue was closed; [`SendError::Truncated`] if a peer shrank the
+    /// segment.
     pub fn send_timeout(
         &self,
         value: T,
@@ -263,6 +274,11 @@ impl<T: Pod> Sender<T> {
 
     /// Reserves the next slot and lends it to write the message in place;
     /// [`SendSlot::commit`] publishes it. Waits while the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Disconnected`] when no receiver is left or the queue was closed;
+    /// [`SendError::Truncated`] if a peer shrank the segment.
     pub fn reserve(&mut self) -> std::result::Result<SendSlot<'_, T, T>, SendError<()>> {
         let pos = self.claim(Wait::Forever).map_err(|s| Self::stop(s, ()))?;
         Ok(SendSlot {
@@ -295,16 +311,34 @@ impl Sender<Bytes> {
     }
 
     /// Sends a copy of `bytes`, waiting while the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::TooLarge`] if `bytes` does not fit a slot; [`SendError::Disconnected`] when no
+    /// receiver is left or the queue was closed; [`SendError::Truncated`] if a peer shrank the
+    /// segment.
     pub fn send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), SendError<()>> {
         self.send_bytes_until(bytes, Wait::Forever)
     }
 
     /// Sends a copy of `bytes` if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::TooLarge`] if `bytes` does not fit a slot; [`SendError::Full`] if there is no
+    /// room now; [`SendError::Disconnected`] when no receiver is left or the queue was closed;
+    /// [`SendError::Truncated`] if a peer shrank the segment.
     pub fn try_send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), SendError<()>> {
         self.send_bytes_until(bytes, Wait::No)
     }
 
     /// Sends a copy of `bytes`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::TooLarge`] if `bytes` does not fit a slot; [`SendError::Timeout`] if no room
+    /// came within `timeout`; [`SendError::Disconnected`] when no receiver is left or the queue was
+    /// closed; [`SendError::Truncated`] if a peer shrank the segment.
     pub fn send_bytes_timeout(
         &self,
         bytes: &[u8],
@@ -341,6 +375,12 @@ impl Sender<Bytes> {
 
     /// Reserves the next slot and lends its first `len` bytes to write in
     /// place. Waits while the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::TooLarge`] if `len` is more than a slot holds; [`SendError::Disconnected`] when
+    /// no receiver is left or the queue was closed; [`SendError::Truncated`] if a peer shrank the
+    /// segment.
     pub fn reserve_bytes(
         &mut self,
         len: usize,
@@ -469,6 +509,11 @@ impl<T: Item> Receiver<T> {
     }
 
     /// Marks one received message as processed (joinable queues).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if called more often than messages
+    /// were sent.
     pub fn task_done(&self) -> Result<()> {
         self.queue.task_done()
     }
@@ -518,18 +563,35 @@ impl<T: Pod> Receiver<T> {
     }
 
     /// Receives the next message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Timeout`] if nothing arrived within `timeout`; [`RecvError::Disconnected`] once
+    /// every sender is gone (or the queue closed) and the queue is drained;
+    /// [`RecvError::Truncated`] if a peer shrank the segment.
     pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<T, RecvError> {
         self.recv_until(Wait::after(timeout))
     }
 
     /// Receives the next message in place: the guard borrows the slot and
     /// frees it when dropped. Waits while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and the queue is
+    /// drained; [`RecvError::Truncated`] if a peer shrank the segment.
     pub fn recv_ref(&mut self) -> std::result::Result<RecvGuard<'_, T, T>, RecvError> {
         let c = self.claim(Wait::Forever)?;
         Ok(self.guard(c))
     }
 
     /// [`recv_ref`](Self::recv_ref) waiting at most `timeout` (zero: do not wait).
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Timeout`] if nothing arrived within `timeout`; [`RecvError::Disconnected`] once
+    /// every sender is gone (or the queue closed) and the queue is drained;
+    /// [`RecvError::Truncated`] if a peer shrank the segment.
     pub fn recv_ref_timeout(
         &mut self,
         timeout: Duration,
@@ -592,18 +654,35 @@ impl<'a, T: Pod> IntoIterator for &'a Receiver<T> {
 impl Receiver<Bytes> {
     /// Receives the next message in place as bytes; the guard frees the slot
     /// when dropped. Waits while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and the queue is
+    /// drained; [`RecvError::Truncated`] if a peer shrank the segment.
     pub fn recv_bytes(&mut self) -> std::result::Result<RecvGuard<'_, Bytes, [u8]>, RecvError> {
         let c = self.claim(Wait::Forever)?;
         Ok(self.guard(c))
     }
 
     /// [`recv_bytes`](Self::recv_bytes) if a message is ready now.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Empty`] when nothing is ready; [`RecvError::Disconnected`] once every sender is
+    /// gone (or the queue closed) and the queue is drained; [`RecvError::Truncated`] if a peer
+    /// shrank the segment.
     pub fn try_recv_bytes(&mut self) -> std::result::Result<RecvGuard<'_, Bytes, [u8]>, RecvError> {
         let c = self.claim(Wait::No)?;
         Ok(self.guard(c))
     }
 
     /// [`recv_bytes`](Self::recv_bytes) waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Timeout`] if nothing arrived within `timeout`; [`RecvError::Disconnected`] once
+    /// every sender is gone (or the queue closed) and the queue is drained;
+    /// [`RecvError::Truncated`] if a peer shrank the segment.
     pub fn recv_bytes_timeout(
         &mut self,
         timeout: Duration,
@@ -613,6 +692,11 @@ impl Receiver<Bytes> {
     }
 
     /// Receives the next message as a copy.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and the queue is
+    /// drained; [`RecvError::Truncated`] if a peer shrank the segment.
     pub fn recv_vec(&mut self) -> std::result::Result<Vec<u8>, RecvError> {
         Ok(self.recv_bytes()?.to_vec())
     }
@@ -620,6 +704,12 @@ impl Receiver<Bytes> {
     /// Receives an rkyv message, validates it in the slot and deserialises
     /// it. A message that fails validation is dropped with
     /// [`RecvError::Invalid`].
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Invalid`] if the message fails validation (it is dropped);
+    /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and the queue is
+    /// drained; [`RecvError::Truncated`] if a peer shrank the segment.
     pub fn recv_msg<M: Message>(&mut self) -> std::result::Result<M, RecvError> {
         let guard = self.recv_bytes()?;
         M::decode(&guard).map_err(RecvError::Invalid)
@@ -634,6 +724,12 @@ impl Receiver<Bytes> {
     /// ([`recv_ref`](Receiver::recv_ref), `Array::lock`), that no peer writes
     /// into a slot it does not hold. Against peers that might, use
     /// [`recv_msg`](Self::recv_msg), which validates a private copy.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Invalid`] if the message fails validation (it is dropped);
+    /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and the queue is
+    /// drained; [`RecvError::Truncated`] if a peer shrank the segment.
     pub fn recv_archived<M>(&mut self) -> std::result::Result<ArchivedGuard<'_, M>, RecvError>
     where
         M: rkyv::Archive,
@@ -654,6 +750,11 @@ impl Receiver<Bytes> {
 
     /// [`recv_archived`](Self::recv_archived) without validation, for peers
     /// you trust.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and the queue is
+    /// drained; [`RecvError::Truncated`] if a peer shrank the segment.
     ///
     /// # Safety
     ///

@@ -261,6 +261,16 @@ impl<T: Item> QueueBuilder<T> {
 
     /// Opens an existing queue, checking the item type (and, if
     /// [`max_message`](Self::max_message) was given, the message size).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name or
+    /// none (open needs a name or a path); [`Error::KindMismatch`] if it is not a queue,
+    /// [`Error::TypeMismatch`] if its item type (or tag) differs, [`Error::Corrupted`] if its
+    /// geometry is impossible or its message kind (bytes or typed) differs,
+    /// [`Error::LengthMismatch`] if its message size differs from
+    /// [`max_message`](Self::max_message); and the other open errors of any region
+    /// ([`Error::NotInitialized`], [`Error::ForeignOwner`], [`Error::Truncated`], ...).
     pub fn open(self) -> Result<Queue<T>> {
         let max = T::FIXED.or(self.max_message).map(|m| m as u64);
         Ok(Queue::wrap(RawQueue::open(
@@ -272,6 +282,14 @@ impl<T: Item> QueueBuilder<T> {
     }
 
     /// Opens a queue from an inherited descriptor.
+    ///
+    /// # Errors
+    ///
+    /// The checks of an open: [`Error::KindMismatch`] if it is not a queue, [`Error::TypeMismatch`]
+    /// if its item type (or tag) differs, [`Error::Corrupted`] if its geometry is impossible or its
+    /// message kind (bytes or typed) differs, [`Error::LengthMismatch`] if its message size differs
+    /// from the item type's; [`Error::NotInitialized`] if it was never published; [`Error::Io`] if
+    /// `fstat` or `mmap` fails.
     pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<Queue<T>> {
         let max = T::FIXED.map(|m| m as u64);
         Ok(Queue::wrap(RawQueue::from_fd(
@@ -291,12 +309,23 @@ fn align_needed<T: Item>() -> usize {
 
 /// A new anonymous queue of `T: Pod` with `capacity` slots: a sender and a
 /// receiver. Pass either to a spawned child as an argument.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for a capacity of 0 or a `T` aligned to more than 16 bytes;
+/// [`Error::NoSpace`] if the slots do not fit the address space; [`Error::Io`] if the OS refuses
+/// the memory (`memfd_create`, `ftruncate`, `mmap`).
 pub fn bounded<T: bytemuck::Pod>(capacity: usize) -> Result<(Sender<T>, Receiver<T>)> {
     let q = Queue::<T>::builder().capacity(capacity).create()?;
     Ok((q.sender()?, q.receiver()?))
 }
 
 /// A new anonymous queue of byte messages up to `max_message` bytes.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for a capacity of 0; [`Error::NoSpace`] if the slots do not fit the
+/// address space; [`Error::Io`] if the OS refuses the memory (`memfd_create`, `ftruncate`, `mmap`).
 pub fn bounded_bytes(
     capacity: usize,
     max_message: usize,
@@ -317,6 +346,7 @@ impl<T: Item> Queue<T> {
     }
 
     /// A builder: name, capacity, maximum message, joinable, ...
+    #[must_use]
     pub fn builder() -> QueueBuilder<T> {
         QueueBuilder {
             opts: RegionOptions::default(),
@@ -328,53 +358,79 @@ impl<T: Item> Queue<T> {
     }
 
     /// Opens the named queue.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name;
+    /// [`Error::KindMismatch`] if it is not a queue, [`Error::TypeMismatch`] if its item type
+    /// differs, [`Error::Corrupted`] if its geometry is impossible or its message kind (bytes or
+    /// typed) differs, [`Error::LengthMismatch`] if its message size differs from the item type's;
+    /// and the other open errors of any region ([`Error::NotInitialized`], [`Error::ForeignOwner`],
+    /// [`Error::Truncated`], ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }
 
     /// A new sender: one participant entry of this process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyHandles`] when all participant entries of the queue are taken (after looking
+    /// for dead ones).
     pub fn sender(&self) -> Result<Sender<T>> {
         let entry = self.raw.register(ROLE_SENDER)?;
         Ok(Sender::new(self.clone(), entry))
     }
 
     /// A new receiver: one participant entry of this process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyHandles`] when all participant entries of the queue are taken (after looking
+    /// for dead ones).
     pub fn receiver(&self) -> Result<Receiver<T>> {
         let entry = self.raw.register(ROLE_RECEIVER)?;
         Ok(Receiver::new(self.clone(), entry))
     }
 
     /// Messages committed (or being written) and not yet received.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.raw.ring().len() as usize
     }
 
     /// Whether there is nothing to receive.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Whether a send would have to wait.
+    #[must_use]
     pub fn is_full(&self) -> bool {
         !self.raw.ring().can_send()
     }
 
     /// Messages the queue holds at most: the capacity it was created with.
+    #[must_use]
     pub fn capacity(&self) -> usize {
         self.raw.capacity()
     }
 
     /// The largest message in bytes.
+    #[must_use]
     pub fn max_message(&self) -> usize {
         self.raw.max_len()
     }
 
     /// Live sender handles (dead ones are removed when a waiting peer looks).
+    #[must_use]
     pub fn sender_count(&self) -> usize {
         self.raw.senders() as usize
     }
 
     /// Live receiver handles.
+    #[must_use]
     pub fn receiver_count(&self) -> usize {
         self.raw.receivers() as usize
     }
@@ -386,6 +442,7 @@ impl<T: Item> Queue<T> {
     }
 
     /// Whether [`close`](Self::close) was called.
+    #[must_use]
     pub fn is_closed(&self) -> bool {
         self.raw.is_closed()
     }
@@ -396,16 +453,19 @@ impl<T: Item> Queue<T> {
     /// found. Every waiting or failing operation does this by itself once
     /// this process's last look at this queue is 50 ms old (in this call or
     /// an earlier one).
+    #[allow(clippy::must_use_candidate)] // called for its repairs; the flag is only informational
     pub fn recover(&self) -> bool {
         self.raw.recover()
     }
 
     /// The registered senders and receivers.
+    #[must_use]
     pub fn participants(&self) -> Vec<ParticipantInfo> {
         self.raw.participants()
     }
 
     /// Crash-recovery counters.
+    #[must_use]
     pub fn stats(&self) -> QueueStats {
         let (skipped, redelivered, reaped, repaired) = self.raw.stats();
         QueueStats {
@@ -420,7 +480,7 @@ impl<T: Item> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupted`] if called more often than messages were sent.
+    /// [`Error::InvalidArgument`] if called more often than messages were sent.
     pub fn task_done(&self) -> Result<()> {
         self.raw.task_done()
     }
@@ -431,11 +491,13 @@ impl<T: Item> Queue<T> {
     }
 
     /// [`join`](Self::join) for at most `timeout`; `false` on timeout.
+    #[must_use]
     pub fn join_timeout(&self, timeout: Duration) -> bool {
         self.raw.join(looks::Wait::after(timeout))
     }
 
     /// The region beneath.
+    #[must_use]
     pub fn segment(&self) -> &Segment {
         self.raw.segment()
     }

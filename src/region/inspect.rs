@@ -138,11 +138,13 @@ pub struct Listing {
 impl SegmentInfo {
     /// Stale: its creator is dead and no process maps it (nor may one that
     /// we could not inspect). Removing a stale segment splits nobody.
+    #[must_use]
     pub fn is_stale(&self) -> bool {
         !self.creator_alive && self.users.pids.is_empty() && self.users.unknown == 0
     }
 
     /// Its creator is dead but processes still use it (or may).
+    #[must_use]
     pub fn is_orphaned_in_use(&self) -> bool {
         !self.creator_alive && !self.is_stale()
     }
@@ -325,6 +327,10 @@ fn scan() -> proc::MapScan {
 
 /// Every shmkit segment in /dev/shm whose name starts with `prefix`, and
 /// what was skipped and why.
+///
+/// # Errors
+/// [`Error::NotFound`], [`Error::PermissionDenied`] or [`Error::Io`] if /dev/shm cannot be read.
+/// Entries that cannot be read are listed in `skipped`, not errors.
 pub fn list(prefix: &str) -> Result<Listing> {
     let prefix = prefix.trim_start_matches('/');
     let dir = std::fs::read_dir(SHM_DIR).map_err(|e| Error::from_io("read_dir", SHM_DIR, e))?;
@@ -348,6 +354,9 @@ pub fn list(prefix: &str) -> Result<Listing> {
 
 /// Every shmkit segment in /dev/shm that we can read, sorted by name (see
 /// [`list`] for what was skipped).
+///
+/// # Errors
+/// As for [`list`].
 pub fn list_segments() -> Result<Vec<SegmentInfo>> {
     Ok(list("")?.segments)
 }
@@ -428,6 +437,10 @@ pub struct CleanReport {
 
 /// Removes the stale shmkit segments of ours: creator dead and nobody
 /// mapping them (with `force`, also those still in use).
+///
+/// # Errors
+/// As for [`list`]; [`Error::PermissionDenied`] or [`Error::Io`] if a stale segment cannot be
+/// unlinked (one that vanished meanwhile is skipped).
 pub fn clean(opts: &CleanOptions) -> Result<CleanReport> {
     let me = proc::euid();
     let listing = list(&opts.prefix)?;
@@ -494,6 +507,9 @@ fn unlink_if_same(name: &str) -> Result<bool> {
 /// Removes every stale shmkit segment of ours (created by our uid, whose
 /// creator is dead and that nobody maps) whose name passes `keep`; with
 /// `dry_run`, only lists them. Returns the names.
+///
+/// # Errors
+/// As for [`clean`].
 pub fn cleanup_stale_matching(keep: impl Fn(&str) -> bool, dry_run: bool) -> Result<Vec<String>> {
     let report = clean(&CleanOptions {
         dry_run: true,
@@ -510,6 +526,9 @@ pub fn cleanup_stale_matching(keep: impl Fn(&str) -> bool, dry_run: bool) -> Res
 
 /// Removes every stale shmkit segment of ours: creator dead and no process
 /// mapping it.
+///
+/// # Errors
+/// As for [`clean`].
 pub fn cleanup_stale() -> Result<Vec<String>> {
     cleanup_stale_matching(|_| true, false)
 }

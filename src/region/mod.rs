@@ -55,6 +55,7 @@ pub enum Kind {
 
 impl Kind {
     /// The kind with this number, if any.
+    #[must_use]
     pub fn from_raw(raw: u32) -> Option<Kind> {
         Some(match raw {
             1 => Kind::Value,
@@ -89,11 +90,13 @@ pub struct TypeInfo {
 
 impl TypeInfo {
     /// The fingerprint of `T`, named by `std::any::type_name`.
+    #[must_use]
     pub fn of<T>() -> TypeInfo {
         TypeInfo::tagged::<T>(std::any::type_name::<T>())
     }
 
     /// The fingerprint of `T` under a user-chosen tag.
+    #[must_use]
     pub fn tagged<T>(tag: &str) -> TypeInfo {
         TypeInfo {
             size: std::mem::size_of::<T>() as u64,

@@ -53,6 +53,7 @@ impl Default for RegionOptions {
 
 impl RegionOptions {
     /// Defaults (see the type's docs).
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }

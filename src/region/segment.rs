@@ -497,6 +497,10 @@ impl Segment {
 
     /// Removes the name now. Existing mappings (ours and other processes')
     /// stay valid; new `open`s fail with [`Error::NotFound`].
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the name is already gone, [`Error::PermissionDenied`] or
+    /// [`Error::Io`] if the OS refuses. Never for an anonymous segment.
     pub fn unlink(&self) -> Result<()> {
         self.unlink_on_drop.store(false, Ordering::Relaxed);
         let name = self.id.display();
@@ -510,6 +514,9 @@ impl Segment {
     /// A duplicate of the descriptor without close-on-exec, for a child that
     /// `exec`s to open an anonymous region with `from_fd`. Close it in the
     /// parent once the child has started.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `dup` or `fcntl` fails (out of descriptors, ...).
     pub fn inheritable_fd(&self) -> Result<OwnedFd> {
         let name = self.id.display();
         let dup = self

@@ -64,6 +64,7 @@ pub struct BarrierWaitResult {
 impl BarrierWaitResult {
     /// Whether this waiter was the last to arrive (std's `is_leader`; Python
     /// returns index 0 to one waiter for the same purpose).
+    #[must_use]
     pub fn is_leader(&self) -> bool {
         self.leader
     }
@@ -90,6 +91,13 @@ object_builder!(
 impl BarrierBuilder {
     /// Creates a barrier for `parties` waiters.
     ///
+    /// # Errors
+    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
+    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
+    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses.
+    ///
     /// # Panics
     /// If `parties` is 0.
     pub fn create(self, parties: u32) -> Result<Barrier> {
@@ -104,6 +112,15 @@ impl BarrierBuilder {
     }
 
     /// Opens an existing named barrier.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name or none (open needs a name
+    /// or a path); [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a barrier; and
+    /// the other open errors of any region
+    /// ([`Error::NotInitialized`](crate::Error::NotInitialized),
+    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
+    /// [`Error::Truncated`](crate::Error::Truncated), ...).
     pub fn open(self) -> Result<Barrier> {
         Ok(Barrier {
             obj: Object::open(&self.opts, Kind::Barrier)?,
@@ -119,16 +136,29 @@ pub struct Barrier {
 
 impl Barrier {
     /// A new anonymous barrier for `parties` waiters.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses the memory (`memfd_create`, `ftruncate`,
+    /// `mmap`).
     pub fn new(parties: u32) -> Result<Self> {
         Self::builder().create(parties)
     }
 
     /// A builder for named or otherwise configured barriers.
+    #[must_use]
     pub fn builder() -> BarrierBuilder {
         BarrierBuilder::default()
     }
 
     /// Opens the named barrier `name`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name;
+    /// [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a barrier; and the other
+    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
+    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
+    /// [`Error::Truncated`](crate::Error::Truncated), ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }
@@ -138,17 +168,20 @@ impl Barrier {
     }
 
     /// How many must arrive.
+    #[must_use]
     pub fn parties(&self) -> u32 {
         self.state().peek(PARTIES).clamp(1, u64::from(u32::MAX)) as u32
     }
 
     /// How many are waiting now.
+    #[must_use]
     pub fn n_waiting(&self) -> u32 {
         self.state().peek(ARRIVED).min(u64::from(u32::MAX)) as u32
     }
 
     /// Blocks until `parties` waiters have arrived. A party that dies after
     /// arriving is withdrawn (the others keep waiting for a live one).
+    #[allow(clippy::must_use_candidate)] // as std's: the leader flag is optional
     pub fn wait(&self) -> BarrierWaitResult {
         self.wait_inner(None).expect("no deadline, no timeout")
     }
@@ -220,6 +253,7 @@ impl Barrier {
     }
 
     /// The segment behind the barrier.
+    #[must_use]
     pub fn segment(&self) -> &Segment {
         self.obj.segment()
     }

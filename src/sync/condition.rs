@@ -55,6 +55,13 @@ impl<T: Pod> ConditionBuilder<T> {
     region_setters!();
 
     /// Creates the condition guarding `value`.
+    ///
+    /// # Errors
+    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
+    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
+    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses.
     pub fn create(self, value: T) -> Result<Condition<T>> {
         let spec = spec_of::<RawCondition, T>(Kind::Condition, 0, &self.opts);
         let seg = Segment::create(&self.opts, &spec, 1, |c, d| init(c, d, value))?;
@@ -62,6 +69,15 @@ impl<T: Pod> ConditionBuilder<T> {
     }
 
     /// Opens an existing named condition.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name or none (open needs a name
+    /// or a path); [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a condition,
+    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type; and the other
+    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
+    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
+    /// [`Error::Truncated`](crate::Error::Truncated), ...).
     pub fn open(self) -> Result<Condition<T>> {
         let spec = spec_of::<RawCondition, T>(Kind::Condition, 0, &self.opts);
         Ok(Condition::from_segment(Segment::open(
@@ -112,11 +128,16 @@ impl<T> std::fmt::Debug for Condition<T> {
 
 impl<T: Pod> Condition<T> {
     /// A new anonymous condition guarding `value`.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses the memory (`memfd_create`, `ftruncate`,
+    /// `mmap`).
     pub fn new(value: T) -> Result<Self> {
         Self::builder().create(value)
     }
 
     /// A builder for named or otherwise configured conditions.
+    #[must_use]
     pub fn builder() -> ConditionBuilder<T> {
         ConditionBuilder {
             opts: RegionOptions::default(),
@@ -125,6 +146,15 @@ impl<T: Pod> Condition<T> {
     }
 
     /// Opens the named condition `name`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name;
+    /// [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a condition,
+    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type; and the other
+    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
+    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
+    /// [`Error::Truncated`](crate::Error::Truncated), ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }
@@ -143,12 +173,20 @@ impl<T: Pod> Condition<T> {
     }
 
     /// Locks the mutex (see [`Mutex::lock`](crate::sync::Mutex::lock)).
+    ///
+    /// # Errors
+    /// [`OwnerDied`](crate::sync::OwnerDied) (carrying the guard) if a holder died and the data has
+    /// not been marked consistent since.
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
         // SAFETY: the data is one T guarded by the condition's mutex.
         unsafe { self.raw().mutex.guard_lock(self.seg.data_ptr().cast::<T>()) }
     }
 
     /// Unlocks, sleeps until notified (or spuriously woken), and relocks.
+    ///
+    /// # Errors
+    /// [`OwnerDied`](crate::sync::OwnerDied) carrying the relocked guard if a holder of the mutex
+    /// died.
     ///
     /// # Panics
     /// If `guard` belongs to another lock.
@@ -160,6 +198,10 @@ impl<T: Pod> Condition<T> {
 
     /// As [`wait`](Self::wait), for at most `timeout`; the flag says whether it
     /// timed out.
+    ///
+    /// # Errors
+    /// [`OwnerDied`](crate::sync::OwnerDied) carrying the relocked guard and the flag if a holder
+    /// of the mutex died.
     pub fn wait_timeout<'a>(
         &'a self,
         guard: MutexGuard<'a, T>,
@@ -169,6 +211,10 @@ impl<T: Pod> Condition<T> {
     }
 
     /// Waits while `condition` holds (it is re-checked after every wake-up).
+    ///
+    /// # Errors
+    /// [`OwnerDied`](crate::sync::OwnerDied) carrying the relocked guard if a holder of the mutex
+    /// died (the wait stops there).
     pub fn wait_while<'a>(
         &'a self,
         mut guard: MutexGuard<'a, T>,
@@ -182,6 +228,10 @@ impl<T: Pod> Condition<T> {
 
     /// As [`wait_while`](Self::wait_while), for at most `timeout`; the flag says
     /// whether it timed out with the condition still holding.
+    ///
+    /// # Errors
+    /// [`OwnerDied`](crate::sync::OwnerDied) carrying the relocked guard and the flag if a holder
+    /// of the mutex died (the wait stops there).
     pub fn wait_timeout_while<'a>(
         &'a self,
         mut guard: MutexGuard<'a, T>,
@@ -246,6 +296,7 @@ impl<T: Pod> Condition<T> {
     }
 
     /// The segment behind the condition.
+    #[must_use]
     pub fn segment(&self) -> &Segment {
         &self.seg
     }

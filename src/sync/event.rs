@@ -23,6 +23,13 @@ object_builder!(
 
 impl EventBuilder {
     /// Creates a clear event.
+    ///
+    /// # Errors
+    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
+    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
+    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses.
     pub fn create(self) -> Result<Event> {
         let obj = Object::create(&self.opts, Kind::Event, |p: *mut RawEvent| {
             // SAFETY: `p` is the unpublished, suitably sized control block.
@@ -38,6 +45,15 @@ impl EventBuilder {
     }
 
     /// Opens an existing named event.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name or none (open needs a name
+    /// or a path); [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not an event; and
+    /// the other open errors of any region
+    /// ([`Error::NotInitialized`](crate::Error::NotInitialized),
+    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
+    /// [`Error::Truncated`](crate::Error::Truncated), ...).
     pub fn open(self) -> Result<Event> {
         Ok(Event {
             obj: Object::open(&self.opts, Kind::Event)?,
@@ -63,16 +79,29 @@ pub struct Event {
 
 impl Event {
     /// A new anonymous, clear event.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses the memory (`memfd_create`, `ftruncate`,
+    /// `mmap`).
     pub fn new() -> Result<Self> {
         Self::builder().create()
     }
 
     /// A builder for named or otherwise configured events.
+    #[must_use]
     pub fn builder() -> EventBuilder {
         EventBuilder::default()
     }
 
     /// Opens the named event `name`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name;
+    /// [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not an event; and the other
+    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
+    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
+    /// [`Error::Truncated`](crate::Error::Truncated), ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }
@@ -92,6 +121,7 @@ impl Event {
     }
 
     /// Whether the flag is set.
+    #[must_use]
     pub fn is_set(&self) -> bool {
         self.obj.get().flag.load(Ordering::Acquire) != 0
     }
@@ -112,6 +142,7 @@ impl Event {
     }
 
     /// Blocks until the flag is set or `timeout` passes; returns whether it is set.
+    #[allow(clippy::must_use_candidate)] // also an interruptible sleep
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let e = self.obj.get();
         block_on(&e.flag, &e.waiters, wait::deadline_after(timeout), || {
@@ -120,6 +151,7 @@ impl Event {
     }
 
     /// The segment behind the event.
+    #[must_use]
     pub fn segment(&self) -> &Segment {
         self.obj.segment()
     }

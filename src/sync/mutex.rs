@@ -566,6 +566,11 @@ impl<T: Pod> MutexBuilder<T> {
     }
 
     /// Creates the mutex holding `value`.
+    ///
+    /// # Errors
+    /// As for any region: [`Error::AlreadyExists`] if the name is taken, [`Error::InvalidName`] for
+    /// a bad name, [`Error::NoSpace`] if /dev/shm (or the file's filesystem) is too small,
+    /// [`Error::PermissionDenied`] or [`Error::Io`] if the OS refuses.
     pub fn create(self, value: T) -> Result<Mutex<T>> {
         let seg = Segment::create(&self.opts, &self.spec(), 1, |c, d| {
             init_mutex(c)?;
@@ -577,6 +582,12 @@ impl<T: Pod> MutexBuilder<T> {
     }
 
     /// Opens an existing named mutex, checking its type.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name or
+    /// none (open needs a name or a path); [`Error::KindMismatch`] if it is not a mutex,
+    /// [`Error::TypeMismatch`] if it holds another type; and the other open errors of any region
+    /// ([`Error::NotInitialized`], [`Error::ForeignOwner`], [`Error::Truncated`], ...).
     pub fn open(self) -> Result<Mutex<T>> {
         Ok(Mutex::from_segment(Segment::open(
             &self.opts,
@@ -586,6 +597,11 @@ impl<T: Pod> MutexBuilder<T> {
     }
 
     /// Opens the mutex, creating it with `value` if it does not exist.
+    ///
+    /// # Errors
+    /// The errors of [`create`](Self::create) and of [`open`](Self::open);
+    /// [`Error::NotInitialized`] if the name keeps vanishing between the create and the open (8
+    /// tries).
     pub fn open_or_create(self, value: T) -> Result<Mutex<T>> {
         let (seg, _) = Segment::open_or_create(&self.opts, &self.spec(), 1, |c, d| {
             init_mutex(c)?;
@@ -599,11 +615,15 @@ impl<T: Pod> MutexBuilder<T> {
 
 impl<T: Pod> Mutex<T> {
     /// A new anonymous mutex (shared with children by `fork`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the OS refuses the memory (`memfd_create`, `ftruncate`, `mmap`).
     pub fn new(value: T) -> Result<Self> {
         Self::builder().create(value)
     }
 
     /// A builder for named, file-backed or otherwise configured mutexes.
+    #[must_use]
     pub fn builder() -> MutexBuilder<T> {
         MutexBuilder {
             opts: RegionOptions::default(),
@@ -612,6 +632,12 @@ impl<T: Pod> Mutex<T> {
     }
 
     /// Opens the named mutex `name`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name;
+    /// [`Error::KindMismatch`] if it is not a mutex, [`Error::TypeMismatch`] if it holds another
+    /// type; and the other open errors of any region ([`Error::NotInitialized`],
+    /// [`Error::ForeignOwner`], [`Error::Truncated`], ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }
@@ -647,23 +673,33 @@ impl<T: Pod> Mutex<T> {
     }
 
     /// Takes the lock if it is free.
+    ///
+    /// # Errors
+    /// [`TryLockError::WouldBlock`] if another thread or process holds the lock;
+    /// [`TryLockError::OwnerDied`] carrying the guard if a holder died.
     pub fn try_lock(&self) -> TryLockResult<'_, T> {
         // SAFETY: as in `lock`.
         unsafe { self.raw().guard_try_lock(self.data()) }
     }
 
     /// Blocks for at most `timeout`, on the monotonic clock.
+    ///
+    /// # Errors
+    /// [`TryLockError::TimedOut`] if the lock was not free within `timeout`;
+    /// [`TryLockError::OwnerDied`] carrying the guard if a holder died.
     pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<'_, T> {
         // SAFETY: as in `lock`.
         unsafe { self.raw().guard_lock_timeout(self.data(), timeout) }
     }
 
     /// Whether a holder died and the data has not been marked consistent.
+    #[must_use]
     pub fn is_poisoned(&self) -> bool {
         self.raw().is_poisoned()
     }
 
     /// The segment behind the mutex (name, unlink, persist).
+    #[must_use]
     pub fn segment(&self) -> &Segment {
         &self.seg
     }

@@ -139,6 +139,13 @@ impl<T: Pod> RwLockBuilder<T> {
     region_setters!();
 
     /// Creates the lock guarding `value`.
+    ///
+    /// # Errors
+    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
+    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
+    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses.
     pub fn create(self, value: T) -> Result<RwLock<T>> {
         let spec = spec_of::<RawRwLock, T>(Kind::RwLock, 0, &self.opts);
         let seg = Segment::create(&self.opts, &spec, 1, |c, d| {
@@ -154,6 +161,15 @@ impl<T: Pod> RwLockBuilder<T> {
     }
 
     /// Opens an existing named lock.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name or none (open needs a name
+    /// or a path); [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a read-write
+    /// lock, [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type; and the
+    /// other open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
+    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
+    /// [`Error::Truncated`](crate::Error::Truncated), ...).
     pub fn open(self) -> Result<RwLock<T>> {
         let spec = spec_of::<RawRwLock, T>(Kind::RwLock, 0, &self.opts);
         Ok(RwLock::from_segment(Segment::open(
@@ -206,11 +222,16 @@ impl<T> std::fmt::Debug for RwLock<T> {
 
 impl<T: Pod> RwLock<T> {
     /// A new anonymous lock guarding `value`.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses the memory (`memfd_create`, `ftruncate`,
+    /// `mmap`).
     pub fn new(value: T) -> Result<Self> {
         Self::builder().create(value)
     }
 
     /// A builder for named or otherwise configured locks.
+    #[must_use]
     pub fn builder() -> RwLockBuilder<T> {
         RwLockBuilder {
             opts: RegionOptions::default(),
@@ -219,6 +240,15 @@ impl<T: Pod> RwLock<T> {
     }
 
     /// Opens the named lock `name`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name;
+    /// [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a read-write lock,
+    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type; and the other
+    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
+    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
+    /// [`Error::Truncated`](crate::Error::Truncated), ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }
@@ -237,6 +267,7 @@ impl<T: Pod> RwLock<T> {
     }
 
     /// Shared access, blocking while a writer holds or waits for the lock.
+    #[must_use]
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
         self.read_until(None).expect("no deadline")
     }
@@ -256,6 +287,7 @@ impl<T: Pod> RwLock<T> {
     }
 
     /// Shared access if available now.
+    #[must_use]
     pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
         let me = identity::me();
         let slot = self.raw().state().transact(|tx| try_read(tx, me))?;
@@ -268,6 +300,7 @@ impl<T: Pod> RwLock<T> {
     }
 
     /// Shared access, waiting at most `timeout`.
+    #[must_use]
     pub fn read_timeout(&self, timeout: Duration) -> Option<RwLockReadGuard<'_, T>> {
         self.read_until(wait::deadline_after(timeout))
     }
@@ -281,6 +314,7 @@ impl<T: Pod> RwLock<T> {
     }
 
     /// Exclusive access, blocking.
+    #[must_use]
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
         let me = identity::me();
         self.raw().write(me, None);
@@ -288,6 +322,7 @@ impl<T: Pod> RwLock<T> {
     }
 
     /// Exclusive access if available now.
+    #[must_use]
     pub fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
         let me = identity::me();
         self.raw()
@@ -297,6 +332,7 @@ impl<T: Pod> RwLock<T> {
     }
 
     /// Exclusive access, waiting at most `timeout`.
+    #[must_use]
     pub fn write_timeout(&self, timeout: Duration) -> Option<RwLockWriteGuard<'_, T>> {
         let me = identity::me();
         self.raw()
@@ -305,6 +341,7 @@ impl<T: Pod> RwLock<T> {
     }
 
     /// The segment behind the lock.
+    #[must_use]
     pub fn segment(&self) -> &Segment {
         &self.seg
     }

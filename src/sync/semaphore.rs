@@ -93,12 +93,26 @@ object_builder!(
 
 impl SemaphoreBuilder {
     /// Creates a semaphore with `value` permits and no bound.
+    ///
+    /// # Errors
+    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
+    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
+    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses.
     pub fn create(self, value: u32) -> Result<Semaphore> {
         self.create_bounded(value, u32::MAX)
     }
 
     /// Creates a semaphore with `value` permits that can never hold more than
     /// `max` (Python's `BoundedSemaphore(value)` is `create_bounded(value, value)`).
+    ///
+    /// # Errors
+    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
+    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
+    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses.
     ///
     /// # Panics
     /// If `value > max`.
@@ -122,6 +136,15 @@ impl SemaphoreBuilder {
     }
 
     /// Opens an existing named semaphore.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name or none (open needs a name
+    /// or a path); [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a semaphore;
+    /// and the other open errors of any region
+    /// ([`Error::NotInitialized`](crate::Error::NotInitialized),
+    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
+    /// [`Error::Truncated`](crate::Error::Truncated), ...).
     pub fn open(self) -> Result<Semaphore> {
         Ok(Semaphore {
             obj: Object::open(&self.opts, Kind::Semaphore)?,
@@ -200,21 +223,38 @@ impl Drop for SemaphorePermit<'_> {
 
 impl Semaphore {
     /// An anonymous, unbounded semaphore with `value` permits.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses the memory (`memfd_create`, `ftruncate`,
+    /// `mmap`).
     pub fn new(value: u32) -> Result<Self> {
         Self::builder().create(value)
     }
 
     /// An anonymous semaphore bounded at its initial value.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses the memory (`memfd_create`, `ftruncate`,
+    /// `mmap`).
     pub fn bounded(value: u32) -> Result<Self> {
         Self::builder().create_bounded(value, value)
     }
 
     /// A builder for named or otherwise configured semaphores.
+    #[must_use]
     pub fn builder() -> SemaphoreBuilder {
         SemaphoreBuilder::default()
     }
 
     /// Opens the named semaphore `name`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name;
+    /// [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a semaphore; and the other
+    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
+    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
+    /// [`Error::Truncated`](crate::Error::Truncated), ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }
@@ -254,6 +294,7 @@ impl Semaphore {
     }
 
     /// [`permit`](Self::permit) if one is available now.
+    #[must_use]
     pub fn try_permit(&self) -> Option<SemaphorePermit<'_>> {
         let me = identity::me();
         let slot = self.state().transact(|tx| take_recorded(tx, me))?;
@@ -266,6 +307,7 @@ impl Semaphore {
     }
 
     /// [`permit`](Self::permit), waiting at most `timeout`.
+    #[must_use]
     pub fn permit_timeout(&self, timeout: Duration) -> Option<SemaphorePermit<'_>> {
         self.permit_until(wait::deadline_after(timeout))
     }
@@ -325,11 +367,13 @@ impl Semaphore {
     }
 
     /// Permits available now (a snapshot).
+    #[must_use]
     pub fn value(&self) -> u32 {
         self.state().peek(VALUE).min(u64::from(u32::MAX)) as u32
     }
 
     /// The segment behind the semaphore.
+    #[must_use]
     pub fn segment(&self) -> &Segment {
         self.obj.segment()
     }
