@@ -8,7 +8,6 @@
 
 mod common;
 
-use common::WATCHDOG;
 use shmkit::Error;
 use shmkit::Message;
 use shmkit::process::{Builder, Process};
@@ -23,15 +22,7 @@ fn spawn<A: Message, R: Message>(f: fn(A) -> R, args: A) -> Process<R> {
     Builder::new().daemon(true).spawn(f, args).unwrap()
 }
 
-fn join<R: Message>(mut p: Process<R>) -> R {
-    match p.join_timeout(WATCHDOG).unwrap() {
-        Some(r) => r,
-        None => {
-            let _ = p.kill();
-            panic!("watchdog: child {} still runs", p.pid());
-        }
-    }
-}
+use common::join_child as join;
 
 #[test]
 fn smoke() {

@@ -324,6 +324,26 @@ fn middle(pids: Array<u32>) {
     std::thread::sleep(Duration::from_secs(120));
 }
 
+/// In a subreaper: waits (under the watchdog) for an adopted child `pid`
+/// to end and reaps it; the signal that ended it, or 0.
+fn reap_adopted(pid: u32) -> i32 {
+    let mut status = 0;
+    let deadline = Instant::now() + WATCHDOG;
+    // SAFETY: waitpid with a valid out-pointer.
+    while unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) } == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: child {pid} still alive"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if libc::WIFSIGNALED(status) {
+        libc::WTERMSIG(status)
+    } else {
+        0
+    }
+}
+
 /// Runs in the supervisor: a subreaper, so the orphans come to it and it can
 /// reap them. Returns how the daemon ended and whether the other survived.
 fn supervise(pids: Array<u32>) -> (i32, bool) {
@@ -338,24 +358,11 @@ fn supervise(pids: Array<u32>) -> (i32, bool) {
     m.kill().unwrap();
     assert_eq!(wait_code(&m), -libc::SIGKILL);
     // The daemon was reparented to us and killed: reap it under a watchdog.
-    let mut status = 0;
-    let deadline = Instant::now() + WATCHDOG;
-    // SAFETY: waitpid with a valid out-pointer.
-    while unsafe { libc::waitpid(daemon as i32, &mut status, libc::WNOHANG) } == 0 {
-        assert!(Instant::now() < deadline, "watchdog: daemon still alive");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let daemon_signal = if libc::WIFSIGNALED(status) {
-        libc::WTERMSIG(status)
-    } else {
-        0
-    };
+    let daemon_signal = reap_adopted(daemon);
     let plain_alive = !is_dead(plain);
-    // SAFETY: plain is our (adopted) child; kill and reap it.
-    unsafe {
-        libc::kill(plain as i32, libc::SIGKILL);
-        libc::waitpid(plain as i32, &mut status, 0);
-    }
+    // SAFETY: plain is our (adopted) child; kill it, then reap it.
+    unsafe { libc::kill(plain as i32, libc::SIGKILL) };
+    reap_adopted(plain);
     (daemon_signal, plain_alive)
 }
 
@@ -492,19 +499,7 @@ fn supervise_normal_exit(pids: Array<u32>) -> (bool, i32) {
     assert_eq!(wait_code(&m), 0);
     let plain_finished = pids.get(1).unwrap() != 0;
     let daemon = pids.get(0).unwrap();
-    let mut status = 0;
-    let deadline = Instant::now() + WATCHDOG;
-    // SAFETY: waitpid with a valid out-pointer (the daemon was reparented
-    // to us, the subreaper).
-    while unsafe { libc::waitpid(daemon as i32, &mut status, libc::WNOHANG) } == 0 {
-        assert!(Instant::now() < deadline, "watchdog: daemon still alive");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let signal = if libc::WIFSIGNALED(status) {
-        libc::WTERMSIG(status)
-    } else {
-        0
-    };
+    let signal = reap_adopted(daemon);
     (plain_finished, signal)
 }
 
@@ -557,18 +552,7 @@ fn supervise_thread_daemon(pids: Array<u32>) -> (u32, i32) {
     let daemon = pids.get(0).unwrap();
     m.kill().unwrap();
     assert_eq!(wait_code(&m), -libc::SIGKILL);
-    let mut status = 0;
-    let deadline = Instant::now() + WATCHDOG;
-    // SAFETY: as above.
-    while unsafe { libc::waitpid(daemon as i32, &mut status, libc::WNOHANG) } == 0 {
-        assert!(Instant::now() < deadline, "watchdog: daemon still alive");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let signal = if libc::WIFSIGNALED(status) {
-        libc::WTERMSIG(status)
-    } else {
-        0
-    };
+    let signal = reap_adopted(daemon);
     (alive_after_thread, signal)
 }
 

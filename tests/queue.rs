@@ -11,19 +11,7 @@ use shmkit::queue::{self, Bytes, Queue, Receiver, RecvError, SendError, Sender};
 use shmkit::{Array, Message, Value};
 use std::time::{Duration, Instant};
 
-fn join<R: Message>(p: Process<R>) -> R {
-    let mut p = p;
-    match p
-        .join_timeout(WATCHDOG)
-        .unwrap_or_else(|e| panic!("child failed: {e}"))
-    {
-        Some(r) => r,
-        None => {
-            let _ = p.kill();
-            panic!("watchdog: child {} still runs", p.pid());
-        }
-    }
-}
+use common::join_child as join;
 
 #[test]
 fn in_process_basics_full_empty_timeouts_and_disconnect() {

@@ -6,7 +6,7 @@ mod common;
 
 use common::WATCHDOG;
 use shmkit::pipe::{self, Connection};
-use shmkit::process::{Builder, Process};
+use shmkit::process::Builder;
 use shmkit::queue::{self, Receiver, RecvError, Sender};
 use shmkit::select::{ReadyTimeoutError, Select, TryReadyError};
 use std::time::{Duration, Instant};
@@ -25,15 +25,7 @@ fn pipe_feeder((conn, base): (Connection, u64)) {
     }
 }
 
-fn join(mut p: Process<()>) {
-    match p.join_timeout(WATCHDOG).unwrap() {
-        Some(()) => {}
-        None => {
-            let _ = p.kill();
-            panic!("watchdog: child {} still runs", p.pid());
-        }
-    }
-}
+use common::join_child as join;
 
 #[test]
 fn three_queues_and_two_pipe_ends_fed_by_five_processes() {

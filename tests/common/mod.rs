@@ -223,3 +223,19 @@ pub fn map_of_forty(name: &str) -> shmkit::SharedMap<u64, u64> {
     }
     m
 }
+
+/// Joins a shmkit child under the watchdog: its return value; a child
+/// that failed, or still runs after [`WATCHDOG`] (then killed), fails the
+/// test.
+pub fn join_child<R: shmkit::Message>(mut p: shmkit::process::Process<R>) -> R {
+    match p
+        .join_timeout(WATCHDOG)
+        .unwrap_or_else(|e| panic!("child failed: {e}"))
+    {
+        Some(r) => r,
+        None => {
+            let _ = p.kill();
+            panic!("watchdog: child {} still runs", p.pid());
+        }
+    }
+}
