@@ -230,11 +230,10 @@ impl Select {
             }
             let now = Instant::now();
             let mut until = deadline;
-            for s in &self.sources {
+            for (i, s) in self.sources.iter().enumerate() {
                 let (broken, next_look) = s.look(now);
                 if broken {
                     // The receive reports what is impossible.
-                    let i = self.index_of(s);
                     self.next = (i + 1) % self.sources.len();
                     return Some(i);
                 }
@@ -261,14 +260,6 @@ impl Select {
             }
             slept = true;
         }
-    }
-
-    fn index_of(&self, s: &Source) -> usize {
-        let w = s.words().0 as *const AtomicU32;
-        self.sources
-            .iter()
-            .position(|o| std::ptr::eq(o.words().0, w))
-            .unwrap_or(0)
     }
 
     fn sleep(&self, seen: &[u32], left: Duration) {
