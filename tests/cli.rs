@@ -410,7 +410,6 @@ fn a_closed_stdout_is_not_a_panic() {
 #[test]
 fn killing_the_tour_leaves_nothing_clean_cannot_remove() {
     use std::os::unix::process::CommandExt;
-    let _w = watchdog("tour kills");
     let exe = std::env::current_exe().unwrap();
     let tour = exe
         .parent()
@@ -429,6 +428,9 @@ fn killing_the_tour_leaves_nothing_clean_cannot_remove() {
     let mut rng = 0x70ab_u64 ^ u64::from(std::process::id());
     let (mut left, mut cleaned) = (0usize, 0usize);
     for _ in 0..runs {
+        // One watchdog per kill: 30 kills at up to 6 s each can outlast one
+        // 120 s watchdog for the whole loop (that was the flaky CI step).
+        let _w = watchdog("one tour kill");
         let mut child = Command::new(&tour)
             .process_group(0)
             .stdout(std::process::Stdio::null())
