@@ -12,6 +12,7 @@ mod common;
 use common::{fd_ping_pong, fd_stream, fork_pair};
 use criterion::{Criterion, Throughput, criterion_group};
 use shmkit::pipe::Connection;
+use shmkit::queue::Rkyv;
 use std::cell::RefCell;
 use std::hint::black_box;
 use std::time::Duration;
@@ -22,7 +23,7 @@ fn pipe(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
 
-    let (a, b) = Connection::builder()
+    let (a, b) = Connection::<Rkyv<u64>>::builder()
         .capacity(256)
         .max_message(64 * 1024)
         .create()
@@ -71,7 +72,7 @@ fn pipe(c: &mut Criterion) {
                     let a = a.borrow_mut();
                     for i in 0..iters {
                         a.send(&i).unwrap();
-                        black_box(a.recv::<u64>().unwrap());
+                        black_box(a.recv().unwrap());
                     }
                 },
             )

@@ -11,27 +11,40 @@
 //! `cargo run --release --example pipe`
 
 use shmkit::pipe::{self, Connection};
-use shmkit::{Error, spawn};
+use shmkit::queue::Rkyv;
+use shmkit::{Error, rkyv, spawn};
 use std::time::Instant;
 
-fn make_tuple(conn: Connection) {
+/// What the tutorial's two ends say: a message type of our own (Python's
+/// pipe takes any object; a Rust pipe names its message type).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+#[rkyv(crate = shmkit::rkyv)]
+enum Said {
+    Tuple(String, u32),
+    Text(String),
+}
+
+fn make_tuple(conn: Connection<Rkyv<Said>>) {
     let num = 1 + std::process::id() % 9; // a "random" 1..=9
-    conn.send(&("Hi".to_string(), num)).unwrap();
-    let reply: String = conn.recv().unwrap();
-    println!("{reply}");
+    conn.send(Said::Tuple("Hi".to_string(), num)).unwrap();
+    if let Said::Text(reply) = conn.recv().unwrap() {
+        println!("{reply}");
+    }
 }
 
-fn make_string(conn: Connection) {
-    let (substr, num): (String, u32) = conn.recv().unwrap();
-    let result = substr.repeat(num as usize);
-    println!("{result}");
-    conn.send(&result).unwrap();
+fn make_string(conn: Connection<Rkyv<Said>>) {
+    if let Said::Tuple(substr, num) = conn.recv().unwrap() {
+        let result = substr.repeat(num as usize);
+        println!("{result}");
+        conn.send(Said::Text(result)).unwrap();
+    }
 }
 
-fn echo(conn: Connection) -> u64 {
+/// A pipe of `u64` (a `Pod` type): each message is one 8-byte copy.
+fn echo(conn: Connection<u64>) -> u64 {
     let mut n = 0;
-    while let Ok(v) = conn.recv::<u64>() {
-        conn.send(&(v + 1)).unwrap();
+    while let Ok(v) = conn.recv() {
+        conn.send(v + 1).unwrap();
         n += 1;
     }
     n
@@ -39,7 +52,7 @@ fn echo(conn: Connection) -> u64 {
 
 fn main() -> Result<(), Error> {
     println!("== The tutorial's Pipe ==");
-    let (conn1, conn2) = pipe::pipe()?;
+    let (conn1, conn2) = pipe::pipe::<Rkyv<Said>>()?;
     let p1 = spawn(make_tuple, conn1)?;
     let p2 = spawn(make_string, conn2)?;
     p1.join()?;
@@ -47,13 +60,13 @@ fn main() -> Result<(), Error> {
     println!("Done");
 
     println!("\n== Ping-pong through the pipe ==");
-    let (here, there) = pipe::pipe()?;
+    let (here, there) = pipe::pipe::<u64>()?;
     let child = spawn(echo, there)?;
     let n = 100_000u64;
     let t = Instant::now();
     let mut v = 0u64;
     for _ in 0..n {
-        here.send(&v)?;
+        here.send(v)?;
         v = here.recv()?;
     }
     let per = t.elapsed() / n as u32;

@@ -215,11 +215,11 @@ fn main() -> Result<(), Error> {
     );
 
     println!("\n== 6. A duplex pipe: ping-pong with a child ==");
-    let (here, there) = shmkit::pipe::pipe()?;
+    let (here, there) = shmkit::pipe::pipe::<u64>()?;
     let child = process::spawn(
-        |c: shmkit::pipe::Connection| {
-            while let Ok(v) = c.recv::<u64>() {
-                c.send(&(v + 1)).unwrap();
+        |c: shmkit::pipe::Connection<u64>| {
+            while let Ok(v) = c.recv() {
+                c.send(v + 1).unwrap();
             }
         },
         there,
@@ -227,7 +227,7 @@ fn main() -> Result<(), Error> {
     let t = Instant::now();
     let mut v = 0u64;
     for _ in 0..10_000 {
-        here.send(&v).expect("send");
+        here.send(v).expect("send");
         v = here.recv().expect("recv");
     }
     println!(

@@ -532,7 +532,7 @@ macro_rules! endpoint_archive {
 
 endpoint_archive!(Sender, crate::queue::ROLE_SENDER);
 
-impl Archive for Connection {
+impl<T: Item> Archive for Connection<T> {
     type Archived = ArchivedPipeHandle;
     type Resolver = PipeHandleResolver;
 
@@ -541,7 +541,7 @@ impl Archive for Connection {
     }
 }
 
-impl<S: Fallible + ?Sized> Serialize<S> for Connection
+impl<T: Item, S: Fallible + ?Sized> Serialize<S> for Connection<T>
 where
     PipeHandle: Serialize<S>,
     S::Error: Source,
@@ -555,11 +555,11 @@ where
     }
 }
 
-impl<D: Fallible + ?Sized> Deserialize<Connection, D> for ArchivedPipeHandle
+impl<T: Item, D: Fallible + ?Sized> Deserialize<Connection<T>, D> for ArchivedPipeHandle
 where
     D::Error: Source,
 {
-    fn deserialize(&self, _: &mut D) -> std::result::Result<Connection, D::Error> {
+    fn deserialize(&self, _: &mut D) -> std::result::Result<Connection<T>, D::Error> {
         Connection::adopt(self).map_err(cause)
     }
 }

@@ -41,11 +41,13 @@
 //! | `Value('l', 0)`, `with v.get_lock(): v.value += 1` | `Value::new(0i64)?`, `*v.lock()? += 1` |
 //! | `Value('l', 0, lock=False)` | `Value::<i64>::builder().unlocked().create(0)?` (lock-free atomics) |
 //! | `Array('d', 10)`, `a[3] = 1.5` | `Array::<f64>::new(10)?`, `a.set(3, 1.5)?` |
-//! | `q = Queue(8)`, `q.put(x)`, `q.get()` | `let (tx, rx) = queue::bounded(8)?`, `tx.send(x)`, `rx.recv()` |
+//! | `q = Queue(8)`, `q.put(x)`, `q.get()` | `let (tx, rx) = queue::bounded(8)?`, `tx.send(x)`, `rx.recv()` (a `Pod` item) |
+//! | `q.put(obj)` of any picklable object | `queue::bounded_messages::<Rkyv<T>>(8, max_bytes)?` (or `Serde<T>`), `tx.send(obj)`, `rx.recv()` |
+//! | `c_bool` | `u8` (`bool` is not `Pod`) |
 //! | `q.get_nowait()`, `q.get(timeout=1)` | `rx.try_recv()`, `rx.recv_timeout(Duration::from_secs(1))` |
 //! | `q.qsize()`, `q.full()` | `rx.queue().len()`, `rx.queue().is_full()` |
 //! | `JoinableQueue`: `task_done()`, `join()` | `Queue::builder().joinable(true)`, `rx.task_done()?`, `q.join()` |
-//! | `a, b = Pipe()`, `a.send(x)`, `b.poll(t)`, `b.recv()` | `let (a, b) = pipe::pipe()?`, `a.send(&x)`, `b.poll(t)`, `b.recv::<T>()` |
+//! | `a, b = Pipe()`, `a.send(x)`, `b.poll(t)`, `b.recv()` | `let (a, b) = pipe::pipe::<Rkyv<T>>()?`, `a.send(x)`, `b.poll(t)`, `b.recv()` |
 //! | `connection.wait([r1, r2], timeout)` | [`Select`](select::Select): `sel.recv(&r1)`, `sel.ready_timeout(t)` |
 //! | `Lock()`, `with lock:` | `Lock::new(())?`, `let _held = lock.lock()?` |
 //! | `Semaphore(2)`, `with sem:` | `Semaphore::new(2)?`, `let _permit = sem.permit()?` |
@@ -60,7 +62,7 @@
 //!
 //! ```
 //! # fn main() -> Result<(), shmkit::Error> {
-//! use shmkit::queue::{self, Queue};
+//! use shmkit::queue::{self, Queue, Rkyv};
 //! use shmkit::select::Select;
 //! use shmkit::sync::{Barrier, Event, Lock, Semaphore};
 //! use shmkit::{Array, SharedMap, Value, pipe};
@@ -87,10 +89,15 @@
 //! jrx.task_done()?;
 //! q.join();
 //!
-//! let (a_end, b_end) = pipe::pipe()?;
-//! a_end.send(&"hello".to_string()).unwrap();
+//! let (otx, orx) = queue::bounded_messages::<Rkyv<String>>(8, 256)?;
+//! otx.send("any rkyv type".to_string()).unwrap();
+//! assert_eq!(orx.recv().unwrap(), "any rkyv type");
+//! let flag = Value::new(1u8)?; // c_bool
+//!
+//! let (a_end, b_end) = pipe::pipe::<Rkyv<String>>()?;
+//! a_end.send("hello".to_string()).unwrap();
 //! assert!(b_end.poll(Duration::from_secs(1)));
-//! assert_eq!(b_end.recv::<String>().unwrap(), "hello");
+//! assert_eq!(b_end.recv().unwrap(), "hello");
 //!
 //! let mut sel = Select::new();
 //! let first = sel.recv(&rx);
@@ -109,10 +116,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! And the process rows (compiled; they start processes, which the crate's
-//! own tests and examples do):
+//! And the process rows, run (they start processes):
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> Result<(), shmkit::Error> {
 //! use shmkit::{Pool, process};
 //! fn f(x: u64) -> u64 {
@@ -190,4 +196,9 @@ pub use queue::{Queue, QueueBuilder};
 pub use region::cleanup_stale;
 /// The message format of queues and pipes, for your own message types.
 pub use rkyv;
+/// serde, for `Queue<Serde<M>>` (feature `serde`), with its derive macros:
+/// `#[derive(shmkit::serde::Serialize, shmkit::serde::Deserialize)]` and
+/// `#[serde(crate = "shmkit::serde")]`.
+#[cfg(feature = "serde")]
+pub use serde;
 pub use value::{Value, ValueBuilder};

@@ -2,7 +2,7 @@
 //! by every process — Python's `Manager().dict()` without the server process
 //! and the socket round trip per operation.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> shmkit::Result<()> {
 //! use shmkit::{FixedStr, SharedMap};
 //! let d = SharedMap::<u64, u64>::new(1000)?;             // anonymous; or builder().name(..)

@@ -1,16 +1,24 @@
 //! A duplex pipe in shared memory: two connected ends, each direction a
 //! single-producer single-consumer ring (the queue's ring with plain stores
-//! instead of compare-and-swap), carrying byte messages and rkyv
-//! [`Message`]s.
+//! instead of compare-and-swap). The message kind is part of the type, as
+//! for a queue: `Connection<T>` for a `Pod` `T`, `Connection<Rkyv<M>>`,
+//! `Connection<Serde<M>>` (feature `serde`), `Connection<Bytes>`; the region
+//! records it, and opening an end as another kind is
+//! [`Error::TypeMismatch`].
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> shmkit::Result<()> {
-//! let (mut parent, child_end) = shmkit::pipe::pipe()?;
-//! let child = shmkit::spawn(|mut conn: shmkit::pipe::Connection| {
-//!     conn.send(&String::from("hello")).unwrap();
+//! use shmkit::pipe::{self, Connection};
+//! use shmkit::queue::Rkyv;
+//!
+//! let (parent, child_end) = pipe::pipe::<Rkyv<String>>()?;
+//! let child = shmkit::spawn(|conn: Connection<Rkyv<String>>| {
+//!     conn.send(String::from("hello")).unwrap();
+//!     conn.recv().unwrap().len()
 //! }, child_end)?;
-//! let s: String = parent.recv()?;
-//! child.join()?;
+//! assert_eq!(parent.recv().unwrap(), "hello");
+//! parent.send("a reply".to_string()).unwrap();
+//! assert_eq!(child.join()?, 7);
 //! # Ok(()) }
 //! ```
 //!
@@ -31,18 +39,24 @@
 //! is skipped, so that the other end's writer is never blocked for good and
 //! no committed message is lost.
 
-use crate::codec::{Message, RegionHandle};
+use crate::codec::RegionHandle;
 use crate::error::{Error, Result};
+#[cfg(feature = "serde")]
+use crate::queue::Serde;
 use crate::queue::atomic::AtomicU64 as RingU64;
 use crate::queue::control::Padded;
+use crate::queue::kinds::Encoded;
 use crate::queue::looks::{Looks, Wait};
 use crate::queue::raw::{sleep_until, wake_one};
 use crate::queue::ring::{Ring, SlotHeader};
+use crate::queue::{Bytes, Item, Rkyv, Variable};
 use crate::queue::{RecvError, SendError};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
 use crate::sync::wait::Backoff;
 use crate::sys::proc;
+use std::borrow::Borrow;
 use std::cell::Cell;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -81,11 +95,13 @@ struct PipeControl {
 
 const TAG: &str = "shmkit::pipe";
 
-fn spec() -> Spec {
+/// The pipe's spec; its type tag names the message kind, so that an end
+/// opened as another message type is refused.
+fn spec<T: Item>() -> Spec {
     Spec {
         kind: Kind::Pipe,
         flags: 0,
-        ty: TypeInfo::tagged::<u8>(TAG),
+        ty: TypeInfo::tagged::<u8>(&format!("{TAG}<{}>", T::tag())),
         control_size: size_of::<PipeControl>() as u64,
         control_align: align_of::<PipeControl>() as u64,
         data_align: crate::region::MIN_ALIGN,
@@ -353,23 +369,25 @@ impl RawPipe {
 /// Builder for a [`pipe`] with a name, a capacity or a larger maximum
 /// message.
 #[derive(Debug)]
-pub struct PipeBuilder {
+pub struct PipeBuilder<T: Item = Bytes> {
     opts: RegionOptions,
     capacity: usize,
     max_message: usize,
+    _t: PhantomData<fn() -> T>,
 }
 
-impl Default for PipeBuilder {
+impl<T: Item> Default for PipeBuilder<T> {
     fn default() -> Self {
         PipeBuilder {
             opts: RegionOptions::default(),
             capacity: 64,
-            max_message: 64 * 1024,
+            max_message: T::FIXED.unwrap_or(64 * 1024),
+            _t: PhantomData,
         }
     }
 }
 
-impl PipeBuilder {
+impl<T: Item> PipeBuilder<T> {
     region_setters!();
 
     /// Messages in flight per direction, rounded up to a power of two, at
@@ -380,10 +398,14 @@ impl PipeBuilder {
         self
     }
 
-    /// The largest message in bytes (default 64 KiB).
+    /// The largest message in bytes (default 64 KiB), for the variable
+    /// kinds (`Bytes`, `Rkyv<M>`, `Serde<M>`). Ignored for `T: Pod`, whose
+    /// messages are `size_of::<T>()` bytes.
     #[must_use]
     pub fn max_message(mut self, bytes: usize) -> Self {
-        self.max_message = bytes;
+        if T::FIXED.is_none() {
+            self.max_message = bytes;
+        }
         self
     }
 
@@ -395,7 +417,7 @@ impl PipeBuilder {
     /// region: [`Error::AlreadyExists`] if the name is taken, [`Error::InvalidName`] for a bad
     /// name, [`Error::NoSpace`] if /dev/shm (or the file's filesystem) is too small,
     /// [`Error::PermissionDenied`] or [`Error::Io`] if the OS refuses.
-    pub fn create(self) -> Result<(Connection, Connection)> {
+    pub fn create(self) -> Result<(Connection<T>, Connection<T>)> {
         let too_big = || Error::NoSpace {
             name: "<new pipe>".into(),
             requested: u64::MAX,
@@ -413,7 +435,7 @@ impl PipeBuilder {
             .and_then(|b| b.checked_mul(2))
             .ok_or_else(too_big)?;
         let max_len = self.max_message as u64;
-        let seg = Segment::create(&self.opts, &spec(), bytes, |control, data| {
+        let seg = Segment::create(&self.opts, &spec::<T>(), bytes, |control, data| {
             let c = control.cast::<PipeControl>();
             // SAFETY: unpublished, zeroed, sized and aligned for PipeControl
             // (zero is valid for every field); the slots lie in the data area.
@@ -449,37 +471,41 @@ impl PipeBuilder {
     /// [`Error::TypeMismatch`] if its tag differs, [`Error::Corrupted`] if its geometry is
     /// impossible; and the other open errors of any region ([`Error::NotInitialized`],
     /// [`Error::ForeignOwner`], [`Error::Truncated`], ...).
-    pub fn open(self, end: usize) -> Result<Connection> {
-        let raw = RawPipe::check(Segment::open(&self.opts, &spec(), None)?)?;
+    pub fn open(self, end: usize) -> Result<Connection<T>> {
+        let raw = RawPipe::check(Segment::open(&self.opts, &spec::<T>(), None)?)?;
         Ok(Connection::take_over(raw, end.min(1)))
     }
 }
 
-/// A new anonymous duplex pipe (64 messages in flight per direction, up to
-/// 64 KiB each): its two ends. Give one to a child as an argument.
+/// A new anonymous duplex pipe of messages of kind `T` (64 in flight per
+/// direction, up to 64 KiB each): its two ends. Give one to a child as an
+/// argument. `T` is a `Pod` type, [`Rkyv<M>`](crate::queue::Rkyv),
+/// `Serde<M>` or [`Bytes`], as for a queue.
 ///
 /// # Errors
 ///
 /// [`Error::Io`] if the OS refuses the memory (`memfd_create`, `ftruncate`, `mmap`).
-pub fn pipe() -> Result<(Connection, Connection)> {
+pub fn pipe<T: Item>() -> Result<(Connection<T>, Connection<T>)> {
     PipeBuilder::default().create()
 }
 
-/// One end of a pipe. `Send`, not `Sync` (one thread at a time).
-pub struct Connection {
+/// One end of a pipe carrying messages of kind `T`. `Send`, not `Sync`
+/// (one thread at a time).
+pub struct Connection<T: Item = Bytes> {
     raw: Arc<RawPipe>,
     end: usize,
     transit: Cell<u64>,
+    _t: PhantomData<fn() -> T>,
 }
 
-impl Connection {
+impl<T: Item> Connection<T> {
     /// The pipe and this end, for [`Select`](crate::select::Select).
     pub(crate) fn raw_end(&self) -> (&Arc<RawPipe>, usize) {
         (&self.raw, self.end)
     }
 }
 
-impl std::fmt::Debug for Connection {
+impl<T: Item> std::fmt::Debug for Connection<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("segment", &self.raw.seg.id())
@@ -488,8 +514,8 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-impl Connection {
-    fn claim(raw: Arc<RawPipe>, end: usize) -> Connection {
+impl<T: Item> Connection<T> {
+    fn claim(raw: Arc<RawPipe>, end: usize) -> Connection<T> {
         let e = &raw.control().ends[end];
         e.start.store(proc::own_start_time(), Ordering::SeqCst);
         e.pid.store(proc::pid(), Ordering::SeqCst);
@@ -499,11 +525,12 @@ impl Connection {
             raw,
             end,
             transit: Cell::new(0),
+            _t: PhantomData,
         }
     }
 
     /// Takes over end `end` of an existing pipe (see [`PipeBuilder::open`]).
-    fn take_over(raw: Arc<RawPipe>, end: usize) -> Connection {
+    fn take_over(raw: Arc<RawPipe>, end: usize) -> Connection<T> {
         let e = &raw.control().ends[end];
         // While the token is set, the peer does not judge this end
         // (`check_peer`): it cannot mark us closed halfway.
@@ -537,6 +564,7 @@ impl Connection {
             raw,
             end,
             transit: Cell::new(0),
+            _t: PhantomData,
         }
     }
 
@@ -553,9 +581,10 @@ impl Connection {
         self.raw.check_peer(self.end)
     }
 
-    /// A builder for named pipes or other sizes.
+    /// A builder for named pipes or other sizes:
+    /// `Connection::<Rkyv<Job>>::builder()`.
     #[must_use]
-    pub fn builder() -> PipeBuilder {
+    pub fn builder() -> PipeBuilder<T> {
         PipeBuilder::default()
     }
 
@@ -572,7 +601,7 @@ impl Connection {
     fn send_with(
         &self,
         wait: Wait,
-        write: impl FnOnce(&mut [u8]) -> Result<usize>,
+        write: impl FnOnce(&mut [u8]) -> std::result::Result<usize, SendError<()>>,
     ) -> std::result::Result<(), SendError<()>> {
         let ring = self.raw.ring(self.end);
         let w = &self.raw.control().dirs[self.end].waits.0;
@@ -612,7 +641,7 @@ impl Connection {
         let buf = unsafe { std::slice::from_raw_parts_mut(ring.data(pos), max) };
         let (len, result) = match write(buf) {
             Ok(n) => (n as u64, Ok(())),
-            Err(e) => (crate::queue::ring::SKIP, Err(SendError::Encoding(e))),
+            Err(e) => (crate::queue::ring::SKIP, Err(e)),
         };
         ring.commit(pos, len, &unused);
         wake_one(&w[0], &w[1]);
@@ -621,46 +650,6 @@ impl Connection {
             return Err(SendError::Truncated(()));
         }
         result
-    }
-
-    /// Sends a copy of `bytes`.
-    ///
-    /// # Errors
-    ///
-    /// [`SendError::TooLarge`], or [`SendError::Disconnected`] once the peer
-    /// is gone.
-    pub fn send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), SendError<()>> {
-        let max = self.max_message();
-        if bytes.len() > max {
-            return Err(SendError::TooLarge {
-                len: bytes.len(),
-                max,
-            });
-        }
-        self.send_with(Wait::Forever, |buf| {
-            buf[..bytes.len()].copy_from_slice(bytes);
-            Ok(bytes.len())
-        })
-    }
-
-    /// Sends `msg` (rkyv), serialised straight into the slot.
-    ///
-    /// # Errors
-    ///
-    /// [`SendError::TooLarge`] if the archive does not fit a slot, [`SendError::Encoding`] if it
-    /// cannot be serialised; [`SendError::Disconnected`] once the peer is gone;
-    /// [`SendError::Truncated`] if a peer shrank the segment; [`SendError::Corrupted`] if the ring
-    /// state is impossible.
-    pub fn send<M: Message>(&self, msg: &M) -> std::result::Result<(), SendError<()>> {
-        let max = self.max_message();
-        let r = self.send_with(Wait::Forever, |buf| msg.encode_into(buf));
-        match r {
-            Err(SendError::Encoding(e)) => match msg.encode() {
-                Ok(v) if v.len() > max => Err(SendError::TooLarge { len: v.len(), max }),
-                _ => Err(SendError::Encoding(e)),
-            },
-            other => other,
-        }
     }
 
     fn recv_with<R>(
@@ -723,57 +712,6 @@ impl Connection {
         }
     }
 
-    /// Receives the next message as bytes.
-    ///
-    /// # Errors
-    ///
-    /// [`RecvError::Disconnected`] once the peer is gone and everything it sent was received;
-    /// [`RecvError::Truncated`] if a peer shrank the segment; [`RecvError::Corrupted`] if the ring
-    /// state is impossible.
-    pub fn recv_bytes(&self) -> std::result::Result<Vec<u8>, RecvError> {
-        self.recv_with(Wait::Forever, <[u8]>::to_vec)
-    }
-
-    /// Receives the next message and hands its bytes, in place, to `f`.
-    ///
-    /// # Errors
-    ///
-    /// [`RecvError::Disconnected`] once the peer is gone and everything it sent was received;
-    /// [`RecvError::Truncated`] if a peer shrank the segment; [`RecvError::Corrupted`] if the ring
-    /// state is impossible.
-    pub fn recv_with_bytes<R>(
-        &self,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> std::result::Result<R, RecvError> {
-        self.recv_with(Wait::Forever, f)
-    }
-
-    /// Receives an rkyv message, validated then deserialised.
-    ///
-    /// # Errors
-    ///
-    /// [`RecvError::Invalid`] if the message fails validation (it is dropped);
-    /// [`RecvError::Disconnected`] once the peer is gone and everything it sent was received;
-    /// [`RecvError::Truncated`] if a peer shrank the segment; [`RecvError::Corrupted`] if the ring
-    /// state is impossible.
-    pub fn recv<M: Message>(&self) -> std::result::Result<M, RecvError> {
-        self.recv_with(Wait::Forever, M::decode)?
-            .map_err(RecvError::Invalid)
-    }
-
-    /// [`recv`](Self::recv), waiting at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// [`RecvError::Timeout`] if nothing arrived in time; [`RecvError::Invalid`] if the message
-    /// fails validation (it is dropped); [`RecvError::Disconnected`] once the peer is gone and
-    /// everything it sent was received; [`RecvError::Truncated`] if a peer shrank the segment;
-    /// [`RecvError::Corrupted`] if the ring state is impossible.
-    pub fn recv_timeout<M: Message>(&self, timeout: Duration) -> std::result::Result<M, RecvError> {
-        self.recv_with(Wait::after(timeout), M::decode)?
-            .map_err(RecvError::Invalid)
-    }
-
     /// Whether a message is ready to receive, waiting up to `timeout`
     /// (Python's `poll`). Also `true` once the peer is gone (dropped, or
     /// dead: looked for as in every wait, so a loop of short polls sees a
@@ -834,13 +772,13 @@ impl Connection {
         }
     }
 
-    pub(crate) fn adopt(h: &ArchivedPipeHandle) -> Result<Connection> {
+    pub(crate) fn adopt(h: &ArchivedPipeHandle) -> Result<Connection<T>> {
         let region = h.region.to_handle();
         let opts = RegionOptions::default();
         let seg = match (&region.name, &region.path) {
-            (Some(n), _) => Segment::open(&opts.clone().name(n), &spec(), None)?,
-            (None, Some(p)) => Segment::open(&opts.clone().file(p), &spec(), None)?,
-            (None, None) => Segment::from_fd(region.anonymous_fd()?, &opts, &spec(), None)?,
+            (Some(n), _) => Segment::open(&opts.clone().name(n), &spec::<T>(), None)?,
+            (None, Some(p)) => Segment::open(&opts.clone().file(p), &spec::<T>(), None)?,
+            (None, None) => Segment::from_fd(region.anonymous_fd()?, &opts, &spec::<T>(), None)?,
         };
         let raw = RawPipe::check(seg)?;
         let end = (h.end.to_native() as usize).min(1);
@@ -868,17 +806,253 @@ impl Connection {
             raw,
             end,
             transit: Cell::new(0),
+            _t: PhantomData,
         })
     }
 }
 
-impl Drop for Connection {
+impl<T: Item> Drop for Connection<T> {
     fn drop(&mut self) {
         if self.transit.get() == 0 {
             self.raw.close(self.end);
         }
     }
 }
+
+impl<T: Variable> Connection<T> {
+    /// Sends a copy of `bytes` (raw bytes on a pipe of any variable kind).
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::TooLarge`] if `bytes` does not fit a slot; [`SendError::Disconnected`] once
+    /// the peer is gone; [`SendError::Truncated`] if a peer shrank the segment;
+    /// [`SendError::Corrupted`] if the ring state is impossible.
+    pub fn send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), SendError<()>> {
+        let max = self.max_message();
+        if bytes.len() > max {
+            return Err(SendError::TooLarge {
+                len: bytes.len(),
+                max,
+            });
+        }
+        self.send_with(Wait::Forever, |buf| {
+            buf[..bytes.len()].copy_from_slice(bytes);
+            Ok(bytes.len())
+        })
+    }
+
+    /// Receives the next message as bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once the peer is gone and everything it sent was received;
+    /// [`RecvError::Truncated`] if a peer shrank the segment; [`RecvError::Corrupted`] if the ring
+    /// state is impossible.
+    pub fn recv_bytes(&self) -> std::result::Result<Vec<u8>, RecvError> {
+        self.recv_with(Wait::Forever, <[u8]>::to_vec)
+    }
+
+    /// Receives the next message and hands its bytes, in place, to `f`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once the peer is gone and everything it sent was received;
+    /// [`RecvError::Truncated`] if a peer shrank the segment; [`RecvError::Corrupted`] if the ring
+    /// state is impossible.
+    pub fn recv_with_bytes<R>(
+        &self,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> std::result::Result<R, RecvError> {
+        self.recv_with(Wait::Forever, f)
+    }
+}
+
+/// Puts the unsent message back into an error of the byte layer.
+fn with_msg<M>(e: SendError<()>, msg: M) -> SendError<M> {
+    match e {
+        SendError::Full(()) => SendError::Full(msg),
+        SendError::Timeout(()) => SendError::Timeout(msg),
+        SendError::Disconnected(()) => SendError::Disconnected(msg),
+        SendError::Truncated(()) => SendError::Truncated(msg),
+        SendError::TooLarge { len, max } => SendError::TooLarge { len, max },
+        SendError::Encoding(e) => SendError::Encoding(e),
+        SendError::Corrupted(e) => SendError::Corrupted(e),
+    }
+}
+
+impl<T: bytemuck::Pod> Connection<T> {
+    fn send_pod(&self, value: T, wait: Wait) -> std::result::Result<(), SendError<T>> {
+        self.send_with(wait, |buf| {
+            buf[..size_of::<T>()].copy_from_slice(bytemuck::bytes_of(&value));
+            Ok(size_of::<T>())
+        })
+        .map_err(|e| with_msg(e, value))
+    }
+
+    fn recv_pod(&self, wait: Wait) -> std::result::Result<T, RecvError> {
+        self.recv_with(wait, |b| {
+            bytemuck::try_pod_read_unaligned::<T>(b).map_err(|_| {
+                RecvError::Invalid(Error::Encoding {
+                    what: std::any::type_name::<T>(),
+                    reason: format!(
+                        "a {}-byte message where a {}-byte item was expected",
+                        b.len(),
+                        size_of::<T>()
+                    ),
+                })
+            })
+        })?
+    }
+
+    /// Sends a copy of `value`, waiting while the direction is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Disconnected`] (with `value`) once the peer is gone;
+    /// [`SendError::Truncated`] if a peer shrank the segment; [`SendError::Corrupted`] if the ring
+    /// state is impossible.
+    pub fn send(&self, value: T) -> std::result::Result<(), SendError<T>> {
+        self.send_pod(value, Wait::Forever)
+    }
+
+    /// [`send`](Self::send) if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Full`] (with `value`) if there is no room now; otherwise as
+    /// [`send`](Self::send).
+    pub fn try_send(&self, value: T) -> std::result::Result<(), SendError<T>> {
+        self.send_pod(value, Wait::No)
+    }
+
+    /// Receives the next item, waiting while none is ready.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once the peer is gone and everything it sent was received;
+    /// [`RecvError::Invalid`] for a message of another size (a peer's garbage);
+    /// [`RecvError::Truncated`] if a peer shrank the segment; [`RecvError::Corrupted`] if the ring
+    /// state is impossible.
+    pub fn recv(&self) -> std::result::Result<T, RecvError> {
+        self.recv_pod(Wait::Forever)
+    }
+
+    /// [`recv`](Self::recv) if an item is ready now.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Empty`] if nothing is ready; otherwise as [`recv`](Self::recv).
+    pub fn try_recv(&self) -> std::result::Result<T, RecvError> {
+        self.recv_pod(Wait::No)
+    }
+
+    /// [`recv`](Self::recv), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Timeout`] if nothing arrived in time; otherwise as [`recv`](Self::recv).
+    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<T, RecvError> {
+        self.recv_pod(Wait::after(timeout))
+    }
+}
+
+/// Encodes `msg` straight into the next slot of `conn`'s direction.
+fn send_encoded<T: Encoded, B: Borrow<T::Msg>>(
+    conn: &Connection<T>,
+    msg: B,
+    wait: Wait,
+) -> std::result::Result<(), SendError<B>> {
+    let r = conn.send_with(wait, |buf| {
+        let max = buf.len();
+        T::write(msg.borrow(), buf).map_err(|e| match e {
+            None => match T::encoded_len(msg.borrow()) {
+                Ok(len) => SendError::TooLarge { len, max },
+                Err(e) => SendError::Encoding(e),
+            },
+            Some(e) => SendError::Encoding(e),
+        })
+    });
+    r.map_err(|e| with_msg(e, msg))
+}
+
+/// Receives the next message of `conn` and decodes it; `read` copies the
+/// bytes before it validates them.
+fn recv_encoded<T: Encoded>(
+    conn: &Connection<T>,
+    wait: Wait,
+) -> std::result::Result<T::Msg, RecvError> {
+    conn.recv_with(wait, T::read)?.map_err(RecvError::Invalid)
+}
+
+/// The typed operations of a pipe of rkyv or serde messages.
+macro_rules! typed_pipe {
+    ($kind:ident, $($bound:tt)+) => {
+        impl<M: $($bound)+> Connection<$kind<M>> {
+            /// Sends `msg` (an `M` or a `&M`), serialised straight into the
+            /// slot, waiting while the direction is full.
+            ///
+            /// # Errors
+            ///
+            /// [`SendError::Disconnected`] (with `msg`) once the peer is gone;
+            /// [`SendError::TooLarge`] if its encoding does not fit a slot and
+            /// [`SendError::Encoding`] if it cannot be encoded (the slot is skipped in both);
+            /// [`SendError::Truncated`] if a peer shrank the segment; [`SendError::Corrupted`] if
+            /// the ring state is impossible.
+            pub fn send<B: Borrow<M>>(&self, msg: B) -> std::result::Result<(), SendError<B>> {
+                send_encoded(self, msg, Wait::Forever)
+            }
+
+            /// [`send`](Self::send) if there is room now.
+            ///
+            /// # Errors
+            ///
+            /// [`SendError::Full`] (with `msg`) if there is no room now; otherwise as
+            /// [`send`](Self::send).
+            pub fn try_send<B: Borrow<M>>(&self, msg: B) -> std::result::Result<(), SendError<B>> {
+                send_encoded(self, msg, Wait::No)
+            }
+
+            /// Receives the next message as a decoded copy, waiting while none
+            /// is ready.
+            ///
+            /// # Errors
+            ///
+            /// [`RecvError::Invalid`] if the message fails validation (it is dropped);
+            /// [`RecvError::Disconnected`] once the peer is gone and everything it sent was
+            /// received; [`RecvError::Truncated`] if a peer shrank the segment;
+            /// [`RecvError::Corrupted`] if the ring state is impossible.
+            pub fn recv(&self) -> std::result::Result<M, RecvError> {
+                recv_encoded(self, Wait::Forever)
+            }
+
+            /// [`recv`](Self::recv) if a message is ready now.
+            ///
+            /// # Errors
+            ///
+            /// [`RecvError::Empty`] if nothing is ready; otherwise as [`recv`](Self::recv).
+            pub fn try_recv(&self) -> std::result::Result<M, RecvError> {
+                recv_encoded(self, Wait::No)
+            }
+
+            /// [`recv`](Self::recv), waiting at most `timeout`.
+            ///
+            /// # Errors
+            ///
+            /// [`RecvError::Timeout`] if nothing arrived in time; otherwise as
+            /// [`recv`](Self::recv).
+            pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<M, RecvError> {
+                recv_encoded(self, Wait::after(timeout))
+            }
+        }
+    };
+}
+
+typed_pipe!(Rkyv, crate::Message + 'static);
+#[cfg(feature = "serde")]
+typed_pipe!(
+    Serde,
+    serde::Serialize + serde::de::DeserializeOwned + 'static
+);
 
 /// The token of an end being taken over (transit tokens are random and
 /// never this value in practice; either way the peer leaves the end alone).
@@ -910,22 +1084,74 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_pipe_copies_items_and_refuses_other_sizes() {
+        let (a, b) = pipe::<u64>().unwrap();
+        assert_eq!(a.max_message(), 8);
+        for v in [0, 1, u64::MAX] {
+            a.send(v).unwrap();
+            assert_eq!(b.recv().unwrap(), v);
+        }
+        assert_eq!(b.try_recv(), Err(RecvError::Empty));
+        assert_eq!(
+            b.recv_timeout(Duration::from_millis(1)),
+            Err(RecvError::Timeout)
+        );
+        // Fill one direction (64 in flight): try_send gives the item back.
+        let mut sent = 0u64;
+        while a.try_send(sent).is_ok() {
+            sent += 1;
+        }
+        assert_eq!(sent, 64);
+        assert_eq!(a.try_send(7), Err(SendError::Full(7)));
+        // A message of the wrong size (a peer's garbage) is Invalid, not read.
+        let (c, d) = pipe::<Bytes>().unwrap();
+        c.send_bytes(&[1, 2, 3]).unwrap();
+        let raw: Connection<u64> = Connection {
+            raw: d.raw.clone(),
+            end: d.end,
+            transit: Cell::new(1), // never closes the end on drop
+            _t: PhantomData,
+        };
+        assert!(matches!(raw.recv(), Err(RecvError::Invalid(_))));
+    }
+
+    #[test]
+    fn opening_a_pipe_as_another_message_type_is_refused() {
+        let name = format!("shmkit-test-{}-pipe-type", std::process::id());
+        let (_a, _b) = Connection::<Rkyv<String>>::builder()
+            .name(&name)
+            .create()
+            .unwrap();
+        let e = Connection::<Rkyv<u64>>::builder()
+            .name(&name)
+            .open(1)
+            .unwrap_err();
+        assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
+        let e = Connection::<u64>::builder()
+            .name(&name)
+            .open(1)
+            .unwrap_err();
+        assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
+    }
+
+    #[test]
     fn in_process_round_trip_and_disconnect() {
-        let (a, b) = Connection::builder()
+        let (a, b) = Connection::<Rkyv<(u32, String)>>::builder()
             .capacity(2)
             .max_message(64)
             .create()
             .unwrap();
         a.send_bytes(b"ping").unwrap();
         assert_eq!(b.recv_bytes().unwrap(), b"ping");
-        b.send(&(1u32, String::from("pong"))).unwrap();
+        b.send((1u32, String::from("pong"))).unwrap();
         assert!(a.poll(Duration::ZERO));
-        assert_eq!(a.recv::<(u32, String)>().unwrap(), (1, "pong".into()));
+        assert_eq!(a.recv().unwrap(), (1, "pong".into()));
         assert!(!a.poll(Duration::from_millis(5)));
         assert!(matches!(
-            a.recv_timeout::<u32>(Duration::from_millis(5)),
+            a.recv_timeout(Duration::from_millis(5)),
             Err(RecvError::Timeout)
         ));
+        assert_eq!(a.try_recv(), Err(RecvError::Empty));
         assert!(matches!(
             a.send_bytes(&[0; 65]),
             Err(SendError::TooLarge { len: 65, max: 64 })

@@ -144,7 +144,7 @@ impl Select {
 
     /// Adds a pipe end (ready when a message can be received from it, or its
     /// peer is gone); returns its index.
-    pub fn conn(&mut self, connection: &Connection) -> usize {
+    pub fn conn<T: crate::queue::Item>(&mut self, connection: &Connection<T>) -> usize {
         let (pipe, end) = connection.raw_end();
         self.sources.push(Source::Pipe(pipe.clone(), end));
         self.sources.len() - 1

@@ -13,6 +13,7 @@ use common::xorshift as next;
 use common::{WATCHDOG, unique, watchdog};
 use shmkit::pipe::Connection;
 use shmkit::process::{Builder, Process};
+use shmkit::queue::Rkyv;
 use shmkit::queue::{self, RecvError};
 use shmkit::sync::{Barrier, BarrierTimeout, Mutex, RwLock, Semaphore};
 use shmkit::{Array, Error, Message, Pool, SharedMap};
@@ -113,8 +114,8 @@ fn count_received((mut rx, seen): (queue::Receiver<u64>, Array<u32>)) {
     }
 }
 
-fn echo(c: Connection) {
-    while let Ok(v) = c.recv::<u64>() {
+fn echo(c: Connection<Rkyv<u64>>) {
+    while let Ok(v) = c.recv() {
         if c.send(&(v + 1)).is_err() {
             return;
         }
@@ -261,17 +262,17 @@ fn random_kills_leave_everything_usable() {
     // Pipe ends: the survivor learns it at once, never hangs.
     eprintln!("faults: Pipe ends");
     for _ in 0..n {
-        let (here, there) = shmkit::pipe::pipe().unwrap();
+        let (here, there) = shmkit::pipe::pipe::<Rkyv<u64>>().unwrap();
         let p = start(echo, there);
         here.send(&1u64).unwrap();
-        assert_eq!(here.recv_timeout::<u64>(WATCHDOG).unwrap(), 2);
+        assert_eq!(here.recv_timeout(WATCHDOG).unwrap(), 2);
         kill_later(p, &mut rng);
         let mut v = 2u64;
         loop {
             if here.send(&v).is_err() {
                 break;
             }
-            match here.recv_timeout::<u64>(WATCHDOG) {
+            match here.recv_timeout(WATCHDOG) {
                 Ok(w) => v = w,
                 Err(RecvError::Timeout) => panic!("watchdog: pipe peer dead, recv timed out"),
                 Err(_) => break,

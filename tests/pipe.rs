@@ -6,12 +6,13 @@ mod common;
 use common::WATCHDOG;
 use shmkit::pipe::{self, Connection};
 use shmkit::process;
+use shmkit::queue::Rkyv;
 use shmkit::queue::{RecvError, SendError};
 use std::time::Duration;
 
-fn echo(conn: Connection) -> u64 {
+fn echo(conn: Connection<Rkyv<u64>>) -> u64 {
     let mut n = 0;
-    while let Ok(v) = conn.recv::<u64>() {
+    while let Ok(v) = conn.recv() {
         conn.send(&(v + 1)).unwrap();
         n += 1;
     }
@@ -20,12 +21,12 @@ fn echo(conn: Connection) -> u64 {
 
 #[test]
 fn ping_pong_with_a_child_then_disconnect_on_drop() {
-    let (here, there) = pipe::pipe().unwrap();
+    let (here, there) = pipe::pipe::<Rkyv<u64>>().unwrap();
     let mut child = process::spawn(echo, there).unwrap();
     let mut v = 0u64;
     for _ in 0..1000 {
         here.send(&v).unwrap();
-        v = here.recv_timeout::<u64>(WATCHDOG).unwrap();
+        v = here.recv_timeout(WATCHDOG).unwrap();
     }
     assert_eq!(v, 1000);
     drop(here); // the child's recv sees Disconnected and returns
@@ -34,13 +35,13 @@ fn ping_pong_with_a_child_then_disconnect_on_drop() {
 
 #[test]
 fn bytes_up_to_the_maximum_and_strings() {
-    let (here, there) = Connection::builder()
+    let (here, there) = Connection::<Rkyv<u64>>::builder()
         .capacity(4)
         .max_message(100_000)
         .create()
         .unwrap();
     let mut child = process::spawn(
-        |c: Connection| {
+        |c: Connection<Rkyv<u64>>| {
             let mut sizes = Vec::new();
             while let Ok(b) = c.recv_bytes() {
                 assert!(b.iter().all(|&x| x == 7));
@@ -67,20 +68,20 @@ fn bytes_up_to_the_maximum_and_strings() {
 
 #[test]
 fn a_killed_peer_disconnects_the_pipe() {
-    let (here, there) = pipe::pipe().unwrap();
+    let (here, there) = pipe::pipe::<Rkyv<u64>>().unwrap();
     let child = process::spawn(
-        |c: Connection| {
-            c.send(&1u32).unwrap();
+        |c: Connection<Rkyv<u64>>| {
+            c.send(&1u64).unwrap();
             std::thread::sleep(Duration::from_secs(120));
         },
         there,
     )
     .unwrap();
-    assert_eq!(here.recv_timeout::<u32>(WATCHDOG).unwrap(), 1);
+    assert_eq!(here.recv_timeout(WATCHDOG).unwrap(), 1);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(matches!(
-        here.recv_timeout::<u32>(WATCHDOG),
+        here.recv_timeout(WATCHDOG),
         Err(RecvError::Disconnected)
     ));
     assert!(here.poll(Duration::ZERO));

@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{WATCHDOG, unique};
+use common::{WATCHDOG, unique, watchdog};
 use shmkit::process::{self, Builder, Process};
-use shmkit::queue::{self, Bytes, Queue, Receiver, RecvError, SendError, Sender};
+use shmkit::queue::{self, Bytes, Queue, Receiver, RecvError, Rkyv, SendError, Sender, Serde};
 use shmkit::{Array, Message, Value};
 use std::time::{Duration, Instant};
 
@@ -216,20 +216,23 @@ struct Job {
 
 #[test]
 fn rkyv_messages_are_validated_and_read_in_place() {
-    let (mut tx, mut rx) = queue::bounded_bytes(8, 1024).unwrap();
+    let (tx, mut rx) = queue::bounded_messages::<Rkyv<Job>>(8, 1024).unwrap();
     let job = Job {
         id: 7,
         name: "resize".into(),
         weights: vec![0.5, 1.5],
     };
-    tx.send_msg(&job).unwrap();
-    tx.send_msg(&job).unwrap();
-    assert_eq!(rx.recv_msg::<Job>().unwrap(), job);
+    tx.send(&job).unwrap();
+    tx.send(clone_job(&job)).unwrap();
+    assert_eq!(rx.recv().unwrap(), job);
     {
-        let archived = rx.recv_archived::<Job>().unwrap();
+        let slot = rx.recv_ref().unwrap();
+        let archived = slot.archived().unwrap();
         assert_eq!(archived.id, 7);
         assert_eq!(archived.name.as_str(), "resize");
         assert_eq!(archived.weights.len(), 2);
+        assert_eq!(slot.decode().unwrap(), job);
+        assert_eq!(slot.len(), job.encode().unwrap().len());
     }
     // A corrupted archive: the root's last field (the vector's length)
     // claims far more elements than the message holds.
@@ -237,31 +240,166 @@ fn rkyv_messages_are_validated_and_read_in_place() {
     let n = bytes.len();
     bytes[n - 4..].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
     tx.send_bytes(&bytes).unwrap();
-    assert!(matches!(rx.recv_msg::<Job>(), Err(RecvError::Invalid(_))));
+    assert!(matches!(rx.recv(), Err(RecvError::Invalid(_))));
     tx.send_bytes(&bytes).unwrap();
-    assert!(matches!(
-        rx.recv_archived::<Job>(),
-        Err(RecvError::Invalid(_))
-    ));
-    // Too large for a slot.
+    assert!(rx.recv_ref().unwrap().archived().is_err());
+    assert!(
+        rx.try_recv_ref().is_err(),
+        "the invalid message was dropped"
+    );
+    // Too large for a slot: the message is not sent, nothing is received.
     let big = Job {
         id: 1,
         name: "x".repeat(2000),
         weights: vec![],
     };
-    assert!(matches!(tx.send_msg(&big), Err(SendError::TooLarge { .. })));
-    assert!(matches!(rx.try_recv_bytes(), Err(RecvError::Empty)));
+    let len = big.encode().unwrap().len();
+    assert_eq!(tx.send(big), Err(SendError::TooLarge { len, max: 1024 }));
+    assert_eq!(rx.try_recv(), Err(RecvError::Empty));
+    // Timeouts and try_ on a full queue give the message back.
+    for i in 0..8 {
+        tx.try_send(Job {
+            id: i,
+            name: String::new(),
+            weights: vec![],
+        })
+        .unwrap();
+    }
+    let extra = || Job {
+        id: 99,
+        name: "extra".into(),
+        weights: vec![],
+    };
+    assert_eq!(tx.try_send(extra()), Err(SendError::Full(extra())));
+    assert_eq!(
+        tx.send_timeout(extra(), Duration::from_millis(1)),
+        Err(SendError::Timeout(extra()))
+    );
+    let ids: Vec<u32> = rx.try_iter().map(|j| j.id).collect();
+    assert_eq!(ids, (0..8).collect::<Vec<_>>());
+    assert_eq!(rx.recv_timeout(Duration::ZERO), Err(RecvError::Timeout));
 }
 
-fn sum_received_array(mut rx: Receiver<Bytes>) -> (u64, usize) {
-    let a: Array<u8> = rx.recv_msg().unwrap();
+fn clone_job(j: &Job) -> Job {
+    Job {
+        id: j.id,
+        name: j.name.clone(),
+        weights: j.weights.clone(),
+    }
+}
+
+#[test]
+fn a_typed_queue_opened_as_another_message_type_is_refused() {
+    let name = unique("typed");
+    let q = Queue::<Rkyv<Job>>::builder()
+        .name(&name)
+        .max_message(256)
+        .create()
+        .unwrap();
+    let e = Queue::<Rkyv<String>>::builder()
+        .name(&name)
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, shmkit::Error::TypeMismatch { .. }), "{e}");
+    assert!(e.to_string().contains("Job"), "{e}");
+    let e = Queue::<Bytes>::builder().name(&name).open().unwrap_err();
+    assert!(matches!(e, shmkit::Error::TypeMismatch { .. }), "{e}");
+    let e = Queue::<Serde<Job2>>::builder()
+        .name(&name)
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, shmkit::Error::TypeMismatch { .. }), "{e}");
+    let e = Queue::<u64>::builder().name(&name).open().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            shmkit::Error::TypeMismatch { .. } | shmkit::Error::Corrupted { .. }
+        ),
+        "{e}"
+    );
+    // The same type opens.
+    let again = Queue::<Rkyv<Job>>::builder().name(&name).open().unwrap();
+    again
+        .sender()
+        .unwrap()
+        .send(clone_job(&Job {
+            id: 3,
+            name: "a".into(),
+            weights: vec![],
+        }))
+        .unwrap();
+    assert_eq!(q.receiver().unwrap().recv().unwrap().id, 3);
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]
+struct Job2 {
+    id: u32,
+    tags: Vec<String>,
+    score: Option<f64>,
+}
+
+fn serde_producer(tx: Sender<Serde<Job2>>) {
+    let me = std::process::id();
+    for i in 0..200 {
+        tx.send(Job2 {
+            id: i,
+            tags: vec![format!("from {me}")],
+            score: (i % 2 == 0).then_some(f64::from(i) / 2.0),
+        })
+        .unwrap();
+    }
+}
+
+fn rkyv_producer(tx: Sender<Rkyv<Job>>) {
+    for i in 0..200 {
+        tx.send(Job {
+            id: i,
+            name: format!("job {i}"),
+            weights: vec![i as f32; (i % 5) as usize],
+        })
+        .unwrap();
+    }
+}
+
+#[test]
+fn serde_and_rkyv_messages_cross_processes_exactly_once() {
+    let _w = watchdog("typed messages across processes");
+    let (stx, srx) = queue::bounded_messages::<Serde<Job2>>(16, 512).unwrap();
+    let (rtx, rrx) = queue::bounded_messages::<Rkyv<Job>>(16, 512).unwrap();
+    let children = vec![
+        process::spawn(serde_producer, stx.clone()).unwrap(),
+        process::spawn(serde_producer, stx).unwrap(),
+    ];
+    let rchild = process::spawn(rkyv_producer, rtx).unwrap();
+    let mut seen = std::collections::HashMap::<(String, u32), usize>::new();
+    for m in &srx {
+        assert_eq!(m.score, (m.id % 2 == 0).then_some(f64::from(m.id) / 2.0));
+        *seen.entry((m.tags[0].clone(), m.id)).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 400);
+    assert!(seen.values().all(|&n| n == 1));
+    let mut ids = Vec::new();
+    for j in &rrx {
+        assert_eq!(j.name, format!("job {}", j.id));
+        assert_eq!(j.weights.len(), (j.id % 5) as usize);
+        ids.push(j.id);
+    }
+    assert_eq!(ids, (0..200).collect::<Vec<_>>());
+    for c in children {
+        join(c);
+    }
+    join(rchild);
+}
+
+fn sum_received_array(rx: Receiver<Rkyv<Array<u8>>>) -> (u64, usize) {
+    let a = rx.recv().unwrap();
     let sum = a.lock().unwrap().iter().map(|&b| b as u64).sum();
     (sum, a.len())
 }
 
 #[test]
 fn an_array_sent_through_a_queue_is_shared_not_copied() {
-    let (mut tx, rx) = queue::bounded_bytes(4, 256).unwrap();
+    let (tx, rx) = queue::bounded_messages::<Rkyv<Array<u8>>>(4, 256).unwrap();
     let big = Array::<u8>::builder()
         .name(unique("big"))
         .create(64 << 20)
@@ -270,7 +408,7 @@ fn an_array_sent_through_a_queue_is_shared_not_copied() {
     let child = process::spawn(sum_received_array, rx).unwrap();
     let encoded = big.encode().unwrap().len();
     assert!(encoded < 128, "the handle is {encoded} bytes");
-    tx.send_msg(&big).unwrap();
+    tx.send(&big).unwrap(); // by reference: `big` stays alive (and named)
     assert_eq!(join(child), (3 * (64 << 20), 64 << 20));
 }
 

@@ -7,6 +7,7 @@ mod common;
 use common::WATCHDOG;
 use shmkit::pipe::{self, Connection};
 use shmkit::process::Builder;
+use shmkit::queue::Rkyv;
 use shmkit::queue::{self, Receiver, RecvError, Sender};
 use shmkit::select::{ReadyTimeoutError, Select, TryReadyError};
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ fn queue_feeder((tx, base): (Sender<u64>, u64)) {
     }
 }
 
-fn pipe_feeder((conn, base): (Connection, u64)) {
+fn pipe_feeder((conn, base): (Connection<Rkyv<u64>>, u64)) {
     for i in 0..N {
         conn.send(&(base + i)).unwrap();
     }
@@ -44,7 +45,7 @@ fn three_queues_and_two_pipe_ends_fed_by_five_processes() {
     }
     let mut conns = Vec::new();
     for k in 3..5u64 {
-        let (mine, theirs) = pipe::pipe().unwrap();
+        let (mine, theirs) = pipe::pipe::<Rkyv<u64>>().unwrap();
         children.push(
             Builder::new()
                 .daemon(true)
@@ -78,7 +79,7 @@ fn three_queues_and_two_pipe_ends_fed_by_five_processes() {
                 Err(e) => panic!("queue {i}: {e}"),
             }
         } else {
-            match conns[i - 3].recv_timeout::<u64>(Duration::ZERO) {
+            match conns[i - 3].recv_timeout(Duration::ZERO) {
                 Ok(v) => Some(v),
                 Err(RecvError::Timeout | RecvError::Empty) => None,
                 Err(RecvError::Disconnected) => {
@@ -114,7 +115,7 @@ fn timeouts_and_empty_sets_at_their_edges() {
     );
 
     let (_tx, rx) = queue::bounded::<u8>(1).unwrap();
-    let (_a, b) = pipe::pipe().unwrap();
+    let (_a, b) = pipe::pipe::<Rkyv<u64>>().unwrap();
     let mut sel = Select::new();
     sel.recv(&rx);
     sel.conn(&b);

@@ -6,6 +6,7 @@
 
 mod common;
 
+use shmkit::queue::Rkyv;
 use shmkit::queue::{Queue, RecvError, SendError};
 use shmkit::sync::{Mutex, RwLock, Semaphore};
 use shmkit::{Array, Error, SharedMap, Value};
@@ -582,7 +583,7 @@ fn a_pipe_survives_a_peer_truncating_it() {
     }
     let name = common::unique("tp");
     let ends = std::sync::Mutex::new(
-        shmkit::pipe::Connection::builder()
+        shmkit::pipe::Connection::<Rkyv<u64>>::builder()
             .name(&name)
             .capacity(4)
             .create()

@@ -18,6 +18,7 @@ use common::{WATCHDOG, unique};
 use shmkit::Array;
 use shmkit::pipe::Connection;
 use shmkit::process::{Builder, Process};
+use shmkit::queue::Rkyv;
 use shmkit::queue::{Queue, Receiver, RecvError, SendError, Sender};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -183,7 +184,7 @@ fn short_sends_see_a_killed_receiver() {
 }
 
 /// Says "up" through its pipe end, then holds it until killed.
-fn hold_end(c: Connection) {
+fn hold_end(c: Connection<Rkyv<u64>>) {
     c.send_bytes(b"up").unwrap();
     std::thread::sleep(WATCHDOG);
 }
@@ -192,7 +193,7 @@ fn hold_end(c: Connection) {
 fn short_polls_and_receives_on_a_pipe_see_a_killed_peer() {
     for slice in SLICES {
         for use_poll in [true, false] {
-            let (here, there) = Connection::builder()
+            let (here, there) = Connection::<Rkyv<u64>>::builder()
                 .capacity(2)
                 .max_message(64)
                 .create()
@@ -208,7 +209,7 @@ fn short_polls_and_receives_on_a_pipe_see_a_killed_peer() {
                 let seen = if use_poll {
                     here.poll(d)
                 } else {
-                    match here.recv_timeout::<u64>(d) {
+                    match here.recv_timeout(d) {
                         Err(RecvError::Disconnected) => true,
                         Err(RecvError::Timeout) => false,
                         other => panic!("{slice:?}: {other:?}"),
@@ -220,7 +221,7 @@ fn short_polls_and_receives_on_a_pipe_see_a_killed_peer() {
                 seen.then_some(())
             });
             assert!(matches!(
-                here.recv_timeout::<u64>(WATCHDOG),
+                here.recv_timeout(WATCHDOG),
                 Err(RecvError::Disconnected)
             ));
             assert!(matches!(
@@ -233,7 +234,7 @@ fn short_polls_and_receives_on_a_pipe_see_a_killed_peer() {
 
 #[test]
 fn connection_recover_reports_a_killed_peer_once() {
-    let (here, there) = Connection::builder()
+    let (here, there) = Connection::<Rkyv<u64>>::builder()
         .capacity(2)
         .max_message(64)
         .create()
@@ -520,7 +521,10 @@ fn garbage_scribbled_into_a_live_queues_stamps_never_wedges_it() {
 /// Takes over end 1 of the named pipe, says so, receives one message and,
 /// inside the receive, says so and lives on until killed.
 fn receive_and_hang((name, said): (String, Array<u32>)) {
-    let c = Connection::builder().name(&name).open(1).unwrap();
+    let c = Connection::<Rkyv<u64>>::builder()
+        .name(&name)
+        .open(1)
+        .unwrap();
     said.atomic(0).store(1, Ordering::SeqCst);
     let _ = c.recv_with_bytes(|_| {
         said.atomic(0).store(2, Ordering::SeqCst);
@@ -531,7 +535,7 @@ fn receive_and_hang((name, said): (String, Array<u32>)) {
 #[test]
 fn taking_over_a_pipe_end_killed_mid_receive_loses_nothing_and_unblocks_the_writer() {
     let name = unique("pipe-recv");
-    let (here, there) = Connection::builder()
+    let (here, there) = Connection::<Rkyv<u64>>::builder()
         .name(&name)
         .capacity(2)
         .max_message(64)
@@ -549,7 +553,10 @@ fn taking_over_a_pipe_end_killed_mid_receive_loses_nothing_and_unblocks_the_writ
         said.atomic(0).load(Ordering::SeqCst) == 2
     });
     sigkill(child);
-    let taker = Connection::builder().name(&name).open(1).unwrap();
+    let taker = Connection::<Rkyv<u64>>::builder()
+        .name(&name)
+        .open(1)
+        .unwrap();
     // The writer sends on in a thread (each send needs a slot the dead end
     // held or the taker frees); the taker gets everything, in order.
     let writer = std::thread::spawn(move || {
@@ -573,7 +580,10 @@ fn taking_over_a_pipe_end_killed_mid_receive_loses_nothing_and_unblocks_the_writ
 /// Takes over end 1, says so, sends a small message, then a large one, in
 /// whose copy it is killed.
 fn send_and_die((name, said): (String, Array<u32>)) {
-    let c = Connection::builder().name(&name).open(1).unwrap();
+    let c = Connection::<Rkyv<u64>>::builder()
+        .name(&name)
+        .open(1)
+        .unwrap();
     said.atomic(0).store(1, Ordering::SeqCst);
     c.send_bytes(b"before").unwrap();
     let big = vec![7u8; c.max_message()];
@@ -591,7 +601,7 @@ fn taking_over_a_pipe_end_killed_mid_send_skips_its_claim() {
     let mut mid_send = 0;
     for _round in 0..10 {
         let name = unique("pipe-send");
-        let (here, there) = Connection::builder()
+        let (here, there) = Connection::<Rkyv<u64>>::builder()
             .name(&name)
             .capacity(2)
             .max_message(BIG)
@@ -627,7 +637,10 @@ fn taking_over_a_pipe_end_killed_mid_send_skips_its_claim() {
             continue; // the copy was committed before the kill landed
         }
         mid_send += 1;
-        let taker = Connection::builder().name(&name).open(1).unwrap();
+        let taker = Connection::<Rkyv<u64>>::builder()
+            .name(&name)
+            .open(1)
+            .unwrap();
         taker.send_bytes(b"after").unwrap();
         assert!(
             here.poll(WATCH),
@@ -641,15 +654,12 @@ fn taking_over_a_pipe_end_killed_mid_send_skips_its_claim() {
 
 /// A named pipe of 4 slots (stride 64) and where its stamps live in the
 /// file: `stamp(dir, pos)` is the byte offset of the slot's sequence word.
-fn pipe_with_stamps() -> (
-    Connection,
-    Connection,
-    std::fs::File,
-    impl Fn(u64, u64) -> u64,
-) {
+type Conn = Connection<Rkyv<u64>>;
+
+fn pipe_with_stamps() -> (Conn, Conn, std::fs::File, impl Fn(u64, u64) -> u64) {
     use std::os::unix::fs::FileExt;
     let name = unique("pipe-garbage");
-    let (here, there) = Connection::builder()
+    let (here, there) = Connection::<Rkyv<u64>>::builder()
         .name(&name)
         .capacity(4)
         .max_message(48)
@@ -678,12 +688,10 @@ fn write_stamp(file: &std::fs::File, at: u64, value: u64) {
 
 /// Receives on `c` until a message arrives (the waits look for garbage every
 /// 50 ms); the watchdog catches a wedge.
-fn recv_soon(c: &mut Connection, what: &str) -> Result<u64, RecvError> {
-    until(what, || {
-        match c.recv_timeout::<u64>(Duration::from_millis(5)) {
-            Err(RecvError::Timeout) => None,
-            r => Some(r),
-        }
+fn recv_soon(c: &mut Connection<Rkyv<u64>>, what: &str) -> Result<u64, RecvError> {
+    until(what, || match c.recv_timeout(Duration::from_millis(5)) {
+        Err(RecvError::Timeout) => None,
+        r => Some(r),
     })
 }
 

@@ -2,7 +2,7 @@
 //! [`Pool::apply_async`], ... as in Python's `multiprocessing.Pool` — and it
 //! never hangs when a worker dies.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> shmkit::Result<()> {
 //! fn square(x: u64) -> u64 { x * x }
 //! let pool = shmkit::Pool::new()?;                 // cpu_count() workers

@@ -3,7 +3,7 @@
 //! What Python's `multiprocessing.Process` does, for Rust programs that may run
 //! threads (the test harness does):
 //!
-//! ```no_run
+//! ```
 //! fn greet(name: String) -> usize {
 //!     println!("hello {name} from {}", shmkit::process::current_process().name);
 //!     name.len()

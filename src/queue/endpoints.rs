@@ -5,13 +5,9 @@ use super::error::{RecvError, SendError};
 use super::looks::Wait;
 use super::raw::Stop;
 use super::ring::SKIP;
-use super::{Bytes, Item, Queue};
-use crate::codec::Message;
+use super::{Item, Queue, Variable};
 use crate::error::Result;
 use bytemuck::Pod;
-use rkyv::api::high::HighValidator;
-use rkyv::bytecheck::CheckBytes;
-use rkyv::rancor;
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -23,8 +19,8 @@ type NotSync = PhantomData<Cell<()>>;
 /// The sending end: one participant entry. Clone it for another thread
 /// (a clone registers a new entry).
 pub struct Sender<T: Item> {
-    queue: Queue<T>,
-    entry: usize,
+    pub(super) queue: Queue<T>,
+    pub(super) entry: usize,
     /// The adoption token once this handle was encoded to travel; then drop
     /// leaves the entry to the process that adopts it.
     transit: Cell<u64>,
@@ -33,8 +29,8 @@ pub struct Sender<T: Item> {
 
 /// The receiving end: one participant entry. Clone it for another thread.
 pub struct Receiver<T: Item> {
-    queue: Queue<T>,
-    entry: usize,
+    pub(super) queue: Queue<T>,
+    pub(super) entry: usize,
     transit: Cell<u64>,
     _not_sync: NotSync,
 }
@@ -127,7 +123,7 @@ endpoint_common!(Receiver, "receiver", receiver);
 
 /// Why a claim ended without a slot: the ring's reason, or the segment was
 /// found truncated.
-enum Halt {
+pub(super) enum Halt {
     Ring(Stop),
     Truncated,
 }
@@ -185,7 +181,7 @@ fn chunked<R>(
 }
 
 impl<T: Item> Sender<T> {
-    fn claim(&self, wait: Wait) -> std::result::Result<u64, Halt> {
+    pub(super) fn claim(&self, wait: Wait) -> std::result::Result<u64, Halt> {
         let mut got = None;
         let r = chunked(self.queue.segment(), wait, |d| {
             let r = self.queue.raw.claim_send(self.entry, d);
@@ -201,18 +197,18 @@ impl<T: Item> Sender<T> {
 
     /// `Err(Truncated)` with the message if the segment was found truncated
     /// during the send (its writes may have gone to private zero pages).
-    fn check_sent<M>(&self, m: M) -> std::result::Result<(), SendError<M>> {
+    pub(super) fn check_sent<M>(&self, m: M) -> std::result::Result<(), SendError<M>> {
         match self.queue.segment().check() {
             Ok(()) => Ok(()),
             Err(_) => Err(SendError::Truncated(m)),
         }
     }
 
-    fn commit(&self, pos: u64, len: usize) {
+    pub(super) fn commit(&self, pos: u64, len: usize) {
         self.queue.raw.commit(self.entry, pos, len as u64);
     }
 
-    fn stop<M>(halt: Halt, m: M) -> SendError<M> {
+    pub(super) fn stop<M>(halt: Halt, m: M) -> SendError<M> {
         match halt {
             Halt::Ring(Stop::WouldBlock) => SendError::Full(m),
             Halt::Ring(Stop::Timeout) => SendError::Timeout(m),
@@ -291,7 +287,7 @@ impl<T: Pod> Sender<T> {
     }
 }
 
-impl Sender<Bytes> {
+impl<T: Variable> Sender<T> {
     fn send_bytes_until(&self, bytes: &[u8], wait: Wait) -> std::result::Result<(), SendError<()>> {
         let max = self.queue.raw.max_len();
         if bytes.len() > max {
@@ -347,32 +343,6 @@ impl Sender<Bytes> {
         self.send_bytes_until(bytes, Wait::after(timeout))
     }
 
-    /// Serialises `msg` (rkyv) straight into the next slot: no intermediate
-    /// buffer. Waits while the queue is full.
-    ///
-    /// # Errors
-    ///
-    /// [`SendError::TooLarge`] if the archive does not fit a slot (the slot is
-    /// then skipped), [`SendError::Encoding`], [`SendError::Disconnected`].
-    pub fn send_msg<M: Message>(&mut self, msg: &M) -> std::result::Result<(), SendError<()>> {
-        let max = self.queue.raw.max_len();
-        let mut slot = self.reserve_bytes(max)?;
-        match msg.encode_into(&mut slot) {
-            Ok(n) => {
-                slot.len = n;
-                slot.commit();
-                Ok(())
-            }
-            Err(e) => {
-                drop(slot); // committed as a skip
-                match msg.encode() {
-                    Ok(v) if v.len() > max => Err(SendError::TooLarge { len: v.len(), max }),
-                    _ => Err(SendError::Encoding(e)),
-                }
-            }
-        }
-    }
-
     /// Reserves the next slot and lends its first `len` bytes to write in
     /// place. Waits while the queue is full.
     ///
@@ -384,7 +354,7 @@ impl Sender<Bytes> {
     pub fn reserve_bytes(
         &mut self,
         len: usize,
-    ) -> std::result::Result<SendSlot<'_, Bytes, [u8]>, SendError<()>> {
+    ) -> std::result::Result<SendSlot<'_, T, [u8]>, SendError<()>> {
         let max = self.queue.raw.max_len();
         if len > max {
             return Err(SendError::TooLarge { len, max });
@@ -445,7 +415,7 @@ impl<T: Pod> DerefMut for SendSlot<'_, T, T> {
     }
 }
 
-impl Deref for SendSlot<'_, Bytes, [u8]> {
+impl<T: Variable> Deref for SendSlot<'_, T, [u8]> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: the slot is ours until commit; len <= max_len bytes.
@@ -453,7 +423,7 @@ impl Deref for SendSlot<'_, Bytes, [u8]> {
     }
 }
 
-impl DerefMut for SendSlot<'_, Bytes, [u8]> {
+impl<T: Variable> DerefMut for SendSlot<'_, T, [u8]> {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in deref; exclusive while we hold the claim.
         unsafe { std::slice::from_raw_parts_mut(self.sender.queue.raw.data(self.pos), self.len) }
@@ -470,7 +440,7 @@ impl<T: Item, V: ?Sized> std::fmt::Debug for SendSlot<'_, T, V> {
 }
 
 impl<T: Item> Receiver<T> {
-    fn claim(&self, wait: Wait) -> std::result::Result<(u64, usize), RecvError> {
+    pub(super) fn claim(&self, wait: Wait) -> std::result::Result<(u64, usize), RecvError> {
         let mut got = None;
         let r = chunked(self.queue.segment(), wait, |d| {
             let r = self.queue.raw.claim_recv(self.entry, d);
@@ -490,17 +460,60 @@ impl<T: Item> Receiver<T> {
         })
     }
 
-    fn release(&self, pos: u64) {
+    pub(super) fn release(&self, pos: u64) {
         self.queue.raw.release(self.entry, pos);
     }
 
-    fn guard<V: ?Sized>(&mut self, claim: (u64, usize)) -> RecvGuard<'_, T, V> {
+    pub(super) fn guard<V: ?Sized>(&mut self, claim: (u64, usize)) -> RecvGuard<'_, T, V> {
         RecvGuard {
             receiver: self,
             pos: claim.0,
             len: claim.1,
             _v: PhantomData,
         }
+    }
+
+    /// Receives the next message in place: the guard borrows the slot and
+    /// frees it when dropped. Waits while the queue is empty. The one way to
+    /// read a message where it lies, for every kind of queue: a `Pod` item
+    /// derefs to the item; a variable kind derefs to its bytes, and
+    /// [`RecvGuard::archived`] / [`RecvGuard::decode`] read an rkyv or serde
+    /// message from them.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and the queue is
+    /// drained; [`RecvError::Truncated`] if a peer shrank the segment.
+    pub fn recv_ref(&mut self) -> std::result::Result<RecvGuard<'_, T, T::View>, RecvError> {
+        let c = self.claim(Wait::Forever)?;
+        Ok(self.guard(c))
+    }
+
+    /// [`recv_ref`](Self::recv_ref) if a message is ready now.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Empty`] when nothing is ready; [`RecvError::Disconnected`] once every sender
+    /// is gone (or the queue closed) and the queue is drained; [`RecvError::Truncated`] if a peer
+    /// shrank the segment.
+    pub fn try_recv_ref(&mut self) -> std::result::Result<RecvGuard<'_, T, T::View>, RecvError> {
+        let c = self.claim(Wait::No)?;
+        Ok(self.guard(c))
+    }
+
+    /// [`recv_ref`](Self::recv_ref) waiting at most `timeout` (zero: do not wait).
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Timeout`] if nothing arrived within `timeout`; [`RecvError::Disconnected`] once
+    /// every sender is gone (or the queue closed) and the queue is drained;
+    /// [`RecvError::Truncated`] if a peer shrank the segment.
+    pub fn recv_ref_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<RecvGuard<'_, T, T::View>, RecvError> {
+        let c = self.claim(Wait::after(timeout))?;
+        Ok(self.guard(c))
     }
 
     /// The queue, for [`Select`](crate::select::Select).
@@ -573,33 +586,6 @@ impl<T: Pod> Receiver<T> {
         self.recv_until(Wait::after(timeout))
     }
 
-    /// Receives the next message in place: the guard borrows the slot and
-    /// frees it when dropped. Waits while the queue is empty.
-    ///
-    /// # Errors
-    ///
-    /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and the queue is
-    /// drained; [`RecvError::Truncated`] if a peer shrank the segment.
-    pub fn recv_ref(&mut self) -> std::result::Result<RecvGuard<'_, T, T>, RecvError> {
-        let c = self.claim(Wait::Forever)?;
-        Ok(self.guard(c))
-    }
-
-    /// [`recv_ref`](Self::recv_ref) waiting at most `timeout` (zero: do not wait).
-    ///
-    /// # Errors
-    ///
-    /// [`RecvError::Timeout`] if nothing arrived within `timeout`; [`RecvError::Disconnected`] once
-    /// every sender is gone (or the queue closed) and the queue is drained;
-    /// [`RecvError::Truncated`] if a peer shrank the segment.
-    pub fn recv_ref_timeout(
-        &mut self,
-        timeout: Duration,
-    ) -> std::result::Result<RecvGuard<'_, T, T>, RecvError> {
-        let c = self.claim(Wait::after(timeout))?;
-        Ok(self.guard(c))
-    }
-
     /// A blocking iterator of received messages: it waits for each and ends
     /// when the queue is disconnected and drained (or on any other receive
     /// error), as crossbeam's `Receiver::iter`. `for msg in &rx` does the same.
@@ -618,8 +604,8 @@ impl<T: Pod> Receiver<T> {
 /// The blocking iterator of [`Receiver::iter`] (and of `for msg in &rx`).
 #[derive(Debug)]
 #[must_use = "iterators are lazy and do nothing unless consumed"]
-pub struct Iter<'a, T: Pod> {
-    receiver: &'a Receiver<T>,
+pub struct Iter<'a, T: Item> {
+    pub(super) receiver: &'a Receiver<T>,
 }
 
 impl<T: Pod> Iterator for Iter<'_, T> {
@@ -632,8 +618,8 @@ impl<T: Pod> Iterator for Iter<'_, T> {
 /// The non-blocking iterator of [`Receiver::try_iter`].
 #[derive(Debug)]
 #[must_use = "iterators are lazy and do nothing unless consumed"]
-pub struct TryIter<'a, T: Pod> {
-    receiver: &'a Receiver<T>,
+pub struct TryIter<'a, T: Item> {
+    pub(super) receiver: &'a Receiver<T>,
 }
 
 impl<T: Pod> Iterator for TryIter<'_, T> {
@@ -651,7 +637,7 @@ impl<'a, T: Pod> IntoIterator for &'a Receiver<T> {
     }
 }
 
-impl Receiver<Bytes> {
+impl<T: Variable> Receiver<T> {
     /// Receives the next message in place as bytes; the guard frees the slot
     /// when dropped. Waits while the queue is empty.
     ///
@@ -659,7 +645,7 @@ impl Receiver<Bytes> {
     ///
     /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and the queue is
     /// drained; [`RecvError::Truncated`] if a peer shrank the segment.
-    pub fn recv_bytes(&mut self) -> std::result::Result<RecvGuard<'_, Bytes, [u8]>, RecvError> {
+    pub fn recv_bytes(&mut self) -> std::result::Result<RecvGuard<'_, T, [u8]>, RecvError> {
         let c = self.claim(Wait::Forever)?;
         Ok(self.guard(c))
     }
@@ -671,7 +657,7 @@ impl Receiver<Bytes> {
     /// [`RecvError::Empty`] when nothing is ready; [`RecvError::Disconnected`] once every sender is
     /// gone (or the queue closed) and the queue is drained; [`RecvError::Truncated`] if a peer
     /// shrank the segment.
-    pub fn try_recv_bytes(&mut self) -> std::result::Result<RecvGuard<'_, Bytes, [u8]>, RecvError> {
+    pub fn try_recv_bytes(&mut self) -> std::result::Result<RecvGuard<'_, T, [u8]>, RecvError> {
         let c = self.claim(Wait::No)?;
         Ok(self.guard(c))
     }
@@ -686,7 +672,7 @@ impl Receiver<Bytes> {
     pub fn recv_bytes_timeout(
         &mut self,
         timeout: Duration,
-    ) -> std::result::Result<RecvGuard<'_, Bytes, [u8]>, RecvError> {
+    ) -> std::result::Result<RecvGuard<'_, T, [u8]>, RecvError> {
         let c = self.claim(Wait::after(timeout))?;
         Ok(self.guard(c))
     }
@@ -697,77 +683,16 @@ impl Receiver<Bytes> {
     ///
     /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and the queue is
     /// drained; [`RecvError::Truncated`] if a peer shrank the segment.
-    pub fn recv_vec(&mut self) -> std::result::Result<Vec<u8>, RecvError> {
-        Ok(self.recv_bytes()?.to_vec())
-    }
-
-    /// Receives an rkyv message, validates it in the slot and deserialises
-    /// it. A message that fails validation is dropped with
-    /// [`RecvError::Invalid`].
-    ///
-    /// # Errors
-    ///
-    /// [`RecvError::Invalid`] if the message fails validation (it is dropped);
-    /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and the queue is
-    /// drained; [`RecvError::Truncated`] if a peer shrank the segment.
-    pub fn recv_msg<M: Message>(&mut self) -> std::result::Result<M, RecvError> {
-        let guard = self.recv_bytes()?;
-        M::decode(&guard).map_err(RecvError::Invalid)
-    }
-
-    /// Receives an rkyv message and lends its archive in place, after
-    /// validating it (bytecheck): zero-copy. An invalid message is dropped
-    /// with [`RecvError::Invalid`].
-    ///
-    /// Validation guards against a corrupted or hostile *message*. Reading in
-    /// place afterwards assumes, as every shared-memory borrow does
-    /// ([`recv_ref`](Receiver::recv_ref), `Array::lock`), that no peer writes
-    /// into a slot it does not hold. Against peers that might, use
-    /// [`recv_msg`](Self::recv_msg), which validates a private copy.
-    ///
-    /// # Errors
-    ///
-    /// [`RecvError::Invalid`] if the message fails validation (it is dropped);
-    /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and the queue is
-    /// drained; [`RecvError::Truncated`] if a peer shrank the segment.
-    pub fn recv_archived<M>(&mut self) -> std::result::Result<ArchivedGuard<'_, M>, RecvError>
-    where
-        M: rkyv::Archive,
-        M::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-    {
-        let guard = self.recv_bytes()?;
-        match rkyv::access::<M::Archived, rancor::Error>(&guard) {
-            Ok(_) => Ok(ArchivedGuard {
-                bytes: guard,
-                _m: PhantomData,
-            }),
-            Err(e) => Err(RecvError::Invalid(crate::Error::Encoding {
-                what: std::any::type_name::<M>(),
-                reason: e.to_string(),
-            })),
+    pub fn recv_vec(&self) -> std::result::Result<Vec<u8>, RecvError> {
+        let (pos, len) = self.claim(Wait::Forever)?;
+        // SAFETY: the claimed slot holds `len` committed bytes; `len` was
+        // checked against the slot size before the claim was returned.
+        let v = unsafe { std::slice::from_raw_parts(self.queue.raw.data(pos), len) }.to_vec();
+        self.release(pos);
+        if self.queue.segment().check().is_err() {
+            return Err(RecvError::Truncated);
         }
-    }
-
-    /// [`recv_archived`](Self::recv_archived) without validation, for peers
-    /// you trust.
-    ///
-    /// # Errors
-    ///
-    /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and the queue is
-    /// drained; [`RecvError::Truncated`] if a peer shrank the segment.
-    ///
-    /// # Safety
-    ///
-    /// The message must be a valid archive of `M` written by a trusted
-    /// sender; garbage is undefined behaviour when read.
-    pub unsafe fn recv_archived_unchecked<M: rkyv::Archive>(
-        &mut self,
-    ) -> std::result::Result<ArchivedGuard<'_, M>, RecvError> {
-        let guard = self.recv_bytes()?;
-        Ok(ArchivedGuard {
-            bytes: guard,
-            _m: PhantomData,
-        })
+        Ok(v)
     }
 }
 
@@ -795,7 +720,7 @@ impl<T: Pod> Deref for RecvGuard<'_, T, T> {
     }
 }
 
-impl Deref for RecvGuard<'_, Bytes, [u8]> {
+impl<T: Variable> Deref for RecvGuard<'_, T, [u8]> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: claimed slot; len was checked <= max_len before the claim
@@ -809,30 +734,6 @@ impl<T: Item, V: ?Sized> std::fmt::Debug for RecvGuard<'_, T, V> {
         f.debug_struct("RecvGuard")
             .field("pos", &self.pos)
             .field("len", &self.len)
-            .finish()
-    }
-}
-
-/// A validated rkyv archive of `M`, read in place in its slot.
-pub struct ArchivedGuard<'a, M: rkyv::Archive> {
-    bytes: RecvGuard<'a, Bytes, [u8]>,
-    _m: PhantomData<fn() -> M>,
-}
-
-impl<M: rkyv::Archive> Deref for ArchivedGuard<'_, M> {
-    type Target = M::Archived;
-    fn deref(&self) -> &M::Archived {
-        // SAFETY: validated in `recv_archived` (or vouched for by the caller
-        // of `recv_archived_unchecked`); the bytes stay claimed for the
-        // guard's life.
-        unsafe { rkyv::access_unchecked::<M::Archived>(&self.bytes) }
-    }
-}
-
-impl<M: rkyv::Archive> std::fmt::Debug for ArchivedGuard<'_, M> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArchivedGuard")
-            .field("len", &self.bytes.len)
             .finish()
     }
 }

@@ -1,7 +1,7 @@
 //! A bounded queue in shared memory for many producers and many consumers:
 //! each message is taken by exactly one receiver.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> shmkit::Result<()> {
 //! use shmkit::queue;
 //! let (tx, rx) = queue::bounded::<u64>(1024)?;      // anonymous; or Queue::builder().name(..)
@@ -13,11 +13,20 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - **Messages**: `Queue<T>` for `T: Pod` (fixed slots; [`Sender::send`] is
-//!   one copy into the slot), or `Queue<Bytes>` for variable-size byte
-//!   messages up to a maximum, and rkyv archives of any [`Message`](crate::Message) type
-//!   ([`Sender::send_msg`] serialises straight into the slot;
-//!   [`Receiver::recv_archived`] validates and reads it in place).
+//! - **Messages**: the message type is part of the queue's type, recorded
+//!   in the region and checked when a peer opens it
+//!   ([`Error::TypeMismatch`](crate::Error)):
+//!   - `Queue<T>` for `T: Pod`: fixed slots; `send(T)` is one copy into
+//!     the slot. (`bool` is not `Pod`: use `u8`, as Python's `c_bool` is.)
+//!   - `Queue<Rkyv<M>>` for any rkyv type `M` ([`Rkyv`]): `send(M)`
+//!     serialises straight into the slot, `recv()` validates and decodes a
+//!     copy, [`RecvGuard::archived`] reads the archive in place.
+//!   - `Queue<Serde<M>>` for any serde type `M` (feature `serde`, postcard
+//!     format): `send(M)`, `recv()`.
+//!   - `Queue<Bytes>` for raw bytes; every variable kind also has the
+//!     `_bytes` forms ([`Sender::send_bytes`], [`Receiver::recv_bytes`]).
+//!
+//!   [`bounded`] makes a `Pod` queue, [`bounded_messages`] a variable one.
 //! - **Zero-copy** both ways: [`Sender::reserve`] / [`Sender::reserve_bytes`]
 //!   give the slot to write into, [`SendSlot::commit`] publishes it;
 //!   [`Receiver::recv_ref`] / [`Receiver::recv_bytes`] borrow the slot until
@@ -60,11 +69,11 @@
 //!
 //! - **`&self` or `&mut self`**: an operation takes `&mut self` exactly when
 //!   what it returns borrows the handle — a slot lent until a guard drops
-//!   ([`Sender::reserve`], [`Receiver::recv_ref`], [`Receiver::recv_bytes`],
-//!   [`Receiver::recv_archived`]) — or when it decodes through such a guard
-//!   ([`Receiver::recv_msg`], [`Sender::send_msg`], which serialises into a
-//!   reserved slot). Every copying operation (`send`, `try_send`,
-//!   `send_bytes`, `recv`, `try_recv`, `iter`) takes `&self`. The pipe's
+//!   ([`Sender::reserve`], [`Sender::reserve_bytes`], [`Receiver::recv_ref`],
+//!   [`Receiver::recv_bytes`] and their `try_`/`_timeout` forms). Every
+//!   operation that copies or encodes (`send`, `try_send`, `send_timeout`,
+//!   `send_bytes`, `recv`, `try_recv`, `recv_timeout`, `iter`, `try_iter`),
+//!   of every kind, takes `&self`. The pipe's
 //!   [`Connection`](crate::pipe::Connection) follows the same rule: all its
 //!   operations copy, so all take `&self`.
 //! - **Capacity** is exact: `capacity(1000)` holds 1,000 messages, as
@@ -78,11 +87,16 @@ pub(crate) mod ring;
 pub(crate) mod control;
 mod endpoints;
 mod error;
+pub(crate) mod kinds;
 pub(crate) mod looks;
 pub(crate) mod raw;
+mod typed;
 
-pub use endpoints::{ArchivedGuard, Iter, Receiver, RecvGuard, SendSlot, Sender, TryIter};
+pub use endpoints::{Iter, Receiver, RecvGuard, SendSlot, Sender, TryIter};
 pub use error::{RecvError, SendError};
+#[cfg(feature = "serde")]
+pub use kinds::Serde;
+pub use kinds::{Bytes, Item, Rkyv, Variable};
 
 use crate::error::{Error, Result};
 use crate::region::{RegionOptions, Segment};
@@ -92,33 +106,6 @@ use raw::{Geometry, RawQueue};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The message type of a queue of variable-size byte (or rkyv) messages:
-/// `Queue<Bytes>`. It has no values.
-#[derive(Debug, Clone, Copy)]
-pub enum Bytes {}
-
-/// What a queue carries: any `T: Pod` (fixed-size slots), or [`Bytes`].
-pub trait Item: 'static {
-    /// Bytes per message for a fixed-size item, `None` for [`Bytes`].
-    const FIXED: Option<usize>;
-    /// The name recorded in the region for type checks on open.
-    fn tag() -> &'static str;
-}
-
-impl<T: bytemuck::Pod> Item for T {
-    const FIXED: Option<usize> = Some(size_of::<T>());
-    fn tag() -> &'static str {
-        std::any::type_name::<T>()
-    }
-}
-
-impl Item for Bytes {
-    const FIXED: Option<usize> = None;
-    fn tag() -> &'static str {
-        "shmkit::queue::Bytes"
-    }
-}
 
 /// Counters of crash recovery, from [`Queue::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -198,7 +185,8 @@ impl<T: Item> QueueBuilder<T> {
         self
     }
 
-    /// The largest message in bytes, for `Queue<Bytes>` (default 4096).
+    /// The largest message in bytes (encoded), for the variable kinds
+    /// `Queue<Bytes>`, `Queue<Rkyv<M>>` and `Queue<Serde<M>>` (default 4096).
     /// Ignored for `T: Pod`, whose messages are `size_of::<T>()` bytes.
     #[must_use]
     pub fn max_message(mut self, bytes: usize) -> Self {
@@ -256,7 +244,7 @@ impl<T: Item> QueueBuilder<T> {
             max_len: self.max_len() as u64,
             flags: self.flags(),
         };
-        Ok(Queue::wrap(RawQueue::create(&self.opts, T::tag(), g)?))
+        Ok(Queue::wrap(RawQueue::create(&self.opts, &T::tag(), g)?))
     }
 
     /// Opens an existing queue, checking the item type (and, if
@@ -275,7 +263,7 @@ impl<T: Item> QueueBuilder<T> {
         let max = T::FIXED.or(self.max_message).map(|m| m as u64);
         Ok(Queue::wrap(RawQueue::open(
             &self.opts,
-            T::tag(),
+            &T::tag(),
             self.flags(),
             max,
         )?))
@@ -295,7 +283,7 @@ impl<T: Item> QueueBuilder<T> {
         Ok(Queue::wrap(RawQueue::from_fd(
             fd,
             &self.opts,
-            T::tag(),
+            &T::tag(),
             self.flags(),
             max,
         )?))
@@ -320,17 +308,51 @@ pub fn bounded<T: bytemuck::Pod>(capacity: usize) -> Result<(Sender<T>, Receiver
     Ok((q.sender()?, q.receiver()?))
 }
 
-/// A new anonymous queue of byte messages up to `max_message` bytes.
+/// A new anonymous queue of raw byte messages up to `max_message` bytes:
+/// [`bounded_messages::<Bytes>`](bounded_messages).
+///
+/// # Errors
+///
+/// As [`bounded_messages`].
+pub fn bounded_bytes(
+    capacity: usize,
+    max_message: usize,
+) -> Result<(Sender<Bytes>, Receiver<Bytes>)> {
+    bounded_messages::<Bytes>(capacity, max_message)
+}
+
+/// A new anonymous queue of variable-size messages of kind `T` ([`Bytes`],
+/// [`Rkyv<M>`](Rkyv), `Serde<M>`) up to `max_message` encoded bytes.
+///
+/// ```
+/// # fn main() -> shmkit::Result<()> {
+/// use shmkit::queue::{self, Rkyv};
+/// use shmkit::rkyv; // no rkyv in your own Cargo.toml needed
+///
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+/// #[rkyv(crate = shmkit::rkyv)]
+/// struct Job { id: u32, name: String }
+///
+/// let (tx, rx) = queue::bounded_messages::<Rkyv<Job>>(8, 1024)?;
+/// tx.send(Job { id: 7, name: "resize".into() }).unwrap();
+/// let mut rx = rx;
+/// let slot = rx.recv_ref().unwrap();        // read in place...
+/// assert_eq!(slot.archived()?.id, 7);       // ...validated, zero-copy
+/// drop(slot);
+/// tx.send(Job { id: 8, name: "crop".into() }).unwrap();
+/// assert_eq!(rx.recv().unwrap(), Job { id: 8, name: "crop".into() }); // or a decoded copy
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 ///
 /// [`Error::InvalidArgument`] for a capacity of 0; [`Error::NoSpace`] if the slots do not fit the
 /// address space; [`Error::Io`] if the OS refuses the memory (`memfd_create`, `ftruncate`, `mmap`).
-pub fn bounded_bytes(
+pub fn bounded_messages<T: Variable>(
     capacity: usize,
     max_message: usize,
-) -> Result<(Sender<Bytes>, Receiver<Bytes>)> {
-    let q = Queue::<Bytes>::builder()
+) -> Result<(Sender<T>, Receiver<T>)> {
+    let q = Queue::<T>::builder()
         .capacity(capacity)
         .max_message(max_message)
         .create()?;
