@@ -1058,8 +1058,11 @@ typed_pipe!(
 /// never this value in practice; either way the peer leaves the end alone).
 const TAKING_OVER: u64 = u64::MAX;
 
-/// The portable form of a pipe end.
+/// The portable form of a pipe end (what a `Connection` encodes to; an
+/// implementation detail of its `rkyv::Archive` impl, hidden from the docs).
+#[doc(hidden)]
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(attr(doc(hidden)))]
 pub struct PipeHandle {
     /// The pipe region.
     pub region: RegionHandle,

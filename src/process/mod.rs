@@ -80,6 +80,7 @@ use std::sync::Mutex;
 
 /// Who a process is: pid, name and (to tell a reused pid apart) start time.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(doc(hidden)))]
 pub struct ProcessInfo {
     /// Its pid.
     pub pid: u32,
