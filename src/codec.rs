@@ -23,7 +23,7 @@ use rkyv::ser::writer::Buffer;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Place, Serialize};
 use std::cell::RefCell;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 /// A value that can cross a process boundary: it derives rkyv's `Archive`,
 /// `Serialize` and `Deserialize` (with bytecheck validation, rkyv's default).
@@ -304,8 +304,7 @@ pub(crate) fn note_transit(abandon: Abandon) -> bool {
 /// them close-on-exec again so the child's own children do not inherit them.
 pub(crate) fn set_inherited_fds(fds: Vec<RawFd>) {
     for &fd in &fds {
-        // SAFETY: fcntl on a descriptor number; at worst EBADF.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        let _ = crate::sys::fd::set_cloexec(fd, true); // at worst EBADF
     }
     INHERITED_FDS.with(|s| *s.borrow_mut() = fds);
 }
@@ -317,7 +316,7 @@ pub(crate) fn close_inherited_fds() {
         // SAFETY: the parent declared these descriptors as inherited for
         // handles; nothing in this process took ownership of the originals
         // (claims duplicate them), so closing them here is the only close.
-        unsafe { libc::close(fd) };
+        unsafe { crate::sys::fd::close_unowned(fd) };
     }
 }
 
@@ -352,18 +351,7 @@ pub(crate) fn claim_inherited(fd: i32) -> Result<OwnedFd> {
             reason: format!("descriptor {fd} was not inherited from the parent"),
         });
     }
-    // SAFETY: fd is a live descriptor the parent declared; F_DUPFD_CLOEXEC
-    // returns a new descriptor that we own, or -1.
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if dup < 0 {
-        return Err(Error::from_io(
-            "dup",
-            "<inherited region>",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: dup is a fresh descriptor owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+    crate::sys::fd::dup_cloexec(fd).map_err(|e| Error::from_io("dup", "<inherited region>", e))
 }
 
 impl ArchivedRegionHandle {

@@ -157,13 +157,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
 /// them to the OS and fault them in again for every chunk (measured: a fifth
 /// of a worker's time). A worker keeps freed memory for reuse instead.
 fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes glibc's allocator; it is called before this
-    // process starts any thread.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-    }
+    crate::sys::proc::keep_freed_memory();
 }
 
 fn run_init(code: &Code, init: &InitCall) -> Result<(), String> {

@@ -191,9 +191,7 @@ impl Builder {
             unsafe {
                 cmd.pre_exec(move || {
                     for &fd in &fds {
-                        if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                            return Err(std::io::Error::last_os_error());
-                        }
+                        crate::sys::fd::clear_cloexec_in_child(fd)?;
                     }
                     Ok(())
                 });
@@ -265,15 +263,14 @@ impl Builder {
         let children_lock = children::lock_for_fork();
         // SAFETY: the caller guarantees no other thread holds a lock; the
         // child only runs `f`, writes its outcome and calls `_exit`.
-        let forked = unsafe { nix::unistd::fork() };
+        let forked = unsafe { proc::fork() };
         drop(children_lock);
         match forked {
-            Ok(nix::unistd::ForkResult::Child) => {
+            Ok(proc::Forked::Child) => {
                 super::set_identity(name, Some(parent.clone()));
                 if self.daemon && child::become_daemon(parent.pid).is_err() {
-                    // SAFETY: _exit ends the child without running the
-                    // parent's atexit handlers.
-                    unsafe { libc::_exit(child::EXIT_FAILED) };
+                    // Without running the parent's atexit handlers.
+                    proc::exit_now(child::EXIT_FAILED);
                 }
                 let outcome = catch_unwind(AssertUnwindSafe(|| match f().encode() {
                     Ok(b) => child::Outcome::Returned(b),
@@ -285,17 +282,12 @@ impl Builder {
                 let code = child::report(&channel, outcome);
                 let _ = std::io::stdout().flush();
                 let _ = std::io::stderr().flush();
-                // SAFETY: as above; the forked copy must not return into the
-                // parent's code.
-                unsafe { libc::_exit(code) }
+                // The forked copy must not return into the parent's code.
+                proc::exit_now(code)
             }
-            Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Process::new(
-                child.as_raw() as u32,
-                name,
-                self.daemon,
-                channel,
-                abandons,
-            )),
+            Ok(proc::Forked::Parent(child)) => {
+                Ok(Process::new(child, name, self.daemon, channel, abandons))
+            }
             Err(e) => {
                 abandons.into_iter().for_each(|f| f());
                 Err(Error::from_io("fork", &name, e.into()))

@@ -15,7 +15,7 @@ use rkyv::util::AlignedVec;
 use std::any::Any;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
@@ -182,23 +182,17 @@ fn stdin_is_channel() -> bool {
 /// Takes the channel off stdin (leaving `/dev/null` there) and runs the
 /// request. Returns the exit code.
 fn run_child() -> i32 {
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on fd 0 creates a new descriptor or fails.
-    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
-    if fd < 0 {
+    let Ok(fd) = crate::sys::fd::dup_cloexec(0) else {
         eprintln!("shmkit child: cannot take the channel off stdin");
         return EXIT_FAILED;
-    }
-    // SAFETY: fd was just created and is owned by nothing else.
-    let channel = unsafe { File::from_raw_fd(fd) };
+    };
+    let channel = File::from(fd);
     if let Ok(null) = File::open("/dev/null") {
         use std::os::fd::AsRawFd;
-        // SAFETY: both descriptors are valid; dup2 replaces fd 0 atomically.
-        unsafe { libc::dup2(null.as_raw_fd(), 0) };
+        let _ = crate::sys::fd::dup2(null.as_raw_fd(), 0);
     }
-    // Like Rust's own runtime (which has not run yet): a write to a closed
-    // pipe is an error, not a silent death.
-    // SAFETY: setting SIGPIPE's disposition to ignore has no preconditions.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // Like Rust's own runtime (which has not run yet).
+    proc::ignore_sigpipe();
 
     let request = match read_request(&channel) {
         Ok(r) => r,
@@ -259,23 +253,22 @@ pub(crate) fn become_daemon(parent: u32) -> std::io::Result<()> {
                         Ok(false) => continue,
                         // Cannot watch any more: fall back to the signal.
                         Err(_) => {
-                            let _ = proc::set_parent_death_signal(libc::SIGKILL);
+                            let _ = proc::set_parent_death_signal(proc::SIGKILL);
                             return;
                         }
                     }
                 }
                 // The parent process ended: so do we (as PDEATHSIG would).
-                let _ = proc::kill(proc::pid(), libc::SIGKILL);
+                let _ = proc::kill(proc::pid(), proc::SIGKILL);
             })
             .ok()
     });
     if watching.is_none() {
-        proc::set_parent_death_signal(libc::SIGKILL)?;
+        proc::set_parent_death_signal(proc::SIGKILL)?;
     }
     if proc::ppid() != parent {
         // The parent died before the watch (or the signal) was armed.
-        // SAFETY: _exit has no preconditions; nothing of ours needs cleanup.
-        unsafe { libc::_exit(EXIT_FAILED) };
+        proc::exit_now(EXIT_FAILED);
     }
     Ok(())
 }

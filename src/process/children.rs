@@ -122,14 +122,14 @@ extern "C" fn at_exit() {
         .map(|c| c.pid)
         .collect();
     for &pid in &daemons {
-        let _ = proc::kill(pid, libc::SIGTERM);
+        let _ = proc::kill(pid, proc::SIGTERM);
     }
     for &pid in &daemons {
         let ended = proc::pidfd_open(pid)
             .and_then(|fd| proc::poll_readable(&fd, Duration::from_secs(1)))
             .unwrap_or(true);
         if !ended {
-            let _ = proc::kill(pid, libc::SIGKILL);
+            let _ = proc::kill(pid, proc::SIGKILL);
         }
     }
     if JOIN_AT_EXIT.load(Ordering::SeqCst) {

@@ -523,8 +523,7 @@ impl Segment {
             .fd
             .try_clone()
             .map_err(|e| Error::from_io("dup", &name, e))?;
-        // SAFETY: dup is a valid descriptor we own; clearing FD_CLOEXEC is all.
-        crate::sys::cvt(unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_SETFD, 0) })
+        crate::sys::fd::set_cloexec(dup.as_raw_fd(), false)
             .map_err(|e| Error::from_io("fcntl", &name, e))?;
         Ok(dup)
     }

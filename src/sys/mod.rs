@@ -1,9 +1,11 @@
 //! The only place that talks to the operating system through FFI.
 //!
 //! Everything above this module works with safe wrappers: shared-memory objects
-//! (`shm`), futexes (`futex`), process identity (`proc`) and the SIGBUS
+//! (`shm`), descriptors (`fd`), futexes (`futex`), processes (`proc`: identity,
+//! fork, signals, exit) and the SIGBUS
 //! handler that survives a peer's truncation of a mapping (`sigbus`).
 
+pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod proc;
 pub(crate) mod shm;

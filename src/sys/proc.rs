@@ -495,3 +495,58 @@ mod tests {
         assert!(!is_alive(0, t));
     }
 }
+
+/// What [`fork`] returned in this process.
+pub(crate) enum Forked {
+    /// This is the new child.
+    Child,
+    /// This is the parent; the child's pid.
+    Parent(u32),
+}
+
+/// fork(2).
+///
+/// # Safety
+///
+/// No other thread may hold a lock or be mid-allocation that the child
+/// needs: the child gets only the calling thread. The caller checks that the
+/// process has one thread and that the child only runs async-signal-safe
+/// code or code that needs no other thread's locks.
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: the caller vouches for the state of the other threads.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as u32)),
+    }
+}
+
+/// Ends this process at once with `code`: no atexit handlers, no
+/// destructors, no flushing (a forked copy must not run its parent's).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// A write to a closed pipe is an error, not a silent death (what Rust's
+/// runtime sets up before `main`; a spawned child's constructor runs first).
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: setting SIGPIPE's disposition to ignore has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Asks glibc's allocator to keep freed memory (up to 256 MiB) instead of
+/// returning it to the OS, and to serve blocks below 64 MiB from the heap.
+/// Call before the process starts any thread. A no-op off glibc.
+pub(crate) fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes glibc's allocator; the caller calls it
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
+/// Signal numbers the layers above name.
+pub(crate) use libc::{SIGKILL, SIGTERM};
