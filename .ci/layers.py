@@ -13,9 +13,9 @@ import sys
 
 # Lowest first. A module path (crate::a::b) is matched by its longest prefix.
 LAYERS = [
-    ("sys", ["sys", "macros"]),
-    ("error", ["error"]),
-    ("region", ["region", "codec"]),
+    ("sys", ["sys"]),
+    ("error", ["error", "region::kind"]),
+    ("region", ["region", "codec", "macros"]),
     ("sync", ["sync", "queue::ring", "queue::atomic", "queue::looks", "queue::control"]),
     ("objects", ["shared", "value", "array", "atomic", "map", "queue", "pipe", "select"]),
     ("process", ["process"]),
@@ -24,13 +24,23 @@ LAYERS = [
     ("root", ["lib"]),
 ]
 
-def layer_of(module):
-    best, best_len = None, -1
+def match(module):
+    """(layer index, the prefix that placed it) of a module path."""
+    best, best_p = None, None
     for i, (_, prefixes) in enumerate(LAYERS):
         for p in prefixes:
-            if (module == p or module.startswith(p + "::")) and len(p) > best_len:
-                best, best_len = i, len(p)
-    return best
+            if (module == p or module.startswith(p + "::")) and (best_p is None or len(p) > len(best_p)):
+                best, best_p = i, p
+    return best, best_p
+
+
+def layer_of(module):
+    return match(module)[0]
+
+
+def unit_of(module):
+    """The unit circles are checked between: the prefix that placed it."""
+    return match(module)[1] or module
 
 def module_of(path):
     rel = os.path.relpath(path, "src")[:-3]
@@ -103,8 +113,7 @@ def main():
                     theirs = layer_of(target)
                     if theirs is None:
                         continue  # a crate-root item (crate::Error, crate::Result ...)
-                    top = target.split("::")[0]
-                    if top != me.split("::")[0]:
+                    if unit_of(target) != unit_of(me):
                         edges.setdefault(me, set()).add(target)
                     if theirs > mine:
                         bad.append(
@@ -115,7 +124,7 @@ def main():
     tops = {}
     for a, targets in edges.items():
         for t in targets:
-            tops.setdefault(a.split("::")[0], set()).add(t.split("::")[0])
+            tops.setdefault(unit_of(a), set()).add(unit_of(t))
     for a, ts in sorted(tops.items()):
         for b in sorted(ts):
             if a < b and a in tops.get(b, set()):

@@ -2,7 +2,7 @@
 //! ([`OwnerDied`](crate::sync::OwnerDied), [`TryLockError`](crate::sync::TryLockError), ...)
 //! in the modules whose operations return them.
 
-use crate::region::{Kind, TypeInfo};
+use crate::region::kind::{Kind, MAGIC, TypeInfo};
 use std::fmt;
 use std::io;
 use std::time::Duration;
@@ -310,7 +310,7 @@ impl fmt::Display for Error {
                 f,
                 "segment {name} is not a shmkit segment (magic {found_magic:#018x}, \
                  expected {:#018x}): another program owns this name",
-                crate::region::MAGIC
+                MAGIC
             ),
             Error::VersionMismatch {
                 name,
@@ -474,24 +474,6 @@ impl std::error::Error for Error {
         match self {
             Error::PermissionDenied { source, .. } | Error::Io { source, .. } => Some(source),
             _ => None,
-        }
-    }
-}
-
-impl From<crate::queue::RecvError> for Error {
-    fn from(e: crate::queue::RecvError) -> Error {
-        Error::Channel {
-            op: "recv",
-            reason: e.to_string(),
-        }
-    }
-}
-
-impl<T> From<crate::queue::SendError<T>> for Error {
-    fn from(e: crate::queue::SendError<T>) -> Error {
-        Error::Channel {
-            op: "send",
-            reason: e.to_string(),
         }
     }
 }

@@ -165,6 +165,7 @@
 #[macro_use]
 mod macros;
 
+pub mod admin;
 pub mod atomic;
 mod codec;
 mod error;
@@ -182,6 +183,7 @@ mod sys;
 mod array;
 mod value;
 
+pub use admin::cleanup_stale;
 pub use array::{Array, ArrayBuilder};
 pub use atomic::AtomicInt;
 /// The `Pod` derive's crate, for your own shared types (see the crate docs).
@@ -193,7 +195,6 @@ pub use map::{FixedStr, SharedMap};
 pub use pool::Pool;
 pub use process::{Process, cpu_count, spawn};
 pub use queue::{Queue, QueueBuilder};
-pub use region::cleanup_stale;
 /// The message format of queues and pipes, for your own message types.
 pub use rkyv;
 /// serde, for `Queue<Serde<M>>` (feature `serde`), with its derive macros:

@@ -125,10 +125,9 @@ fn cleanup_stale_is_a_library_call_too() {
     let prefix = unique("cli-api");
     let stale = format!("{prefix}-x");
     let _ = shmkit::spawn(create_and_die, stale.clone()).unwrap().join();
-    let info = shmkit::region::inspect_segment(&stale).unwrap();
+    let info = shmkit::admin::inspect_segment(&stale).unwrap();
     assert!(info.is_stale() && info.ready && info.kind == "Value");
-    let removed =
-        shmkit::region::cleanup_stale_matching(|n| n.starts_with(&prefix), false).unwrap();
+    let removed = shmkit::admin::cleanup_stale_matching(|n| n.starts_with(&prefix), false).unwrap();
     assert_eq!(removed, std::slice::from_ref(&stale));
     assert!(!exists(&stale));
 }
@@ -286,10 +285,10 @@ fn a_segment_a_live_process_maps_is_in_use_not_stale() {
     let user = shmkit::spawn(map_and_wait, (name.clone(), go_name)).unwrap();
     let pid = user.pid();
     common::wait_until("the user mapped it", || {
-        shmkit::region::inspect_segment(&name)
+        shmkit::admin::inspect_segment(&name)
             .is_ok_and(|i| i.users.pids.iter().any(|&(p, _)| p == pid))
     });
-    let info = shmkit::region::inspect_segment(&name).unwrap();
+    let info = shmkit::admin::inspect_segment(&name).unwrap();
     assert!(!info.creator_alive && !info.is_stale() && info.is_orphaned_in_use());
     let (ok, ls) = shmkit(&["ls", "--prefix", &prefix]);
     assert!(
@@ -304,8 +303,7 @@ fn a_segment_a_live_process_maps_is_in_use_not_stale() {
     let (ok, out) = shmkit(&["clean", "--prefix", &prefix]);
     assert!(ok && out.contains(&format!("kept {name}")), "{out}");
     assert!(exists(&name), "clean removed a segment in use");
-    let removed =
-        shmkit::region::cleanup_stale_matching(|n| n.starts_with(&prefix), false).unwrap();
+    let removed = shmkit::admin::cleanup_stale_matching(|n| n.starts_with(&prefix), false).unwrap();
     assert!(removed.is_empty(), "{removed:?}");
     let (ok, out) = shmkit(&["clean", "--force", "--prefix", &prefix]);
     assert!(
@@ -368,7 +366,7 @@ fn each_kind_speaks_its_language() {
         .create()
         .unwrap();
     let (ok, ls) = shmkit(&["ls", "--prefix", &prefix]);
-    let ty = shmkit::region::inspect_segment(long.segment().name().unwrap())
+    let ty = shmkit::admin::inspect_segment(long.segment().name().unwrap())
         .unwrap()
         .type_name;
     assert!(ty.len() > 28, "{ty}");
@@ -455,7 +453,7 @@ fn killing_the_tour_leaves_nothing_clean_cannot_remove() {
                 group != pid as i32
             })
         });
-        let mine: Vec<String> = shmkit::region::list_segments()
+        let mine: Vec<String> = shmkit::admin::list_segments()
             .unwrap()
             .into_iter()
             .filter(|i| i.creator_pid == pid)
@@ -463,7 +461,7 @@ fn killing_the_tour_leaves_nothing_clean_cannot_remove() {
             .collect();
         left += mine.len();
         let removed =
-            shmkit::region::cleanup_stale_matching(|n| mine.iter().any(|m| m == n), false).unwrap();
+            shmkit::admin::cleanup_stale_matching(|n| mine.iter().any(|m| m == n), false).unwrap();
         cleaned += removed.len();
         assert_eq!(removed.len(), mine.len(), "clean left some of {mine:?}");
     }

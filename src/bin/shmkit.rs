@@ -11,7 +11,7 @@
 //! error, 2 a usage error.
 
 use clap::{Parser, Subcommand};
-use shmkit::region::{self, CleanOptions, LockFigures, SegmentInfo, Skipped};
+use shmkit::admin::{self, CleanOptions, LockFigures, SegmentInfo, Skipped};
 use std::io::{self, Write};
 use std::process::ExitCode;
 
@@ -288,7 +288,7 @@ fn inspect_text(out: &mut impl Write, i: &SegmentInfo) -> io::Result<()> {
 fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
     match cli.command {
         Command::Ls { prefix } => {
-            let listing = region::list(prefix.as_deref().unwrap_or(""))?;
+            let listing = admin::list(prefix.as_deref().unwrap_or(""))?;
             if cli.json {
                 let items: Vec<String> = listing.segments.iter().map(json).collect();
                 writeln!(
@@ -315,7 +315,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             }
         }
         Command::Inspect { name } => {
-            let i = region::inspect_segment(&name)?;
+            let i = admin::inspect_segment(&name)?;
             if cli.json {
                 writeln!(out, "{}", json(&i))?;
             } else {
@@ -327,7 +327,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             prefix,
             force,
         } => {
-            let r = region::clean(&CleanOptions {
+            let r = admin::clean(&CleanOptions {
                 prefix: prefix.unwrap_or_default(),
                 dry_run,
                 force,

@@ -219,3 +219,21 @@ mod tests {
         assert!(SendError::Full(0u8).source().is_none());
     }
 }
+
+impl From<RecvError> for Error {
+    fn from(e: RecvError) -> Error {
+        Error::Channel {
+            op: "recv",
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl<T> From<SendError<T>> for Error {
+    fn from(e: SendError<T>) -> Error {
+        Error::Channel {
+            op: "send",
+            reason: e.to_string(),
+        }
+    }
+}

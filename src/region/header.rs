@@ -11,8 +11,7 @@ use super::{Kind, TypeInfo};
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The first eight bytes of every shmkit segment: `b"shmkit\0\x01"`.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"shmkit\0\x01");
+pub use super::kind::MAGIC;
 /// The layout version this build reads and writes.
 pub const LAYOUT_VERSION: u32 = 4;
 /// The value of the ready word once the creator has published the region.

@@ -19,9 +19,8 @@
 //! - A name is removed only if it still names the inode that was checked
 //!   (device and inode compared right before `shm_unlink`).
 
-use super::Kind;
-use super::header::{HEADER_SIZE, Header, MAGIC};
 use crate::error::{Error, Result};
+use crate::region::{HEADER_SIZE, Header, Kind, MAGIC};
 use crate::sys::{proc, shm};
 use std::fs::{File, Metadata};
 use std::mem::offset_of;
@@ -291,7 +290,7 @@ fn read(
         creator_uid: u32_at(&head, offset_of!(Header, creator_uid)),
         owner_uid: meta.uid(),
         creator_alive: proc::is_alive(creator_pid, creator_start),
-        ready: u32_at(&head, offset_of!(Header, ready)) == super::header::READY,
+        ready: u32_at(&head, offset_of!(Header, ready)) == crate::region::READY,
         users: users_of(meta, scan),
         queue,
         map,
