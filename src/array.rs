@@ -441,3 +441,13 @@ impl<T: AtomicInt> Array<T> {
         unsafe { T::atomic_from_ptr(self.inner.data().add(i)) }
     }
 }
+
+impl<T: Pod> crate::region::handle::Travels for Array<T> {
+    fn check_travel(&self) -> Result<()> {
+        self.shared().check_travel()
+    }
+}
+
+crate::region::handle::region_handle_archive!(Array<T: Pod>, |h| {
+    crate::region::handle::reopen_with!(h, Array::builder())
+});

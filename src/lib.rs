@@ -189,12 +189,13 @@ pub use atomic::AtomicInt;
 /// The `Pod` derive's crate, for your own shared types (see the crate docs).
 pub use bytemuck;
 pub use bytemuck::Pod;
-pub use codec::{Message, RegionHandle};
+pub use codec::Message;
 pub use error::{Error, Result};
 pub use map::{FixedStr, SharedMap};
 pub use pool::Pool;
 pub use process::{Process, cpu_count, spawn};
 pub use queue::{Queue, QueueBuilder};
+pub use region::handle::RegionHandle;
 /// The message format of queues and pipes, for your own message types.
 pub use rkyv;
 /// serde, for `Queue<Serde<M>>` (feature `serde`), with its derive macros:

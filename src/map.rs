@@ -954,15 +954,6 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
             self.end_write(st, odd);
         }
     }
-
-    /// Opens the map a handle names (used when a map travels).
-    pub(crate) fn from_handle(h: crate::codec::RegionHandle) -> Result<Self> {
-        match (&h.name, &h.path) {
-            (Some(n), _) => Self::builder().name(n).open(),
-            (None, Some(p)) => Self::builder().file(p).open(),
-            (None, None) => Self::builder().from_fd(h.anonymous_fd()?),
-        }
-    }
 }
 
 /// A map's figures read from outside (the CLI), with `read(offset, buf)`
@@ -989,6 +980,12 @@ pub(crate) fn figures_from(
     }
     Some((capacity, len.min(capacity.saturating_mul(2)), stripes))
 }
+
+impl<K: Pod, V: Pod> crate::region::handle::Travels for SharedMap<K, V> {}
+
+crate::region::handle::region_handle_archive!(SharedMap<K: Pod, V: Pod>, |h| {
+    crate::region::handle::reopen_with!(h, SharedMap::builder())
+});
 
 #[cfg(test)]
 mod tests {

@@ -39,7 +39,6 @@
 //! is skipped, so that the other end's writer is never blocked for good and
 //! no committed message is lost.
 
-use crate::codec::RegionHandle;
 use crate::error::{Error, Result};
 #[cfg(feature = "serde")]
 use crate::queue::Serde;
@@ -51,9 +50,11 @@ use crate::queue::raw::{sleep_until, wake_one};
 use crate::queue::ring::{Ring, SlotHeader};
 use crate::queue::{Bytes, Item, Rkyv, Variable};
 use crate::queue::{RecvError, SendError};
+use crate::region::handle::{RegionHandle, Reopen, cause, note_outgoing, note_transit};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
 use crate::sync::wait::Backoff;
 use crate::sys::proc;
+use rkyv::rancor::Source as _;
 use std::borrow::Borrow;
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -743,11 +744,11 @@ impl<T: Item> Connection<T> {
 
     /// Marks this end as travelling (once); the clean-up that closes it if
     /// nobody adopts it.
-    pub(crate) fn start_transit(&self) -> Option<crate::codec::Abandon> {
+    pub(crate) fn start_transit(&self) -> Option<crate::region::handle::Abandon> {
         if self.transit.get() != 0 {
             return None;
         }
-        let token = crate::codec::transit_token();
+        let token = crate::region::handle::transit_token();
         self.raw.control().ends[self.end]
             .token
             .store(token, Ordering::SeqCst);
@@ -773,12 +774,9 @@ impl<T: Item> Connection<T> {
     }
 
     pub(crate) fn adopt(h: &ArchivedPipeHandle) -> Result<Connection<T>> {
-        let region = h.region.to_handle();
-        let opts = RegionOptions::default();
-        let seg = match (&region.name, &region.path) {
-            (Some(n), _) => Segment::open(&opts.clone().name(n), &spec::<T>(), None)?,
-            (None, Some(p)) => Segment::open(&opts.clone().file(p), &spec::<T>(), None)?,
-            (None, None) => Segment::from_fd(region.anonymous_fd()?, &opts, &spec::<T>(), None)?,
+        let seg = match h.region.to_handle().reopen()? {
+            Reopen::At(opts) => Segment::open(&opts, &spec::<T>(), None)?,
+            Reopen::Fd(fd) => Segment::from_fd(fd, &RegionOptions::default(), &spec::<T>(), None)?,
         };
         let raw = RawPipe::check(seg)?;
         let end = (h.end.to_native() as usize).min(1);
@@ -1053,6 +1051,40 @@ typed_pipe!(
     Serde,
     serde::Serialize + serde::de::DeserializeOwned + 'static
 );
+
+// How an end travels: its portable form (region, end, adoption token).
+impl<T: Item> rkyv::Archive for Connection<T> {
+    type Archived = ArchivedPipeHandle;
+    type Resolver = PipeHandleResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        self.portable().resolve(resolver, out)
+    }
+}
+
+impl<T: Item, S: rkyv::rancor::Fallible + ?Sized> rkyv::Serialize<S> for Connection<T>
+where
+    PipeHandle: rkyv::Serialize<S>,
+    S::Error: rkyv::rancor::Source,
+{
+    fn serialize(&self, s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
+        note_outgoing(&RegionHandle::of(self.segment())).map_err(S::Error::new)?;
+        if let Some(abandon) = self.start_transit() {
+            note_transit(abandon);
+        }
+        self.portable().serialize(s)
+    }
+}
+
+impl<T: Item, D: rkyv::rancor::Fallible + ?Sized> rkyv::Deserialize<Connection<T>, D>
+    for ArchivedPipeHandle
+where
+    D::Error: rkyv::rancor::Source,
+{
+    fn deserialize(&self, _: &mut D) -> std::result::Result<Connection<T>, D::Error> {
+        Connection::adopt(self).map_err(cause)
+    }
+}
 
 /// The token of an end being taken over (transit tokens are random and
 /// never this value in practice; either way the peer leaves the end alone).

@@ -405,3 +405,13 @@ impl<T: AtomicInt> Value<T> {
         })
     }
 }
+
+impl<T: Pod> crate::region::handle::Travels for Value<T> {
+    fn check_travel(&self) -> Result<()> {
+        self.shared().check_travel()
+    }
+}
+
+crate::region::handle::region_handle_archive!(Value<T: Pod>, |h| {
+    crate::region::handle::reopen_with!(h, Value::builder())
+});

@@ -45,11 +45,13 @@
 
 mod collector;
 mod job;
+mod results;
 mod state;
 pub(crate) mod wire;
 pub(crate) mod worker;
 
-pub use job::{AsyncResult, MapResult, Progress};
+pub use job::Progress;
+pub use results::{AsyncResult, MapResult};
 pub use state::PoolStats;
 pub use wire::Callable;
 
@@ -679,7 +681,7 @@ fn encode_chunk<F: Callable>(
 ) {
     // Anonymous regions in the items travel as this process's descriptors,
     // which the chunk keeps open until it is done.
-    let (bytes, fds) = crate::codec::collecting_via_proc(|| {
+    let (bytes, fds) = crate::region::handle::collecting_via_proc(|| {
         F::Args::encode_vec(&items, rkyv::util::AlignedVec::new(), HEADER)
     });
     let mut bytes = match bytes {

@@ -4,8 +4,9 @@ use super::channel::{self, State};
 use super::child::{self, ENV, Request};
 use super::handle::Process;
 use super::{children, current_process};
-use crate::codec::{self, Message};
+use crate::codec::Message;
 use crate::error::{Error, Result};
+use crate::region::handle;
 use crate::sys::proc;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -35,10 +36,10 @@ pub fn spawn<A: Message, R: Message>(f: fn(A) -> R, args: A) -> Result<Process<R
 
 /// Clean-ups for endpoints encoded to travel to a child that does not exist
 /// yet: run on drop (a failed start), unless handed to the child's handle.
-struct Unclaimed(Vec<codec::Abandon>);
+struct Unclaimed(Vec<handle::Abandon>);
 
 impl Unclaimed {
-    fn handed_over(mut self) -> Vec<codec::Abandon> {
+    fn handed_over(mut self) -> Vec<handle::Abandon> {
         std::mem::take(&mut self.0)
     }
 }
@@ -115,7 +116,7 @@ impl Builder {
     /// anonymous regions are reopened from the inherited descriptors.
     fn fork_with<A: Message, R: Message>(self, f: fn(A) -> R, args: A) -> Result<Process<R>> {
         single_threaded()?;
-        let (bytes, outgoing) = codec::collecting(|| args.encode());
+        let (bytes, outgoing) = handle::collecting(|| args.encode());
         let abandons = Unclaimed(outgoing.abandons);
         let bytes = bytes?;
         drop(args);
@@ -123,7 +124,7 @@ impl Builder {
         let run = move || {
             // The descriptors are this process's copies; each handle
             // decoded takes a duplicate of its own.
-            codec::set_inherited_fds(fds);
+            handle::set_inherited_fds(fds);
             match A::decode(&bytes) {
                 Ok(a) => f(a),
                 Err(e) => panic!("decoding the arguments in the forked child: {e}"),
@@ -155,7 +156,7 @@ impl Builder {
     /// [`Error::Io`] if the child cannot be started (`/proc/self/exe`, the channel, `spawn`).
     pub fn spawn<A: Message, R: Message>(mut self, f: fn(A) -> R, args: A) -> Result<Process<R>> {
         let name = self.child_name();
-        let (args, outgoing) = codec::collecting(|| args.encode());
+        let (args, outgoing) = handle::collecting(|| args.encode());
         // Until the child exists, any failure frees the endpoint entries
         // that were to travel with it (nobody will adopt them).
         let abandons = Unclaimed(outgoing.abandons);
@@ -250,7 +251,7 @@ impl Builder {
     unsafe fn fork_inner<R: Message>(
         mut self,
         f: impl FnOnce() -> R,
-        abandons: Vec<codec::Abandon>,
+        abandons: Vec<handle::Abandon>,
     ) -> Result<Process<R>> {
         let name = self.child_name();
         let parent = current_process();
@@ -290,7 +291,7 @@ impl Builder {
             }
             Err(e) => {
                 abandons.into_iter().for_each(|f| f());
-                Err(Error::from_io("fork", &name, e.into()))
+                Err(Error::from_io("fork", &name, e))
             }
         }
     }

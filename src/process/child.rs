@@ -7,9 +7,10 @@
 
 use super::channel::{self, State};
 use super::{ProcessInfo, set_identity};
-use crate::codec::{self, Message};
+use crate::codec::Message;
 use crate::error::{Error, Result};
 use crate::region::fnv1a;
+use crate::region::handle;
 use crate::sys::proc;
 use rkyv::util::AlignedVec;
 use std::any::Any;
@@ -113,7 +114,7 @@ pub(crate) fn trampoline<A: Message, R: Message>(
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
     let args = A::decode(args);
     // Every handle owns a duplicate now; the inherited originals go.
-    crate::codec::close_inherited_fds();
+    crate::region::handle::close_inherited_fds();
     let args = match args {
         Ok(a) => a,
         Err(e) => {
@@ -209,7 +210,7 @@ fn run_child() -> i32 {
         Ok(t) => t,
         Err(message) => return report(&channel, failed(true, message)),
     };
-    codec::set_inherited_fds(request.fds.iter().map(|&f| f as RawFd).collect());
+    handle::set_inherited_fds(request.fds.iter().map(|&f| f as RawFd).collect());
     let function = resolve(request.function);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         trampoline(function, &request.args, request.signature)

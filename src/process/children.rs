@@ -5,7 +5,7 @@
 //! polls them with `waitpid(WNOHANG)` and exits when none are left, so a
 //! program that joins its children never has it (and `fork` stays possible).
 
-use super::handle::Abandon;
+use crate::region::handle::Abandon;
 use crate::sys::proc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};

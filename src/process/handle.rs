@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub(crate) use crate::codec::Abandon;
+pub(crate) use crate::region::handle::Abandon;
 
 /// A child process started by [`spawn`](super::spawn) or a
 /// [`Builder`](super::Builder); `R` is what its function returns.

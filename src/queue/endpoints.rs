@@ -49,7 +49,7 @@ macro_rules! endpoint_common {
 
             /// Marks the entry as travelling (once); the clean-up that frees
             /// it if nobody adopts it.
-            pub(crate) fn start_transit(&self) -> Option<crate::codec::Abandon> {
+            pub(crate) fn start_transit(&self) -> Option<crate::region::handle::Abandon> {
                 if self.transit.get() != 0 {
                     return None;
                 }
@@ -60,9 +60,9 @@ macro_rules! endpoint_common {
             }
 
             /// The portable form (after `start_transit`).
-            pub(crate) fn portable(&self) -> crate::codec::EndpointHandle {
-                crate::codec::EndpointHandle {
-                    region: crate::codec::RegionHandle::of(self.queue.segment()),
+            pub(crate) fn portable(&self) -> EndpointHandle {
+                EndpointHandle {
+                    region: crate::region::handle::RegionHandle::of(self.queue.segment()),
                     entry: self.entry as u32,
                     token: self.transit.get(),
                 }
@@ -736,4 +736,23 @@ impl<T: Item, V: ?Sized> std::fmt::Debug for RecvGuard<'_, T, V> {
             .field("len", &self.len)
             .finish()
     }
+}
+
+/// The portable form of a queue [`Sender`] or [`Receiver`]: the region, and
+/// the participant entry that travels with it.
+///
+/// Sending an endpoint *moves* its registration: the receiving process
+/// adopts the entry (by its token), so the queue never sees zero senders in
+/// between. An entry that is never adopted is freed when the child it was
+/// spawned with ends, or when the sending process ends.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[doc(hidden)]
+#[rkyv(attr(doc(hidden)))]
+pub struct EndpointHandle {
+    /// The queue region.
+    pub region: crate::region::handle::RegionHandle,
+    /// The participant entry.
+    pub entry: u32,
+    /// The adoption token.
+    pub token: u64,
 }

@@ -191,6 +191,24 @@ impl PartialEq for RecvError {
 
 impl Eq for RecvError {}
 
+impl From<RecvError> for Error {
+    fn from(e: RecvError) -> Error {
+        Error::Channel {
+            op: "recv",
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl<T> From<SendError<T>> for Error {
+    fn from(e: SendError<T>) -> Error {
+        Error::Channel {
+            op: "send",
+            reason: e.to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,23 +235,5 @@ mod tests {
         let s: SendError<u8> = SendError::Encoding(inner());
         assert_eq!(s.source().unwrap().to_string(), "invalid x: y");
         assert!(SendError::Full(0u8).source().is_none());
-    }
-}
-
-impl From<RecvError> for Error {
-    fn from(e: RecvError) -> Error {
-        Error::Channel {
-            op: "recv",
-            reason: e.to_string(),
-        }
-    }
-}
-
-impl<T> From<SendError<T>> for Error {
-    fn from(e: SendError<T>) -> Error {
-        Error::Channel {
-            op: "send",
-            reason: e.to_string(),
-        }
     }
 }

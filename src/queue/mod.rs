@@ -90,6 +90,7 @@ mod error;
 pub(crate) mod kinds;
 pub(crate) mod looks;
 pub(crate) mod raw;
+mod travel;
 mod typed;
 
 pub use endpoints::{Iter, Receiver, RecvGuard, SendSlot, Sender, TryIter};
@@ -524,11 +525,11 @@ impl<T: Item> Queue<T> {
         self.raw.segment()
     }
 
-    pub(crate) fn from_handle(h: crate::codec::RegionHandle) -> Result<Self> {
-        match (&h.name, &h.path) {
-            (Some(n), _) => Self::builder().name(n).open(),
-            (None, Some(p)) => Self::builder().file(p).open(),
-            (None, None) => Self::builder().from_fd(h.anonymous_fd()?),
-        }
+    pub(crate) fn from_handle(h: crate::region::handle::RegionHandle) -> Result<Self> {
+        crate::region::handle::reopen_with!(h, Self::builder())
     }
 }
+
+impl<T: Item> crate::region::handle::Travels for Queue<T> {}
+
+crate::region::handle::region_handle_archive!(Queue<T: Item>, Queue::from_handle);

@@ -332,7 +332,7 @@ impl RawQueue {
     /// Marks the entry as travelling to another process; the token that
     /// process presents to [`adopt`](Self::adopt) it.
     pub(crate) fn begin_transit(&self, entry: usize) -> u64 {
-        let token = crate::codec::transit_token();
+        let token = crate::region::handle::transit_token();
         self.control().participants[entry]
             .token
             .store(token, Ordering::SeqCst);

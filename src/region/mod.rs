@@ -7,6 +7,7 @@
 //! it (Acquire) up to a timeout, then checks magic, version, kind, element type,
 //! length and file size, each mismatch a typed [`Error`](crate::Error).
 
+pub(crate) mod handle;
 mod header;
 pub(crate) mod kind;
 mod options;

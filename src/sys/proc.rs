@@ -449,53 +449,6 @@ pub(crate) fn code_ranges(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_cgroup_cpu_limits() {
-        assert_eq!(parse_cpu_max("max 100000\n"), None);
-        assert_eq!(parse_cpu_max("-1 100000"), None);
-        assert_eq!(parse_cpu_max("200000 100000"), Some(2));
-        assert_eq!(parse_cpu_max("150000 100000"), Some(2));
-        assert_eq!(parse_cpu_max("50000 100000"), Some(1));
-        assert_eq!(parse_cpu_max("garbage"), None);
-    }
-
-    #[test]
-    fn reads_threads_and_code_ranges() {
-        assert!(thread_count().unwrap() >= 1);
-        assert!(affinity_count().unwrap() >= 1);
-        let maps = "55d0-55f0 r-xp 00000000 08:01 12 /my dir/x (deleted)\n\
-                    55f0-5600 rw-p 00000000 08:01 12 /my dir/x (deleted)\n\
-                    7f00-7f10 r-xp 00000000 08:01 13 /lib/libc.so\n";
-        assert_eq!(
-            code_ranges(maps, libc::makedev(8, 1), 12).collect::<Vec<_>>(),
-            vec![(0x55d0, 0x55f0)]
-        );
-        assert!(is_code_of_exe(reads_threads_and_code_ranges as *const () as usize).unwrap());
-        assert!(!is_code_of_exe(0x10).unwrap());
-    }
-
-    #[test]
-    fn parses_start_time_with_odd_command_names() {
-        let line =
-            "1234 (we (ird) name) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21";
-        assert_eq!(parse_start_time(line), Some(987654));
-        assert_eq!(parse_start_time("garbage"), None);
-    }
-
-    #[test]
-    fn this_process_is_alive_and_a_wrong_start_time_is_not() {
-        let me = pid();
-        let t = start_time(me).unwrap();
-        assert!(is_alive(me, t));
-        assert!(!is_alive(me, t + 1));
-        assert!(!is_alive(0, t));
-    }
-}
-
 /// What [`fork`] returned in this process.
 pub(crate) enum Forked {
     /// This is the new child.
@@ -550,3 +503,50 @@ pub(crate) fn keep_freed_memory() {
 
 /// Signal numbers the layers above name.
 pub(crate) use libc::{SIGKILL, SIGTERM};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cgroup_cpu_limits() {
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max("-1 100000"), None);
+        assert_eq!(parse_cpu_max("200000 100000"), Some(2));
+        assert_eq!(parse_cpu_max("150000 100000"), Some(2));
+        assert_eq!(parse_cpu_max("50000 100000"), Some(1));
+        assert_eq!(parse_cpu_max("garbage"), None);
+    }
+
+    #[test]
+    fn reads_threads_and_code_ranges() {
+        assert!(thread_count().unwrap() >= 1);
+        assert!(affinity_count().unwrap() >= 1);
+        let maps = "55d0-55f0 r-xp 00000000 08:01 12 /my dir/x (deleted)\n\
+                    55f0-5600 rw-p 00000000 08:01 12 /my dir/x (deleted)\n\
+                    7f00-7f10 r-xp 00000000 08:01 13 /lib/libc.so\n";
+        assert_eq!(
+            code_ranges(maps, libc::makedev(8, 1), 12).collect::<Vec<_>>(),
+            vec![(0x55d0, 0x55f0)]
+        );
+        assert!(is_code_of_exe(reads_threads_and_code_ranges as *const () as usize).unwrap());
+        assert!(!is_code_of_exe(0x10).unwrap());
+    }
+
+    #[test]
+    fn parses_start_time_with_odd_command_names() {
+        let line =
+            "1234 (we (ird) name) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21";
+        assert_eq!(parse_start_time(line), Some(987654));
+        assert_eq!(parse_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_wrong_start_time_is_not() {
+        let me = pid();
+        let t = start_time(me).unwrap();
+        assert!(is_alive(me, t));
+        assert!(!is_alive(me, t + 1));
+        assert!(!is_alive(0, t));
+    }
+}
