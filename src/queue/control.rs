@@ -148,4 +148,24 @@ mod tests {
             (orphans + 8 * MAX_PARTICIPANTS).next_multiple_of(64)
         );
     }
+
+    #[test]
+    fn design_md_queue_table_matches_the_code() {
+        let rows = crate::region::header_tests::design_rows("## Queue (src/queue)");
+        let fields = [
+            ("head", offset_of!(QueueControl, head)),
+            ("tail", offset_of!(QueueControl, tail)),
+            ("waits:", offset_of!(QueueControl, waits)),
+            ("state:", offset_of!(QueueControl, state)),
+            ("recovery", offset_of!(QueueControl, recovery)),
+            ("orphans[64]", offset_of!(QueueControl, orphans)),
+            ("participants[64]", offset_of!(QueueControl, participants)),
+        ];
+        assert_eq!(rows.len(), fields.len(), "one row per QueueControl field");
+        for ((offset, field, _), (name, at)) in rows.iter().zip(fields) {
+            assert_eq!(field.split_whitespace().next(), Some(name));
+            assert_eq!(offset.parse::<usize>().unwrap(), at, "offset of {name}");
+        }
+        assert_eq!(MAX_PARTICIPANTS, 64);
+    }
 }

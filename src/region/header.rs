@@ -305,7 +305,7 @@ impl Snapshot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::mem::{align_of, offset_of, size_of};
 
@@ -418,5 +418,77 @@ mod tests {
             b.check("n", &s, None, 400),
             Err(Error::Corrupted { .. })
         ));
+    }
+
+    /// The rows of the markdown table that follows `heading` in DESIGN.md:
+    /// (first column, second column, third column).
+    pub(crate) fn design_rows(heading: &str) -> Vec<(String, String, String)> {
+        let design = include_str!("../../DESIGN.md");
+        let start = design.find(heading).expect("the heading is in DESIGN.md");
+        design[start..]
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .filter(|l| !l.contains("---"))
+            .skip(1)
+            .map(|l| {
+                let c: Vec<&str> = l.split('|').map(str::trim).collect();
+                (c[1].to_owned(), c[2].to_owned(), c[3].to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn design_md_header_table_matches_the_code() {
+        use std::mem::offset_of;
+        let fields: &[(&str, usize)] = &[
+            ("magic", offset_of!(Header, magic)),
+            ("version", offset_of!(Header, version)),
+            ("kind", offset_of!(Header, kind)),
+            ("ready", offset_of!(Header, ready)),
+            ("flags", offset_of!(Header, flags)),
+            ("type_size", offset_of!(Header, type_size)),
+            ("type_align", offset_of!(Header, type_align)),
+            ("type_hash", offset_of!(Header, type_hash)),
+            ("elem_count", offset_of!(Header, elem_count)),
+            ("control_offset", offset_of!(Header, control_offset)),
+            ("control_size", offset_of!(Header, control_size)),
+            ("data_offset", offset_of!(Header, data_offset)),
+            ("total_len", offset_of!(Header, total_len)),
+            ("creator_pid", offset_of!(Header, creator_pid)),
+            ("creator_uid", offset_of!(Header, creator_uid)),
+            ("creator_start", offset_of!(Header, creator_start)),
+            ("type_name", offset_of!(Header, type_name)),
+            ("reserved", offset_of!(Header, reserved)),
+        ];
+        let rows = design_rows("## Region layout");
+        assert_eq!(rows.len(), fields.len(), "one row per Header field");
+        for ((offset, field, meaning), (name, at)) in rows.iter().zip(fields) {
+            let row_name = field.split_whitespace().next().unwrap();
+            assert_eq!(row_name, *name, "DESIGN.md's header table is out of order");
+            assert_eq!(offset.parse::<usize>().unwrap(), *at, "offset of {name}");
+            if *name == "version" {
+                assert!(
+                    meaning.contains(&format!("({LAYOUT_VERSION})")),
+                    "DESIGN.md says {meaning}, the code writes {LAYOUT_VERSION}"
+                );
+            }
+            if *name == "kind" {
+                let kinds: Vec<(String, u32)> = meaning
+                    .split_whitespace()
+                    .map(|p| {
+                        let (k, n) = p.split_once('=').expect("Name=number");
+                        (k.to_owned(), n.parse().unwrap())
+                    })
+                    .collect();
+                for (k, n) in &kinds {
+                    let kind = Kind::from_raw(*n).expect("a kind the code knows");
+                    assert_eq!(format!("{kind:?}"), *k, "kind number {n}");
+                }
+                let known = (1..100).filter(|n| Kind::from_raw(*n).is_some()).count();
+                assert_eq!(kinds.len(), known, "every kind is in the table");
+            }
+        }
+        assert_eq!(size_of::<Header>(), HEADER_SIZE);
     }
 }

@@ -14,6 +14,8 @@ mod options;
 mod segment;
 
 pub(crate) use header::READY;
+#[cfg(test)]
+pub(crate) use header::tests as header_tests;
 pub use header::{HEADER_SIZE, Header, LAYOUT_VERSION};
 pub(crate) use header::{MIN_ALIGN, Spec};
 pub(crate) use kind::fnv1a;
