@@ -924,8 +924,9 @@ const NOTES: &str = "## How to read the limits\n\n\
   bits runs ~15x slower than between aligned ones (measured while writing these benches), so the \
   limit rows use aligned buffers.\n\
 - **Ping-pong**: a cache line bounced between two spinning processes, and a pair of shared futex \
-  waits/wakes (this run's figures are in the tables; LIMITS.md's separate measurements of this kind \
-  of machine found ~12-16 µs per cross-CPU futex wake and 0.17 µs per spinning handoff).\n\
+  waits/wakes (this run's figures are in the tables; DESIGN.md's \"Machine limits\" records separate \
+  measurements of this kind of machine: ~12-16 µs per cross-CPU futex wake and 0.17 µs per spinning \
+  handoff).\n\
 - **Handoff**: a bare shared futex counter as the notification, with the same page writes and \
   reads, is the floor of a zero-copy handoff between processes; a memcpy is what any copying \
   transport pays at least (pipes and sockets pay two).\n\

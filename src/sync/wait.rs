@@ -1,6 +1,6 @@
 //! How every shmkit primitive blocks: a bounded spin, then a shared futex sleep.
 //!
-//! The spin is short on purpose (LIMITS.md): a cross-CPU futex wake costs
+//! The spin is short on purpose (DESIGN.md, "Machine limits"): a cross-CPU futex wake costs
 //! ~12–16 µs, so a brief spin pays when the other party runs on another CPU;
 //! but when both share one CPU the spinner only burns the time slice the other
 //! needs, so the spin is capped at 127 `PAUSE`s (a few µs) and skipped entirely
