@@ -16,7 +16,7 @@ LAYERS = [
     ("sys", ["sys"]),
     ("error", ["error", "region::kind"]),
     ("region", ["region", "codec", "macros"]),
-    ("sync", ["sync", "queue::ring", "queue::atomic", "queue::looks", "queue::control"]),
+    ("sync", ["sync", "queue::ring", "queue::atomic", "queue::looks", "queue::control", "queue::blocking"]),
     ("objects", ["shared", "value", "array", "atomic", "map", "queue", "pipe", "select"]),
     ("process", ["process"]),
     ("pool", ["pool"]),

@@ -43,10 +43,10 @@ use crate::error::{Error, Result};
 #[cfg(feature = "serde")]
 use crate::queue::Serde;
 use crate::queue::atomic::AtomicU64 as RingU64;
+use crate::queue::blocking::{sleep_until, wake_one};
 use crate::queue::control::Padded;
 use crate::queue::kinds::Encoded;
 use crate::queue::looks::{Looks, Wait};
-use crate::queue::raw::{sleep_until, wake_one};
 use crate::queue::ring::{Ring, SlotHeader};
 use crate::queue::{Bytes, Item, Rkyv, Variable};
 use crate::queue::{RecvError, SendError};

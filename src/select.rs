@@ -46,7 +46,8 @@
 //! it can be kept across a whole receive loop (its fairness needs that).
 
 use crate::pipe::Connection;
-use crate::queue::raw::{RawQueue, wake_one};
+use crate::queue::blocking::wake_one;
+use crate::queue::raw::RawQueue;
 use crate::queue::{Item, Receiver};
 use crate::sys::futex;
 use std::fmt;

@@ -84,12 +84,15 @@
 pub(crate) mod atomic;
 pub(crate) mod ring;
 
+pub(crate) mod blocking;
 pub(crate) mod control;
 mod endpoints;
 mod error;
 pub(crate) mod kinds;
 pub(crate) mod looks;
+mod participants;
 pub(crate) mod raw;
+mod recovery;
 mod travel;
 mod typed;
 

@@ -4,19 +4,16 @@
 //! recovery from dead participants and from impossible bytes.
 
 use super::atomic::AtomicU64 as RingU64;
-use super::control::{
-    FLAG_BYTES, FLAG_JOINABLE, MAX_PARTICIPANTS, Participant, QueueControl, ROLE_RECEIVER,
-    ROLE_SENDER,
-};
+use super::blocking::{sleep_until, wake_one};
+use super::control::{FLAG_BYTES, FLAG_JOINABLE, QueueControl, ROLE_RECEIVER, ROLE_SENDER};
 use super::looks::{Looks, Wait};
 use super::ring::{Empty, Ring, SKIP, SlotHeader};
 use crate::error::{Error, Result};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
-use crate::sync::owner_lock::OwnerLock;
 use crate::sync::wait::Backoff;
-use crate::sys::{futex, proc};
+use crate::sys::futex;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How many times a receiver looks again at a disconnected queue that seems
@@ -35,23 +32,23 @@ pub(crate) enum Stop {
 /// The queue region.
 #[derive(Debug)]
 pub(crate) struct RawQueue {
-    seg: Segment,
+    pub(super) seg: Segment,
     /// The geometry as validated at open, kept privately: a peer may rewrite
     /// the shared copy at any time, so it is never read again.
-    slots: Slots,
+    pub(super) slots: Slots,
     /// When this process last looked for dead participants (private: see
     /// `looks`).
-    looks: Looks,
+    pub(super) looks: Looks,
 }
 
 /// The validated geometry of an open queue.
 #[derive(Clone, Copy, Debug, Default)]
-struct Slots {
-    capacity: u64,
-    limit: u64,
-    stride: u64,
-    max_len: u64,
-    flags: u64,
+pub(super) struct Slots {
+    pub(super) capacity: u64,
+    pub(super) limit: u64,
+    pub(super) stride: u64,
+    pub(super) max_len: u64,
+    pub(super) flags: u64,
 }
 
 /// Geometry of a new queue.
@@ -63,7 +60,7 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
-    fn stride(&self) -> u64 {
+    pub(super) fn stride(&self) -> u64 {
         (size_of::<SlotHeader>() as u64 + self.max_len).next_multiple_of(64)
     }
 }
@@ -159,7 +156,7 @@ impl RawQueue {
         Self::checked(seg, flags, max_len)
     }
 
-    fn checked(seg: Segment, flags: u64, max_len: Option<u64>) -> Result<Arc<RawQueue>> {
+    pub(super) fn checked(seg: Segment, flags: u64, max_len: Option<u64>) -> Result<Arc<RawQueue>> {
         let mut q = RawQueue {
             seg,
             slots: Slots::default(),
@@ -263,131 +260,11 @@ impl RawQueue {
         self.slots.limit as usize
     }
 
-    fn joinable(&self) -> bool {
+    pub(super) fn joinable(&self) -> bool {
         self.slots.flags & FLAG_JOINABLE != 0
     }
 
     // ---- participants ----
-
-    /// Registers a sender or receiver of this process; its entry index.
-    pub(crate) fn register(&self, role: u32) -> Result<usize> {
-        let me = proc::pid();
-        let start = proc::own_start_time();
-        for attempt in 0..2 {
-            for (i, p) in self.control().participants.iter().enumerate() {
-                if p.pid
-                    .compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    p.start.store(start, Ordering::SeqCst);
-                    p.intent.store(0, Ordering::SeqCst);
-                    p.token.store(0, Ordering::SeqCst);
-                    // Counted before the role is visible: a recoverer only
-                    // uncounts entries with a role (a death between the two
-                    // stores leaves one count too many; two instructions).
-                    self.count(role).fetch_add(1, Ordering::SeqCst);
-                    self.control()
-                        .state
-                        .0
-                        .ever
-                        .fetch_or(1 << role, Ordering::SeqCst);
-                    p.role.store(role, Ordering::SeqCst);
-                    return Ok(i);
-                }
-            }
-            if attempt == 0 {
-                self.recover();
-            }
-        }
-        Err(Error::TooManyHandles {
-            name: self.seg.id(),
-            max: MAX_PARTICIPANTS,
-        })
-    }
-
-    fn count(&self, role: u32) -> &AtomicU32 {
-        let st = &self.control().state.0;
-        if role == ROLE_SENDER {
-            &st.senders
-        } else {
-            &st.receivers
-        }
-    }
-
-    pub(crate) fn unregister(&self, entry: usize) {
-        let p = &self.control().participants[entry];
-        let role = p.role.load(Ordering::SeqCst);
-        // Uncount first, while the entry still shows its role: a recount
-        // that runs in between counts the entry and never goes below us.
-        if role != 0 {
-            self.count(role).fetch_sub(1, Ordering::SeqCst);
-        }
-        p.role.store(0, Ordering::SeqCst);
-        p.intent.store(0, Ordering::SeqCst);
-        p.token.store(0, Ordering::SeqCst);
-        p.pid.store(0, Ordering::SeqCst);
-        self.wake_all();
-    }
-
-    /// Marks the entry as travelling to another process; the token that
-    /// process presents to [`adopt`](Self::adopt) it.
-    pub(crate) fn begin_transit(&self, entry: usize) -> u64 {
-        let token = crate::region::handle::transit_token();
-        self.control().participants[entry]
-            .token
-            .store(token, Ordering::SeqCst);
-        token
-    }
-
-    /// Takes over a registration that travelled here: registers a new
-    /// entry for this process first, then retires the travelling one, so
-    /// the count of senders (receivers) never drops to zero in between.
-    /// The retiring entry is marked with our pid, so that if we die midway
-    /// a recoverer finishes the job.
-    pub(crate) fn adopt(&self, entry: u32, token: u64, role: u32) -> Result<usize> {
-        let mine = self.register(role)?;
-        if let Some(p) = self.control().participants.get(entry as usize)
-            && token != 0
-            && token & RELEASING == 0
-            && p.role.load(Ordering::SeqCst) == role
-            && p.token
-                .compare_exchange(
-                    token,
-                    RELEASING | proc::pid() as u64,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                )
-                .is_ok()
-        {
-            self.unregister(entry as usize);
-        }
-        Ok(mine)
-    }
-
-    /// Frees an entry whose journey ended without adoption (the receiving
-    /// process died first).
-    pub(crate) fn abandon(&self, entry: usize, token: u64) {
-        let p = &self.control().participants[entry];
-        if token != 0
-            && p.token
-                .compare_exchange(token, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-        {
-            self.unregister(entry);
-        }
-    }
-
-    pub(crate) fn intent(&self, entry: usize) -> &RingU64 {
-        &self.control().participants[entry].intent
-    }
-
-    pub(crate) fn senders(&self) -> u32 {
-        self.control().state.0.senders.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn receivers(&self) -> u32 {
-        self.control().state.0.receivers.load(Ordering::SeqCst)
-    }
 
     pub(crate) fn is_closed(&self) -> bool {
         self.control().state.0.closed.load(Ordering::SeqCst) != 0
@@ -398,7 +275,7 @@ impl RawQueue {
         self.wake_all();
     }
 
-    fn wake_all(&self) {
+    pub(super) fn wake_all(&self) {
         let w = &self.control().waits.0;
         for word in [&w.items, &w.space, &w.done] {
             word.fetch_add(1, Ordering::SeqCst);
@@ -408,13 +285,13 @@ impl RawQueue {
 
     // ---- sending ----
 
-    fn ever(&self, role: u32) -> bool {
+    pub(super) fn ever(&self, role: u32) -> bool {
         self.control().state.0.ever.load(Ordering::SeqCst) & (1 << role) != 0
     }
 
     /// Closed, or every peer of role `peer` that ever registered is gone (a
     /// queue that never had one is waited on, not disconnected).
-    fn disconnected(&self, peer: u32) -> bool {
+    pub(super) fn disconnected(&self, peer: u32) -> bool {
         self.is_closed() || (self.count(peer).load(Ordering::SeqCst) == 0 && self.ever(peer))
     }
 
@@ -444,7 +321,7 @@ impl RawQueue {
         self.looks.next_due()
     }
 
-    fn send_disconnected(&self) -> bool {
+    pub(super) fn send_disconnected(&self) -> bool {
         self.disconnected(ROLE_RECEIVER)
     }
 
@@ -487,7 +364,7 @@ impl RawQueue {
 
     // ---- receiving ----
 
-    fn recv_disconnected(&self) -> bool {
+    pub(super) fn recv_disconnected(&self) -> bool {
         self.disconnected(ROLE_SENDER)
     }
 
@@ -649,7 +526,7 @@ impl RawQueue {
     /// whichever comes first.
     ///
     /// [`LOOK_EVERY`]: super::looks::LOOK_EVERY
-    fn wait_or_look(
+    pub(super) fn wait_or_look(
         &self,
         word: &AtomicU32,
         waiters: &AtomicU32,
@@ -673,386 +550,4 @@ impl RawQueue {
     }
 
     // ---- recovery ----
-
-    /// Looks for dead participants and repairs what they held: an
-    /// uncommitted send claim becomes a skip, a received-but-unreleased
-    /// message is queued for redelivery, and the entry is freed. Before
-    /// that, repairs impossible cursors and slot stamps (`repair_garbage`).
-    /// Returns whether anything was done.
-    pub(crate) fn recover(&self) -> bool {
-        let c = self.control();
-        // /proc is read before the lock is taken (each entry is judged again
-        // under it), so that receivers taking orphans wait less.
-        let dead: Vec<usize> = c
-            .participants
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| is_dead(p))
-            .map(|(i, _)| i)
-            .collect();
-        let _guard = RecoveryGuard::lock(&c.recovery);
-        // Garbage first: a dead sender's claim whose stamp a peer overwrote
-        // is set back to "uncommitted" here, then skipped below.
-        let mut changed = self.repair_garbage();
-        let ring = self.ring();
-        for i in dead {
-            let p = &c.participants[i];
-            if !is_dead(p) {
-                continue; // freed (and maybe reused) meanwhile
-            }
-            let role = p.role.load(Ordering::SeqCst);
-            let intent = p.intent.load(Ordering::SeqCst);
-            if intent != 0 {
-                let pos = intent - 1;
-                // First the cursor (is_uncommitted/is_held load it with
-                // SeqCst): having seen the CAS that claimed `pos`, we see the
-                // winner's intent, stored before it.
-                let stuck = (role == ROLE_SENDER && ring.is_uncommitted(pos))
-                    || (role == ROLE_RECEIVER && ring.is_held(pos));
-                // Another participant with the same intent that is alive may
-                // be the real holder: leave this entry for a later round.
-                if stuck && self.live_holder(role, intent, i) {
-                    continue;
-                }
-                if stuck && role == ROLE_SENDER && ring.skip_abandoned_send(pos) {
-                    c.state.0.skipped.fetch_add(1, Ordering::Relaxed);
-                } else if stuck && role == ROLE_RECEIVER && !self.add_orphan(pos) {
-                    continue; // the orphan list is full: keep the entry
-                }
-            }
-            // Freed without uncounting: the recount below sets the counts
-            // from the table (the dead process may or may not have uncounted
-            // itself before it died).
-            p.intent.store(0, Ordering::SeqCst);
-            p.role.store(0, Ordering::SeqCst);
-            p.token.store(0, Ordering::SeqCst);
-            p.pid.store(0, Ordering::SeqCst);
-            c.state.0.reaped.fetch_add(1, Ordering::Relaxed);
-            changed = true;
-        }
-        drop(_guard);
-        changed |= self.recount();
-        if changed {
-            self.wake_all();
-        }
-        changed
-    }
-
-    /// Repairs what no legitimate operation can produce and what would
-    /// otherwise wedge the queue for good (each sender sees "full", each
-    /// receiver "empty", forever): cursors more than a lap apart or the head
-    /// behind the tail, and slot stamps that fit neither the cursors nor a
-    /// claim some participant shows ([`Ring::repaired_stamp`]). Runs under
-    /// the recovery lock, at every look. Only the two slots at the cursors
-    /// are read each time (where a wedge shows); when one of them was wrong,
-    /// or a cursor was, every slot is checked. Every store is a
-    /// compare-and-swap against what was judged, made only if the cursors
-    /// did not move meanwhile, so a racing legitimate store wins.
-    fn repair_garbage(&self) -> bool {
-        let c = self.control();
-        let ring = self.ring();
-        let cap = ring.capacity();
-        let st = &c.state.0;
-        let mut repaired = false;
-        for _ in 0..2 {
-            // The tail read twice around the head: then `head - tail` is at
-            // most a lap, unless the bytes are garbage. A moving tail means
-            // receivers make progress: nothing is wedged, look next time.
-            let t = c.tail.0.load(Ordering::SeqCst);
-            let h = c.head.0.load(Ordering::SeqCst);
-            if c.tail.0.load(Ordering::SeqCst) != t {
-                return repaired;
-            }
-            // At most `limit` messages are ever claimed and not taken (a
-            // sender checks before it claims): more is garbage, which would
-            // keep senders out for good.
-            if h.wrapping_sub(t) > ring.limit() {
-                // Keep the tail; the head goes to the end of the committed
-                // run that follows it (the messages a garbage head hid).
-                let mut end = t;
-                while end.wrapping_sub(t) < ring.limit()
-                    && ring.slot(end).seq.load(Ordering::SeqCst) == end.wrapping_add(1)
-                {
-                    end = end.wrapping_add(1);
-                }
-                if c.head
-                    .0
-                    .compare_exchange(h, end, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_err()
-                {
-                    return repaired;
-                }
-                st.repaired.fetch_add(1, Ordering::Relaxed);
-                repaired = true;
-                continue; // now every slot, against the new cursors
-            }
-            let mut at_cursors = self.repair_slot(t, h, t);
-            if h.wrapping_sub(t) < cap {
-                at_cursors |= self.repair_slot(t, h, h);
-            }
-            if at_cursors || repaired {
-                for k in 0..cap {
-                    self.repair_slot(t, h, t.wrapping_add(k));
-                }
-            }
-            return repaired || at_cursors;
-        }
-        repaired
-    }
-
-    /// Repairs the stamp of the slot serving `pos` (in `[t, t + capacity)`
-    /// for the cursors `t`, `h`) if it is impossible; whether it did.
-    fn repair_slot(&self, t: u64, h: u64, pos: u64) -> bool {
-        let c = self.control();
-        let ring = self.ring();
-        let slot = ring.slot(pos);
-        let seq = slot.seq.load(Ordering::SeqCst);
-        // An intent (an orphan) of 0 means none: never a holder of `pos`
-        // (in the first lap, `pos - capacity + 1` wraps to 0).
-        let shows = |role: u32, intent: u64| {
-            intent != 0
-                && c.participants.iter().any(|p| {
-                    p.pid.load(Ordering::SeqCst) != 0
-                    && p.role.load(Ordering::SeqCst) == role
-                    // SYNC(intent-clear): pairs with the Release intent
-                    // stores of the ring: an intent that moved on means
-                    // the commit (release) before it is visible to our CAS.
-                    && p.intent.load(Ordering::SeqCst) == intent
-                })
-        };
-        let prev = pos.wrapping_sub(ring.capacity());
-        let Some(stamp) = ring.repaired_stamp(
-            pos,
-            h,
-            seq,
-            || shows(ROLE_SENDER, pos.wrapping_add(1)),
-            || {
-                let held = prev.wrapping_add(1);
-                held != 0
-                    && (shows(ROLE_RECEIVER, held)
-                        || c.orphans.iter().any(|o| o.load(Ordering::SeqCst) == held))
-            },
-        ) else {
-            return false;
-        };
-        if c.tail.0.load(Ordering::SeqCst) != t || c.head.0.load(Ordering::SeqCst) != h {
-            return false;
-        }
-        if slot
-            .seq
-            .compare_exchange(seq, stamp, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            return false;
-        }
-        c.state.0.repaired.fetch_add(1, Ordering::Relaxed);
-        true
-    }
-
-    /// Repairs the sender/receiver counts from the table, downwards only:
-    /// dead entries are freed without uncounting, and a process killed
-    /// between the count and the role store of a registration leaves one
-    /// count too many. The count is set to the number of entries with that
-    /// role, but only when no entry is half-registered and the count did not
-    /// move meanwhile (CAS), so a concurrent registration or unregistration
-    /// (which uncounts before it clears its role) is never undercounted.
-    fn recount(&self) -> bool {
-        let c = self.control();
-        let mut repaired = false;
-        for role in [ROLE_SENDER, ROLE_RECEIVER] {
-            let count = self.count(role);
-            let before = count.load(Ordering::SeqCst);
-            let mut actual = 0;
-            for p in &c.participants {
-                let pid = p.pid.load(Ordering::SeqCst);
-                let r = p.role.load(Ordering::SeqCst);
-                if pid != 0 && r == 0 {
-                    return repaired; // an entry in flux: next time
-                }
-                if pid != 0 && r == role {
-                    actual += 1;
-                }
-            }
-            if before > actual
-                && count
-                    .compare_exchange(before, actual, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-            {
-                repaired = true;
-            }
-        }
-        repaired
-    }
-
-    fn live_holder(&self, role: u32, intent: u64, except: usize) -> bool {
-        self.control()
-            .participants
-            .iter()
-            .enumerate()
-            .any(|(j, q)| {
-                j != except
-                    && q.role.load(Ordering::SeqCst) == role
-                    && q.intent.load(Ordering::SeqCst) == intent
-                    && !is_dead(q)
-            })
-    }
-
-    /// Queues `pos` for redelivery; `false` if the orphan list is full (the
-    /// dead entry is then kept, and handed on in a later round).
-    fn add_orphan(&self, pos: u64) -> bool {
-        let c = self.control();
-        if c.orphans
-            .iter()
-            .any(|o| o.load(Ordering::SeqCst) == pos.wrapping_add(1))
-        {
-            return true;
-        }
-        match c.orphans.iter().find(|o| o.load(Ordering::SeqCst) == 0) {
-            Some(o) => {
-                o.store(pos.wrapping_add(1), Ordering::SeqCst);
-                c.state.0.orphan_count.fetch_add(1, Ordering::SeqCst);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Takes a message a dead receiver held, recording it in our intent
-    /// first (so our own death hands it on again).
-    fn take_orphan(&self, entry: usize) -> Option<(u64, usize)> {
-        let c = self.control();
-        let _guard = RecoveryGuard::lock(&c.recovery);
-        let ring = self.ring();
-        for o in &c.orphans {
-            let v = o.load(Ordering::SeqCst);
-            if v == 0 {
-                continue;
-            }
-            let pos = v - 1;
-            o.store(0, Ordering::SeqCst);
-            c.state.0.orphan_count.fetch_sub(1, Ordering::SeqCst);
-            if !ring.is_held(pos) {
-                continue;
-            }
-            self.intent(entry).store(v, Ordering::SeqCst);
-            let len = ring.slot(pos).len.load(Ordering::Acquire);
-            if len == SKIP || len > self.max_len() as u64 {
-                ring.release(pos, self.intent(entry));
-                continue;
-            }
-            c.state.0.redelivered.fetch_add(1, Ordering::Relaxed);
-            return Some((pos, len as usize));
-        }
-        // No orphan left: a count above zero is garbage (entries and count
-        // change only under the recovery lock); repair it, or every waiter
-        // would wake for nothing.
-        c.state.0.orphan_count.store(0, Ordering::SeqCst);
-        None
-    }
-
-    pub(crate) fn participants(&self) -> Vec<super::ParticipantInfo> {
-        self.control()
-            .participants
-            .iter()
-            .filter(|p| p.pid.load(Ordering::SeqCst) != 0)
-            .map(|p| super::ParticipantInfo {
-                pid: p.pid.load(Ordering::SeqCst),
-                sender: p.role.load(Ordering::SeqCst) == ROLE_SENDER,
-                in_transit: p.token.load(Ordering::SeqCst) != 0,
-                alive: !is_dead(p),
-            })
-            .collect()
-    }
-
-    /// Statistics: (skipped claims, redelivered messages, reaped
-    /// participants, repaired words).
-    pub(crate) fn stats(&self) -> (u64, u64, u64, u64) {
-        let st = &self.control().state.0;
-        (
-            st.skipped.load(Ordering::Relaxed),
-            st.redelivered.load(Ordering::Relaxed),
-            st.reaped.load(Ordering::Relaxed),
-            st.repaired.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// Sleeps on `word` (which held `seen` before the caller's failed attempt)
-/// until woken, `ready()` holds, or `until` passes.
-pub(crate) fn sleep_until(
-    word: &AtomicU32,
-    waiters: &AtomicU32,
-    seen: u32,
-    until: Instant,
-    ready: impl Fn() -> bool,
-) {
-    // SYNC(waiters): the SeqCst increment, then `ready()` re-checked, pairs
-    // with the waker's fence(SeqCst) between its state change and its load of
-    // the count (`wake_one`): either we see the change, or the waker sees us
-    // and bumps the word.
-    waiters.fetch_add(1, Ordering::SeqCst);
-    if !ready() {
-        let left = until.saturating_duration_since(Instant::now());
-        if !left.is_zero() {
-            futex::wait(word, seen, Some(left));
-        }
-    }
-    waiters.fetch_sub(1, Ordering::SeqCst);
-}
-
-/// Wakes one sleeper on `word` if any sleeps (see [`sleep_until`]).
-pub(crate) fn wake_one(word: &AtomicU32, waiters: &AtomicU32) {
-    fence(Ordering::SeqCst);
-    if waiters.load(Ordering::Relaxed) > 0 {
-        word.fetch_add(1, Ordering::SeqCst);
-        futex::wake(word, 1);
-    }
-}
-
-/// Marks a token as "being retired by the adopter whose pid is in the low
-/// 32 bits" (transit tokens never have this bit).
-const RELEASING: u64 = 1 << 63;
-
-fn pid_gone(pid: u32) -> bool {
-    matches!(proc::kill(pid, 0), Err(e) if e.raw_os_error() == Some(libc::ESRCH))
-}
-
-/// Whether the participant's process is gone (or, for an entry being
-/// retired by an adopter, whether that adopter is gone). An entry still being
-/// registered (role not yet stored) has no start time yet: only a pid that
-/// no longer exists counts as dead then.
-fn is_dead(p: &Participant) -> bool {
-    let pid = p.pid.load(Ordering::SeqCst);
-    if pid == 0 {
-        return false;
-    }
-    let token = p.token.load(Ordering::SeqCst);
-    if token & RELEASING != 0 {
-        // Being retired by its adopter: only the adopter's death matters
-        // (the adopter finishes the retirement itself otherwise).
-        return pid_gone(token as u32);
-    }
-    if p.role.load(Ordering::SeqCst) == 0 {
-        return pid_gone(pid);
-    }
-    !proc::is_alive(pid, p.start.load(Ordering::SeqCst))
-}
-
-/// The recovery lock, held for a scope. A recoverer that died inside left
-/// only idempotent steps half done, so a taker-over simply goes on. An
-/// [`OwnerLock`]: garbage a peer writes into it cannot make recovery wait
-/// forever (as it could in a pthread mutex).
-struct RecoveryGuard<'a>(&'a OwnerLock);
-
-impl<'a> RecoveryGuard<'a> {
-    fn lock(m: &'a OwnerLock) -> Self {
-        m.lock();
-        RecoveryGuard(m)
-    }
-}
-
-impl Drop for RecoveryGuard<'_> {
-    fn drop(&mut self) {
-        self.0.unlock();
-    }
 }

@@ -1,0 +1,38 @@
+//! Sleeping on a shared futex word and waking its sleepers, for the queue
+//! and the pipe.
+
+use crate::sys::futex;
+use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::time::Instant;
+
+/// Sleeps on `word` (which held `seen` before the caller's failed attempt)
+/// until woken, `ready()` holds, or `until` passes.
+pub(crate) fn sleep_until(
+    word: &AtomicU32,
+    waiters: &AtomicU32,
+    seen: u32,
+    until: Instant,
+    ready: impl Fn() -> bool,
+) {
+    // SYNC(waiters): the SeqCst increment, then `ready()` re-checked, pairs
+    // with the waker's fence(SeqCst) between its state change and its load of
+    // the count (`wake_one`): either we see the change, or the waker sees us
+    // and bumps the word.
+    waiters.fetch_add(1, Ordering::SeqCst);
+    if !ready() {
+        let left = until.saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            futex::wait(word, seen, Some(left));
+        }
+    }
+    waiters.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Wakes one sleeper on `word` if any sleeps (see [`sleep_until`]).
+pub(crate) fn wake_one(word: &AtomicU32, waiters: &AtomicU32) {
+    fence(Ordering::SeqCst);
+    if waiters.load(Ordering::Relaxed) > 0 {
+        word.fetch_add(1, Ordering::SeqCst);
+        futex::wake(word, 1);
+    }
+}
