@@ -106,7 +106,7 @@ where
     fn decode_vec(bytes: &[u8]) -> Result<Vec<Self>> {
         clear_cause();
         let failed = |e: rancor::Error| decode_failed(std::any::type_name::<Vec<T>>(), e);
-        if (bytes.as_ptr() as usize) % 16 == 0 {
+        if (bytes.as_ptr() as usize).is_multiple_of(16) {
             return rkyv::from_bytes::<Vec<T>, rancor::Error>(bytes).map_err(failed);
         }
         let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());

@@ -132,7 +132,7 @@ fn map_writer(d: SharedMap<u64, [u64; 2]>) {
     let mut x = std::process::id() as u64 | 1;
     loop {
         let r = next(&mut x);
-        if r % 3 == 0 {
+        if r.is_multiple_of(3) {
             d.remove(&(r % 32));
         } else {
             d.insert(r % 32, [r, r]).unwrap();

@@ -487,7 +487,7 @@ fn garbage_scribbled_into_a_live_queues_stamps_never_wedges_it() {
             "watchdog: the sender's last message; {}",
             state(&w)
         );
-        if scribbles < 50 && received % 20 == 0 {
+        if scribbles < 50 && received.is_multiple_of(20) {
             let pos = common::xorshift(&mut rng) % 4;
             let garbage = match common::xorshift(&mut rng) % 4 {
                 0 => 0,

@@ -266,14 +266,14 @@ impl Snapshot {
                 found: self.ty.clone(),
             });
         }
-        if let Some(c) = count {
-            if c != self.elem_count {
-                return Err(Error::LengthMismatch {
-                    name,
-                    expected: c,
-                    found: self.elem_count,
-                });
-            }
+        if let Some(c) = count
+            && c != self.elem_count
+        {
+            return Err(Error::LengthMismatch {
+                name,
+                expected: c,
+                found: self.elem_count,
+            });
         }
         let Some(want) = spec.layout(self.elem_count) else {
             return Err(Error::Corrupted {

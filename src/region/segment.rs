@@ -132,16 +132,15 @@ impl Segment {
         })?;
         // A region larger than the free space would be created sparse and
         // SIGBUS its users later: refuse now, naming both sizes.
-        if let Some(dir) = shm_dir_of(&opts.backing) {
-            if let Ok(available) = shm::free_space(&dir) {
-                if layout.total_len > available {
-                    return Err(Error::NoSpace {
-                        name,
-                        requested: layout.total_len,
-                        available,
-                    });
-                }
-            }
+        if let Some(dir) = shm_dir_of(&opts.backing)
+            && let Ok(available) = shm::free_space(&dir)
+            && layout.total_len > available
+        {
+            return Err(Error::NoSpace {
+                name,
+                requested: layout.total_len,
+                available,
+            });
         }
         let fd = match &id {
             Id::Named(n) => shm::shm_create_excl(n, opts.mode),

@@ -71,7 +71,7 @@ impl OwnerLock {
                 continue;
             }
             looks = looks.wrapping_add(1);
-            if looks % CHECK_EVERY == 0 && !holder_alive(seen) && self.take(seen, me) {
+            if looks.is_multiple_of(CHECK_EVERY) && !holder_alive(seen) && self.take(seen, me) {
                 return true;
             }
             std::thread::sleep(POLL);

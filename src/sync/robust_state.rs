@@ -84,7 +84,7 @@ impl Tx<'_> {
             &self.st.cells[i]
         } else {
             let h = &self.st.holders[(i - CELLS) / 2];
-            if (i - CELLS) % 2 == 0 {
+            if (i - CELLS).is_multiple_of(2) {
                 &h.who
             } else {
                 &h.count

@@ -386,7 +386,7 @@ pub(crate) fn poll_readable(fd: &OwnedFd, timeout: Duration) -> io::Result<bool>
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int
-            + i32::from(left.subsec_nanos() % 1_000_000 != 0);
+            + i32::from(!left.subsec_nanos().is_multiple_of(1_000_000));
         let mut pfd = libc::pollfd {
             fd: fd.as_raw_fd(),
             events: libc::POLLIN,

@@ -6,6 +6,9 @@
 //! swapped between a file and a FIFO never hang it; a closed stdout is not a
 //! panic.
 
+// The workspace's shared test helpers (this test moved here with the
+// binary: `CARGO_BIN_EXE_shmkit` exists only in the binary's own package).
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{unique, watchdog};
@@ -404,7 +407,7 @@ fn a_closed_stdout_is_not_a_panic() {
 /// segment of the tour's is left that one `clean` does not remove (the tour
 /// uses anonymous regions, so none at all is expected). `TOUR_KILLS` sets
 /// the runs (default 4; .ci/run: 30). Skips with a message where the tour
-/// example was not built (`cargo test` builds it).
+/// example was not built (`cargo test` at the workspace root builds it).
 #[test]
 fn killing_the_tour_leaves_nothing_clean_cannot_remove() {
     use std::os::unix::process::CommandExt;
@@ -416,7 +419,10 @@ fn killing_the_tour_leaves_nothing_clean_cannot_remove() {
         .unwrap()
         .join("examples/tour");
     if !tour.exists() {
-        println!("skipped: {} not built (run `cargo test`)", tour.display());
+        println!(
+            "skipped: {} not built (run `cargo test` at the workspace root)",
+            tour.display()
+        );
         return;
     }
     let runs: u64 = std::env::var("TOUR_KILLS")
