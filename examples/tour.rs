@@ -65,6 +65,22 @@ fn set_square((d, i): (shmkit::SharedMap<u64, u64>, u64)) {
 }
 
 fn main() -> Result<(), Error> {
+    processes()?;
+    shared_counters()?;
+    array_in_place()?;
+    mutex_holder_killed()?;
+    barrier_and_semaphore()?;
+    queue_exactly_once()?;
+    duplex_pipe()?;
+    pool_survives_a_death()?;
+    pool_sums_a_shared_array()?;
+    shared_dict()?;
+    println!("\nDone. Next: `cargo test` runs the whole suite.");
+    Ok(())
+}
+
+/// Processes: spawn a function, get its result back
+fn processes() -> Result<(), Error> {
     println!("== 0. Processes: spawn a function, get its result back ==");
     let t = Instant::now();
     let p = process::spawn(cube, 7)?;
@@ -80,7 +96,11 @@ fn main() -> Result<(), Error> {
         "cpu_count() = {} (affinity and cgroup quota respected)",
         shmkit::cpu_count()
     );
+    Ok(())
+}
 
+/// Shared counters (Python's Value)
+fn shared_counters() -> Result<(), Error> {
     println!("\n== 1. Shared counters (Python's Value) ==");
     // lock=False: lock-free atomics (a locked Value's atomics take its lock).
     let counter = Value::<u64>::builder().unlocked().create(0)?;
@@ -96,7 +116,11 @@ fn main() -> Result<(), Error> {
         counter.load(),
         t.elapsed()
     );
+    Ok(())
+}
 
+/// A 100 MiB array written by a child, read in place by the parent
+fn array_in_place() -> Result<(), Error> {
     println!("\n== 2. A 100 MiB array written by a child, read in place by the parent ==");
     let n = 100 * 1024 * 1024 / 8;
     let big = Array::<f64>::new(n)?;
@@ -110,7 +134,11 @@ fn main() -> Result<(), Error> {
         g.as_ptr() == big.as_ptr().cast_const()
     );
     drop(g);
+    Ok(())
+}
 
+/// A Mutex whose holder is killed with SIGKILL
+fn mutex_holder_killed() -> Result<(), Error> {
     println!("\n== 3. A Mutex whose holder is killed with SIGKILL ==");
     let m = Mutex::new([0u64; 2])?;
     let locked = Event::new()?;
@@ -138,7 +166,11 @@ fn main() -> Result<(), Error> {
         other => println!("unexpected: {:?}", other.map(|_| ())),
     }
     println!("locking again: poisoned = {}", m.lock().is_err());
+    Ok(())
+}
 
+/// Barrier and Semaphore across 4 processes
+fn barrier_and_semaphore() -> Result<(), Error> {
     println!("\n== 4. Barrier and Semaphore across 4 processes ==");
     let barrier = Barrier::new(4)?;
     let sem = Semaphore::new(2)?;
@@ -170,6 +202,11 @@ fn main() -> Result<(), Error> {
         "4 processes met at the barrier; at most {} held the 2-permit semaphore at once",
         max_inside.load()
     );
+    Ok(())
+}
+
+/// A queue in shared memory: 2 producers, 2 consumers, exactly once
+fn queue_exactly_once() -> Result<(), Error> {
     println!("\n== 5. A queue in shared memory: 2 producers, 2 consumers, exactly once ==");
     let (tx, rx) = shmkit::queue::bounded::<u64>(1024)?;
     let t = Instant::now();
@@ -213,7 +250,11 @@ fn main() -> Result<(), Error> {
         t.elapsed(),
         sum == expected
     );
+    Ok(())
+}
 
+/// A duplex pipe: ping-pong with a child
+fn duplex_pipe() -> Result<(), Error> {
     println!("\n== 6. A duplex pipe: ping-pong with a child ==");
     let (here, there) = shmkit::pipe::pipe::<u64>()?;
     let child = process::spawn(
@@ -236,7 +277,11 @@ fn main() -> Result<(), Error> {
     );
     drop(here);
     child.join()?;
+    Ok(())
+}
 
+/// A pool: the tutorial's map, then a worker killed mid-map
+fn pool_survives_a_death() -> Result<(), Error> {
     // The pool runs a thread: from here on the tour no longer forks.
     println!("\n== 7. A pool: the tutorial's map, then a worker killed mid-map ==");
     let pool = shmkit::Pool::builder()
@@ -264,7 +309,11 @@ fn main() -> Result<(), Error> {
     );
     pool.close();
     pool.join();
+    Ok(())
+}
 
+/// A 256 MiB array summed by a pool: shared, not sent
+fn pool_sums_a_shared_array() -> Result<(), Error> {
     println!("\n== 8. A 256 MiB array summed by a pool: shared, not sent ==");
     let n = 64 << 20; // f32s
     // Anonymous: nothing is left in /dev/shm if this program is killed; the
@@ -289,7 +338,11 @@ fn main() -> Result<(), Error> {
         pool.processes(),
         t.elapsed()
     );
+    Ok(())
+}
 
+/// A shared dict (Python's Manager().dict(), without the server)
+fn shared_dict() -> Result<(), Error> {
     println!("\n== 9. A shared dict (Python's Manager().dict(), without the server) ==");
     let d = shmkit::SharedMap::<u64, u64>::new(100)?;
     let jobs = (0..8u64)
@@ -310,7 +363,5 @@ fn main() -> Result<(), Error> {
         t.elapsed(),
         t.elapsed() / 100_000
     );
-
-    println!("\nDone. Next: `cargo test` runs the whole suite.");
     Ok(())
 }
