@@ -88,6 +88,7 @@ pub(crate) mod blocking;
 pub(crate) mod control;
 mod endpoints;
 mod error;
+mod guards;
 pub(crate) mod kinds;
 pub(crate) mod looks;
 mod participants;
@@ -96,8 +97,9 @@ mod recovery;
 mod travel;
 mod typed;
 
-pub use endpoints::{Iter, Receiver, RecvGuard, SendSlot, Sender, TryIter};
+pub use endpoints::{Receiver, Sender};
 pub use error::{RecvError, SendError};
+pub use guards::{Iter, RecvGuard, SendSlot, TryIter};
 #[cfg(feature = "serde")]
 pub use kinds::Serde;
 pub use kinds::{Bytes, Item, Rkyv, Variable};
