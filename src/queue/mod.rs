@@ -88,7 +88,6 @@ pub(crate) mod blocking;
 pub(crate) mod control;
 mod endpoints;
 mod error;
-mod guards;
 pub(crate) mod kinds;
 pub(crate) mod looks;
 mod participants;
@@ -97,9 +96,9 @@ mod recovery;
 mod travel;
 mod typed;
 
+pub use endpoints::guards::{Iter, RecvGuard, SendSlot, TryIter};
 pub use endpoints::{Receiver, Sender};
 pub use error::{RecvError, SendError};
-pub use guards::{Iter, RecvGuard, SendSlot, TryIter};
 #[cfg(feature = "serde")]
 pub use kinds::Serde;
 pub use kinds::{Bytes, Item, Rkyv, Variable};

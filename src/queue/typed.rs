@@ -3,9 +3,9 @@
 //! private copy of it, and a [`RecvGuard`] from `recv_ref` reads the message
 //! where it lies.
 
+use super::endpoints::guards::{Iter, RecvGuard, TryIter};
 use super::endpoints::{Receiver, Sender};
 use super::error::{RecvError, SendError};
-use super::guards::{Iter, RecvGuard, TryIter};
 use super::kinds::{Encoded, Rkyv};
 use super::looks::Wait;
 use super::ring::SKIP;

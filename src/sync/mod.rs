@@ -19,6 +19,7 @@ pub(crate) mod identity;
 pub(crate) mod lock_word;
 pub(crate) mod mutex;
 pub(crate) mod owner_lock;
+pub(crate) mod raw_mutex;
 pub(crate) mod robust_state;
 mod rwlock;
 mod semaphore;

@@ -2,13 +2,15 @@
 //! receives.
 
 use super::error::{RecvError, SendError};
-use super::guards::{Iter, RecvGuard, SendSlot, TryIter};
+pub(super) mod guards;
+
 use super::looks::Wait;
 use super::raw::Stop;
 use super::ring::SKIP;
 use super::{Item, Queue, Variable};
 use crate::error::Result;
 use bytemuck::Pod;
+use guards::{Iter, RecvGuard, SendSlot, TryIter};
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};

@@ -3,9 +3,9 @@
 //! in place, freed on drop); and the receive iterators [`Iter`] and
 //! [`TryIter`].
 
-use super::endpoints::{Receiver, Sender};
-use super::ring::SKIP;
-use super::{Item, Variable};
+use super::{Receiver, Sender};
+use crate::queue::ring::SKIP;
+use crate::queue::{Item, Variable};
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -13,11 +13,11 @@ use std::ops::{Deref, DerefMut};
 /// A reserved slot, written in place. [`commit`](Self::commit) publishes
 /// it; dropping it uncommitted publishes a skip (receivers never see it).
 pub struct SendSlot<'a, T: Item, V: ?Sized> {
-    pub(super) sender: &'a mut Sender<T>,
-    pub(super) pos: u64,
-    pub(super) len: usize,
-    pub(super) committed: bool,
-    pub(super) _t: PhantomData<*mut V>,
+    pub(in crate::queue) sender: &'a mut Sender<T>,
+    pub(in crate::queue) pos: u64,
+    pub(in crate::queue) len: usize,
+    pub(in crate::queue) committed: bool,
+    pub(in crate::queue) _t: PhantomData<*mut V>,
 }
 
 impl<T: Item, V: ?Sized> SendSlot<'_, T, V> {
@@ -81,10 +81,10 @@ impl<T: Item, V: ?Sized> std::fmt::Debug for SendSlot<'_, T, V> {
 
 /// A received message, borrowed in place; the slot is freed on drop.
 pub struct RecvGuard<'a, T: Item, V: ?Sized> {
-    pub(super) receiver: &'a mut Receiver<T>,
-    pub(super) pos: u64,
-    pub(super) len: usize,
-    pub(super) _v: PhantomData<*const V>,
+    pub(in crate::queue) receiver: &'a mut Receiver<T>,
+    pub(in crate::queue) pos: u64,
+    pub(in crate::queue) len: usize,
+    pub(in crate::queue) _v: PhantomData<*const V>,
 }
 
 impl<T: Item, V: ?Sized> Drop for RecvGuard<'_, T, V> {
@@ -125,7 +125,7 @@ impl<T: Item, V: ?Sized> std::fmt::Debug for RecvGuard<'_, T, V> {
 #[derive(Debug)]
 #[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct Iter<'a, T: Item> {
-    pub(super) receiver: &'a Receiver<T>,
+    pub(in crate::queue) receiver: &'a Receiver<T>,
 }
 
 impl<T: Pod> Iterator for Iter<'_, T> {
@@ -139,7 +139,7 @@ impl<T: Pod> Iterator for Iter<'_, T> {
 #[derive(Debug)]
 #[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct TryIter<'a, T: Item> {
-    pub(super) receiver: &'a Receiver<T>,
+    pub(in crate::queue) receiver: &'a Receiver<T>,
 }
 
 impl<T: Pod> Iterator for TryIter<'_, T> {
