@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks that dependencies in src/ point down the layers DESIGN.md draws,
-and that every FFI call (libc::f(..)) is made in src/sys.
+that every FFI call (libc::f(..)) is made in src/sys, and that no file
+outgrows MAX_LINES unless it is one algorithm.
 
 Each file belongs to a layer (by its path); a `crate::` path in a file may
 name only modules of its own layer or lower ones. Within a layer, modules
@@ -68,6 +69,11 @@ def root_reexports():
                 names[item] = module
     return names
 
+# A file longer than this is split, unless it is one algorithm.
+MAX_LINES = 620
+ONE_ALGORITHM = {"src/queue/ring.rs", "src/sync/lock_word.rs"}
+
+
 def main():
     bad = []
     edges = {}
@@ -85,6 +91,9 @@ def main():
             if mine is None:
                 bad.append(f"{path}: module {me} is in no layer (add it to .ci/layers.py)")
                 continue
+            n_lines = sum(1 for _ in open(path))
+            if n_lines > MAX_LINES and path not in ONE_ALGORITHM:
+                bad.append(f"{path}: {n_lines} lines (more than {MAX_LINES}): split it by what it does")
             in_tests = False
             for n, line in enumerate(open(path), 1):
                 if line.startswith("#[cfg(test)]"):
