@@ -1,0 +1,179 @@
+//! Queue throughput, 1 → 1 and 2 → 2, of u64 words and of 1 KiB and
+//! 64 KiB byte messages (benches/queue.rs).
+
+use crate::model::{Role::*, Row, Table, row};
+
+/// One producer process, one consumer process; `prefix` is the leading
+/// digit of the bench ids for `size`, `label` how the title says it (e.g.
+/// `"3"`, `"1KiB"`, `"1 KiB"`).
+pub fn spsc(prefix: &str, size: &str, label: &str) -> Table {
+    let (rows, why_loses) = if size == "u64" {
+        (spsc_word_rows(), WHY_QUEUE_WORDS)
+    } else {
+        (spsc_bytes_rows(prefix, size), WHY_QUEUE_BYTES)
+    };
+    Table {
+        title: format!("Queue throughput, {label} messages, 1 producer → 1 consumer"),
+        what: "Messages per second from one process to another (threads for crossbeam, which \
+               sends a freshly allocated `Vec` per sized message, as users do). shmkit's consumer \
+               reads each message in place, one byte per cache line; pipe and socket consumers \
+               copy it out.",
+        rows,
+        why_loses,
+    }
+}
+
+fn spsc_word_rows() -> Vec<Row> {
+    vec![
+        row(
+            "queue/19-u64-spsc-bare-shared-ring (limit)",
+            "bare SPSC ring in shared memory, spinning",
+            Limit,
+        ),
+        row(
+            "queue/11-u64-spsc-shmkit-queue",
+            "shmkit `Queue<u64>`",
+            Shmkit,
+        ),
+        row(
+            "queue/10-u64-spsc-crossbeam-threads",
+            "crossbeam-channel, 2 threads",
+            Rust,
+        ),
+        row(
+            "queue/12-u64-spsc-unix-pipe-8B-writes",
+            "Unix pipe, one write per message",
+            Rust,
+        ),
+        row(
+            "queue/13-u64-spsc-unix-socket-8B-writes",
+            "Unix stream socket",
+            Rust,
+        ),
+        row("queue/14-u64-spsc-ipc-channel", "ipc-channel", Rust),
+        row(
+            "python/queue/u64-spsc-mp-queue",
+            "Python `mp.Queue`",
+            Python,
+        ),
+    ]
+}
+
+fn spsc_bytes_rows(prefix: &str, size: &str) -> Vec<Row> {
+    vec![
+        row(
+            format!("queue/{prefix}9-{size}-memcpy (limit)"),
+            "one memcpy of the message",
+            Limit,
+        ),
+        row(
+            format!("queue/{prefix}1-{size}-shmkit-queue"),
+            "shmkit `Queue<Bytes>`",
+            Shmkit,
+        ),
+        row(
+            format!("queue/{prefix}0-{size}-crossbeam-threads"),
+            "crossbeam-channel, 2 threads (moves a Vec)",
+            Rust,
+        ),
+        row(
+            format!("queue/{prefix}2-{size}-unix-pipe"),
+            "Unix pipe",
+            Rust,
+        ),
+        row(
+            format!("queue/{prefix}3-{size}-unix-socket"),
+            "Unix stream socket",
+            Rust,
+        ),
+        row(
+            format!("queue/{prefix}4-{size}-ipc-channel"),
+            "ipc-channel",
+            Rust,
+        ),
+        row(
+            format!("python/queue/{size}-spsc-mp-queue"),
+            "Python `mp.Queue`",
+            Python,
+        ),
+    ]
+}
+
+/// Two producer and two consumer processes, ids as for [`spsc`].
+pub fn mpmc(prefix: &str, size: &str, label: &str) -> Table {
+    let rows = if size == "u64" {
+        mpmc_word_rows()
+    } else {
+        mpmc_bytes_rows(prefix, size)
+    };
+    Table {
+        title: format!("Queue throughput, {label} messages, 2 producers → 2 consumers"),
+        what: "Two producers and two consumers on one queue, on this 2-CPU machine (4 parties \
+               share 2 CPUs). Pipes, sockets and ipc-channel are not multi-consumer queues and \
+               have no row here.",
+        rows,
+        why_loses: "With four parties on two CPUs, each side often finds the other asleep; a \
+                    cross-process wake is a shared-futex syscall, and crossbeam's threads park and \
+                    wake inside one process more cheaply.",
+    }
+}
+
+fn mpmc_word_rows() -> Vec<Row> {
+    vec![
+        row(
+            "queue/19-u64-spsc-bare-shared-ring (limit)",
+            "bare SPSC ring (the SPSC limit)",
+            Limit,
+        ),
+        row(
+            "queue/21-u64-mpmc-2x2-shmkit-queue",
+            "shmkit `Queue<u64>`, 2+2 processes",
+            Shmkit,
+        ),
+        row(
+            "queue/20-u64-mpmc-2x2-crossbeam-threads",
+            "crossbeam-channel, 2+2 threads",
+            Rust,
+        ),
+        row(
+            "python/queue/u64-mpmc-2x2-mp-queue",
+            "Python `mp.Queue`, 2+2 processes",
+            Python,
+        ),
+    ]
+}
+
+fn mpmc_bytes_rows(prefix: &str, size: &str) -> Vec<Row> {
+    vec![
+        row(
+            format!("queue/{prefix}9-{size}-memcpy (limit)"),
+            "one memcpy of the message",
+            Limit,
+        ),
+        row(
+            format!("queue/{prefix}6-{size}-mpmc-2x2-shmkit-queue"),
+            "shmkit `Queue<Bytes>`, 2+2 processes",
+            Shmkit,
+        ),
+        row(
+            format!("queue/{prefix}5-{size}-mpmc-2x2-crossbeam-threads"),
+            "crossbeam-channel, 2+2 threads",
+            Rust,
+        ),
+        row(
+            format!("python/queue/{size}-mpmc-2x2-mp-queue"),
+            "Python `mp.Queue`, 2+2 processes",
+            Python,
+        ),
+    ]
+}
+
+const WHY_QUEUE_WORDS: &str = "crossbeam between threads moves a word inside one address space; a \
+    cross-process queue also claims a slot, stamps a length, keeps the crash-recovery intent word and \
+    wakes a sleeping peer through a shared futex. With messages of a few bytes that bookkeeping is the \
+    whole cost.";
+
+const WHY_QUEUE_BYTES: &str = "crossbeam moves a `Vec` (a pointer) between threads of one address \
+    space; between processes the bytes must be in shared memory, and `send_bytes` copies each message \
+    into its slot (the memcpy row is that copy's cost; writing the message in place with \
+    `reserve_bytes` avoids it, not measured here).";
