@@ -70,7 +70,7 @@ def root_reexports():
     return names
 
 # A file longer than this is split, unless it is one algorithm.
-MAX_LINES = 620
+MAX_LINES = 580
 ONE_ALGORITHM = {"src/queue/ring.rs", "src/sync/lock_word.rs"}
 
 

@@ -10,7 +10,8 @@ use std::marker::PhantomData;
 
 /// What a queue carries: any `T: Pod` (fixed-size slots, one copy), or one of
 /// the variable-size kinds [`Bytes`], [`Rkyv`] and `Serde` (feature `serde`).
-pub trait Item: 'static {
+/// Sealed: these are all the kinds there are.
+pub trait Item: 'static + sealed::Sealed {
     /// Bytes per message for a fixed-size item, `None` for a variable kind.
     const FIXED: Option<usize>;
     /// What a borrowed slot reads as: the item itself (`Pod`) or its bytes.
@@ -19,6 +20,7 @@ pub trait Item: 'static {
     fn tag() -> Cow<'static, str>;
 }
 
+impl<T: bytemuck::Pod> sealed::Sealed for T {}
 impl<T: bytemuck::Pod> Item for T {
     const FIXED: Option<usize> = Some(size_of::<T>());
     type View = T;
@@ -30,7 +32,7 @@ impl<T: bytemuck::Pod> Item for T {
 /// A variable-size kind: messages up to the queue's `max_message` bytes.
 /// The `_bytes` operations (raw bytes in and out) work on every such queue.
 /// Sealed: [`Bytes`], [`Rkyv`], `Serde`.
-pub trait Variable: Item<View = [u8]> + sealed::Sealed {}
+pub trait Variable: Item<View = [u8]> {}
 
 mod sealed {
     pub trait Sealed {}
