@@ -61,26 +61,13 @@ impl<T: Variable> Connection<T> {
     }
 }
 
-/// Puts the unsent message back into an error of the byte layer.
-fn with_msg<M>(e: SendError<()>, msg: M) -> SendError<M> {
-    match e {
-        SendError::Full(()) => SendError::Full(msg),
-        SendError::Timeout(()) => SendError::Timeout(msg),
-        SendError::Disconnected(()) => SendError::Disconnected(msg),
-        SendError::Truncated(()) => SendError::Truncated(msg),
-        SendError::TooLarge { len, max } => SendError::TooLarge { len, max },
-        SendError::Encoding(e) => SendError::Encoding(e),
-        SendError::Corrupted(e) => SendError::Corrupted(e),
-    }
-}
-
 impl<T: bytemuck::Pod> Connection<T> {
     fn send_pod(&self, value: T, wait: Wait) -> std::result::Result<(), SendError<T>> {
         self.send_with(wait, |buf| {
             buf[..size_of::<T>()].copy_from_slice(bytemuck::bytes_of(&value));
             Ok(size_of::<T>())
         })
-        .map_err(|e| with_msg(e, value))
+        .map_err(|e| e.with_message(value))
     }
 
     fn recv_pod(&self, wait: Wait) -> std::result::Result<T, RecvError> {
@@ -156,17 +143,8 @@ fn send_encoded<T: Encoded, B: Borrow<T::Msg>>(
     msg: B,
     wait: Wait,
 ) -> std::result::Result<(), SendError<B>> {
-    let r = conn.send_with(wait, |buf| {
-        let max = buf.len();
-        T::write(msg.borrow(), buf).map_err(|e| match e {
-            None => match T::encoded_len(msg.borrow()) {
-                Ok(len) => SendError::TooLarge { len, max },
-                Err(e) => SendError::Encoding(e),
-            },
-            Some(e) => SendError::Encoding(e),
-        })
-    });
-    r.map_err(|e| with_msg(e, msg))
+    let r = conn.send_with(wait, |buf| T::write(msg.borrow(), buf));
+    r.map_err(|e| e.with_message(msg))
 }
 
 /// Receives the next message of `conn` and decodes it; `read` copies the

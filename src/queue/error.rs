@@ -52,6 +52,22 @@ impl<T> SendError<T> {
     }
 }
 
+impl SendError<()> {
+    /// The same error carrying the unsent message (an error of the byte
+    /// layer, raised on behalf of a typed send).
+    pub(crate) fn with_message<M>(self, msg: M) -> SendError<M> {
+        match self {
+            SendError::Full(()) => SendError::Full(msg),
+            SendError::Timeout(()) => SendError::Timeout(msg),
+            SendError::Disconnected(()) => SendError::Disconnected(msg),
+            SendError::Truncated(()) => SendError::Truncated(msg),
+            SendError::TooLarge { len, max } => SendError::TooLarge { len, max },
+            SendError::Encoding(e) => SendError::Encoding(e),
+            SendError::Corrupted(e) => SendError::Corrupted(e),
+        }
+    }
+}
+
 impl<T> fmt::Debug for SendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

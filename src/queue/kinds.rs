@@ -4,6 +4,7 @@
 //! region records the kind and the message type's name; opening it as
 //! another is [`Error::TypeMismatch`](crate::Error::TypeMismatch).
 
+use super::error::SendError;
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -106,11 +107,10 @@ impl<M> std::fmt::Debug for Serde<M> {
 pub(crate) trait Encoded: Variable {
     /// The message type.
     type Msg;
-    /// Writes `msg` into `buf`; the length used. `Err(None)` if it does not
-    /// fit, `Err(Some(e))` if it cannot be encoded at all.
-    fn write(msg: &Self::Msg, buf: &mut [u8]) -> Result<usize, Option<crate::Error>>;
-    /// Its encoded length (only when `write` reported it does not fit).
-    fn encoded_len(msg: &Self::Msg) -> Result<usize, crate::Error>;
+    /// Writes `msg` into `buf`; the length used. [`SendError::TooLarge`]
+    /// (with the encoded length) if it does not fit, [`SendError::Encoding`]
+    /// if it cannot be encoded at all.
+    fn write(msg: &Self::Msg, buf: &mut [u8]) -> Result<usize, SendError<()>>;
     /// Copies `bytes` (a slot a peer could write into), then validates and
     /// decodes the copy.
     fn read(bytes: &[u8]) -> Result<Self::Msg, crate::Error>;
@@ -118,17 +118,16 @@ pub(crate) trait Encoded: Variable {
 
 impl<M: crate::Message + 'static> Encoded for Rkyv<M> {
     type Msg = M;
-    fn write(msg: &M, buf: &mut [u8]) -> Result<usize, Option<crate::Error>> {
-        match msg.encode_into(buf) {
-            Ok(n) => Ok(n),
-            Err(e) => match msg.encode() {
-                Ok(v) if v.len() > buf.len() => Err(None),
-                _ => Err(Some(e)),
+    fn write(msg: &M, buf: &mut [u8]) -> Result<usize, SendError<()>> {
+        // rkyv says only that it failed: encoding once more, unbounded,
+        // tells a message too large from one that cannot be encoded.
+        msg.encode_into(buf).map_err(|e| match msg.encode() {
+            Ok(v) if v.len() > buf.len() => SendError::TooLarge {
+                len: v.len(),
+                max: buf.len(),
             },
-        }
-    }
-    fn encoded_len(msg: &M) -> Result<usize, crate::Error> {
-        Ok(msg.encode()?.len())
+            _ => SendError::Encoding(e),
+        })
     }
     fn read(bytes: &[u8]) -> Result<M, crate::Error> {
         M::decode(bytes) // copies into an aligned buffer first
@@ -138,17 +137,17 @@ impl<M: crate::Message + 'static> Encoded for Rkyv<M> {
 #[cfg(feature = "serde")]
 impl<M: serde::Serialize + serde::de::DeserializeOwned + 'static> Encoded for Serde<M> {
     type Msg = M;
-    fn write(msg: &M, buf: &mut [u8]) -> Result<usize, Option<crate::Error>> {
-        match postcard::to_slice(msg, buf) {
-            Ok(used) => Ok(used.len()),
-            Err(postcard::Error::SerializeBufferFull) => Err(None),
-            Err(e) => Err(Some(serde_error::<M>(&e))),
-        }
-    }
-    fn encoded_len(msg: &M) -> Result<usize, crate::Error> {
-        postcard::to_allocvec(msg)
-            .map(|v| v.len())
-            .map_err(|e| serde_error::<M>(&e))
+    fn write(msg: &M, buf: &mut [u8]) -> Result<usize, SendError<()>> {
+        let max = buf.len();
+        postcard::to_slice(msg, buf)
+            .map(|used| used.len())
+            .map_err(|e| match e {
+                postcard::Error::SerializeBufferFull => match postcard::to_allocvec(msg) {
+                    Ok(v) => SendError::TooLarge { len: v.len(), max },
+                    Err(e) => SendError::Encoding(serde_error::<M>(&e)),
+                },
+                e => SendError::Encoding(serde_error::<M>(&e)),
+            })
     }
     fn read(bytes: &[u8]) -> Result<M, crate::Error> {
         let private = bytes.to_vec();

@@ -39,13 +39,7 @@ fn send_encoded<T: Encoded, B: Borrow<T::Msg>>(
         Err(e) => {
             // Receivers never see the half-written slot.
             tx.queue.raw.commit(tx.entry, pos, SKIP);
-            match e {
-                None => match T::encoded_len(msg.borrow()) {
-                    Ok(len) => Err(SendError::TooLarge { len, max }),
-                    Err(e) => Err(SendError::Encoding(e)),
-                },
-                Some(e) => Err(SendError::Encoding(e)),
-            }
+            Err(e.with_message(msg))
         }
     }
 }
