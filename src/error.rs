@@ -175,8 +175,8 @@ pub enum Error {
         pid: u32,
     },
     /// A queue or pipe send or receive failed; converted by `?` from
-    /// [`SendError`](crate::queue::SendError) and
-    /// [`RecvError`](crate::queue::RecvError) (match those for details).
+    /// the per-operation errors of [`queue`](crate::queue) (`SendError`,
+    /// `TrySendError`, `RecvTimeoutError`, ...; match those for details).
     Channel {
         /// `send` or `recv`.
         op: &'static str,

@@ -1,7 +1,7 @@
 //! crossbeam-channel's array-flavour tests (`crossbeam-channel/tests/array.rs`)
 //! that concern capacity, length, `try_send` and ordering, ported to shmkit's
 //! queue with the two ends in different processes. The assertions are
-//! crossbeam's; only the API spelling differs (`SendError::Full(v)` for
+//! crossbeam's; only the API spelling differs (`TrySendError::Full(v)` for
 //! `TrySendError::Full(v)`, the queue's `len`/`is_full` for the channel's),
 //! and sleeps are shortened (crossbeam's 1500/1000/500 ms become
 //! 600/400/200 ms) to keep the suite short.
@@ -11,7 +11,10 @@ mod common;
 use shmkit::Error;
 use shmkit::Message;
 use shmkit::process::{Builder, Process};
-use shmkit::queue::{self, Receiver, RecvError, SendError, Sender};
+use shmkit::queue::{
+    self, Receiver, RecvError, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError,
+    TrySendError,
+};
 use std::time::Duration;
 
 fn ms(ms: u64) -> Duration {
@@ -31,8 +34,8 @@ fn smoke() {
     assert_eq!(r.try_recv(), Ok(7));
     s.send(8).unwrap();
     assert_eq!(r.recv(), Ok(8));
-    assert_eq!(r.try_recv(), Err(RecvError::Empty));
-    assert_eq!(r.recv_timeout(ms(100)), Err(RecvError::Timeout));
+    assert_eq!(r.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(r.recv_timeout(ms(100)), Err(RecvTimeoutError::Timeout));
 }
 
 /// crossbeam `capacity`: `bounded(i)` has capacity `i` for 1..10 — and, here,
@@ -46,14 +49,14 @@ fn capacity() {
         for k in 0..i {
             assert_eq!(s.try_send(k as u8), Ok(()), "message {k} of {i}");
         }
-        assert_eq!(s.try_send(99), Err(SendError::Full(99)), "capacity {i}");
+        assert_eq!(s.try_send(99), Err(TrySendError::Full(99)), "capacity {i}");
         assert_eq!(
             s.send_timeout(98, Duration::ZERO),
-            Err(SendError::Timeout(98))
+            Err(SendTimeoutError::Timeout(98))
         );
         assert_eq!(r.recv(), Ok(0));
         assert_eq!(s.try_send(100), Ok(()), "room for one after a receive");
-        assert_eq!(s.try_send(101), Err(SendError::Full(101)));
+        assert_eq!(s.try_send(101), Err(TrySendError::Full(101)));
     }
     // The sizes around powers of two and a large one.
     for i in [15, 16, 17, 1000] {
@@ -63,7 +66,7 @@ fn capacity() {
         }
         assert!(s.queue().is_full());
         assert_eq!(s.queue().len(), i);
-        assert!(matches!(s.try_send(0), Err(SendError::Full(0))));
+        assert!(matches!(s.try_send(0), Err(TrySendError::Full(0))));
     }
 }
 
@@ -116,7 +119,7 @@ fn len_empty_full() {
 fn try_send_receiver(r: Receiver<i32>) {
     std::thread::sleep(ms(400));
     assert_eq!(r.try_recv(), Ok(1));
-    assert_eq!(r.try_recv(), Err(RecvError::Empty));
+    assert_eq!(r.try_recv(), Err(TryRecvError::Empty));
     assert_eq!(r.recv(), Ok(3));
 }
 
@@ -126,11 +129,11 @@ fn try_send() {
     let (s, r) = queue::bounded::<i32>(1).unwrap();
     let child = spawn(try_send_receiver, r);
     assert_eq!(s.try_send(1), Ok(()));
-    assert_eq!(s.try_send(2), Err(SendError::Full(2)));
+    assert_eq!(s.try_send(2), Err(TrySendError::Full(2)));
     std::thread::sleep(ms(600));
     assert_eq!(s.try_send(3), Ok(()));
     join(child);
-    assert_eq!(s.try_send(4), Err(SendError::Disconnected(4)));
+    assert_eq!(s.try_send(4), Err(TrySendError::Disconnected(4)));
 }
 
 fn len_receiver((r, count, cap): (Receiver<u64>, u64, u64)) {

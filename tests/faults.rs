@@ -14,7 +14,7 @@ use common::{WATCHDOG, unique, watchdog};
 use shmkit::pipe::Connection;
 use shmkit::process::{Builder, Process};
 use shmkit::queue::Rkyv;
-use shmkit::queue::{self, RecvError};
+use shmkit::queue::{self, RecvTimeoutError};
 use shmkit::sync::{Barrier, BarrierTimeout, Mutex, RwLock, Semaphore};
 use shmkit::{Array, Error, Message, Pool, SharedMap};
 use std::time::Duration;
@@ -202,7 +202,7 @@ fn random_kills_leave_everything_usable() {
                     assert_eq!(v, expect, "lost or duplicated after a producer's death");
                     expect += 1;
                 }
-                Err(RecvError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => break,
                 Err(e) => panic!("receiver stuck after its producer died: {e}"),
             }
         }
@@ -238,13 +238,13 @@ fn random_kills_leave_everything_usable() {
                         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 // Done once the sender is and nothing is held by the dead.
-                Err(RecvError::Timeout) if sender.is_finished() && q.is_empty() => {
+                Err(RecvTimeoutError::Timeout) if sender.is_finished() && q.is_empty() => {
                     if !q.recover() {
                         break;
                     }
                 }
-                Err(RecvError::Timeout) => {}
-                Err(RecvError::Disconnected) => break, // sent and drained
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break, // sent and drained
                 Err(e) => panic!("consumer round: {e}"),
             }
         }
@@ -274,7 +274,9 @@ fn random_kills_leave_everything_usable() {
             }
             match here.recv_timeout(WATCHDOG) {
                 Ok(w) => v = w,
-                Err(RecvError::Timeout) => panic!("watchdog: pipe peer dead, recv timed out"),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("watchdog: pipe peer dead, recv timed out")
+                }
                 Err(_) => break,
             }
         }

@@ -7,7 +7,7 @@ use common::WATCHDOG;
 use shmkit::pipe::{self, Connection};
 use shmkit::process;
 use shmkit::queue::Rkyv;
-use shmkit::queue::{RecvError, SendError};
+use shmkit::queue::{RecvTimeoutError, SendError};
 use std::time::Duration;
 
 fn echo(conn: Connection<Rkyv<u64>>) -> u64 {
@@ -82,7 +82,7 @@ fn a_killed_peer_disconnects_the_pipe() {
     child.wait().unwrap();
     assert!(matches!(
         here.recv_timeout(WATCHDOG),
-        Err(RecvError::Disconnected)
+        Err(RecvTimeoutError::Disconnected)
     ));
     assert!(here.poll(Duration::ZERO));
 }

@@ -7,7 +7,10 @@ mod common;
 
 use common::{WATCHDOG, unique, watchdog};
 use shmkit::process::{self, Builder, Process};
-use shmkit::queue::{self, Bytes, Queue, Receiver, RecvError, Rkyv, SendError, Sender, Serde};
+use shmkit::queue::{
+    self, Bytes, Queue, Receiver, RecvError, RecvTimeoutError, Rkyv, SendError, SendTimeoutError,
+    Sender, Serde, TryRecvError, TrySendError,
+};
 use shmkit::{Array, Message, Value};
 use std::time::{Duration, Instant};
 
@@ -17,20 +20,20 @@ use common::join_child as join;
 fn in_process_basics_full_empty_timeouts_and_disconnect() {
     let (tx, rx) = queue::bounded::<u64>(4).unwrap();
     assert_eq!(tx.queue().capacity(), 4);
-    assert!(matches!(rx.try_recv(), Err(RecvError::Empty)));
+    assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
     assert!(matches!(
         rx.recv_timeout(Duration::from_millis(20)),
-        Err(RecvError::Timeout)
+        Err(RecvTimeoutError::Timeout)
     ));
     for i in 0..4 {
         tx.try_send(i).unwrap();
     }
     assert!(tx.queue().is_full());
     assert_eq!(tx.queue().len(), 4);
-    assert!(matches!(tx.try_send(9), Err(SendError::Full(9))));
+    assert!(matches!(tx.try_send(9), Err(TrySendError::Full(9))));
     assert!(matches!(
         tx.send_timeout(9, Duration::from_millis(20)),
-        Err(SendError::Timeout(9))
+        Err(SendTimeoutError::Timeout(9))
     ));
     assert_eq!(rx.recv().unwrap(), 0);
     tx.send(4).unwrap();
@@ -71,7 +74,7 @@ fn zero_copy_reserve_and_recv_ref() {
         assert_eq!((msg[3], msg[7]), (33, 77));
     }
     assert_eq!(rx.recv().unwrap(), [5; 8]);
-    assert!(matches!(rx.try_recv(), Err(RecvError::Empty)));
+    assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
 }
 
 const PER_PRODUCER: u64 = 250_000;
@@ -154,7 +157,7 @@ fn a_killed_sender_disconnects_and_a_dropped_one_too() {
     // Found dead within a slice, then disconnected.
     assert!(matches!(
         rx.recv_timeout(WATCHDOG),
-        Err(RecvError::Disconnected)
+        Err(RecvTimeoutError::Disconnected)
     ));
     assert_eq!(q.stats().reaped, 1);
 
@@ -169,7 +172,7 @@ fn a_killed_sender_disconnects_and_a_dropped_one_too() {
     assert_eq!(rx.recv_timeout(WATCHDOG).unwrap(), 2);
     assert!(matches!(
         rx.recv_timeout(WATCHDOG),
-        Err(RecvError::Disconnected)
+        Err(RecvTimeoutError::Disconnected)
     ));
 }
 
@@ -255,7 +258,7 @@ fn rkyv_messages_are_validated_and_read_in_place() {
     };
     let len = big.encode().unwrap().len();
     assert_eq!(tx.send(big), Err(SendError::TooLarge { len, max: 1024 }));
-    assert_eq!(rx.try_recv(), Err(RecvError::Empty));
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
     // Timeouts and try_ on a full queue give the message back.
     for i in 0..8 {
         tx.try_send(Job {
@@ -270,14 +273,17 @@ fn rkyv_messages_are_validated_and_read_in_place() {
         name: "extra".into(),
         weights: vec![],
     };
-    assert_eq!(tx.try_send(extra()), Err(SendError::Full(extra())));
+    assert_eq!(tx.try_send(extra()), Err(TrySendError::Full(extra())));
     assert_eq!(
         tx.send_timeout(extra(), Duration::from_millis(1)),
-        Err(SendError::Timeout(extra()))
+        Err(SendTimeoutError::Timeout(extra()))
     );
     let ids: Vec<u32> = rx.try_iter().map(|j| j.id).collect();
     assert_eq!(ids, (0..8).collect::<Vec<_>>());
-    assert_eq!(rx.recv_timeout(Duration::ZERO), Err(RecvError::Timeout));
+    assert_eq!(
+        rx.recv_timeout(Duration::ZERO),
+        Err(RecvTimeoutError::Timeout)
+    );
 }
 
 fn clone_job(j: &Job) -> Job {
@@ -587,7 +593,7 @@ fn sigkill_producers_and_consumers_100_times_and_nothing_committed_is_lost() {
                     .atomic(id as usize)
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
-            Err(RecvError::Disconnected) => break,
+            Err(RecvTimeoutError::Disconnected) => break,
             Err(e) => panic!(
                 "drain: {e}; senders {} receivers {} stats {:?}; participants {:?}; me {}",
                 q.sender_count(),
@@ -629,10 +635,10 @@ fn sigkill_producers_and_consumers_100_times_and_nothing_committed_is_lost() {
 fn receivers_started_before_any_sender_wait_for_it() {
     let q = Queue::<u64>::builder().capacity(8).create().unwrap();
     let rx = q.receiver().unwrap();
-    assert!(matches!(rx.try_recv(), Err(RecvError::Empty)));
+    assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
     assert!(matches!(
         rx.recv_timeout(Duration::from_millis(20)),
-        Err(RecvError::Timeout)
+        Err(RecvTimeoutError::Timeout)
     ));
     let tx = q.sender().unwrap();
     tx.send(5).unwrap();
@@ -683,12 +689,12 @@ fn an_elapsed_timeout_is_timeout_even_when_zero() {
     for zero_or_tiny in [Duration::ZERO, Duration::from_millis(1)] {
         assert!(matches!(
             rx.recv_timeout(zero_or_tiny),
-            Err(shmkit::queue::RecvError::Timeout)
+            Err(shmkit::queue::RecvTimeoutError::Timeout)
         ));
         tx.send(1).unwrap();
         tx.send(2).unwrap();
         match tx.send_timeout(3, zero_or_tiny) {
-            Err(shmkit::queue::SendError::Timeout(3)) => {}
+            Err(shmkit::queue::SendTimeoutError::Timeout(3)) => {}
             other => panic!("{zero_or_tiny:?}: {other:?}"),
         }
         assert_eq!(rx.recv().unwrap(), 1);
@@ -705,7 +711,7 @@ fn send_then_try_recv((tx, rx, count): (Sender<u64>, Receiver<u64>, u64)) -> u64
         tx.send(i).unwrap();
         match rx.try_recv() {
             Ok(_) => {}
-            Err(RecvError::Empty) => empties += 1,
+            Err(TryRecvError::Empty) => empties += 1,
             Err(e) => panic!("try_recv: {e}"),
         }
     }

@@ -8,7 +8,7 @@ use common::WATCHDOG;
 use shmkit::pipe::{self, Connection};
 use shmkit::process::Builder;
 use shmkit::queue::Rkyv;
-use shmkit::queue::{self, Receiver, RecvError, Sender};
+use shmkit::queue::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use shmkit::select::{ReadyTimeoutError, Select, TryReadyError};
 use std::time::{Duration, Instant};
 
@@ -71,8 +71,8 @@ fn three_queues_and_two_pipe_ends_fed_by_five_processes() {
         let got = if i < 3 {
             match receivers[i].try_recv() {
                 Ok(v) => Some(v),
-                Err(RecvError::Empty) => None,
-                Err(RecvError::Disconnected) => {
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => {
                     done[i] = true;
                     None
                 }
@@ -81,8 +81,8 @@ fn three_queues_and_two_pipe_ends_fed_by_five_processes() {
         } else {
             match conns[i - 3].recv_timeout(Duration::ZERO) {
                 Ok(v) => Some(v),
-                Err(RecvError::Timeout | RecvError::Empty) => None,
-                Err(RecvError::Disconnected) => {
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
                     done[i] = true;
                     None
                 }
@@ -180,7 +180,7 @@ fn a_sigkilled_sender_makes_its_queue_ready_as_disconnected() {
     assert!(child.wait_timeout(WATCHDOG).unwrap().is_some());
     // Blocks (no timeout) until the look finds the sender dead.
     assert_eq!(sel.ready(), 1);
-    assert_eq!(rx.try_recv(), Err(RecvError::Disconnected));
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
 }
 
 /// crossbeam's `fairness`: two queues always ready; each is chosen at least

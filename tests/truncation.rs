@@ -7,7 +7,7 @@
 mod common;
 
 use shmkit::queue::Rkyv;
-use shmkit::queue::{Queue, RecvError, SendError};
+use shmkit::queue::{Queue, RecvError, SendError, TryRecvError, TrySendError};
 use shmkit::sync::{Mutex, RwLock, Semaphore};
 use shmkit::{Array, Error, SharedMap, Value};
 use std::os::fd::AsRawFd;
@@ -192,7 +192,7 @@ fn queue_sender_and_receiver_survive_and_get_truncated() {
                     Err(e) => panic!("receiver: {e:?}"),
                 }
             }
-            assert!(matches!(rx.try_recv(), Err(RecvError::Truncated)));
+            assert!(matches!(rx.try_recv(), Err(TryRecvError::Truncated)));
             recv_ended.store(true, Ordering::SeqCst);
         });
         while_a_peer_truncates(
@@ -203,7 +203,7 @@ fn queue_sender_and_receiver_survive_and_get_truncated() {
                 Ok(()) => false,
                 Err(SendError::Truncated(v)) => {
                     assert_eq!(v, i, "the message comes back");
-                    assert!(matches!(tx.try_send(1), Err(SendError::Truncated(1))));
+                    assert!(matches!(tx.try_send(1), Err(TrySendError::Truncated(1))));
                     true
                 }
                 Err(e) => panic!("sender: {e:?}"),

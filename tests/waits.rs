@@ -19,7 +19,10 @@ use shmkit::Array;
 use shmkit::pipe::Connection;
 use shmkit::process::{Builder, Process};
 use shmkit::queue::Rkyv;
-use shmkit::queue::{Queue, Receiver, RecvError, SendError, Sender};
+use shmkit::queue::{
+    Queue, Receiver, RecvTimeoutError, SendError, SendTimeoutError, Sender, TryRecvError,
+    TrySendError,
+};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -74,11 +77,19 @@ fn sigkill<R: shmkit::Message>(p: Process<R>) {
     );
 }
 
-/// One receive as `slice` says.
-fn recv_sliced(rx: &Receiver<u64>, slice: Slice) -> Result<u64, RecvError> {
+/// One receive as `slice` says; a `try_recv` that finds nothing reads as a
+/// `recv_timeout` that timed out.
+fn recv_sliced(rx: &Receiver<u64>, slice: Slice) -> Result<u64, RecvTimeoutError> {
     match slice {
         Slice::Timeout(d) => rx.recv_timeout(d),
-        Slice::TryThenSleep(d) => rx.try_recv().inspect_err(|_| std::thread::sleep(d)),
+        Slice::TryThenSleep(d) => rx.try_recv().map_err(|e| {
+            std::thread::sleep(d);
+            match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                e => panic!("{e:?}"),
+            }
+        }),
     }
 }
 
@@ -98,8 +109,8 @@ fn short_receives_see_a_killed_sender() {
         sigkill(child);
         until(&format!("{slice:?}: Disconnected"), || {
             match recv_sliced(&rx, slice) {
-                Err(RecvError::Disconnected) => Some(()),
-                Err(RecvError::Timeout | RecvError::Empty) => None,
+                Err(RecvTimeoutError::Disconnected) => Some(()),
+                Err(RecvTimeoutError::Timeout) => None,
                 other => panic!("{slice:?}: {other:?}"),
             }
         });
@@ -136,7 +147,7 @@ fn messages_behind_a_killed_senders_reserved_slot_reach_short_receivers() {
             &format!("{slice:?}: the message behind"),
             || match recv_sliced(&rx, slice) {
                 Ok(v) => Some(v),
-                Err(RecvError::Timeout | RecvError::Empty) => None,
+                Err(RecvTimeoutError::Timeout) => None,
                 Err(e) => panic!("{slice:?}: {e:?}"),
             },
         );
@@ -170,15 +181,23 @@ fn short_sends_see_a_killed_receiver() {
         tx.send(2).unwrap(); // full
         sigkill(child);
         until(&format!("{slice:?}: Disconnected"), || {
+            // Some(true): disconnected; Some(false): no room yet.
             let r = match slice {
-                Slice::Timeout(d) => tx.send_timeout(3, d),
-                Slice::TryThenSleep(d) => tx.try_send(3).inspect_err(|_| std::thread::sleep(d)),
+                Slice::Timeout(d) => match tx.send_timeout(3, d) {
+                    Err(SendTimeoutError::Disconnected(3)) => Some(true),
+                    Err(SendTimeoutError::Timeout(3)) => Some(false),
+                    other => panic!("{slice:?}: {other:?}"),
+                },
+                Slice::TryThenSleep(d) => match tx.try_send(3) {
+                    Err(TrySendError::Disconnected(3)) => Some(true),
+                    Err(TrySendError::Full(3)) => {
+                        std::thread::sleep(d);
+                        Some(false)
+                    }
+                    other => panic!("{slice:?}: {other:?}"),
+                },
             };
-            match r {
-                Err(SendError::Disconnected(3)) => Some(()),
-                Err(SendError::Timeout(3) | SendError::Full(3)) => None,
-                other => panic!("{slice:?}: {other:?}"),
-            }
+            r.filter(|&disconnected| disconnected).map(|_| ())
         });
     }
 }
@@ -210,8 +229,8 @@ fn short_polls_and_receives_on_a_pipe_see_a_killed_peer() {
                     here.poll(d)
                 } else {
                     match here.recv_timeout(d) {
-                        Err(RecvError::Disconnected) => true,
-                        Err(RecvError::Timeout) => false,
+                        Err(RecvTimeoutError::Disconnected) => true,
+                        Err(RecvTimeoutError::Timeout) => false,
                         other => panic!("{slice:?}: {other:?}"),
                     }
                 };
@@ -222,7 +241,7 @@ fn short_polls_and_receives_on_a_pipe_see_a_killed_peer() {
             });
             assert!(matches!(
                 here.recv_timeout(WATCHDOG),
-                Err(RecvError::Disconnected)
+                Err(RecvTimeoutError::Disconnected)
             ));
             assert!(matches!(
                 here.send_bytes(b"x"),
@@ -327,7 +346,7 @@ fn works_again(tx: &Sender<u64>, rx: &Receiver<u64>, held: u64, what: &str) {
         let got = until(&format!("{what}: message {v}"), || {
             match rx.recv_timeout(Duration::from_millis(1)) {
                 Ok(v) => Some(v),
-                Err(RecvError::Timeout) => None,
+                Err(RecvTimeoutError::Timeout) => None,
                 Err(e) => panic!("{what}: {e:?}"),
             }
         });
@@ -337,7 +356,7 @@ fn works_again(tx: &Sender<u64>, rx: &Receiver<u64>, held: u64, what: &str) {
         until(&format!("{what}: room to send {v}"), || {
             match tx.send_timeout(v, Duration::from_millis(1)) {
                 Ok(()) => Some(()),
-                Err(SendError::Timeout(_)) => None,
+                Err(SendTimeoutError::Timeout(_)) => None,
                 Err(e) => panic!("{what}: {e:?}"),
             }
         });
@@ -446,7 +465,7 @@ fn send_through_garbage(tx: Sender<u64>) {
         loop {
             match tx.send_timeout(v, Duration::from_millis(1)) {
                 Ok(()) => break,
-                Err(SendError::Timeout(_)) => {}
+                Err(SendTimeoutError::Timeout(_)) => {}
                 Err(e) => panic!("{e:?}"),
             }
         }
@@ -504,7 +523,7 @@ fn garbage_scribbled_into_a_live_queues_stamps_never_wedges_it() {
                 received += 1;
                 None
             }
-            Err(RecvError::Timeout) => None,
+            Err(RecvTimeoutError::Timeout) => None,
             Err(e) => panic!("{e:?}"),
         }
     });
@@ -688,9 +707,9 @@ fn write_stamp(file: &std::fs::File, at: u64, value: u64) {
 
 /// Receives on `c` until a message arrives (the waits look for garbage every
 /// 50 ms); the watchdog catches a wedge.
-fn recv_soon(c: &mut Connection<Rkyv<u64>>, what: &str) -> Result<u64, RecvError> {
+fn recv_soon(c: &mut Connection<Rkyv<u64>>, what: &str) -> Result<u64, RecvTimeoutError> {
     until(what, || match c.recv_timeout(Duration::from_millis(5)) {
-        Err(RecvError::Timeout) => None,
+        Err(RecvTimeoutError::Timeout) => None,
         r => Some(r),
     })
 }
@@ -737,7 +756,7 @@ fn garbage_in_a_pipes_stamps_is_repaired_or_reported() {
     here.send(&99u64).unwrap();
     write_stamp(&file, stamp(0, 15), 7);
     match recv_soon(&mut there, "C") {
-        Err(RecvError::Corrupted(e)) => {
+        Err(RecvTimeoutError::Corrupted(e)) => {
             let text = e.to_string();
             let name = here.segment().name().unwrap().trim_start_matches('/');
             assert!(text.contains(name) && text.contains("impossible"), "{text}");

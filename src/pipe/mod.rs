@@ -29,8 +29,8 @@
 //! by this process is 50 ms old, so a death is seen within about 50 ms by
 //! an end that keeps waiting, however it slices its waits
 //! ([`Connection::recover`] looks at once). Then `recv` drains what was sent
-//! and returns [`RecvError::Disconnected`], and `send` fails with
-//! [`SendError::Disconnected`].
+//! and returns [`RecvError::Disconnected`](crate::queue::RecvError::Disconnected), and `send` fails with
+//! [`SendError::Disconnected`](crate::queue::SendError::Disconnected).
 //!
 //! [`PipeBuilder::open`] takes an end over. If its previous holder is dead
 //! (or closed it), its half-done work is repaired first, as queue recovery
@@ -53,8 +53,8 @@ use crate::queue::atomic::AtomicU64 as RingU64;
 use crate::queue::blocking::wake_one;
 use crate::queue::looks::Wait;
 use crate::queue::ring::SlotHeader;
+use crate::queue::{AnyRecvError, AnySendError};
 use crate::queue::{Bytes, Item};
-use crate::queue::{RecvError, SendError};
 use crate::region::handle::{RegionHandle, Reopen};
 use crate::region::{RegionOptions, Segment};
 use crate::sync::wait::Backoff;
@@ -269,8 +269,8 @@ impl<T: Item> Connection<T> {
 
     /// Looks now whether the peer's process died (SIGKILL included); if so,
     /// marks it gone, so that `recv` drains what it sent and then returns
-    /// [`RecvError::Disconnected`] and `send` fails with
-    /// [`SendError::Disconnected`]. `true` if this call found it dead.
+    /// [`RecvError::Disconnected`](crate::queue::RecvError::Disconnected) and `send` fails with
+    /// [`SendError::Disconnected`](crate::queue::SendError::Disconnected). `true` if this call found it dead.
     ///
     /// Every waiting call (`send`, `recv`, `recv_timeout`, `poll`, with
     /// any timeout) does this by itself once this process's last look at
@@ -300,8 +300,8 @@ impl<T: Item> Connection<T> {
     fn send_with(
         &self,
         wait: Wait,
-        write: impl FnOnce(&mut [u8]) -> std::result::Result<usize, SendError<()>>,
-    ) -> std::result::Result<(), SendError<()>> {
+        write: impl FnOnce(&mut [u8]) -> std::result::Result<usize, AnySendError<()>>,
+    ) -> std::result::Result<(), AnySendError<()>> {
         let ring = self.raw.ring(self.end);
         let w = &self.raw.control().dirs[self.end].waits.0;
         let unused = RingU64::new(0);
@@ -311,10 +311,10 @@ impl<T: Item> Connection<T> {
             // pages now (checked on every turn of the wait, which sleeps at
             // most one look interval).
             if self.raw.seg.check().is_err() {
-                return Err(SendError::Truncated(()));
+                return Err(AnySendError::Truncated(()));
             }
             if self.raw.peer_gone(self.end) {
-                return Err(SendError::Disconnected(()));
+                return Err(AnySendError::Disconnected(()));
             }
             let seen = w[2].load(Ordering::SeqCst);
             if let Some(pos) = ring.try_claim_send(&unused) {
@@ -329,9 +329,9 @@ impl<T: Item> Connection<T> {
                     ring.can_send() || self.raw.peer_gone(self.end)
                 }) {
                 Ok(()) => {}
-                Err(Waited::WouldBlock) => return Err(SendError::Full(())),
-                Err(Waited::Timeout) => return Err(SendError::Timeout(())),
-                Err(Waited::Corrupted(e)) => return Err(SendError::Corrupted(Box::new(e))),
+                Err(Waited::WouldBlock) => return Err(AnySendError::Full(())),
+                Err(Waited::Timeout) => return Err(AnySendError::Timeout(())),
+                Err(Waited::Corrupted(e)) => return Err(AnySendError::Corrupted(Box::new(e))),
             }
         };
         let max = self.max_message();
@@ -346,7 +346,7 @@ impl<T: Item> Connection<T> {
         wake_one(&w[0], &w[1]);
         if self.raw.seg.check().is_err() {
             // The message may have gone to the zero pages.
-            return Err(SendError::Truncated(()));
+            return Err(AnySendError::Truncated(()));
         }
         result
     }
@@ -355,7 +355,7 @@ impl<T: Item> Connection<T> {
         &self,
         wait: Wait,
         read: impl FnOnce(&[u8]) -> R,
-    ) -> std::result::Result<R, RecvError> {
+    ) -> std::result::Result<R, AnyRecvError> {
         let dir = 1 - self.end;
         let ring = self.raw.ring(dir);
         let w = &self.raw.control().dirs[dir].waits.0;
@@ -365,7 +365,7 @@ impl<T: Item> Connection<T> {
         let mut read = Some(read);
         loop {
             if self.raw.seg.check().is_err() {
-                return Err(RecvError::Truncated);
+                return Err(AnyRecvError::Truncated);
             }
             let seen = w[0].load(Ordering::SeqCst);
             match ring.try_claim_recv(&unused) {
@@ -383,7 +383,7 @@ impl<T: Item> Connection<T> {
                     wake_one(&w[2], &w[3]);
                     if self.raw.seg.check().is_err() {
                         // What was read may have been the zero pages.
-                        return Err(RecvError::Truncated);
+                        return Err(AnyRecvError::Truncated);
                     }
                     return Ok(r);
                 }
@@ -391,7 +391,7 @@ impl<T: Item> Connection<T> {
                     if ring.can_recv() {
                         continue;
                     }
-                    return Err(RecvError::Disconnected);
+                    return Err(AnyRecvError::Disconnected);
                 }
                 Err(_) => {}
             }
@@ -404,9 +404,9 @@ impl<T: Item> Connection<T> {
                     ring.can_recv() || self.raw.peer_gone(self.end)
                 }) {
                 Ok(()) => {}
-                Err(Waited::WouldBlock) => return Err(RecvError::Empty),
-                Err(Waited::Timeout) => return Err(RecvError::Timeout),
-                Err(Waited::Corrupted(e)) => return Err(RecvError::Corrupted(Box::new(e))),
+                Err(Waited::WouldBlock) => return Err(AnyRecvError::Empty),
+                Err(Waited::Timeout) => return Err(AnyRecvError::Timeout),
+                Err(Waited::Corrupted(e)) => return Err(AnyRecvError::Corrupted(Box::new(e))),
             }
         }
     }

@@ -3,6 +3,7 @@
 use super::raw::{Direction, End};
 use super::*;
 use crate::queue::Rkyv;
+use crate::queue::{RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError};
 use std::mem::offset_of;
 
 #[test]
@@ -22,10 +23,10 @@ fn a_pod_pipe_copies_items_and_refuses_other_sizes() {
         a.send(v).unwrap();
         assert_eq!(b.recv().unwrap(), v);
     }
-    assert_eq!(b.try_recv(), Err(RecvError::Empty));
+    assert_eq!(b.try_recv(), Err(TryRecvError::Empty));
     assert_eq!(
         b.recv_timeout(Duration::from_millis(1)),
-        Err(RecvError::Timeout)
+        Err(RecvTimeoutError::Timeout)
     );
     // Fill one direction (64 in flight): try_send gives the item back.
     let mut sent = 0u64;
@@ -33,7 +34,7 @@ fn a_pod_pipe_copies_items_and_refuses_other_sizes() {
         sent += 1;
     }
     assert_eq!(sent, 64);
-    assert_eq!(a.try_send(7), Err(SendError::Full(7)));
+    assert_eq!(a.try_send(7), Err(TrySendError::Full(7)));
     // A message of the wrong size (a peer's garbage) is Invalid, not read.
     let (c, d) = pipe::<Bytes>().unwrap();
     c.send_bytes(&[1, 2, 3]).unwrap();
@@ -80,9 +81,9 @@ fn in_process_round_trip_and_disconnect() {
     assert!(!a.poll(Duration::from_millis(5)));
     assert!(matches!(
         a.recv_timeout(Duration::from_millis(5)),
-        Err(RecvError::Timeout)
+        Err(RecvTimeoutError::Timeout)
     ));
-    assert_eq!(a.try_recv(), Err(RecvError::Empty));
+    assert_eq!(a.try_recv(), Err(TryRecvError::Empty));
     assert!(matches!(
         a.send_bytes(&[0; 65]),
         Err(SendError::TooLarge { len: 65, max: 64 })

@@ -6,7 +6,9 @@ use crate::error::Error;
 use crate::queue::Serde;
 use crate::queue::kinds::Encoded;
 use crate::queue::looks::Wait;
-use crate::queue::{RecvError, SendError};
+use crate::queue::{
+    AnyRecvError, AnySendError, RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError,
+};
 use crate::queue::{Rkyv, Variable};
 use std::borrow::Borrow;
 use std::time::Duration;
@@ -33,6 +35,7 @@ impl<T: Variable> Connection<T> {
             buf[..bytes.len()].copy_from_slice(bytes);
             Ok(bytes.len())
         })
+        .map_err(Into::into)
     }
 
     /// Receives the next message as bytes.
@@ -44,6 +47,7 @@ impl<T: Variable> Connection<T> {
     /// state is impossible.
     pub fn recv_bytes(&self) -> std::result::Result<Vec<u8>, RecvError> {
         self.recv_with(Wait::Forever, <[u8]>::to_vec)
+            .map_err(Into::into)
     }
 
     /// Receives the next message and hands its bytes, in place, to `f`.
@@ -57,12 +61,12 @@ impl<T: Variable> Connection<T> {
         &self,
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, RecvError> {
-        self.recv_with(Wait::Forever, f)
+        self.recv_with(Wait::Forever, f).map_err(Into::into)
     }
 }
 
 impl<T: bytemuck::Pod> Connection<T> {
-    fn send_pod(&self, value: T, wait: Wait) -> std::result::Result<(), SendError<T>> {
+    fn send_pod(&self, value: T, wait: Wait) -> std::result::Result<(), AnySendError<T>> {
         self.send_with(wait, |buf| {
             buf[..size_of::<T>()].copy_from_slice(bytemuck::bytes_of(&value));
             Ok(size_of::<T>())
@@ -70,10 +74,10 @@ impl<T: bytemuck::Pod> Connection<T> {
         .map_err(|e| e.with_message(value))
     }
 
-    fn recv_pod(&self, wait: Wait) -> std::result::Result<T, RecvError> {
+    fn recv_pod(&self, wait: Wait) -> std::result::Result<T, AnyRecvError> {
         self.recv_with(wait, |b| {
             bytemuck::try_pod_read_unaligned::<T>(b).map_err(|_| {
-                RecvError::Invalid(Error::Encoding {
+                AnyRecvError::Invalid(Error::Encoding {
                     what: std::any::type_name::<T>(),
                     reason: format!(
                         "a {}-byte message where a {}-byte item was expected",
@@ -93,17 +97,17 @@ impl<T: bytemuck::Pod> Connection<T> {
     /// [`SendError::Truncated`] if a peer shrank the segment; [`SendError::Corrupted`] if the ring
     /// state is impossible.
     pub fn send(&self, value: T) -> std::result::Result<(), SendError<T>> {
-        self.send_pod(value, Wait::Forever)
+        self.send_pod(value, Wait::Forever).map_err(Into::into)
     }
 
     /// [`send`](Self::send) if there is room now.
     ///
     /// # Errors
     ///
-    /// [`SendError::Full`] (with `value`) if there is no room now; otherwise as
+    /// [`TrySendError::Full`] (with `value`) if there is no room now; otherwise as
     /// [`send`](Self::send).
-    pub fn try_send(&self, value: T) -> std::result::Result<(), SendError<T>> {
-        self.send_pod(value, Wait::No)
+    pub fn try_send(&self, value: T) -> std::result::Result<(), TrySendError<T>> {
+        self.send_pod(value, Wait::No).map_err(Into::into)
     }
 
     /// Receives the next item, waiting while none is ready.
@@ -115,25 +119,25 @@ impl<T: bytemuck::Pod> Connection<T> {
     /// [`RecvError::Truncated`] if a peer shrank the segment; [`RecvError::Corrupted`] if the ring
     /// state is impossible.
     pub fn recv(&self) -> std::result::Result<T, RecvError> {
-        self.recv_pod(Wait::Forever)
+        self.recv_pod(Wait::Forever).map_err(Into::into)
     }
 
     /// [`recv`](Self::recv) if an item is ready now.
     ///
     /// # Errors
     ///
-    /// [`RecvError::Empty`] if nothing is ready; otherwise as [`recv`](Self::recv).
-    pub fn try_recv(&self) -> std::result::Result<T, RecvError> {
-        self.recv_pod(Wait::No)
+    /// [`TryRecvError::Empty`] if nothing is ready; otherwise as [`recv`](Self::recv).
+    pub fn try_recv(&self) -> std::result::Result<T, TryRecvError> {
+        self.recv_pod(Wait::No).map_err(Into::into)
     }
 
     /// [`recv`](Self::recv), waiting at most `timeout`.
     ///
     /// # Errors
     ///
-    /// [`RecvError::Timeout`] if nothing arrived in time; otherwise as [`recv`](Self::recv).
-    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<T, RecvError> {
-        self.recv_pod(Wait::after(timeout))
+    /// [`RecvTimeoutError::Timeout`] if nothing arrived in time; otherwise as [`recv`](Self::recv).
+    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<T, RecvTimeoutError> {
+        self.recv_pod(Wait::after(timeout)).map_err(Into::into)
     }
 }
 
@@ -142,7 +146,7 @@ fn send_encoded<T: Encoded, B: Borrow<T::Msg>>(
     conn: &Connection<T>,
     msg: B,
     wait: Wait,
-) -> std::result::Result<(), SendError<B>> {
+) -> std::result::Result<(), AnySendError<B>> {
     let r = conn.send_with(wait, |buf| T::write(msg.borrow(), buf));
     r.map_err(|e| e.with_message(msg))
 }
@@ -152,8 +156,9 @@ fn send_encoded<T: Encoded, B: Borrow<T::Msg>>(
 fn recv_encoded<T: Encoded>(
     conn: &Connection<T>,
     wait: Wait,
-) -> std::result::Result<T::Msg, RecvError> {
-    conn.recv_with(wait, T::read)?.map_err(RecvError::Invalid)
+) -> std::result::Result<T::Msg, AnyRecvError> {
+    conn.recv_with(wait, T::read)?
+        .map_err(AnyRecvError::Invalid)
 }
 
 /// The typed operations of a pipe of rkyv or serde messages.
@@ -171,17 +176,17 @@ macro_rules! typed_pipe {
             /// [`SendError::Truncated`] if a peer shrank the segment; [`SendError::Corrupted`] if
             /// the ring state is impossible.
             pub fn send<B: Borrow<M>>(&self, msg: B) -> std::result::Result<(), SendError<B>> {
-                send_encoded(self, msg, Wait::Forever)
+                send_encoded(self, msg, Wait::Forever).map_err(Into::into)
             }
 
             /// [`send`](Self::send) if there is room now.
             ///
             /// # Errors
             ///
-            /// [`SendError::Full`] (with `msg`) if there is no room now; otherwise as
+            /// [`TrySendError::Full`] (with `msg`) if there is no room now; otherwise as
             /// [`send`](Self::send).
-            pub fn try_send<B: Borrow<M>>(&self, msg: B) -> std::result::Result<(), SendError<B>> {
-                send_encoded(self, msg, Wait::No)
+            pub fn try_send<B: Borrow<M>>(&self, msg: B) -> std::result::Result<(), TrySendError<B>> {
+                send_encoded(self, msg, Wait::No).map_err(Into::into)
             }
 
             /// Receives the next message as a decoded copy, waiting while none
@@ -194,26 +199,26 @@ macro_rules! typed_pipe {
             /// received; [`RecvError::Truncated`] if a peer shrank the segment;
             /// [`RecvError::Corrupted`] if the ring state is impossible.
             pub fn recv(&self) -> std::result::Result<M, RecvError> {
-                recv_encoded(self, Wait::Forever)
+                recv_encoded(self, Wait::Forever).map_err(Into::into)
             }
 
             /// [`recv`](Self::recv) if a message is ready now.
             ///
             /// # Errors
             ///
-            /// [`RecvError::Empty`] if nothing is ready; otherwise as [`recv`](Self::recv).
-            pub fn try_recv(&self) -> std::result::Result<M, RecvError> {
-                recv_encoded(self, Wait::No)
+            /// [`TryRecvError::Empty`] if nothing is ready; otherwise as [`recv`](Self::recv).
+            pub fn try_recv(&self) -> std::result::Result<M, TryRecvError> {
+                recv_encoded(self, Wait::No).map_err(Into::into)
             }
 
             /// [`recv`](Self::recv), waiting at most `timeout`.
             ///
             /// # Errors
             ///
-            /// [`RecvError::Timeout`] if nothing arrived in time; otherwise as
+            /// [`RecvTimeoutError::Timeout`] if nothing arrived in time; otherwise as
             /// [`recv`](Self::recv).
-            pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<M, RecvError> {
-                recv_encoded(self, Wait::after(timeout))
+            pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<M, RecvTimeoutError> {
+                recv_encoded(self, Wait::after(timeout)).map_err(Into::into)
             }
         }
     };

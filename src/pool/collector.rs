@@ -12,7 +12,7 @@ use crate::codec::Message;
 use crate::error::{Error, Result};
 use crate::process::child::Failure;
 use crate::process::{Builder, StartMethod};
-use crate::queue::{Bytes, Queue, Receiver, RecvError, Sender};
+use crate::queue::{Bytes, Queue, Receiver, RecvTimeoutError, Sender};
 use rkyv::util::AlignedVec;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -399,8 +399,8 @@ impl<'a> Collector<'a> {
                     self.shared.handle_guarded(&frame);
                     true
                 }
-                Err(RecvError::Timeout | RecvError::Empty) => false,
-                Err(RecvError::Truncated) => {
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Truncated) => {
                     // Another process of our uid cut the pool's own results
                     // queue (anonymous: it would need /proc access to us).
                     // Nothing can arrive any more: end as for a dead pool.

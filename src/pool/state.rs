@@ -174,8 +174,8 @@ impl State {
                     // chunk waits for the next dispatch.)
                     if matches!(
                         e,
-                        crate::queue::SendError::Disconnected(_)
-                            | crate::queue::SendError::Truncated(_)
+                        crate::queue::TrySendError::Disconnected(_)
+                            | crate::queue::TrySendError::Truncated(_)
                     ) {
                         w.usable = false;
                     }

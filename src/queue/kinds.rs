@@ -4,7 +4,7 @@
 //! region records the kind and the message type's name; opening it as
 //! another is [`Error::TypeMismatch`](crate::Error::TypeMismatch).
 
-use super::error::SendError;
+use super::error::AnySendError;
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -107,10 +107,10 @@ impl<M> std::fmt::Debug for Serde<M> {
 pub(crate) trait Encoded: Variable {
     /// The message type.
     type Msg;
-    /// Writes `msg` into `buf`; the length used. [`SendError::TooLarge`]
-    /// (with the encoded length) if it does not fit, [`SendError::Encoding`]
+    /// Writes `msg` into `buf`; the length used. `TooLarge`
+    /// (with the encoded length) if it does not fit, `Encoding`
     /// if it cannot be encoded at all.
-    fn write(msg: &Self::Msg, buf: &mut [u8]) -> Result<usize, SendError<()>>;
+    fn write(msg: &Self::Msg, buf: &mut [u8]) -> Result<usize, AnySendError<()>>;
     /// Copies `bytes` (a slot a peer could write into), then validates and
     /// decodes the copy.
     fn read(bytes: &[u8]) -> Result<Self::Msg, crate::Error>;
@@ -118,15 +118,15 @@ pub(crate) trait Encoded: Variable {
 
 impl<M: crate::Message + 'static> Encoded for Rkyv<M> {
     type Msg = M;
-    fn write(msg: &M, buf: &mut [u8]) -> Result<usize, SendError<()>> {
+    fn write(msg: &M, buf: &mut [u8]) -> Result<usize, AnySendError<()>> {
         // rkyv says only that it failed: encoding once more, unbounded,
         // tells a message too large from one that cannot be encoded.
         msg.encode_into(buf).map_err(|e| match msg.encode() {
-            Ok(v) if v.len() > buf.len() => SendError::TooLarge {
+            Ok(v) if v.len() > buf.len() => AnySendError::TooLarge {
                 len: v.len(),
                 max: buf.len(),
             },
-            _ => SendError::Encoding(e),
+            _ => AnySendError::Encoding(e),
         })
     }
     fn read(bytes: &[u8]) -> Result<M, crate::Error> {
@@ -137,16 +137,16 @@ impl<M: crate::Message + 'static> Encoded for Rkyv<M> {
 #[cfg(feature = "serde")]
 impl<M: serde::Serialize + serde::de::DeserializeOwned + 'static> Encoded for Serde<M> {
     type Msg = M;
-    fn write(msg: &M, buf: &mut [u8]) -> Result<usize, SendError<()>> {
+    fn write(msg: &M, buf: &mut [u8]) -> Result<usize, AnySendError<()>> {
         let max = buf.len();
         postcard::to_slice(msg, buf)
             .map(|used| used.len())
             .map_err(|e| match e {
                 postcard::Error::SerializeBufferFull => match postcard::to_allocvec(msg) {
-                    Ok(v) => SendError::TooLarge { len: v.len(), max },
-                    Err(e) => SendError::Encoding(serde_error::<M>(&e)),
+                    Ok(v) => AnySendError::TooLarge { len: v.len(), max },
+                    Err(e) => AnySendError::Encoding(serde_error::<M>(&e)),
                 },
-                e => SendError::Encoding(serde_error::<M>(&e)),
+                e => AnySendError::Encoding(serde_error::<M>(&e)),
             })
     }
     fn read(bytes: &[u8]) -> Result<M, crate::Error> {

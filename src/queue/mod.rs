@@ -98,7 +98,10 @@ mod typed;
 
 pub use endpoints::guards::{Iter, RecvGuard, SendSlot, TryIter};
 pub use endpoints::{Receiver, Sender};
-pub use error::{RecvError, SendError};
+pub(crate) use error::{AnyRecvError, AnySendError};
+pub use error::{
+    RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
 #[cfg(feature = "serde")]
 pub use kinds::Serde;
 pub use kinds::{Bytes, Item, Rkyv, Variable};

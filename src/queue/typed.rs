@@ -5,7 +5,10 @@
 
 use super::endpoints::guards::{Iter, RecvGuard, TryIter};
 use super::endpoints::{Receiver, Sender};
-use super::error::{RecvError, SendError};
+use super::error::{
+    AnyRecvError, AnySendError, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
+    TryRecvError, TrySendError,
+};
 use super::kinds::{Encoded, Rkyv};
 use super::looks::Wait;
 use super::ring::SKIP;
@@ -22,7 +25,7 @@ fn send_encoded<T: Encoded, B: Borrow<T::Msg>>(
     tx: &Sender<T>,
     msg: B,
     wait: Wait,
-) -> std::result::Result<(), SendError<B>> {
+) -> std::result::Result<(), AnySendError<B>> {
     let pos = match tx.claim(wait) {
         Ok(pos) => pos,
         Err(h) => return Err(Sender::<T>::stop(h, msg)),
@@ -49,7 +52,7 @@ fn send_encoded<T: Encoded, B: Borrow<T::Msg>>(
 fn recv_encoded<T: Encoded>(
     rx: &Receiver<T>,
     wait: Wait,
-) -> std::result::Result<T::Msg, RecvError> {
+) -> std::result::Result<T::Msg, AnyRecvError> {
     let (pos, len) = rx.claim(wait)?;
     // SAFETY: the claimed slot holds `len` committed bytes; `len` was
     // checked against the slot size before the claim was returned.
@@ -58,9 +61,9 @@ fn recv_encoded<T: Encoded>(
     let msg = T::read(bytes);
     rx.release(pos);
     if rx.queue.segment().check().is_err() {
-        return Err(RecvError::Truncated);
+        return Err(AnyRecvError::Truncated);
     }
-    msg.map_err(RecvError::Invalid)
+    msg.map_err(AnyRecvError::Invalid)
 }
 
 /// The typed operations, the same for every encoded kind.
@@ -80,31 +83,31 @@ macro_rules! typed_kind {
             /// [`SendError::Encoding`] if it cannot be encoded (the slot is skipped in both);
             /// [`SendError::Truncated`] if a peer shrank the segment.
             pub fn send<B: Borrow<M>>(&self, msg: B) -> std::result::Result<(), SendError<B>> {
-                send_encoded(self, msg, Wait::Forever)
+                send_encoded(self, msg, Wait::Forever).map_err(Into::into)
             }
 
             /// [`send`](Self::send) if there is room now.
             ///
             /// # Errors
             ///
-            /// [`SendError::Full`] (with `msg`) if there is no room now; otherwise as
+            /// [`TrySendError::Full`] (with `msg`) if there is no room now; otherwise as
             /// [`send`](Self::send).
-            pub fn try_send<B: Borrow<M>>(&self, msg: B) -> std::result::Result<(), SendError<B>> {
-                send_encoded(self, msg, Wait::No)
+            pub fn try_send<B: Borrow<M>>(&self, msg: B) -> std::result::Result<(), TrySendError<B>> {
+                send_encoded(self, msg, Wait::No).map_err(Into::into)
             }
 
             /// [`send`](Self::send) waiting at most `timeout` for room.
             ///
             /// # Errors
             ///
-            /// [`SendError::Timeout`] (with `msg`) if no room came within `timeout`; otherwise as
+            /// [`SendTimeoutError::Timeout`] (with `msg`) if no room came within `timeout`; otherwise as
             /// [`send`](Self::send).
             pub fn send_timeout<B: Borrow<M>>(
                 &self,
                 msg: B,
                 timeout: Duration,
-            ) -> std::result::Result<(), SendError<B>> {
-                send_encoded(self, msg, Wait::after(timeout))
+            ) -> std::result::Result<(), SendTimeoutError<B>> {
+                send_encoded(self, msg, Wait::after(timeout)).map_err(Into::into)
             }
         }
 
@@ -119,7 +122,7 @@ macro_rules! typed_kind {
             /// [`RecvError::Disconnected`] once every sender is gone (or the queue closed) and
             /// the queue is drained; [`RecvError::Truncated`] if a peer shrank the segment.
             pub fn recv(&self) -> std::result::Result<M, RecvError> {
-                recv_encoded(self, Wait::Forever)
+                recv_encoded(self, Wait::Forever).map_err(Into::into)
             }
 
             /// [`recv`](Self::recv) if a message is ready now (linearizable,
@@ -127,19 +130,19 @@ macro_rules! typed_kind {
             ///
             /// # Errors
             ///
-            /// [`RecvError::Empty`] when nothing is ready; otherwise as [`recv`](Self::recv).
-            pub fn try_recv(&self) -> std::result::Result<M, RecvError> {
-                recv_encoded(self, Wait::No)
+            /// [`TryRecvError::Empty`] when nothing is ready; otherwise as [`recv`](Self::recv).
+            pub fn try_recv(&self) -> std::result::Result<M, TryRecvError> {
+                recv_encoded(self, Wait::No).map_err(Into::into)
             }
 
             /// [`recv`](Self::recv) waiting at most `timeout`.
             ///
             /// # Errors
             ///
-            /// [`RecvError::Timeout`] if nothing arrived within `timeout`; otherwise as
+            /// [`RecvTimeoutError::Timeout`] if nothing arrived within `timeout`; otherwise as
             /// [`recv`](Self::recv).
-            pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<M, RecvError> {
-                recv_encoded(self, Wait::after(timeout))
+            pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<M, RecvTimeoutError> {
+                recv_encoded(self, Wait::after(timeout)).map_err(Into::into)
             }
 
             /// A blocking iterator of decoded messages, as the `Pod` queue's

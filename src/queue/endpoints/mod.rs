@@ -1,7 +1,10 @@
 //! [`Sender`] and [`Receiver`], and the guards of zero-copy sends and
 //! receives.
 
-use super::error::{RecvError, SendError};
+use super::error::{
+    AnyRecvError, AnySendError, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
+    TryRecvError, TrySendError,
+};
 mod chunks;
 pub(super) mod guards;
 
@@ -144,10 +147,10 @@ impl<T: Item> Sender<T> {
 
     /// `Err(Truncated)` with the message if the segment was found truncated
     /// during the send (its writes may have gone to private zero pages).
-    pub(super) fn check_sent<M>(&self, m: M) -> std::result::Result<(), SendError<M>> {
+    pub(super) fn check_sent<M>(&self, m: M) -> std::result::Result<(), AnySendError<M>> {
         match self.queue.segment().check() {
             Ok(()) => Ok(()),
-            Err(_) => Err(SendError::Truncated(m)),
+            Err(_) => Err(AnySendError::Truncated(m)),
         }
     }
 
@@ -155,18 +158,18 @@ impl<T: Item> Sender<T> {
         self.queue.raw.commit(self.entry, pos, len as u64);
     }
 
-    pub(super) fn stop<M>(halt: Halt, m: M) -> SendError<M> {
+    pub(super) fn stop<M>(halt: Halt, m: M) -> AnySendError<M> {
         match halt {
-            Halt::Ring(Stop::WouldBlock) => SendError::Full(m),
-            Halt::Ring(Stop::Timeout) => SendError::Timeout(m),
-            Halt::Ring(Stop::Disconnected) => SendError::Disconnected(m),
-            Halt::Truncated => SendError::Truncated(m),
+            Halt::Ring(Stop::WouldBlock) => AnySendError::Full(m),
+            Halt::Ring(Stop::Timeout) => AnySendError::Timeout(m),
+            Halt::Ring(Stop::Disconnected) => AnySendError::Disconnected(m),
+            Halt::Truncated => AnySendError::Truncated(m),
         }
     }
 }
 
 impl<T: Pod> Sender<T> {
-    fn send_until(&self, value: T, wait: Wait) -> std::result::Result<(), SendError<T>> {
+    fn send_until(&self, value: T, wait: Wait) -> std::result::Result<(), AnySendError<T>> {
         match self.claim(wait) {
             Ok(pos) => {
                 // SAFETY: the claimed slot is ours until commit; its data area
@@ -187,32 +190,33 @@ impl<T: Pod> Sender<T> {
     /// [`SendError::Disconnected`] when no receiver is left or the queue was
     /// closed.
     pub fn send(&self, value: T) -> std::result::Result<(), SendError<T>> {
-        self.send_until(value, Wait::Forever)
+        self.send_until(value, Wait::Forever).map_err(Into::into)
     }
 
     /// Sends `value` if there is room now.
     ///
     /// # Errors
     ///
-    /// [`SendError::Full`] if there is no room now; [`SendError::Disconnected`] when no receiver is
-    /// left or the queue was closed; [`SendError::Truncated`] if a peer shrank the segment.
-    pub fn try_send(&self, value: T) -> std::result::Result<(), SendError<T>> {
-        self.send_until(value, Wait::No)
+    /// [`TrySendError::Full`] if there is no room now; [`TrySendError::Disconnected`] when no receiver is
+    /// left or the queue was closed; [`TrySendError::Truncated`] if a peer shrank the segment.
+    pub fn try_send(&self, value: T) -> std::result::Result<(), TrySendError<T>> {
+        self.send_until(value, Wait::No).map_err(Into::into)
     }
 
     /// Sends `value`, waiting at most `timeout` for room.
     ///
     /// # Errors
     ///
-    /// [`SendError::Timeout`] if no room came within `timeout`; [`SendError::Disconnected`] when no
-    /// receiver is left or the queue was closed; [`SendError::Truncated`] if a peer shrank the
+    /// [`SendTimeoutError::Timeout`] if no room came within `timeout`; [`SendTimeoutError::Disconnected`] when no
+    /// receiver is left or the queue was closed; [`SendTimeoutError::Truncated`] if a peer shrank the
     /// segment.
     pub fn send_timeout(
         &self,
         value: T,
         timeout: Duration,
-    ) -> std::result::Result<(), SendError<T>> {
+    ) -> std::result::Result<(), SendTimeoutError<T>> {
         self.send_until(value, Wait::after(timeout))
+            .map_err(Into::into)
     }
 
     /// Reserves the next slot and lends it to write the message in place;
@@ -235,10 +239,14 @@ impl<T: Pod> Sender<T> {
 }
 
 impl<T: Variable> Sender<T> {
-    fn send_bytes_until(&self, bytes: &[u8], wait: Wait) -> std::result::Result<(), SendError<()>> {
+    fn send_bytes_until(
+        &self,
+        bytes: &[u8],
+        wait: Wait,
+    ) -> std::result::Result<(), AnySendError<()>> {
         let max = self.queue.raw.max_len();
         if bytes.len() > max {
-            return Err(SendError::TooLarge {
+            return Err(AnySendError::TooLarge {
                 len: bytes.len(),
                 max,
             });
@@ -262,32 +270,34 @@ impl<T: Variable> Sender<T> {
     /// segment.
     pub fn send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), SendError<()>> {
         self.send_bytes_until(bytes, Wait::Forever)
+            .map_err(Into::into)
     }
 
     /// Sends a copy of `bytes` if there is room now.
     ///
     /// # Errors
     ///
-    /// [`SendError::TooLarge`] if `bytes` does not fit a slot; [`SendError::Full`] if there is no
-    /// room now; [`SendError::Disconnected`] when no receiver is left or the queue was closed;
-    /// [`SendError::Truncated`] if a peer shrank the segment.
-    pub fn try_send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), SendError<()>> {
-        self.send_bytes_until(bytes, Wait::No)
+    /// [`TrySendError::TooLarge`] if `bytes` does not fit a slot; [`TrySendError::Full`] if there is no
+    /// room now; [`TrySendError::Disconnected`] when no receiver is left or the queue was closed;
+    /// [`TrySendError::Truncated`] if a peer shrank the segment.
+    pub fn try_send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), TrySendError<()>> {
+        self.send_bytes_until(bytes, Wait::No).map_err(Into::into)
     }
 
     /// Sends a copy of `bytes`, waiting at most `timeout` for room.
     ///
     /// # Errors
     ///
-    /// [`SendError::TooLarge`] if `bytes` does not fit a slot; [`SendError::Timeout`] if no room
-    /// came within `timeout`; [`SendError::Disconnected`] when no receiver is left or the queue was
-    /// closed; [`SendError::Truncated`] if a peer shrank the segment.
+    /// [`SendTimeoutError::TooLarge`] if `bytes` does not fit a slot; [`SendTimeoutError::Timeout`] if no room
+    /// came within `timeout`; [`SendTimeoutError::Disconnected`] when no receiver is left or the queue was
+    /// closed; [`SendTimeoutError::Truncated`] if a peer shrank the segment.
     pub fn send_bytes_timeout(
         &self,
         bytes: &[u8],
         timeout: Duration,
-    ) -> std::result::Result<(), SendError<()>> {
+    ) -> std::result::Result<(), SendTimeoutError<()>> {
         self.send_bytes_until(bytes, Wait::after(timeout))
+            .map_err(Into::into)
     }
 
     /// Reserves the next slot and lends its first `len` bytes to write in
@@ -318,7 +328,7 @@ impl<T: Variable> Sender<T> {
 }
 
 impl<T: Item> Receiver<T> {
-    pub(super) fn claim(&self, wait: Wait) -> std::result::Result<(u64, usize), RecvError> {
+    pub(super) fn claim(&self, wait: Wait) -> std::result::Result<(u64, usize), AnyRecvError> {
         let mut got = None;
         let r = chunked(self.queue.segment(), wait, |d| {
             let r = self.queue.raw.claim_recv(self.entry, d);
@@ -326,14 +336,14 @@ impl<T: Item> Receiver<T> {
             r
         });
         r.map_err(|h| match h {
-            Halt::Ring(Stop::WouldBlock) => RecvError::Empty,
-            Halt::Ring(Stop::Timeout) => RecvError::Timeout,
-            Halt::Ring(Stop::Disconnected) => RecvError::Disconnected,
+            Halt::Ring(Stop::WouldBlock) => AnyRecvError::Empty,
+            Halt::Ring(Stop::Timeout) => AnyRecvError::Timeout,
+            Halt::Ring(Stop::Disconnected) => AnyRecvError::Disconnected,
             Halt::Truncated => {
                 if let Some((pos, _)) = got {
                     self.release(pos);
                 }
-                RecvError::Truncated
+                AnyRecvError::Truncated
             }
         })
     }
@@ -371,10 +381,10 @@ impl<T: Item> Receiver<T> {
     ///
     /// # Errors
     ///
-    /// [`RecvError::Empty`] when nothing is ready; [`RecvError::Disconnected`] once every sender
-    /// is gone (or the queue closed) and the queue is drained; [`RecvError::Truncated`] if a peer
+    /// [`TryRecvError::Empty`] when nothing is ready; [`TryRecvError::Disconnected`] once every sender
+    /// is gone (or the queue closed) and the queue is drained; [`TryRecvError::Truncated`] if a peer
     /// shrank the segment.
-    pub fn try_recv_ref(&mut self) -> std::result::Result<RecvGuard<'_, T, T::View>, RecvError> {
+    pub fn try_recv_ref(&mut self) -> std::result::Result<RecvGuard<'_, T, T::View>, TryRecvError> {
         let c = self.claim(Wait::No)?;
         Ok(self.guard(c))
     }
@@ -383,13 +393,13 @@ impl<T: Item> Receiver<T> {
     ///
     /// # Errors
     ///
-    /// [`RecvError::Timeout`] if nothing arrived within `timeout`; [`RecvError::Disconnected`] once
+    /// [`RecvTimeoutError::Timeout`] if nothing arrived within `timeout`; [`RecvTimeoutError::Disconnected`] once
     /// every sender is gone (or the queue closed) and the queue is drained;
-    /// [`RecvError::Truncated`] if a peer shrank the segment.
+    /// [`RecvTimeoutError::Truncated`] if a peer shrank the segment.
     pub fn recv_ref_timeout(
         &mut self,
         timeout: Duration,
-    ) -> std::result::Result<RecvGuard<'_, T, T::View>, RecvError> {
+    ) -> std::result::Result<RecvGuard<'_, T, T::View>, RecvTimeoutError> {
         let c = self.claim(Wait::after(timeout))?;
         Ok(self.guard(c))
     }
@@ -411,7 +421,7 @@ impl<T: Item> Receiver<T> {
 }
 
 impl<T: Pod> Receiver<T> {
-    fn recv_until(&self, wait: Wait) -> std::result::Result<T, RecvError> {
+    fn recv_until(&self, wait: Wait) -> std::result::Result<T, AnyRecvError> {
         let (pos, _) = self.claim(wait)?;
         // SAFETY: the claimed slot holds size_of::<T>() committed bytes (the
         // queue's max_len, checked on open); any bytes are a valid T.
@@ -419,7 +429,7 @@ impl<T: Pod> Receiver<T> {
         self.release(pos);
         // The copy may be zeroes from the pages that replaced a cut range.
         if self.queue.segment().check().is_err() {
-            return Err(RecvError::Truncated);
+            return Err(AnyRecvError::Truncated);
         }
         Ok(v)
     }
@@ -431,14 +441,14 @@ impl<T: Pod> Receiver<T> {
     /// [`RecvError::Disconnected`] once every sender is gone (or the queue
     /// closed) and the queue is drained.
     pub fn recv(&self) -> std::result::Result<T, RecvError> {
-        self.recv_until(Wait::Forever)
+        self.recv_until(Wait::Forever).map_err(Into::into)
     }
 
     /// Receives a message if one is ready now.
     ///
     /// Linearizable, as crossbeam's: once a `send` has returned in any
     /// process, a `try_recv` that starts after it does not report
-    /// [`RecvError::Empty`] because an *earlier* send (claimed, still
+    /// [`TryRecvError::Empty`] because an *earlier* send (claimed, still
     /// copying) has not committed yet — it waits for that commit. That wait
     /// ends when the sender commits, when the sender is found dead (its claim
     /// is skipped), or after 100 ms (a slot a live sender holds open with
@@ -447,21 +457,21 @@ impl<T: Pod> Receiver<T> {
     ///
     /// # Errors
     ///
-    /// [`RecvError::Empty`] when nothing is ready, [`RecvError::Disconnected`]
+    /// [`TryRecvError::Empty`] when nothing is ready, [`TryRecvError::Disconnected`]
     /// once every sender is gone and the queue is drained.
-    pub fn try_recv(&self) -> std::result::Result<T, RecvError> {
-        self.recv_until(Wait::No)
+    pub fn try_recv(&self) -> std::result::Result<T, TryRecvError> {
+        self.recv_until(Wait::No).map_err(Into::into)
     }
 
     /// Receives the next message, waiting at most `timeout`.
     ///
     /// # Errors
     ///
-    /// [`RecvError::Timeout`] if nothing arrived within `timeout`; [`RecvError::Disconnected`] once
+    /// [`RecvTimeoutError::Timeout`] if nothing arrived within `timeout`; [`RecvTimeoutError::Disconnected`] once
     /// every sender is gone (or the queue closed) and the queue is drained;
-    /// [`RecvError::Truncated`] if a peer shrank the segment.
-    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<T, RecvError> {
-        self.recv_until(Wait::after(timeout))
+    /// [`RecvTimeoutError::Truncated`] if a peer shrank the segment.
+    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<T, RecvTimeoutError> {
+        self.recv_until(Wait::after(timeout)).map_err(Into::into)
     }
 
     /// A blocking iterator of received messages: it waits for each and ends
@@ -496,10 +506,10 @@ impl<T: Variable> Receiver<T> {
     ///
     /// # Errors
     ///
-    /// [`RecvError::Empty`] when nothing is ready; [`RecvError::Disconnected`] once every sender is
-    /// gone (or the queue closed) and the queue is drained; [`RecvError::Truncated`] if a peer
+    /// [`TryRecvError::Empty`] when nothing is ready; [`TryRecvError::Disconnected`] once every sender is
+    /// gone (or the queue closed) and the queue is drained; [`TryRecvError::Truncated`] if a peer
     /// shrank the segment.
-    pub fn try_recv_bytes(&mut self) -> std::result::Result<RecvGuard<'_, T, [u8]>, RecvError> {
+    pub fn try_recv_bytes(&mut self) -> std::result::Result<RecvGuard<'_, T, [u8]>, TryRecvError> {
         let c = self.claim(Wait::No)?;
         Ok(self.guard(c))
     }
@@ -508,13 +518,13 @@ impl<T: Variable> Receiver<T> {
     ///
     /// # Errors
     ///
-    /// [`RecvError::Timeout`] if nothing arrived within `timeout`; [`RecvError::Disconnected`] once
+    /// [`RecvTimeoutError::Timeout`] if nothing arrived within `timeout`; [`RecvTimeoutError::Disconnected`] once
     /// every sender is gone (or the queue closed) and the queue is drained;
-    /// [`RecvError::Truncated`] if a peer shrank the segment.
+    /// [`RecvTimeoutError::Truncated`] if a peer shrank the segment.
     pub fn recv_bytes_timeout(
         &mut self,
         timeout: Duration,
-    ) -> std::result::Result<RecvGuard<'_, T, [u8]>, RecvError> {
+    ) -> std::result::Result<RecvGuard<'_, T, [u8]>, RecvTimeoutError> {
         let c = self.claim(Wait::after(timeout))?;
         Ok(self.guard(c))
     }
