@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release --example pool`
 
+use shmkit::error::PoolError;
 use shmkit::process::current_process;
 use shmkit::{Error, Pool};
 use std::time::Duration;
@@ -49,7 +50,7 @@ fn main() -> shmkit::Result<()> {
     for (i, r) in results.iter().enumerate() {
         match r {
             Ok(v) => print!("{v} "),
-            Err(Error::WorkerDied { pid, signal, .. }) => {
+            Err(Error::Pool(PoolError::WorkerDied { pid, signal, .. })) => {
                 print!("[item {i}: worker {pid} died of signal {signal:?}] ")
             }
             Err(e) => print!("[item {i}: {e}] "),

@@ -14,6 +14,7 @@
 //! `cargo run --release --example process`. No setup line is needed in
 //! `main`: the child runs `do_some_work` before `main` would start.
 
+use shmkit::error::ProcessError;
 use shmkit::process::{self, Builder};
 use shmkit::{Error, Value};
 use std::time::Duration;
@@ -75,7 +76,7 @@ fn main() -> Result<(), Error> {
         process::spawn(square, 12)?.join()?
     );
     match process::spawn(fail, "no such file".to_string())?.join() {
-        Err(Error::ProcessPanicked { name, message, .. }) => {
+        Err(Error::Process(ProcessError::Panicked { name, message, .. })) => {
             println!("{name} panicked: {message:?}")
         }
         other => println!("unexpected: {other:?}"),

@@ -31,7 +31,7 @@ use std::time::Duration;
 /// those pages: reads give zeroes (or whatever this
 /// process wrote since), writes are private to this process and lost to every
 /// other process, and nothing faults. [`check`](Self::check) (and
-/// [`Segment::check`]) returns [`Error::Truncated`](crate::Error::Truncated);
+/// [`Segment::check`]) returns [`RegionError::Truncated`](crate::error::RegionError::Truncated);
 /// the operations that return `LockResult` cannot carry that error, so call
 /// `check` after work that must not be lost. Recreate the object.
 /// Anonymous (memfd) regions are sealed and cannot be shrunk. Not yet
@@ -83,7 +83,7 @@ impl<T: Pod> ArrayBuilder<T> {
     }
 
     /// For `open`: require exactly `len` elements
-    /// ([`Error::LengthMismatch`](crate::Error::LengthMismatch) otherwise).
+    /// ([`RegionError::LengthMismatch`](crate::error::RegionError::LengthMismatch) otherwise).
     #[must_use]
     pub fn expect_len(mut self, len: usize) -> Self {
         self.len = Some(len as u64);
@@ -93,13 +93,13 @@ impl<T: Pod> ArrayBuilder<T> {
     /// Creates an array of `len` zeroed elements.
     ///
     /// # Errors
-    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
-    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
-    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
-    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
-    /// [`Error::Io`](crate::Error::Io) if the OS refuses. [`Error::NoSpace`](crate::Error::NoSpace)
+    /// As for any region: [`RegionError::AlreadyExists`](crate::error::RegionError::AlreadyExists) if the name is
+    /// taken, [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name,
+    /// [`RegionError::NoSpace`](crate::error::RegionError::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses. [`RegionError::NoSpace`](crate::error::RegionError::NoSpace)
     /// also if `len` elements do not fit the address space.
-    /// [`Error::InvalidName`](crate::Error::InvalidName) if the region is named but its
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) if the region is named but its
     /// [`with_lock`](Self::with_lock) lock is anonymous.
     pub fn create(self, len: usize) -> Result<Array<T>> {
         let inner = Shared::create(&self.opts, Kind::Array, self.lock, len as u64, |_| {})?;
@@ -109,12 +109,12 @@ impl<T: Pod> ArrayBuilder<T> {
     /// Creates an array holding a copy of `items`.
     ///
     /// # Errors
-    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
-    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
-    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
-    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// As for any region: [`RegionError::AlreadyExists`](crate::error::RegionError::AlreadyExists) if the name is
+    /// taken, [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name,
+    /// [`RegionError::NoSpace`](crate::error::RegionError::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or
     /// [`Error::Io`](crate::Error::Io) if the OS refuses.
-    /// [`Error::InvalidName`](crate::Error::InvalidName) if the region is named but its
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) if the region is named but its
     /// [`with_lock`](Self::with_lock) lock is anonymous.
     pub fn create_from(self, items: &[T]) -> Result<Array<T>> {
         let inner = Shared::create(
@@ -136,8 +136,8 @@ impl<T: Pod> ArrayBuilder<T> {
     ///
     /// # Errors
     /// The errors of [`create`](Self::create) and of [`open`](Self::open);
-    /// [`Error::NotInitialized`](crate::Error::NotInitialized) if the name keeps vanishing between
-    /// the create and the open (8 tries). [`Error::LengthMismatch`](crate::Error::LengthMismatch)
+    /// [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if the name keeps vanishing between
+    /// the create and the open (8 tries). [`RegionError::LengthMismatch`](crate::error::RegionError::LengthMismatch)
     /// if the existing array does not have `len` elements.
     pub fn open_or_create(self, len: usize) -> Result<(Array<T>, bool)> {
         let (inner, created) =
@@ -149,17 +149,17 @@ impl<T: Pod> ArrayBuilder<T> {
     /// with [`expect_len`](Self::expect_len)).
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name or none (open needs a name
-    /// or a path); [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not an Array,
-    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type,
-    /// [`Error::LengthMismatch`](crate::Error::LengthMismatch) if its length differs from
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if no segment has the name;
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name or none (open needs a name
+    /// or a path); [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not an Array,
+    /// [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if it holds another type,
+    /// [`RegionError::LengthMismatch`](crate::error::RegionError::LengthMismatch) if its length differs from
     /// [`expect_len`](Self::expect_len); and the other open errors of any region
-    /// ([`Error::NotInitialized`](crate::Error::NotInitialized),
-    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
-    /// [`Error::Truncated`](crate::Error::Truncated), ...). With an external lock, also
-    /// [`Error::InvalidName`](crate::Error::InvalidName) if that lock is anonymous,
-    /// [`Error::Corrupted`](crate::Error::Corrupted) if the lock mode or lock name stored is
+    /// ([`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized),
+    /// [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner),
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...). With an external lock, also
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) if that lock is anonymous,
+    /// [`RegionError::Corrupted`](crate::error::RegionError::Corrupted) if the lock mode or lock name stored is
     /// impossible, and the errors of opening the lock.
     pub fn open(self) -> Result<Array<T>> {
         Ok(Array {
@@ -170,13 +170,13 @@ impl<T: Pod> ArrayBuilder<T> {
     /// Opens an array from a descriptor inherited across `exec`.
     ///
     /// # Errors
-    /// The checks of an open: [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not an
-    /// Array, [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type,
-    /// [`Error::LengthMismatch`](crate::Error::LengthMismatch) if its length differs from
-    /// [`expect_len`](Self::expect_len); [`Error::NotInitialized`](crate::Error::NotInitialized) if
+    /// The checks of an open: [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not an
+    /// Array, [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if it holds another type,
+    /// [`RegionError::LengthMismatch`](crate::error::RegionError::LengthMismatch) if its length differs from
+    /// [`expect_len`](Self::expect_len); [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if
     /// it was never published; [`Error::Io`](crate::Error::Io) if `fstat` or `mmap` fails. With an
-    /// external lock, also [`Error::InvalidName`](crate::Error::InvalidName) if that lock is
-    /// anonymous, [`Error::Corrupted`](crate::Error::Corrupted) if the lock mode or lock name
+    /// external lock, also [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) if that lock is
+    /// anonymous, [`RegionError::Corrupted`](crate::error::RegionError::Corrupted) if the lock mode or lock name
     /// stored is impossible, and the errors of opening the lock.
     pub fn from_fd(self, fd: OwnedFd) -> Result<Array<T>> {
         Ok(Array {
@@ -194,7 +194,7 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     /// [`Error::Io`](crate::Error::Io) if the OS refuses the memory (`memfd_create`, `ftruncate`,
-    /// `mmap`). [`Error::NoSpace`](crate::Error::NoSpace) if `len` elements do not fit the address
+    /// `mmap`). [`RegionError::NoSpace`](crate::error::RegionError::NoSpace) if `len` elements do not fit the address
     /// space.
     pub fn new(len: usize) -> Result<Self> {
         Self::builder().create(len)
@@ -223,15 +223,15 @@ impl<T: Pod> Array<T> {
     /// Opens the named array `name`, whatever its length.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name;
-    /// [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not an Array,
-    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type; and the other
-    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
-    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
-    /// [`Error::Truncated`](crate::Error::Truncated), ...). With an external lock, also
-    /// [`Error::InvalidName`](crate::Error::InvalidName) if that lock is anonymous,
-    /// [`Error::Corrupted`](crate::Error::Corrupted) if the lock mode or lock name stored is
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if no segment has the name;
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name;
+    /// [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not an Array,
+    /// [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if it holds another type; and the other
+    /// open errors of any region ([`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized),
+    /// [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner),
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...). With an external lock, also
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) if that lock is anonymous,
+    /// [`RegionError::Corrupted`](crate::error::RegionError::Corrupted) if the lock mode or lock name stored is
     /// impossible, and the errors of opening the lock.
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
@@ -411,13 +411,13 @@ impl<T: Pod> Array<T> {
         self.inner.segment()
     }
 
-    /// `Err(`[`Error::Truncated`](crate::Error::Truncated)`)` once another
+    /// `Err(`[`RegionError::Truncated`](crate::error::RegionError::Truncated)`)` once another
     /// process has shrunk this array's segment and this process has touched a
     /// cut page (see *Truncation by a peer* above); `Ok` otherwise. One atomic
     /// load.
     ///
     /// # Errors
-    /// [`Error::Truncated`](crate::Error::Truncated) with the segment's name,
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated) with the segment's name,
     /// the size it needs and the size it has.
     pub fn check(&self) -> Result<()> {
         self.inner.segment().check()

@@ -39,7 +39,7 @@ pub trait Message: Sized {
     /// # Errors
     ///
     /// [`Error::Encoding`] if `bytes` is not a valid archive of `Self`; if a handle in it cannot be
-    /// opened, the error of that open ([`Error::NotFound`], ...).
+    /// opened, the error of that open ([`RegionError::NotFound`](crate::error::RegionError::NotFound), ...).
     fn decode(bytes: &[u8]) -> Result<Self>;
     /// Encodes `items` as one archive of `Vec<Self>` into `buf` (cleared
     /// first; its capacity is reused), after `prefix` zero bytes (a multiple
@@ -157,7 +157,9 @@ mod tests {
         // and that (not a bare decoding failure) is the error.
         assert!(matches!(
             Value::<u32>::decode(&bytes),
-            Err(Error::TypeMismatch { .. })
+            Err(Error::Region(
+                crate::error::RegionError::TypeMismatch { .. }
+            ))
         ));
     }
 

@@ -168,7 +168,7 @@ mod macros;
 pub mod admin;
 pub mod atomic;
 mod codec;
-mod error;
+pub mod error;
 pub mod map;
 pub mod pipe;
 pub mod pool;

@@ -3,6 +3,7 @@
 //! the region's own robust lock (the default), a [`Lock`] the user passes, or
 //! none (raw).
 
+use crate::error::RegionError;
 use crate::error::{Error, Result};
 use crate::region::{Kind, RegionOptions, Segment, Spec};
 use crate::sync::mutex::{RawMutex, init_mutex, packed_spec_of, spec_of};
@@ -117,11 +118,11 @@ impl<T: Pod> Shared<T> {
             LockChoice::External(l) => (MODE_EXTERNAL, l.segment().name().map(str::to_owned)),
         };
         if mode == MODE_EXTERNAL && lock_name.is_none() && !opts.is_anonymous() {
-            return Err(Error::InvalidName {
+            return Err(Error::Region(RegionError::InvalidName {
                 name: "<anonymous lock>".to_owned(),
                 reason: "a named region's external lock must be named too, so that \
                          processes opening the region can open its lock",
-            });
+            }));
         }
         let spec = spec::<T>(kind, mode, opts);
         let init_region = |c: *mut u8, d: *mut u8| {
@@ -185,16 +186,18 @@ impl<T: Pod> Shared<T> {
                 // the name is plain bytes, copied with a volatile read.
                 let raw = unsafe { std::ptr::addr_of!((*ctl).lock_name).read_volatile() };
                 let end = raw.iter().position(|&b| b == 0).unwrap_or(LOCK_NAME_LEN);
-                let name = std::str::from_utf8(&raw[..end]).map_err(|_| Error::Corrupted {
-                    name: seg.id(),
-                    what: "the external lock's name is not UTF-8".to_owned(),
+                let name = std::str::from_utf8(&raw[..end]).map_err(|_| {
+                    Error::Region(RegionError::Corrupted {
+                        name: seg.id(),
+                        what: "the external lock's name is not UTF-8".to_owned(),
+                    })
                 })?;
                 if name.is_empty() {
-                    return Err(Error::InvalidName {
+                    return Err(Error::Region(RegionError::InvalidName {
                         name: seg.id(),
                         reason: "this region's external lock is anonymous: it can only be \
                                  shared by fork, not opened",
-                    });
+                    }));
                 }
                 let lock_opts = opts
                     .clone()
@@ -203,10 +206,10 @@ impl<T: Pod> Shared<T> {
                 LockRef::External(Mutex::<()>::builder().options(lock_opts).open()?)
             }
             other => {
-                return Err(Error::Corrupted {
+                return Err(Error::Region(RegionError::Corrupted {
                     name: seg.id(),
                     what: format!("unknown lock mode {other}"),
-                });
+                }));
             }
         };
         Ok(Shared {

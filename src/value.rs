@@ -30,7 +30,7 @@ use std::time::Duration;
 /// pointer) points into those pages: reads give zeroes (or whatever this
 /// process wrote since), writes are private to this process and lost to every
 /// other process, and nothing faults. [`check`](Self::check) (and
-/// [`Segment::check`]) returns [`Error::Truncated`](crate::Error::Truncated);
+/// [`Segment::check`]) returns [`RegionError::Truncated`](crate::error::RegionError::Truncated);
 /// the operations that return `LockResult` cannot carry that error, so call
 /// `check` after work that must not be lost. Recreate the object.
 /// Anonymous (memfd) regions are sealed and cannot be shrunk. The lock's
@@ -86,12 +86,12 @@ impl<T: Pod> ValueBuilder<T> {
     /// Creates the value.
     ///
     /// # Errors
-    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
-    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
-    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
-    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// As for any region: [`RegionError::AlreadyExists`](crate::error::RegionError::AlreadyExists) if the name is
+    /// taken, [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name,
+    /// [`RegionError::NoSpace`](crate::error::RegionError::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or
     /// [`Error::Io`](crate::Error::Io) if the OS refuses.
-    /// [`Error::InvalidName`](crate::Error::InvalidName) if the region is named but its
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) if the region is named but its
     /// [`with_lock`](Self::with_lock) lock is anonymous.
     pub fn create(self, value: T) -> Result<Value<T>> {
         let inner = Shared::create(&self.opts, Kind::Value, self.lock, 1, |p: *mut T| {
@@ -107,7 +107,7 @@ impl<T: Pod> ValueBuilder<T> {
     ///
     /// # Errors
     /// The errors of [`create`](Self::create) and of [`open`](Self::open);
-    /// [`Error::NotInitialized`](crate::Error::NotInitialized) if the name keeps vanishing between
+    /// [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if the name keeps vanishing between
     /// the create and the open (8 tries).
     pub fn open_or_create(self, value: T) -> Result<(Value<T>, bool)> {
         let (inner, created) =
@@ -121,15 +121,15 @@ impl<T: Pod> ValueBuilder<T> {
     /// Opens an existing named value, checking its element type.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name or none (open needs a name
-    /// or a path); [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a Value,
-    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type; and the other
-    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
-    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
-    /// [`Error::Truncated`](crate::Error::Truncated), ...). With an external lock, also
-    /// [`Error::InvalidName`](crate::Error::InvalidName) if that lock is anonymous,
-    /// [`Error::Corrupted`](crate::Error::Corrupted) if the lock mode or lock name stored is
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if no segment has the name;
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name or none (open needs a name
+    /// or a path); [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a Value,
+    /// [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if it holds another type; and the other
+    /// open errors of any region ([`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized),
+    /// [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner),
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...). With an external lock, also
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) if that lock is anonymous,
+    /// [`RegionError::Corrupted`](crate::error::RegionError::Corrupted) if the lock mode or lock name stored is
     /// impossible, and the errors of opening the lock.
     pub fn open(self) -> Result<Value<T>> {
         Ok(Value {
@@ -141,12 +141,12 @@ impl<T: Pod> ValueBuilder<T> {
     /// (see [`Segment::inheritable_fd`]).
     ///
     /// # Errors
-    /// The checks of an open: [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a
-    /// Value, [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type;
-    /// [`Error::NotInitialized`](crate::Error::NotInitialized) if it was never published;
+    /// The checks of an open: [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a
+    /// Value, [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if it holds another type;
+    /// [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if it was never published;
     /// [`Error::Io`](crate::Error::Io) if `fstat` or `mmap` fails. With an external lock, also
-    /// [`Error::InvalidName`](crate::Error::InvalidName) if that lock is anonymous,
-    /// [`Error::Corrupted`](crate::Error::Corrupted) if the lock mode or lock name stored is
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) if that lock is anonymous,
+    /// [`RegionError::Corrupted`](crate::error::RegionError::Corrupted) if the lock mode or lock name stored is
     /// impossible, and the errors of opening the lock.
     pub fn from_fd(self, fd: OwnedFd) -> Result<Value<T>> {
         Ok(Value {
@@ -182,8 +182,8 @@ impl<T: Pod> Value<T> {
     /// Opens the named value `name`.
     ///
     /// # Errors
-    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another
-    /// type, [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a
+    /// [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if it holds another
+    /// type, [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a
     /// Value, and the other open errors of [`Segment`].
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
@@ -292,13 +292,13 @@ impl<T: Pod> Value<T> {
         self.inner.segment()
     }
 
-    /// `Err(`[`Error::Truncated`](crate::Error::Truncated)`)` once another
+    /// `Err(`[`RegionError::Truncated`](crate::error::RegionError::Truncated)`)` once another
     /// process has shrunk this value's segment and this process has touched a
     /// cut page (see *Truncation by a peer* above); `Ok` otherwise. One atomic
     /// load.
     ///
     /// # Errors
-    /// [`Error::Truncated`](crate::Error::Truncated) with the segment's name,
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated) with the segment's name,
     /// the size it needs and the size it has.
     pub fn check(&self) -> Result<()> {
         self.inner.segment().check()

@@ -9,6 +9,7 @@
 mod common;
 
 use common::xorshift as next;
+use shmkit::error::PoolError;
 
 use common::{WATCHDOG, unique, watchdog};
 use shmkit::pipe::Connection;
@@ -298,7 +299,7 @@ fn random_kills_leave_everything_usable() {
         let mut pending = pending;
         match pending.get_timeout(WATCHDOG) {
             Ok(v) => assert_eq!(v, (0..20).collect::<Vec<_>>()),
-            Err(Error::WorkerDied { pid, .. }) => assert_eq!(pid, victim),
+            Err(Error::Pool(PoolError::WorkerDied { pid, .. })) => assert_eq!(pid, victim),
             Err(e) => panic!("pool round: {e}"),
         }
         c.rounds += 1;

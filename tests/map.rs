@@ -4,6 +4,7 @@
 mod common;
 
 use common::xorshift as next;
+use shmkit::error::RegionError;
 
 use common::watchdog;
 use shmkit::process::Builder;
@@ -150,7 +151,10 @@ fn a_full_map_and_mismatched_opens_are_errors() {
         }
     };
     assert!(inserted >= 8, "only {inserted} fit");
-    assert!(matches!(err, Error::MapFull { capacity: 8, .. }), "{err}");
+    assert!(
+        matches!(err, Error::Region(RegionError::MapFull { capacity: 8, .. })),
+        "{err}"
+    );
     // Removing makes room again (tombstones are reused).
     d.remove(&0);
     d.insert(1000, 1).unwrap();
@@ -163,18 +167,18 @@ fn a_full_map_and_mismatched_opens_are_errors() {
     let name = named.segment().name().unwrap().to_owned();
     assert!(matches!(
         SharedMap::<u32, u64>::open(&name),
-        Err(Error::TypeMismatch { .. })
+        Err(Error::Region(RegionError::TypeMismatch { .. }))
     ));
     assert!(matches!(
         SharedMap::<u64, [u8; 8]>::open(&name),
-        Err(Error::TypeMismatch { .. })
+        Err(Error::Region(RegionError::TypeMismatch { .. }))
     ));
     assert!(matches!(
         SharedMap::<u64, u64>::builder()
             .name(&name)
             .capacity(11)
             .open(),
-        Err(Error::LengthMismatch { .. })
+        Err(Error::Region(RegionError::LengthMismatch { .. }))
     ));
     let again = SharedMap::<u64, u64>::builder()
         .name(&name)

@@ -4,6 +4,7 @@
 mod common;
 
 use common::is_dead;
+use shmkit::error::{PoolError, ProcessError};
 
 use common::watchdog;
 use shmkit::pool::Progress;
@@ -41,7 +42,10 @@ fn the_tutorial_pool_squares_with_an_initializer() {
     pool.close();
     pool.join();
     assert_eq!(outputs, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
-    assert!(matches!(pool.map(do_work, 0..1), Err(Error::PoolClosed)));
+    assert!(matches!(
+        pool.map(do_work, 0..1),
+        Err(Error::Pool(PoolError::Closed))
+    ));
 }
 
 #[test]
@@ -148,7 +152,7 @@ fn a_panic_fails_its_item_and_the_worker_lives_on() {
     for (i, r) in got.iter().enumerate() {
         match r {
             Ok(v) => assert_eq!(*v, i as u64),
-            Err(Error::TaskPanicked { message }) => {
+            Err(Error::Pool(PoolError::TaskPanicked { message })) => {
                 assert_eq!(i % 10, 3);
                 assert_eq!(message, &format!("item {i} refuses"));
             }
@@ -158,7 +162,9 @@ fn a_panic_fails_its_item_and_the_worker_lives_on() {
     assert_eq!(got.iter().filter(|r| r.is_err()).count(), 4);
     // map reports the first failure by position.
     match pool.map(maybe_panic, 0..40) {
-        Err(Error::TaskPanicked { message }) => assert_eq!(message, "item 3 refuses"),
+        Err(Error::Pool(PoolError::TaskPanicked { message })) => {
+            assert_eq!(message, "item 3 refuses")
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(pool.worker_pids(), before, "no worker died");
@@ -199,11 +205,11 @@ fn check_one_death(pool: &Pool, how: &str, signal: Option<i32>, exitcode: i32) {
     for (i, r) in got.iter().enumerate() {
         if i == 5 {
             match r {
-                Err(Error::WorkerDied {
+                Err(Error::Pool(PoolError::WorkerDied {
                     pid,
                     signal: s,
                     exitcode: c,
-                }) => {
+                })) => {
                     assert!(before.contains(pid), "pid {pid} not a worker of {before:?}");
                     assert_eq!((*s, *c), (signal, exitcode));
                 }
@@ -231,7 +237,9 @@ fn a_worker_killed_mid_map_fails_only_its_task() {
     );
     // map_async sees the same, as the first error.
     match pool.options().chunksize(1).map(fragile, deaths("kill", 10)) {
-        Err(Error::WorkerDied { signal, .. }) => assert_eq!(signal, Some(libc::SIGKILL)),
+        Err(Error::Pool(PoolError::WorkerDied { signal, .. })) => {
+            assert_eq!(signal, Some(libc::SIGKILL))
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -267,7 +275,7 @@ fn a_worker_killed_from_outside_fails_its_task_and_nothing_hangs() {
     // SAFETY: kill(2) on a worker of ours.
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
     match pending.get() {
-        Err(Error::WorkerDied { pid, signal, .. }) => {
+        Err(Error::Pool(PoolError::WorkerDied { pid, signal, .. })) => {
             assert_eq!((pid, signal), (victim, Some(libc::SIGKILL)));
         }
         other => panic!("{other:?}"),
@@ -333,11 +341,17 @@ fn terminate_ends_a_pool_mid_map() {
         Err(Error::Timeout)
     ));
     pool.terminate();
-    assert!(matches!(pending.get(), Err(Error::PoolTerminated)));
+    assert!(matches!(
+        pending.get(),
+        Err(Error::Pool(PoolError::Terminated))
+    ));
     for pid in pids {
         assert!(is_dead(pid), "worker {pid} survived terminate");
     }
-    assert!(matches!(pool.apply(do_work, 1), Err(Error::PoolClosed)));
+    assert!(matches!(
+        pool.apply(do_work, 1),
+        Err(Error::Pool(PoolError::Closed))
+    ));
 }
 
 #[test]
@@ -347,7 +361,10 @@ fn dropping_a_pool_leaves_no_worker() {
     let pids = pool.worker_pids();
     let pending = pool.apply_async(sleepy, 20_000).unwrap();
     drop(pool);
-    assert!(matches!(pending.get(), Err(Error::PoolTerminated)));
+    assert!(matches!(
+        pending.get(),
+        Err(Error::Pool(PoolError::Terminated))
+    ));
     for pid in pids {
         assert!(is_dead(pid), "worker {pid} outlived its pool");
     }
@@ -382,7 +399,10 @@ fn apply_async_callbacks_and_state() {
         .unwrap();
     assert!(b.wait_timeout(common::WATCHDOG));
     assert_eq!(b.successful(), Some(false));
-    assert!(matches!(b.get(), Err(Error::TaskPanicked { .. })));
+    assert!(matches!(
+        b.get(),
+        Err(Error::Pool(PoolError::TaskPanicked { .. }))
+    ));
     let (ok, err) = (seen.clone(), seen.clone());
     let m = pool
         .map_async_with(
@@ -558,7 +578,9 @@ fn bad_input_gets_typed_errors() {
         .build()
         .unwrap();
     match pool.apply_async(greet, "x".repeat(100 << 10)) {
-        Err(Error::TaskTooLarge { size, max }) => assert!(size > max && max == 64 << 10),
+        Err(Error::Pool(PoolError::TaskTooLarge { size, max })) => {
+            assert!(size > max && max == 64 << 10)
+        }
         other => panic!("{other:?}"),
     }
     // A chunk too large is cut; its items still fit.
@@ -580,7 +602,7 @@ fn refuse(_: ()) {
 fn a_failing_initializer_fails_the_build() {
     let _w = watchdog("initializer");
     match Pool::builder().processes(2).initializer(refuse, ()).build() {
-        Err(Error::PoolBroken { reason }) => {
+        Err(Error::Pool(PoolError::Broken { reason })) => {
             assert!(reason.contains("no initialising today"), "{reason}")
         }
         other => panic!("{other:?}"),
@@ -607,7 +629,10 @@ fn the_fork_start_method_works_in_a_single_threaded_process() {
         .processes(1)
         .start_method(StartMethod::Fork)
         .build();
-    assert!(matches!(refused, Err(Error::ForkRefused { .. })));
+    assert!(matches!(
+        refused,
+        Err(Error::Process(ProcessError::ForkRefused { .. }))
+    ));
     // ... and fine in a spawned child, where `main` never ran.
     let got = shmkit::spawn(fork_pool, ()).unwrap().join().unwrap();
     assert_eq!(got, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);

@@ -7,6 +7,7 @@
 mod common;
 
 use common::is_dead;
+use shmkit::error::ProcessError;
 
 use common::{WATCHDOG, unique};
 use shmkit::process::{self, Builder, Process};
@@ -90,7 +91,7 @@ fn a_panic_comes_back_with_its_message_and_exit_code_1() {
     assert_eq!(wait_code(&p), 1);
     assert_eq!(p.exitcode(), Some(1));
     match join(Ok(p)) {
-        Err(Error::ProcessPanicked { message, name, .. }) => {
+        Err(Error::Process(ProcessError::Panicked { message, name, .. })) => {
             assert_eq!(message, "boom 7");
             assert!(name.starts_with("Process-"));
         }
@@ -124,7 +125,9 @@ fn terminate_and_kill_give_negative_exit_codes() {
         // under us.
         p.kill().unwrap();
         match join(Ok(p)) {
-            Err(Error::ProcessDied { exitcode, .. }) => assert_eq!(exitcode, -signal),
+            Err(Error::Process(ProcessError::Died { exitcode, .. })) => {
+                assert_eq!(exitcode, -signal)
+            }
             other => panic!("expected ProcessDied, got {other:?}"),
         }
     }
@@ -134,7 +137,7 @@ fn terminate_and_kill_give_negative_exit_codes() {
 fn a_child_that_exits_without_returning_is_an_error_not_a_hang() {
     let p = process::spawn(|code: i32| std::process::exit(code), 3).unwrap();
     match join::<()>(Ok(p)) {
-        Err(Error::ProcessDied { exitcode: 3, .. }) => {}
+        Err(Error::Process(ProcessError::Died { exitcode: 3, .. })) => {}
         other => panic!("expected ProcessDied with code 3, got {other:?}"),
     }
 }
@@ -153,7 +156,7 @@ fn join_timeout_returns_none_while_running_then_the_result_once() {
     assert_eq!(p.join_timeout(WATCHDOG).unwrap(), Some(300));
     assert!(matches!(
         p.join_timeout(WATCHDOG),
-        Err(Error::AlreadyJoined { .. })
+        Err(Error::Process(ProcessError::AlreadyJoined { .. }))
     ));
 }
 
@@ -161,7 +164,7 @@ fn join_timeout_returns_none_while_running_then_the_result_once() {
 fn fork_is_refused_in_a_multithreaded_parent_and_works_in_a_single_threaded_one() {
     // The test harness runs this on a thread of its own.
     match Builder::new().fork(|| 1u32) {
-        Err(Error::ForkRefused { threads }) => assert!(threads >= 2),
+        Err(Error::Process(ProcessError::ForkRefused { threads })) => assert!(threads >= 2),
         other => panic!("fork in a multithreaded process: {other:?}"),
     }
     // A spawned child runs its function before any thread exists.
@@ -170,7 +173,7 @@ fn fork_is_refused_in_a_multithreaded_parent_and_works_in_a_single_threaded_one(
             let p = Builder::new().fork(move || (x * 2, process::current_process().name));
             let (v, name) = join(p).unwrap();
             let panicked = join(Builder::new().fork(|| -> u32 { panic!("forked boom") }));
-            let panicked = matches!(panicked, Err(Error::ProcessPanicked { message, .. }) if message == "forked boom");
+            let panicked = matches!(panicked, Err(Error::Process(ProcessError::Panicked { message, .. })) if message == "forked boom");
             (v, name, panicked)
         },
         21,

@@ -6,12 +6,13 @@
 mod common;
 
 use common::{WATCHDOG, unique, watchdog};
+use shmkit::error::RegionError;
 use shmkit::process::{self, Builder, Process};
 use shmkit::queue::{
     self, Bytes, Queue, Receiver, RecvError, RecvTimeoutError, Rkyv, SendError, SendTimeoutError,
     Sender, Serde, TryRecvError, TrySendError,
 };
-use shmkit::{Array, Message, Value};
+use shmkit::{Array, Error, Message, Value};
 use std::time::{Duration, Instant};
 
 use common::join_child as join;
@@ -306,20 +307,30 @@ fn a_typed_queue_opened_as_another_message_type_is_refused() {
         .name(&name)
         .open()
         .unwrap_err();
-    assert!(matches!(e, shmkit::Error::TypeMismatch { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Region(RegionError::TypeMismatch { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("Job"), "{e}");
     let e = Queue::<Bytes>::builder().name(&name).open().unwrap_err();
-    assert!(matches!(e, shmkit::Error::TypeMismatch { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Region(RegionError::TypeMismatch { .. })),
+        "{e}"
+    );
     let e = Queue::<Serde<Job2>>::builder()
         .name(&name)
         .open()
         .unwrap_err();
-    assert!(matches!(e, shmkit::Error::TypeMismatch { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Region(RegionError::TypeMismatch { .. })),
+        "{e}"
+    );
     let e = Queue::<u64>::builder().name(&name).open().unwrap_err();
     assert!(
         matches!(
             e,
-            shmkit::Error::TypeMismatch { .. } | shmkit::Error::Corrupted { .. }
+            Error::Region(RegionError::TypeMismatch { .. })
+                | Error::Region(RegionError::Corrupted { .. })
         ),
         "{e}"
     );
@@ -484,7 +495,9 @@ fn hostile_geometry_and_lengths_are_refused_not_read() {
         control.add(384 + 48).cast::<u64>().write_volatile(3);
     }
     match Queue::<u64>::open(&name) {
-        Err(shmkit::Error::Corrupted { what, .. }) => assert!(what.contains("geometry"), "{what}"),
+        Err(Error::Region(RegionError::Corrupted { what, .. })) => {
+            assert!(what.contains("geometry"), "{what}")
+        }
         other => panic!("expected Corrupted, got {other:?}"),
     }
     // Handles opened before the corruption keep the geometry they validated:
@@ -658,7 +671,10 @@ fn the_65th_handle_is_too_many_handles_not_corrupted() {
     let txs: Vec<_> = (0..63).map(|_| q.sender().unwrap()).collect();
     let err = q.receiver().unwrap_err();
     assert!(
-        matches!(err, shmkit::Error::TooManyHandles { max: 64, .. }),
+        matches!(
+            err,
+            Error::Region(RegionError::TooManyHandles { max: 64, .. })
+        ),
         "{err:?}"
     );
     let text = err.to_string();
@@ -672,7 +688,7 @@ fn the_65th_handle_is_too_many_handles_not_corrupted() {
     );
     assert!(matches!(
         q.sender(),
-        Err(shmkit::Error::TooManyHandles { .. })
+        Err(Error::Region(RegionError::TooManyHandles { .. }))
     ));
     drop(txs);
     assert!(q.receiver().is_ok(), "a freed entry is reused");

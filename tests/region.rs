@@ -3,6 +3,7 @@
 
 mod common;
 
+use shmkit::error::RegionError;
 use shmkit::sync::Barrier;
 use shmkit::{Array, Error, Value};
 use std::ffi::CString;
@@ -57,7 +58,10 @@ fn create_is_exclusive_and_open_finds_it() {
     let name = common::unique("excl");
     let v = Value::<u64>::builder().name(&name).create(41).unwrap();
     let e = Value::<u64>::builder().name(&name).create(0).unwrap_err();
-    assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Region(RegionError::AlreadyExists { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("already exists"));
     let w = Value::<u64>::open(&name).unwrap();
     w.fetch_add(1);
@@ -66,9 +70,15 @@ fn create_is_exclusive_and_open_finds_it() {
     assert_eq!(w.segment().creator_pid(), std::process::id());
     assert!(w.segment().creator_alive());
     let missing = Value::<u64>::open(&common::unique("missing")).unwrap_err();
-    assert!(matches!(missing, Error::NotFound { .. }), "{missing}");
+    assert!(
+        matches!(missing, Error::Region(RegionError::NotFound { .. })),
+        "{missing}"
+    );
     let bad = Value::<u64>::open("a/b").unwrap_err();
-    assert!(matches!(bad, Error::InvalidName { .. }), "{bad}");
+    assert!(
+        matches!(bad, Error::Region(RegionError::InvalidName { .. })),
+        "{bad}"
+    );
 }
 
 #[test]
@@ -76,17 +86,23 @@ fn wrong_type_kind_and_length_are_typed_errors() {
     let vname = common::unique("type");
     let _v = Value::<u64>::builder().name(&vname).create(1).unwrap();
     let e = Value::<i64>::open(&vname).unwrap_err();
-    assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Region(RegionError::TypeMismatch { .. })),
+        "{e}"
+    );
     let msg = e.to_string();
     assert!(msg.contains("`u64`") && msg.contains("`i64`"), "{msg}");
     let e = Value::<u32>::open(&vname).unwrap_err();
     assert!(
-        matches!(e, Error::TypeMismatch { ref expected, ref found, .. }
+        matches!(e, Error::Region(RegionError::TypeMismatch { ref expected, ref found, .. })
         if expected.size == 4 && found.size == 8),
         "{e}"
     );
     let e = Array::<u64>::open(&vname).unwrap_err();
-    assert!(matches!(e, Error::KindMismatch { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Region(RegionError::KindMismatch { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("holds a Value"), "{e}");
 
     let aname = common::unique("len");
@@ -99,11 +115,11 @@ fn wrong_type_kind_and_length_are_typed_errors() {
     assert!(
         matches!(
             e,
-            Error::LengthMismatch {
+            Error::Region(RegionError::LengthMismatch {
                 expected: 11,
                 found: 10,
                 ..
-            }
+            })
         ),
         "{e}"
     );
@@ -136,18 +152,21 @@ fn wrong_version_and_foreign_magic_are_typed_errors() {
     assert!(
         matches!(
             e,
-            Error::VersionMismatch {
+            Error::Region(RegionError::VersionMismatch {
                 expected: shmkit::region::LAYOUT_VERSION,
                 found: 99,
                 ..
-            }
+            })
         ),
         "{e}"
     );
 
     let garbage = Foreign::new("garbage", &[0xAB; 4096]);
     let e = Value::<u64>::open(&garbage.0).unwrap_err();
-    assert!(matches!(e, Error::NotShmkit { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Region(RegionError::NotShmkit { .. })),
+        "{e}"
+    );
 }
 
 #[test]
@@ -161,12 +180,18 @@ fn uninitialised_segments_time_out_with_a_typed_error() {
     // Size still 0: the creator has not even set the length.
     let empty = Foreign::new("empty", &[]);
     let e = fast(&empty.0).unwrap_err();
-    assert!(matches!(e, Error::NotInitialized { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Region(RegionError::NotInitialized { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("not initialised"));
     // Sized but never published (ready word 0), as if the creator died.
     let unready = Foreign::new("unready", &[0; 4096]);
     let e = fast(&unready.0).unwrap_err();
-    assert!(matches!(e, Error::NotInitialized { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Region(RegionError::NotInitialized { .. })),
+        "{e}"
+    );
 }
 
 #[test]
@@ -196,7 +221,9 @@ fn an_opener_waits_for_a_slow_creator() {
             .open()
         {
             Ok(v) => break v,
-            Err(Error::NotFound { .. }) => std::thread::sleep(Duration::from_millis(5)),
+            Err(Error::Region(RegionError::NotFound { .. })) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
             Err(e) => panic!("{e}"),
         }
     };
@@ -217,7 +244,10 @@ fn truncated_segment_is_a_typed_error() {
         .unwrap();
     f.set_len(4096).unwrap();
     let e = Array::<u64>::open(&name).unwrap_err();
-    assert!(matches!(e, Error::Truncated { found: 4096, .. }), "{e}");
+    assert!(
+        matches!(e, Error::Region(RegionError::Truncated { found: 4096, .. })),
+        "{e}"
+    );
     drop(a);
 }
 
@@ -239,10 +269,10 @@ fn segment_of_another_user_is_refused_unless_allowed() {
     assert!(
         matches!(
             e,
-            Error::ForeignOwner {
+            Error::Region(RegionError::ForeignOwner {
                 owner_uid: 65534,
                 ..
-            }
+            })
         ),
         "{e}"
     );
@@ -346,11 +376,11 @@ fn too_big_for_dev_shm_is_no_space_naming_both_sizes() {
         .create(1usize << 50) // 1 PiB
         .unwrap_err();
     match &e {
-        Error::NoSpace {
+        Error::Region(RegionError::NoSpace {
             requested,
             available,
             ..
-        } => {
+        }) => {
             assert!(*requested > *available);
             let msg = e.to_string();
             assert!(
@@ -499,11 +529,11 @@ fn free_bytes(path: &str) -> u64 {
 
 fn assert_no_space(r: shmkit::Result<impl std::fmt::Debug>, what: &str) {
     match r {
-        Err(Error::NoSpace {
+        Err(Error::Region(RegionError::NoSpace {
             requested,
             available,
             ..
-        }) => assert!(requested > available, "{what}: {requested} <= {available}"),
+        })) => assert!(requested > available, "{what}: {requested} <= {available}"),
         other => panic!("{what}: expected NoSpace, got {other:?}"),
     }
 }

@@ -1,11 +1,12 @@
 //! A peer process that shrinks (`ftruncate`s) a live segment does not kill
 //! this process: shmkit's SIGBUS handler maps private zero pages over the cut
-//! range, and the object's checked operations report `Error::Truncated`.
+//! range, and the object's checked operations report `RegionError::Truncated`.
 //! Also: the handler chains to one installed before it, and a SIGBUS that is
 //! not a truncation of a shmkit mapping still kills the process.
 
 mod common;
 
+use shmkit::error::RegionError;
 use shmkit::queue::Rkyv;
 use shmkit::queue::{Queue, RecvError, SendError, TryRecvError, TrySendError};
 use shmkit::sync::{Mutex, RwLock, Semaphore};
@@ -68,11 +69,11 @@ fn while_a_peer_truncates(
 fn assert_truncated(r: shmkit::Result<()>, name: &str, found: u64) {
     match r {
         Err(
-            ref e @ Error::Truncated {
+            ref e @ Error::Region(RegionError::Truncated {
                 name: ref n,
                 expected,
                 found: f,
-            },
+            }),
         ) => {
             assert!(n.contains(name.trim_start_matches('/')), "{n} vs {name}");
             assert_eq!(f, found);
@@ -164,7 +165,7 @@ fn array_slice_sees_zeroes_past_the_cut_and_the_shared_page_before_it() {
     // A new opener is told at open (the header survived the cut).
     assert!(matches!(
         Array::<u64>::open(&name),
-        Err(Error::Truncated { .. })
+        Err(Error::Region(RegionError::Truncated { .. }))
     ));
 }
 
@@ -243,10 +244,13 @@ fn shared_map_survives_and_its_writes_get_truncated() {
             m.segment().check().is_err()
         },
     );
-    assert!(matches!(m.insert(1, 1), Err(Error::Truncated { .. })));
+    assert!(matches!(
+        m.insert(1, 1),
+        Err(Error::Region(RegionError::Truncated { .. }))
+    ));
     assert!(matches!(
         m.update(&1, |_| Some(2)),
-        Err(Error::Truncated { .. })
+        Err(Error::Region(RegionError::Truncated { .. }))
     ));
     assert_eq!(m.get(&1), None, "reads see the zero pages");
     assert_truncated(m.segment().check(), &name, 0);
@@ -428,7 +432,10 @@ fn a_handler_installed_before_shmkit_still_gets_other_faults() {
         // SAFETY: ftruncate on the segment's own descriptor.
         assert_eq!(unsafe { libc::ftruncate(v.segment().as_fd_raw(), 0) }, 0);
         v.set(2).unwrap();
-        assert!(matches!(v.check(), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            v.check(),
+            Err(Error::Region(RegionError::Truncated { .. }))
+        ));
         // Any other fault reaches the user's handler.
         fault_outside_shmkit();
         unreachable!("the user's handler exits");
@@ -639,7 +646,10 @@ fn a_blocked_semaphore_acquire_ends_when_a_peer_cuts_it() {
         common::wait_ok(&mut peer);
         // Nothing touches the cut pages but the waiters themselves.
         for r in [blocked.join().unwrap(), permit.join().unwrap()] {
-            assert!(matches!(r, Err(Error::Truncated { .. })), "{r:?}");
+            assert!(
+                matches!(r, Err(Error::Region(RegionError::Truncated { .. }))),
+                "{r:?}"
+            );
         }
     });
 }

@@ -5,8 +5,9 @@
 
 mod common;
 
+use shmkit::error::RegionError;
 use shmkit::sync::{Barrier, Lock};
-use shmkit::{Array, Value};
+use shmkit::{Array, Error, Value};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const INCREMENTS: u64 = 1_000_000;
@@ -235,7 +236,7 @@ fn a_handle_whose_segment_is_gone_is_not_found_with_its_name() {
     drop(v);
     let e = <(u32, Value<u64>)>::decode(&bytes).unwrap_err();
     assert!(
-        matches!(&e, shmkit::Error::NotFound { name: n } if n.contains(&name)),
+        matches!(&e, Error::Region(RegionError::NotFound { name: n }) if n.contains(&name)),
         "{e:?}"
     );
     assert!(!e.to_string().contains("without error information"), "{e}");

@@ -12,6 +12,7 @@
 mod common;
 
 use common::{unique, watchdog};
+use shmkit::error::ProcessError;
 use shmkit::{Error, Queue, Value};
 use std::process::Command;
 
@@ -46,7 +47,10 @@ fn clean_removes_a_stale_segment_and_leaves_a_live_one() {
     let live = format!("{prefix}-live");
     let died = shmkit::spawn(create_and_die, stale.clone()).unwrap().join();
     assert!(
-        matches!(died, Err(Error::ProcessDied { exitcode: -9, .. })),
+        matches!(
+            died,
+            Err(Error::Process(ProcessError::Died { exitcode: -9, .. }))
+        ),
         "{died:?}"
     );
     assert!(exists(&stale));

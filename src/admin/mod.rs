@@ -19,6 +19,7 @@
 //! - A name is removed only if it still names the inode that was checked
 //!   (device and inode compared right before `shm_unlink`).
 
+use crate::error::RegionError;
 use crate::error::{Error, Result};
 use crate::region::{HEADER_SIZE, Header, Kind, MAGIC};
 use crate::sys::{proc, shm};
@@ -328,7 +329,7 @@ fn scan() -> proc::MapScan {
 /// what was skipped and why.
 ///
 /// # Errors
-/// [`Error::NotFound`], [`Error::PermissionDenied`] or [`Error::Io`] if /dev/shm cannot be read.
+/// [`RegionError::NotFound`], [`RegionError::PermissionDenied`] or [`Error::Io`] if /dev/shm cannot be read.
 /// Entries that cannot be read are listed in `skipped`, not errors.
 pub fn list(prefix: &str) -> Result<Listing> {
     let prefix = prefix.trim_start_matches('/');
@@ -363,10 +364,10 @@ pub fn list_segments() -> Result<Vec<SegmentInfo>> {
 fn checked_name(name: &str) -> Result<&str> {
     let name = name.trim_start_matches('/');
     if name.is_empty() || name.contains('/') {
-        return Err(Error::InvalidName {
+        return Err(Error::Region(RegionError::InvalidName {
             name: name.to_owned(),
             reason: "a segment name has no '/' after the leading one",
-        });
+        }));
     }
     Ok(name)
 }
@@ -383,27 +384,31 @@ pub fn inspect_segment(name: &str) -> Result<SegmentInfo> {
     if let Err(e) = std::fs::symlink_metadata(&path) {
         return Err(Error::from_io("stat", name, e));
     }
-    let (file, meta) = open_regular(&path).map_err(|what| Error::Corrupted {
-        name: name.to_owned(),
-        what,
+    let (file, meta) = open_regular(&path).map_err(|what| {
+        Error::Region(RegionError::Corrupted {
+            name: name.to_owned(),
+            what,
+        })
     })?;
     let mut magic = [0u8; 8];
     if meta.len() < HEADER_SIZE as u64 {
-        return Err(Error::Truncated {
+        return Err(Error::Region(RegionError::Truncated {
             name: name.to_owned(),
             expected: HEADER_SIZE as u64,
             found: meta.len(),
-        });
+        }));
     }
     if file.read_exact_at(&mut magic, 0).is_ok() && u64::from_ne_bytes(magic) != MAGIC {
-        return Err(Error::NotShmkit {
+        return Err(Error::Region(RegionError::NotShmkit {
             name: name.to_owned(),
             found_magic: u64::from_ne_bytes(magic),
-        });
+        }));
     }
-    read(&file, &meta, name, &scan()).map_err(|what| Error::Corrupted {
-        name: name.to_owned(),
-        what,
+    read(&file, &meta, name, &scan()).map_err(|what| {
+        Error::Region(RegionError::Corrupted {
+            name: name.to_owned(),
+            what,
+        })
     })
 }
 
@@ -438,7 +443,7 @@ pub struct CleanReport {
 /// mapping them (with `force`, also those still in use).
 ///
 /// # Errors
-/// As for [`list`]; [`Error::PermissionDenied`] or [`Error::Io`] if a stale segment cannot be
+/// As for [`list`]; [`RegionError::PermissionDenied`] or [`Error::Io`] if a stale segment cannot be
 /// unlinked (one that vanished meanwhile is skipped).
 pub fn clean(opts: &CleanOptions) -> Result<CleanReport> {
     let me = proc::euid();

@@ -22,7 +22,7 @@
 //!   `#[repr(C)]` structs), compared by their bytes; [`FixedStr<N>`] makes
 //!   string keys and values of up to `N` bytes. The map has twice as many
 //!   slots as the capacity given at creation (at least 16), cut into
-//!   stripes; an insert whose stripe has no free slot is [`Error::MapFull`].
+//!   stripes; an insert whose stripe has no free slot is [`RegionError::MapFull`].
 //!   So `capacity` entries fit whenever the keys' hashes spread (a stripe
 //!   fills early only for unlucky or adversarial keys: the hash is the same
 //!   in every process, hence unseeded), and somewhat more may fit.
@@ -47,6 +47,7 @@
 //!   is validated against the mapping once and copied privately, so a peer
 //!   cannot send a probe out of bounds.
 
+use crate::error::RegionError;
 use crate::error::{Error, Result};
 use crate::region::{RegionOptions, Segment};
 use crate::sync::mutex::RawMutex;
@@ -127,21 +128,25 @@ impl<K: Pod, V: Pod> SharedMapBuilder<K, V> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidName`] if no [`capacity`](Self::capacity) was given; [`Error::NoSpace`] if
-    /// the capacity does not fit the address space; as for any region: [`Error::AlreadyExists`] if
-    /// the name is taken, [`Error::InvalidName`] for a bad name, [`Error::NoSpace`] if /dev/shm (or
-    /// the file's filesystem) is too small, [`Error::PermissionDenied`] or [`Error::Io`] if the OS
+    /// [`RegionError::InvalidName`] if no [`capacity`](Self::capacity) was given; [`RegionError::NoSpace`] if
+    /// the capacity does not fit the address space; as for any region: [`RegionError::AlreadyExists`] if
+    /// the name is taken, [`RegionError::InvalidName`] for a bad name, [`RegionError::NoSpace`] if /dev/shm (or
+    /// the file's filesystem) is too small, [`RegionError::PermissionDenied`] or [`Error::Io`] if the OS
     /// refuses.
     pub fn create(self) -> Result<SharedMap<K, V>> {
-        let capacity = self.capacity.ok_or_else(|| Error::InvalidName {
-            name: String::new(),
-            reason: "a SharedMap needs a capacity: builder().capacity(n)",
+        let capacity = self.capacity.ok_or_else(|| {
+            Error::Region(RegionError::InvalidName {
+                name: String::new(),
+                reason: "a SharedMap needs a capacity: builder().capacity(n)",
+            })
         })?;
-        let geo = Geometry::for_capacity::<K, V>(capacity).ok_or(Error::NoSpace {
-            name: "<new map>".into(),
-            requested: u64::MAX,
-            available: 0,
-        })?;
+        let geo = Geometry::for_capacity::<K, V>(capacity).ok_or(Error::Region(
+            RegionError::NoSpace {
+                name: "<new map>".into(),
+                requested: u64::MAX,
+                available: 0,
+            },
+        ))?;
         let seg = Segment::create(
             &self.opts,
             &spec::<K, V>(&self.opts),
@@ -182,13 +187,13 @@ impl<K: Pod, V: Pod> SharedMapBuilder<K, V> {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name or
-    /// none (open needs a name or a path); [`Error::KindMismatch`] if it is not a map,
-    /// [`Error::TypeMismatch`] if it holds other key and value types (or another tag),
-    /// [`Error::Corrupted`] if its key or value sizes or its geometry differ,
-    /// [`Error::LengthMismatch`] if its capacity differs from [`capacity`](Self::capacity); and the
-    /// other open errors of any region ([`Error::NotInitialized`], [`Error::ForeignOwner`],
-    /// [`Error::Truncated`], ...).
+    /// [`RegionError::NotFound`] if no segment has the name; [`RegionError::InvalidName`] for a bad name or
+    /// none (open needs a name or a path); [`RegionError::KindMismatch`] if it is not a map,
+    /// [`RegionError::TypeMismatch`] if it holds other key and value types (or another tag),
+    /// [`RegionError::Corrupted`] if its key or value sizes or its geometry differ,
+    /// [`RegionError::LengthMismatch`] if its capacity differs from [`capacity`](Self::capacity); and the
+    /// other open errors of any region ([`RegionError::NotInitialized`], [`RegionError::ForeignOwner`],
+    /// [`RegionError::Truncated`], ...).
     pub fn open(self) -> Result<SharedMap<K, V>> {
         let seg = Segment::open(&self.opts, &spec::<K, V>(&self.opts), None)?;
         SharedMap::checked(seg, self.capacity)
@@ -198,10 +203,10 @@ impl<K: Pod, V: Pod> SharedMapBuilder<K, V> {
     ///
     /// # Errors
     ///
-    /// The checks of an open: [`Error::KindMismatch`] if it is not a map, [`Error::TypeMismatch`]
-    /// if it holds other key and value types, [`Error::Corrupted`] if its key or value sizes or its
-    /// geometry differ, [`Error::LengthMismatch`] if its capacity differs from
-    /// [`capacity`](Self::capacity); [`Error::NotInitialized`] if it was never published;
+    /// The checks of an open: [`RegionError::KindMismatch`] if it is not a map, [`RegionError::TypeMismatch`]
+    /// if it holds other key and value types, [`RegionError::Corrupted`] if its key or value sizes or its
+    /// geometry differ, [`RegionError::LengthMismatch`] if its capacity differs from
+    /// [`capacity`](Self::capacity); [`RegionError::NotInitialized`] if it was never published;
     /// [`Error::Io`] if `fstat` or `mmap` fails.
     pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<SharedMap<K, V>> {
         let seg = Segment::from_fd(fd, &self.opts, &spec::<K, V>(&self.opts), None)?;
@@ -216,7 +221,7 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     /// # Errors
     ///
     /// [`Error::Io`] if the OS refuses the memory (`memfd_create`, `ftruncate`, `mmap`).
-    /// [`Error::NoSpace`] if `capacity` entries do not fit the address space.
+    /// [`RegionError::NoSpace`] if `capacity` entries do not fit the address space.
     pub fn new(capacity: usize) -> Result<Self> {
         Self::builder().capacity(capacity).create()
     }
@@ -235,11 +240,11 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name;
-    /// [`Error::KindMismatch`] if it is not a map, [`Error::TypeMismatch`] if it holds other key
-    /// and value types, [`Error::Corrupted`] if its key or value sizes or its geometry differ; and
-    /// the other open errors of any region ([`Error::NotInitialized`], [`Error::ForeignOwner`],
-    /// [`Error::Truncated`], ...).
+    /// [`RegionError::NotFound`] if no segment has the name; [`RegionError::InvalidName`] for a bad name;
+    /// [`RegionError::KindMismatch`] if it is not a map, [`RegionError::TypeMismatch`] if it holds other key
+    /// and value types, [`RegionError::Corrupted`] if its key or value sizes or its geometry differ; and
+    /// the other open errors of any region ([`RegionError::NotInitialized`], [`RegionError::ForeignOwner`],
+    /// [`RegionError::Truncated`], ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }
@@ -249,9 +254,11 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
         // MapControl's size and alignment; its fields are plain u64s that a
         // peer may write, so they are copied once with volatile reads.
         let c = unsafe { std::ptr::read_volatile(seg.control_ptr().cast::<MapControl>()) };
-        let corrupt = |what: String| Error::Corrupted {
-            name: seg.id(),
-            what,
+        let corrupt = |what: String| {
+            Error::Region(RegionError::Corrupted {
+                name: seg.id(),
+                what,
+            })
         };
         let ours = [
             size_of::<K>(),
@@ -293,11 +300,11 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
         if let Some(n) = expect
             && n != geo.capacity
         {
-            return Err(Error::LengthMismatch {
+            return Err(Error::Region(RegionError::LengthMismatch {
                 name: seg.id(),
                 expected: n,
                 found: geo.capacity,
-            });
+            }));
         }
         Ok(SharedMap {
             inner: Arc::new(Inner { seg, geo }),
@@ -350,8 +357,8 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     ///
     /// # Errors
     ///
-    /// [`Error::MapFull`] if the key is new and its stripe has no free slot;
-    /// [`Error::Truncated`] if a peer has shrunk the segment.
+    /// [`RegionError::MapFull`] if the key is new and its stripe has no free slot;
+    /// [`RegionError::Truncated`] if a peer has shrunk the segment.
     pub fn insert(&self, key: K, value: V) -> Result<Option<V>> {
         let mut old = None;
         self.update(&key, |v| {
@@ -373,9 +380,9 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     ///
     /// # Errors
     ///
-    /// [`Error::MapFull`] if the key is new and its stripe has no free slot.
+    /// [`RegionError::MapFull`] if the key is new and its stripe has no free slot.
     ///
-    /// [`Error::Truncated`] if a peer has shrunk the segment (checked before
+    /// [`RegionError::Truncated`] if a peer has shrunk the segment (checked before
     /// and after the update; after a truncation the update may have gone to
     /// private zero pages and is lost).
     pub fn update(&self, key: &K, f: impl FnOnce(Option<V>) -> Option<V>) -> Result<Option<V>> {

@@ -4,6 +4,7 @@
 //! half-done change.
 
 use super::SharedMap;
+use crate::error::RegionError;
 use crate::error::{Error, Result};
 use crate::region::{Kind, RegionOptions, Spec, TypeInfo};
 use crate::sync::mutex::{Acquired, LINE_REST, RawMutex};
@@ -456,10 +457,10 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
             Err(free) => {
                 let Some(v) = f(None) else { return Ok(None) };
                 let Some(i) = free else {
-                    return Err(Error::MapFull {
+                    return Err(Error::Region(RegionError::MapFull {
                         name: self.inner.seg.id(),
                         capacity: self.capacity(),
-                    });
+                    }));
                 };
                 let slot = Slot {
                     state: FULL,

@@ -4,7 +4,7 @@
 //! for a queue: `Connection<T>` for a `Pod` `T`, `Connection<Rkyv<M>>`,
 //! `Connection<Serde<M>>` (feature `serde`), `Connection<Bytes>`; the region
 //! records it, and opening an end as another kind is
-//! [`Error::TypeMismatch`].
+//! [`RegionError::TypeMismatch`].
 //!
 //! ```
 //! # fn main() -> shmkit::Result<()> {
@@ -43,6 +43,7 @@ mod raw;
 mod travel;
 mod typed;
 
+use crate::error::RegionError;
 pub(crate) use raw::RawPipe;
 use raw::{PipeControl, Waited, spec};
 #[doc(hidden)]
@@ -112,15 +113,17 @@ impl<T: Item> PipeBuilder<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::NoSpace`] if the capacity and message size do not fit the address space; as for any
-    /// region: [`Error::AlreadyExists`] if the name is taken, [`Error::InvalidName`] for a bad
-    /// name, [`Error::NoSpace`] if /dev/shm (or the file's filesystem) is too small,
-    /// [`Error::PermissionDenied`] or [`Error::Io`] if the OS refuses.
+    /// [`RegionError::NoSpace`] if the capacity and message size do not fit the address space; as for any
+    /// region: [`RegionError::AlreadyExists`] if the name is taken, [`RegionError::InvalidName`] for a bad
+    /// name, [`RegionError::NoSpace`] if /dev/shm (or the file's filesystem) is too small,
+    /// [`RegionError::PermissionDenied`] or [`Error::Io`] if the OS refuses.
     pub fn create(self) -> Result<(Connection<T>, Connection<T>)> {
-        let too_big = || Error::NoSpace {
-            name: "<new pipe>".into(),
-            requested: u64::MAX,
-            available: 0,
+        let too_big = || {
+            Error::Region(RegionError::NoSpace {
+                name: "<new pipe>".into(),
+                requested: u64::MAX,
+                available: 0,
+            })
         };
         let capacity = (self.capacity.max(2) as u64)
             .checked_next_power_of_two()
@@ -165,11 +168,11 @@ impl<T: Item> PipeBuilder<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name or
-    /// none (open needs a name or a path); [`Error::KindMismatch`] if it is not a pipe,
-    /// [`Error::TypeMismatch`] if its tag differs, [`Error::Corrupted`] if its geometry is
-    /// impossible; and the other open errors of any region ([`Error::NotInitialized`],
-    /// [`Error::ForeignOwner`], [`Error::Truncated`], ...).
+    /// [`RegionError::NotFound`] if no segment has the name; [`RegionError::InvalidName`] for a bad name or
+    /// none (open needs a name or a path); [`RegionError::KindMismatch`] if it is not a pipe,
+    /// [`RegionError::TypeMismatch`] if its tag differs, [`RegionError::Corrupted`] if its geometry is
+    /// impossible; and the other open errors of any region ([`RegionError::NotInitialized`],
+    /// [`RegionError::ForeignOwner`], [`RegionError::Truncated`], ...).
     pub fn open(self, end: usize) -> Result<Connection<T>> {
         let raw = RawPipe::check(Segment::open(&self.opts, &spec::<T>(), None)?)?;
         Ok(Connection::take_over(raw, end.min(1)))

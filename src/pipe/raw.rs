@@ -1,6 +1,7 @@
 //! The pipe region: two directions of SPSC rings with their wait words,
 //! the two ends' holders, and the waits that look for a dead peer.
 
+use crate::error::RegionError;
 use crate::error::{Error, Result};
 use crate::queue::Item;
 use crate::queue::atomic::AtomicU64 as RingU64;
@@ -128,13 +129,13 @@ impl RawPipe {
             || stride < size_of::<SlotHeader>() as u64 + len
             || cap.checked_mul(stride).and_then(|b| b.checked_mul(2)) != Some(p.seg.element_count())
         {
-            return Err(Error::Corrupted {
+            return Err(Error::Region(RegionError::Corrupted {
                 name: p.seg.id(),
                 what: format!(
                     "pipe geometry (capacity {cap}, stride {stride}, max message {len}) does \
                      not match its slot area"
                 ),
-            });
+            }));
         }
         p.geometry = (cap, stride, len);
         Ok(Arc::new(p))
@@ -262,10 +263,10 @@ impl RawPipe {
         if self.looks.take_due(now) {
             self.check_peer(end);
             if let Some(what) = self.impossible(end) {
-                return Err(Waited::Corrupted(Error::Corrupted {
+                return Err(Waited::Corrupted(Error::Region(RegionError::Corrupted {
                     name: self.seg.id(),
                     what,
-                }));
+                })));
             }
             return Ok(());
         }

@@ -2,6 +2,7 @@
 
 use super::raw::{Direction, End};
 use super::*;
+use crate::error::RegionError;
 use crate::queue::Rkyv;
 use crate::queue::{RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError};
 use std::mem::offset_of;
@@ -58,12 +59,18 @@ fn opening_a_pipe_as_another_message_type_is_refused() {
         .name(&name)
         .open(1)
         .unwrap_err();
-    assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Region(RegionError::TypeMismatch { .. })),
+        "{e}"
+    );
     let e = Connection::<u64>::builder()
         .name(&name)
         .open(1)
         .unwrap_err();
-    assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Region(RegionError::TypeMismatch { .. })),
+        "{e}"
+    );
 }
 
 #[test]

@@ -60,7 +60,7 @@ impl PoolBuilder {
 
     /// Runs `f(args)` once in each worker before it takes tasks (Python's
     /// `initializer` and `initargs`). If it panics, the pool cannot run
-    /// tasks: [`build`](Self::build) fails with [`Error::PoolBroken`](crate::Error::PoolBroken).
+    /// tasks: [`build`](Self::build) fails with [`PoolError::Broken`](crate::error::PoolError::Broken).
     pub fn initializer<A: Message + 'static>(mut self, f: fn(A), args: A) -> Self {
         self.init = Some(wire::InitCall::new(f, &args));
         self
@@ -87,7 +87,7 @@ impl PoolBuilder {
     /// The largest task or result message in bytes (default 1 MiB): the
     /// size of a queue slot. Results larger than this travel in pieces;
     /// chunks larger are cut; a single item larger fails with
-    /// [`Error::TaskTooLarge`](crate::Error::TaskTooLarge).
+    /// [`PoolError::TaskTooLarge`](crate::error::PoolError::TaskTooLarge).
     #[must_use]
     pub fn max_message(mut self, bytes: usize) -> Self {
         self.max_message = bytes.max(4096);
@@ -95,7 +95,7 @@ impl PoolBuilder {
     }
 
     /// How many times a chunk whose worker died while running it is run
-    /// again on another worker before it fails with [`Error::WorkerDied`](crate::Error::WorkerDied)
+    /// again on another worker before it fails with [`PoolError::WorkerDied`](crate::error::PoolError::WorkerDied)
     /// (default 0: the caller decides).
     #[must_use]
     pub fn retries(mut self, n: u32) -> Self {
@@ -108,8 +108,8 @@ impl PoolBuilder {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for 0 workers or more than the pool supports; [`Error::Encoding`](crate::Error::Encoding)
-    /// if the initializer's arguments cannot be encoded; [`Error::PoolBroken`](crate::Error::PoolBroken) if a worker's
-    /// initializer failed; [`Error::ForkRefused`](crate::Error::ForkRefused) with [`StartMethod::Fork`] in a multithreaded
+    /// if the initializer's arguments cannot be encoded; [`PoolError::Broken`](crate::error::PoolError::Broken) if a worker's
+    /// initializer failed; [`ProcessError::ForkRefused`](crate::error::ProcessError::ForkRefused) with [`StartMethod::Fork`] in a multithreaded
     /// process; the errors of creating the pool's queues and status array, and of starting a worker
     /// ([`Error::Io`](crate::Error::Io), ...).
     pub fn build(self) -> Result<Pool> {

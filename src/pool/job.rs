@@ -4,6 +4,7 @@
 use super::wire;
 use crate::codec::Message;
 use crate::error::{Error, Result};
+use crate::error::{PoolError, ProcessError};
 use crate::process::child::panic_message;
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -37,10 +38,12 @@ pub(crate) enum TaskFailure {
 impl From<Error> for TaskFailure {
     fn from(e: Error) -> TaskFailure {
         match e {
-            Error::TaskTooLarge { size, max } => TaskFailure::TooLarge { size, max },
-            Error::PoolClosed => TaskFailure::Closed,
-            Error::PoolTerminated => TaskFailure::Terminated,
-            Error::PoolBroken { reason } => TaskFailure::Broken(reason),
+            Error::Pool(PoolError::TaskTooLarge { size, max }) => {
+                TaskFailure::TooLarge { size, max }
+            }
+            Error::Pool(PoolError::Closed) => TaskFailure::Closed,
+            Error::Pool(PoolError::Terminated) => TaskFailure::Terminated,
+            Error::Pool(PoolError::Broken { reason }) => TaskFailure::Broken(reason),
             other => TaskFailure::Other(other.to_string()),
         }
     }
@@ -53,23 +56,25 @@ impl TaskFailure {
                 pid,
                 signal,
                 exitcode,
-            } => Error::WorkerDied {
+            } => Error::Pool(PoolError::WorkerDied {
                 pid,
                 signal,
                 exitcode,
-            },
+            }),
             TaskFailure::NotRun {
                 function_not_found: true,
                 message,
-            } => Error::FunctionNotFound { reason: message },
+            } => Error::Process(ProcessError::FunctionNotFound { reason: message }),
             TaskFailure::NotRun { message, .. } => Error::Encoding {
                 what: "a pool task",
                 reason: message,
             },
-            TaskFailure::Terminated => Error::PoolTerminated,
-            TaskFailure::Broken(reason) => Error::PoolBroken { reason },
-            TaskFailure::TooLarge { size, max } => Error::TaskTooLarge { size, max },
-            TaskFailure::Closed => Error::PoolClosed,
+            TaskFailure::Terminated => Error::Pool(PoolError::Terminated),
+            TaskFailure::Broken(reason) => Error::Pool(PoolError::Broken { reason }),
+            TaskFailure::TooLarge { size, max } => {
+                Error::Pool(PoolError::TaskTooLarge { size, max })
+            }
+            TaskFailure::Closed => Error::Pool(PoolError::Closed),
             TaskFailure::Other(reason) => Error::Encoding {
                 what: "a pool task",
                 reason,
@@ -134,7 +139,7 @@ impl<R> Chunk<R> {
             Chunk::Values(v) => Box::new(v.into_iter().map(Ok)),
             Chunk::Mixed(v) => Box::new(
                 v.into_iter()
-                    .map(|r| r.map_err(|message| Error::TaskPanicked { message })),
+                    .map(|r| r.map_err(|message| Error::Pool(PoolError::TaskPanicked { message }))),
             ),
             Chunk::Failed(f, n) => Box::new((0..n).map(move |_| Err(f.to_error()))),
         }
@@ -308,7 +313,7 @@ impl<R: Message + Send + 'static> Job<R> {
     pub(crate) fn take_outcome(&self, deadline: Option<Instant>) -> Option<Result<Vec<R>>> {
         let mut s = self.wait_until(deadline, |_| self.is_ready())?;
         if s.taken {
-            return Some(Err(Error::AlreadyJoined { pid: 0 }));
+            return Some(Err(Error::Process(ProcessError::AlreadyJoined { pid: 0 })));
         }
         s.taken = true;
         Some(s.outcome.take().unwrap_or_else(|| assemble(&mut s)))

@@ -19,7 +19,7 @@
 //! - **Chunks**: `map` cuts its input into chunks as Python does (a quarter
 //!   of an even share per worker); each chunk is one message to a worker and
 //!   one back. A chunk too large for a slot is cut in two (and an item alone
-//!   too large is [`Error::TaskTooLarge`]: pass big data as an
+//!   too large is [`PoolError::TaskTooLarge`]: pass big data as an
 //!   [`Array`](crate::Array) handle, which travels as its name, or, for an
 //!   anonymous one, as a descriptor of the pool's process that the worker
 //!   opens through `/proc/<pid>/fd`, kept open until the task is done).
@@ -27,15 +27,15 @@
 //!   [`imap_unordered`](Pool::imap_unordered) read their input only as far as
 //!   a bounded lookahead (Python reads it all first).
 //! - **Failures**: a panicking item fails alone with
-//!   [`Error::TaskPanicked`]; its worker lives on. A worker that dies (killed,
+//!   [`PoolError::TaskPanicked`]; its worker lives on. A worker that dies (killed,
 //!   aborted, crashed, exited) fails only the chunk it was running, with
-//!   [`Error::WorkerDied`] (or runs it again, [`PoolBuilder::retries`]); the
+//!   [`PoolError::WorkerDied`] (or runs it again, [`PoolBuilder::retries`]); the
 //!   chunks queued behind it go to other workers; a new worker takes its
 //!   place. Each worker writes which chunk it runs into a shared status
 //!   word, so the pool knows exactly what it held.
 //! - **Lifecycle**: [`close`](Pool::close), [`join`](Pool::join) (finish,
 //!   then stop the workers), [`terminate`](Pool::terminate) (stop now:
-//!   outstanding calls fail with [`Error::PoolTerminated`]). Dropping the
+//!   outstanding calls fail with [`PoolError::Terminated`]). Dropping the
 //!   pool terminates it, as leaving Python's `with Pool()` block does; join
 //!   first to let the work finish. No worker outlives the pool.
 //!
@@ -56,6 +56,7 @@ pub use state::PoolStats;
 pub use wire::Callable;
 
 use crate::codec::Message;
+use crate::error::PoolError;
 use crate::error::{Error, Result};
 use collector::Shared;
 use state::Stop;
@@ -146,8 +147,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
-    /// [`Error::PoolBroken`] if a worker's initializer failed; then the first item's error by
+    /// [`PoolError::Closed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`PoolError::Broken`] if a worker's initializer failed; then the first item's error by
     /// position, as for [`MapResult::get`].
     pub fn map<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
     where
@@ -161,9 +162,9 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
-    /// [`Error::PoolBroken`] if a worker's initializer failed. An item whose arguments are too
-    /// large ([`Error::TaskTooLarge`]) or cannot be encoded fails in the result, not here.
+    /// [`PoolError::Closed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`PoolError::Broken`] if a worker's initializer failed. An item whose arguments are too
+    /// large ([`PoolError::TaskTooLarge`]) or cannot be encoded fails in the result, not here.
     pub fn map_async<A, R>(
         &self,
         f: fn(A) -> R,
@@ -182,9 +183,9 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
-    /// [`Error::PoolBroken`] if a worker's initializer failed. An item whose arguments are too
-    /// large ([`Error::TaskTooLarge`]) or cannot be encoded fails in the result, not here.
+    /// [`PoolError::Closed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`PoolError::Broken`] if a worker's initializer failed. An item whose arguments are too
+    /// large ([`PoolError::TaskTooLarge`]) or cannot be encoded fails in the result, not here.
     pub fn map_async_with<A, R>(
         &self,
         f: fn(A) -> R,
@@ -204,8 +205,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
-    /// [`Error::PoolBroken`] if a worker's initializer failed; then the first item's error by
+    /// [`PoolError::Closed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`PoolError::Broken`] if a worker's initializer failed; then the first item's error by
     /// position, as for [`MapResult::get`].
     pub fn starmap<A, B, R>(
         &self,
@@ -250,9 +251,9 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::TaskTooLarge`] or [`Error::Encoding`] if `args` cannot be sent;
-    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
-    /// [`Error::PoolBroken`] if a worker's initializer failed; then the task's error, as for
+    /// [`PoolError::TaskTooLarge`] or [`Error::Encoding`] if `args` cannot be sent;
+    /// [`PoolError::Closed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`PoolError::Broken`] if a worker's initializer failed; then the task's error, as for
     /// [`AsyncResult::get`].
     pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R>
     where
@@ -266,9 +267,9 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::TaskTooLarge`] or [`Error::Encoding`] if `args` cannot be sent;
-    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
-    /// [`Error::PoolBroken`] if a worker's initializer failed.
+    /// [`PoolError::TaskTooLarge`] or [`Error::Encoding`] if `args` cannot be sent;
+    /// [`PoolError::Closed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`PoolError::Broken`] if a worker's initializer failed.
     pub fn apply_async<A, R>(&self, f: fn(A) -> R, args: A) -> Result<AsyncResult<R>>
     where
         A: Message + 'static,
@@ -283,9 +284,9 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::TaskTooLarge`] or [`Error::Encoding`] if `args` cannot be sent;
-    /// [`Error::PoolClosed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
-    /// [`Error::PoolBroken`] if a worker's initializer failed.
+    /// [`PoolError::TaskTooLarge`] or [`Error::Encoding`] if `args` cannot be sent;
+    /// [`PoolError::Closed`] after [`close`](Self::close) or [`terminate`](Self::terminate),
+    /// [`PoolError::Broken`] if a worker's initializer failed.
     pub fn apply_async_with<A, R>(
         &self,
         f: fn(A) -> R,
@@ -325,7 +326,7 @@ impl Pool {
     }
 
     /// Stops the workers now (SIGTERM, then SIGKILL after a second); every
-    /// outstanding task fails with [`Error::PoolTerminated`].
+    /// outstanding task fails with [`PoolError::Terminated`].
     pub fn terminate(&self) {
         {
             let mut st = self.shared.lock();
@@ -357,7 +358,7 @@ impl Pool {
                 let reason = why.clone();
                 drop(s);
                 self.terminate();
-                return Err(Error::PoolBroken { reason });
+                return Err(Error::Pool(PoolError::Broken { reason }));
             }
             if s.0 >= workers {
                 return Ok(());

@@ -56,8 +56,8 @@ impl<'p> CallOptions<'p> {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolClosed`](crate::Error::PoolClosed) after [`close`](Pool::close) or [`terminate`](Pool::terminate),
-    /// [`Error::PoolBroken`](crate::Error::PoolBroken) if a worker's initializer failed; then the first item's error by
+    /// [`PoolError::Closed`](crate::error::PoolError::Closed) after [`close`](Pool::close) or [`terminate`](Pool::terminate),
+    /// [`PoolError::Broken`](crate::error::PoolError::Broken) if a worker's initializer failed; then the first item's error by
     /// position, as for [`MapResult::get`].
     pub fn map<A, R>(self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
     where
@@ -71,9 +71,9 @@ impl<'p> CallOptions<'p> {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolClosed`](crate::Error::PoolClosed) after [`close`](Pool::close) or [`terminate`](Pool::terminate),
-    /// [`Error::PoolBroken`](crate::Error::PoolBroken) if a worker's initializer failed. An item whose arguments are too
-    /// large ([`Error::TaskTooLarge`](crate::Error::TaskTooLarge)) or cannot be encoded fails in the result, not here.
+    /// [`PoolError::Closed`](crate::error::PoolError::Closed) after [`close`](Pool::close) or [`terminate`](Pool::terminate),
+    /// [`PoolError::Broken`](crate::error::PoolError::Broken) if a worker's initializer failed. An item whose arguments are too
+    /// large ([`PoolError::TaskTooLarge`](crate::error::PoolError::TaskTooLarge)) or cannot be encoded fails in the result, not here.
     pub fn map_async<A, R>(
         self,
         f: fn(A) -> R,
@@ -90,8 +90,8 @@ impl<'p> CallOptions<'p> {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolClosed`](crate::Error::PoolClosed) after [`close`](Pool::close) or [`terminate`](Pool::terminate),
-    /// [`Error::PoolBroken`](crate::Error::PoolBroken) if a worker's initializer failed; then the first item's error by
+    /// [`PoolError::Closed`](crate::error::PoolError::Closed) after [`close`](Pool::close) or [`terminate`](Pool::terminate),
+    /// [`PoolError::Broken`](crate::error::PoolError::Broken) if a worker's initializer failed; then the first item's error by
     /// position, as for [`MapResult::get`].
     pub fn starmap<A, B, R>(
         self,

@@ -73,14 +73,14 @@ pending_common!(MapResult);
 
 impl<R: Message + Send + 'static> AsyncResult<R> {
     /// Waits for the task's return value, or its error
-    /// ([`Error::TaskPanicked`], [`Error::WorkerDied`], ...).
+    /// ([`PoolError::TaskPanicked`](crate::error::PoolError::TaskPanicked), [`PoolError::WorkerDied`](crate::error::PoolError::WorkerDied), ...).
     ///
     /// # Errors
     ///
-    /// [`Error::TaskPanicked`] if the task panicked, [`Error::WorkerDied`] if its worker died,
-    /// [`Error::PoolTerminated`] if the pool was terminated first, [`Error::TaskTooLarge`] or
+    /// [`PoolError::TaskPanicked`](crate::error::PoolError::TaskPanicked) if the task panicked, [`PoolError::WorkerDied`](crate::error::PoolError::WorkerDied) if its worker died,
+    /// [`PoolError::Terminated`](crate::error::PoolError::Terminated) if the pool was terminated first, [`PoolError::TaskTooLarge`](crate::error::PoolError::TaskTooLarge) or
     /// [`Error::Encoding`] if the arguments or the result could not travel,
-    /// [`Error::FunctionNotFound`] if the worker could not run `f`.
+    /// [`ProcessError::FunctionNotFound`](crate::error::ProcessError::FunctionNotFound) if the worker could not run `f`.
     pub fn get(self) -> Result<R> {
         self.help();
         one(self.job.take_outcome(None).expect("no deadline"))
@@ -88,11 +88,11 @@ impl<R: Message + Send + 'static> AsyncResult<R> {
 
     /// Like [`get`](Self::get), waiting at most `timeout`: `Err(Timeout)`
     /// if the task has not finished (call again later);
-    /// [`Error::AlreadyJoined`] once the value was taken.
+    /// [`ProcessError::AlreadyJoined`](crate::error::ProcessError::AlreadyJoined) once the value was taken.
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] if the task has not finished; [`Error::AlreadyJoined`] once the value was
+    /// [`Error::Timeout`] if the task has not finished; [`ProcessError::AlreadyJoined`](crate::error::ProcessError::AlreadyJoined) once the value was
     /// taken; otherwise as for [`get`](Self::get).
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
         self.help();
@@ -116,10 +116,10 @@ impl<R: Message + Send + 'static> MapResult<R> {
     ///
     /// # Errors
     ///
-    /// The first item's error by position: [`Error::TaskPanicked`] if the task panicked,
-    /// [`Error::WorkerDied`] if its worker died, [`Error::PoolTerminated`] if the pool was
-    /// terminated first, [`Error::TaskTooLarge`] or [`Error::Encoding`] if the arguments or the
-    /// result could not travel, [`Error::FunctionNotFound`] if the worker could not run `f`.
+    /// The first item's error by position: [`PoolError::TaskPanicked`](crate::error::PoolError::TaskPanicked) if the task panicked,
+    /// [`PoolError::WorkerDied`](crate::error::PoolError::WorkerDied) if its worker died, [`PoolError::Terminated`](crate::error::PoolError::Terminated) if the pool was
+    /// terminated first, [`PoolError::TaskTooLarge`](crate::error::PoolError::TaskTooLarge) or [`Error::Encoding`] if the arguments or the
+    /// result could not travel, [`ProcessError::FunctionNotFound`](crate::error::ProcessError::FunctionNotFound) if the worker could not run `f`.
     pub fn get(self) -> Result<Vec<R>> {
         self.help();
         self.job.take_outcome(None).expect("no deadline")
@@ -130,7 +130,7 @@ impl<R: Message + Send + 'static> MapResult<R> {
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] if the call has not finished; [`Error::AlreadyJoined`] once the outputs
+    /// [`Error::Timeout`] if the call has not finished; [`ProcessError::AlreadyJoined`](crate::error::ProcessError::AlreadyJoined) once the outputs
     /// were taken; otherwise as for [`get`](Self::get).
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<Vec<R>> {
         self.help();

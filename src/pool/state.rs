@@ -68,7 +68,7 @@ pub struct PoolStats {
     pub workers_recycled: u64,
     /// Workers started to replace dead or recycled ones.
     pub workers_replaced: u64,
-    /// Chunks failed with [`WorkerDied`](crate::Error::WorkerDied).
+    /// Chunks failed with [`WorkerDied`](crate::error::PoolError::WorkerDied).
     pub chunks_lost: u64,
     /// Chunks sent again after their worker died while running them.
     pub chunks_retried: u64,

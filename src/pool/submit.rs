@@ -5,6 +5,7 @@ use super::job::{Job, OnComplete, Sink};
 use super::state::TaskRec;
 use super::wire::{ChunkTrampoline, HEADER, TASK_MAGIC, TaskHeader};
 use crate::codec::Message;
+use crate::error::PoolError;
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
@@ -98,12 +99,12 @@ impl Pool {
     ) -> Result<()> {
         let mut st = self.shared.lock();
         if let Some(reason) = &st.broken {
-            return Err(Error::PoolBroken {
+            return Err(Error::Pool(PoolError::Broken {
                 reason: reason.clone(),
-            });
+            }));
         }
         if st.closed {
-            return Err(Error::PoolClosed);
+            return Err(Error::Pool(PoolError::Closed));
         }
         let sink: Arc<dyn Sink> = job.clone();
         for fr in frames {
@@ -158,7 +159,11 @@ pub(super) fn encode_chunk<F: Callable>(
     if bytes.len() > max {
         if items.len() == 1 {
             let size = bytes.len();
-            return out.push(Err((first, 1, Error::TaskTooLarge { size, max })));
+            return out.push(Err((
+                first,
+                1,
+                Error::Pool(PoolError::TaskTooLarge { size, max }),
+            )));
         }
         drop(bytes);
         let right = items.split_off(items.len() / 2);

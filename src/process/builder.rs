@@ -5,6 +5,7 @@ use super::child::{self, ENV, Request};
 use super::handle::Process;
 use super::{children, current_process};
 use crate::codec::Message;
+use crate::error::ProcessError;
 use crate::error::{Error, Result};
 use crate::region::handle;
 use crate::sys::proc;
@@ -29,7 +30,7 @@ pub enum StartMethod {
 /// # Errors
 ///
 /// [`Error::Encoding`] if `args` cannot be encoded (or a handle in them cannot travel);
-/// [`Error::Io`] if the child cannot be started (`/proc/self/exe`, the channel, `spawn`).
+/// [`Error::Io`](crate::Error::Io) if the child cannot be started (`/proc/self/exe`, the channel, `spawn`).
 pub fn spawn<A: Message, R: Message>(f: fn(A) -> R, args: A) -> Result<Process<R>> {
     Builder::new().spawn(f, args)
 }
@@ -55,7 +56,7 @@ fn single_threaded() -> Result<()> {
     let threads =
         proc::thread_count().map_err(|e| Error::from_io("read", "/proc/self/status", e))?;
     if threads > 1 {
-        return Err(Error::ForkRefused { threads });
+        return Err(Error::Process(ProcessError::ForkRefused { threads }));
     }
     Ok(())
 }
@@ -100,9 +101,9 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// As for [`spawn`](Self::spawn) or [`fork`](Self::fork): [`Error::ForkRefused`] for the fork
+    /// As for [`spawn`](Self::spawn) or [`fork`](Self::fork): [`ProcessError::ForkRefused`](crate::error::ProcessError::ForkRefused) for the fork
     /// method in a multithreaded process, [`Error::Encoding`] if `args` cannot be encoded,
-    /// [`Error::Io`] if the child cannot be started.
+    /// [`Error::Io`](crate::Error::Io) if the child cannot be started.
     pub fn start<A: Message, R: Message>(self, f: fn(A) -> R, args: A) -> Result<Process<R>> {
         match self.method {
             StartMethod::Spawn => self.spawn(f, args),
@@ -153,7 +154,7 @@ impl Builder {
     /// # Errors
     ///
     /// [`Error::Encoding`] if `args` cannot be encoded (or a handle in them cannot travel);
-    /// [`Error::Io`] if the child cannot be started (`/proc/self/exe`, the channel, `spawn`).
+    /// [`Error::Io`](crate::Error::Io) if the child cannot be started (`/proc/self/exe`, the channel, `spawn`).
     pub fn spawn<A: Message, R: Message>(mut self, f: fn(A) -> R, args: A) -> Result<Process<R>> {
         let name = self.child_name();
         let (args, outgoing) = handle::collecting(|| args.encode());
@@ -211,12 +212,12 @@ impl Builder {
     }
 
     /// Runs `f` in a `fork`ed copy of this process. Refused with
-    /// [`Error::ForkRefused`] while the process runs more than one thread
+    /// [`ProcessError::ForkRefused`](crate::error::ProcessError::ForkRefused) while the process runs more than one thread
     /// (a `cargo test` binary always does: use [`spawn`](Self::spawn) there).
     ///
     /// # Errors
     ///
-    /// [`Error::ForkRefused`] if the process runs more than one thread; [`Error::Io`] if the
+    /// [`ProcessError::ForkRefused`](crate::error::ProcessError::ForkRefused) if the process runs more than one thread; [`Error::Io`](crate::Error::Io) if the
     /// channel cannot be made or `fork` fails.
     pub fn fork<R: Message>(self, f: impl FnOnce() -> R) -> Result<Process<R>> {
         single_threaded()?;
@@ -229,7 +230,7 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the channel cannot be made or `fork` fails.
+    /// [`Error::Io`](crate::Error::Io) if the channel cannot be made or `fork` fails.
     ///
     /// # Safety
     ///

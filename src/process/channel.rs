@@ -7,6 +7,7 @@
 //! Every frame is checked before use: magic, a known state, a length that fits
 //! the file and a maximum, and a checksum over the payload.
 
+use crate::error::RegionError;
 use crate::error::{Error, Result};
 use crate::region::fnv1a;
 use crate::sys::shm;
@@ -98,9 +99,11 @@ pub(crate) fn write(file: &File, state: State, payload: &[u8]) -> Result<()> {
 /// Reads and checks the frame; `Ok(None)` if nothing was written yet (an
 /// empty channel or a request never overwritten).
 pub(crate) fn read(file: &File) -> Result<Option<(State, Vec<u8>)>> {
-    let corrupt = |what: String| Error::Corrupted {
-        name: "<process channel>".into(),
-        what,
+    let corrupt = |what: String| {
+        Error::Region(RegionError::Corrupted {
+            name: "<process channel>".into(),
+            what,
+        })
     };
     let io = |e| Error::from_io("read", "<process channel>", e);
     let size = file.metadata().map_err(io)?.len();
@@ -165,13 +168,22 @@ mod tests {
         assert_eq!(read(&f).unwrap(), Some((State::Panicked, b"x".to_vec())));
         // Flip a payload byte, then a length, then the state.
         f.write_all_at(b"y", HEADER_LEN).unwrap();
-        assert!(matches!(read(&f), Err(Error::Corrupted { .. })));
+        assert!(matches!(
+            read(&f),
+            Err(Error::Region(RegionError::Corrupted { .. }))
+        ));
         write(&f, State::Returned, b"abc").unwrap();
         f.write_all_at(&u64::MAX.to_ne_bytes(), 16).unwrap();
-        assert!(matches!(read(&f), Err(Error::Corrupted { .. })));
+        assert!(matches!(
+            read(&f),
+            Err(Error::Region(RegionError::Corrupted { .. }))
+        ));
         write(&f, State::Returned, b"abc").unwrap();
         f.write_all_at(&99u32.to_ne_bytes(), 8).unwrap();
-        assert!(matches!(read(&f), Err(Error::Corrupted { .. })));
+        assert!(matches!(
+            read(&f),
+            Err(Error::Region(RegionError::Corrupted { .. }))
+        ));
         // A writer that died after the first header write leaves no frame.
         f.write_all_at(&0u32.to_ne_bytes(), 8).unwrap();
         assert_eq!(read(&f).unwrap(), None);

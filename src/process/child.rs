@@ -9,6 +9,7 @@ use super::channel::{self, State};
 use super::{ProcessInfo, set_identity};
 use crate::codec::Message;
 use crate::error::{Error, Result};
+use crate::error::{ProcessError, RegionError};
 use crate::region::fnv1a;
 use crate::region::handle;
 use crate::sys::proc;
@@ -58,7 +59,7 @@ pub(crate) struct Failure {
 impl From<Failure> for Error {
     fn from(f: Failure) -> Error {
         if f.function_not_found {
-            Error::FunctionNotFound { reason: f.message }
+            Error::Process(ProcessError::FunctionNotFound { reason: f.message })
         } else {
             Error::Encoding {
                 what: "arguments in the child",
@@ -228,10 +229,10 @@ fn failed(function_not_found: bool, message: String) -> std::thread::Result<Outc
 fn read_request(channel: &File) -> Result<Request> {
     match channel::read(channel)? {
         Some((State::Request, bytes)) => Request::decode(&bytes),
-        other => Err(Error::Corrupted {
+        other => Err(Error::Region(RegionError::Corrupted {
             name: "<process channel>".into(),
             what: format!("expected a start request, found {:?}", other.map(|o| o.0)),
-        }),
+        })),
     }
 }
 
@@ -349,19 +350,19 @@ pub(crate) fn outcome<R: Message>(
 ) -> Result<R> {
     match frame {
         Some((State::Returned, bytes)) => R::decode(&bytes),
-        Some((State::Panicked, msg)) => Err(Error::ProcessPanicked {
+        Some((State::Panicked, msg)) => Err(Error::Process(ProcessError::Panicked {
             pid,
             name: name.to_owned(),
             message: String::from_utf8_lossy(&msg).into_owned(),
-        }),
+        })),
         Some((State::Failed, bytes)) => Err(Failure::decode(&bytes)
             .map(Error::from)
             .unwrap_or_else(|e| e)),
-        _ => Err(Error::ProcessDied {
+        _ => Err(Error::Process(ProcessError::Died {
             pid,
             name: name.to_owned(),
             exitcode,
-        }),
+        })),
     }
 }
 

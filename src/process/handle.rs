@@ -4,6 +4,7 @@ use super::channel;
 use super::child;
 use super::children;
 use crate::codec::Message;
+use crate::error::ProcessError;
 use crate::error::{Error, Result};
 use crate::sys::proc;
 use std::fmt;
@@ -123,7 +124,7 @@ impl<R: Message> Process<R> {
     ///
     /// # Errors
     ///
-    /// [`Error::PermissionDenied`] or [`Error::Io`] if `kill` fails for another reason than the
+    /// [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or [`Error::Io`](crate::Error::Io) if `kill` fails for another reason than the
     /// child being gone.
     pub fn terminate(&self) -> Result<()> {
         self.signal(libc::SIGTERM)
@@ -133,7 +134,7 @@ impl<R: Message> Process<R> {
     ///
     /// # Errors
     ///
-    /// [`Error::PermissionDenied`] or [`Error::Io`] if `kill` fails for another reason than the
+    /// [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or [`Error::Io`](crate::Error::Io) if `kill` fails for another reason than the
     /// child being gone.
     pub fn kill(&self) -> Result<()> {
         self.signal(libc::SIGKILL)
@@ -157,7 +158,7 @@ impl<R: Message> Process<R> {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if `waitpid` or `poll` fails.
+    /// [`Error::Io`](crate::Error::Io) if `waitpid` or `poll` fails.
     pub fn wait(&self) -> Result<i32> {
         loop {
             if let Some(code) = self.wait_timeout(Duration::from_secs(3600))? {
@@ -171,7 +172,7 @@ impl<R: Message> Process<R> {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if `waitpid` or `poll` fails.
+    /// [`Error::Io`](crate::Error::Io) if `waitpid` or `poll` fails.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
         if let Some(code) = self.poll(false)? {
             return Ok(Some(code));
@@ -208,14 +209,14 @@ impl<R: Message> Process<R> {
     }
 
     /// Waits for the child and returns what its function returned, or why it
-    /// did not: [`Error::ProcessPanicked`] with the panic message,
-    /// [`Error::ProcessDied`] with the exit code (negative: the signal),
-    /// [`Error::FunctionNotFound`] or [`Error::Encoding`].
+    /// did not: [`ProcessError::Panicked`](crate::error::ProcessError::Panicked) with the panic message,
+    /// [`ProcessError::Died`](crate::error::ProcessError::Died) with the exit code (negative: the signal),
+    /// [`ProcessError::FunctionNotFound`](crate::error::ProcessError::FunctionNotFound) or [`Error::Encoding`].
     ///
     /// # Errors
     ///
-    /// [`Error::ProcessPanicked`], [`Error::ProcessDied`], [`Error::FunctionNotFound`] or
-    /// [`Error::Encoding`] as above; [`Error::Io`] if waiting or reading the result fails.
+    /// [`ProcessError::Panicked`](crate::error::ProcessError::Panicked), [`ProcessError::Died`](crate::error::ProcessError::Died), [`ProcessError::FunctionNotFound`](crate::error::ProcessError::FunctionNotFound) or
+    /// [`Error::Encoding`] as above; [`Error::Io`](crate::Error::Io) if waiting or reading the result fails.
     pub fn join(mut self) -> Result<R> {
         // We own the only handle, so nothing else can reap or signal the
         // child meanwhile: a plain blocking waitpid will do.
@@ -228,14 +229,16 @@ impl<R: Message> Process<R> {
 
     /// Like [`join`](Self::join), waiting at most `timeout`: `Ok(None)` if the
     /// child still runs (the handle stays usable). After a result was taken,
-    /// [`Error::AlreadyJoined`].
+    /// [`ProcessError::AlreadyJoined`](crate::error::ProcessError::AlreadyJoined).
     ///
     /// # Errors
     ///
-    /// [`Error::AlreadyJoined`] once the result was taken; otherwise as for [`join`](Self::join).
+    /// [`ProcessError::AlreadyJoined`](crate::error::ProcessError::AlreadyJoined) once the result was taken; otherwise as for [`join`](Self::join).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>> {
         if self.taken {
-            return Err(Error::AlreadyJoined { pid: self.pid });
+            return Err(Error::Process(ProcessError::AlreadyJoined {
+                pid: self.pid,
+            }));
         }
         match self.wait_timeout(timeout)? {
             Some(code) => self.take(code).map(Some),
@@ -245,7 +248,9 @@ impl<R: Message> Process<R> {
 
     fn take(&mut self, exitcode: i32) -> Result<R> {
         if self.taken {
-            return Err(Error::AlreadyJoined { pid: self.pid });
+            return Err(Error::Process(ProcessError::AlreadyJoined {
+                pid: self.pid,
+            }));
         }
         self.taken = true;
         let frame = match channel::read(&self.channel) {

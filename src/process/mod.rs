@@ -37,7 +37,7 @@
 //!   validated with bytecheck ([`Message`](crate::Message)).
 //!
 //! - **Fork** ([`Builder::fork`]): runs a closure in a `fork`ed copy, about
-//!   ten times faster to start. Refused with [`Error::ForkRefused`](crate::Error::ForkRefused) when the
+//!   ten times faster to start. Refused with [`ProcessError::ForkRefused`](crate::error::ProcessError::ForkRefused) when the
 //!   process has more than one thread: another thread may hold a lock (the
 //!   allocator's, stdout's) that the child would wait on forever.
 //!   [`Builder::fork_unchecked`] is the `unsafe` opt-in.

@@ -122,6 +122,7 @@ macro_rules! send_error {
 
         impl<T> $name<T> {
             /// The unsent message, if this error carries it.
+            #[must_use]
             pub fn into_inner(self) -> Option<T> {
                 match self {
                     $($name::$own(t) |)? $name::Disconnected(t) | $name::Truncated(t) => Some(t),
@@ -130,12 +131,14 @@ macro_rules! send_error {
             }
 
             /// Whether no receiver is left (or the queue was closed).
+            #[must_use]
             pub fn is_disconnected(&self) -> bool {
                 matches!(self, $name::Disconnected(_))
             }
 
             $(
                 #[doc = concat!("Whether this is `", stringify!($own), "`.")]
+                #[must_use]
                 pub fn $is_own(&self) -> bool {
                     matches!(self, $name::$own(_))
                 }
@@ -261,12 +264,14 @@ macro_rules! recv_error {
         impl $name {
             /// Whether every sender is gone (or the queue was closed) and
             /// the queue is drained.
+            #[must_use]
             pub fn is_disconnected(&self) -> bool {
                 matches!(self, $name::Disconnected)
             }
 
             $(
                 #[doc = concat!("Whether this is `", stringify!($own), "`.")]
+                #[must_use]
                 pub fn $is_own(&self) -> bool {
                     matches!(self, $name::$own)
                 }

@@ -2,7 +2,7 @@
 //! `Queue<Bytes>` for raw byte messages, `Queue<Rkyv<M>>` for rkyv messages
 //! of type `M`, `Queue<Serde<M>>` (feature `serde`) for serde messages. The
 //! region records the kind and the message type's name; opening it as
-//! another is [`Error::TypeMismatch`](crate::Error::TypeMismatch).
+//! another is [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch).
 
 use super::error::AnySendError;
 use std::borrow::Cow;

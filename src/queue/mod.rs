@@ -15,7 +15,7 @@
 //!
 //! - **Messages**: the message type is part of the queue's type, recorded
 //!   in the region and checked when a peer opens it
-//!   ([`Error::TypeMismatch`](crate::Error)):
+//!   ([`RegionError::TypeMismatch`](crate::Error)):
 //!   - `Queue<T>` for `T: Pod`: fixed slots; `send(T)` is one copy into
 //!     the slot. (`bool` is not `Pod`: use `u8`, as Python's `c_bool` is.)
 //!   - `Queue<Rkyv<M>>` for any rkyv type `M` ([`Rkyv`]): `send(M)`
@@ -229,7 +229,7 @@ impl<T: Item> QueueBuilder<T> {
     ///
     /// # Errors
     ///
-    /// As for any region ([`Error::AlreadyExists`], [`Error::NoSpace`], ...);
+    /// As for any region ([`RegionError::AlreadyExists`](crate::error::RegionError::AlreadyExists), [`RegionError::NoSpace`](crate::error::RegionError::NoSpace), ...);
     /// [`Error::InvalidArgument`] for a capacity of 0 or a `T` aligned to
     /// more than 16 bytes.
     pub fn create(self) -> Result<Queue<T>> {
@@ -260,13 +260,13 @@ impl<T: Item> QueueBuilder<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name or
-    /// none (open needs a name or a path); [`Error::KindMismatch`] if it is not a queue,
-    /// [`Error::TypeMismatch`] if its item type (or tag) differs, [`Error::Corrupted`] if its
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if no segment has the name; [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name or
+    /// none (open needs a name or a path); [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a queue,
+    /// [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if its item type (or tag) differs, [`RegionError::Corrupted`](crate::error::RegionError::Corrupted) if its
     /// geometry is impossible or its message kind (bytes or typed) differs,
-    /// [`Error::LengthMismatch`] if its message size differs from
+    /// [`RegionError::LengthMismatch`](crate::error::RegionError::LengthMismatch) if its message size differs from
     /// [`max_message`](Self::max_message); and the other open errors of any region
-    /// ([`Error::NotInitialized`], [`Error::ForeignOwner`], [`Error::Truncated`], ...).
+    /// ([`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized), [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner), [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...).
     pub fn open(self) -> Result<Queue<T>> {
         let max = T::FIXED.or(self.max_message).map(|m| m as u64);
         Ok(Queue::wrap(RawQueue::open(
@@ -281,10 +281,10 @@ impl<T: Item> QueueBuilder<T> {
     ///
     /// # Errors
     ///
-    /// The checks of an open: [`Error::KindMismatch`] if it is not a queue, [`Error::TypeMismatch`]
-    /// if its item type (or tag) differs, [`Error::Corrupted`] if its geometry is impossible or its
-    /// message kind (bytes or typed) differs, [`Error::LengthMismatch`] if its message size differs
-    /// from the item type's; [`Error::NotInitialized`] if it was never published; [`Error::Io`] if
+    /// The checks of an open: [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a queue, [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch)
+    /// if its item type (or tag) differs, [`RegionError::Corrupted`](crate::error::RegionError::Corrupted) if its geometry is impossible or its
+    /// message kind (bytes or typed) differs, [`RegionError::LengthMismatch`](crate::error::RegionError::LengthMismatch) if its message size differs
+    /// from the item type's; [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if it was never published; [`Error::Io`] if
     /// `fstat` or `mmap` fails.
     pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<Queue<T>> {
         let max = T::FIXED.map(|m| m as u64);
@@ -309,7 +309,7 @@ fn align_needed<T: Item>() -> usize {
 /// # Errors
 ///
 /// [`Error::InvalidArgument`] for a capacity of 0 or a `T` aligned to more than 16 bytes;
-/// [`Error::NoSpace`] if the slots do not fit the address space; [`Error::Io`] if the OS refuses
+/// [`RegionError::NoSpace`](crate::error::RegionError::NoSpace) if the slots do not fit the address space; [`Error::Io`] if the OS refuses
 /// the memory (`memfd_create`, `ftruncate`, `mmap`).
 pub fn bounded<T: bytemuck::Pod>(capacity: usize) -> Result<(Sender<T>, Receiver<T>)> {
     let q = Queue::<T>::builder().capacity(capacity).create()?;
@@ -354,7 +354,7 @@ pub fn bounded_bytes(
 ///
 /// # Errors
 ///
-/// [`Error::InvalidArgument`] for a capacity of 0; [`Error::NoSpace`] if the slots do not fit the
+/// [`Error::InvalidArgument`] for a capacity of 0; [`RegionError::NoSpace`](crate::error::RegionError::NoSpace) if the slots do not fit the
 /// address space; [`Error::Io`] if the OS refuses the memory (`memfd_create`, `ftruncate`, `mmap`).
 pub fn bounded_messages<T: Variable>(
     capacity: usize,
@@ -391,12 +391,12 @@ impl<T: Item> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name;
-    /// [`Error::KindMismatch`] if it is not a queue, [`Error::TypeMismatch`] if its item type
-    /// differs, [`Error::Corrupted`] if its geometry is impossible or its message kind (bytes or
-    /// typed) differs, [`Error::LengthMismatch`] if its message size differs from the item type's;
-    /// and the other open errors of any region ([`Error::NotInitialized`], [`Error::ForeignOwner`],
-    /// [`Error::Truncated`], ...).
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if no segment has the name; [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name;
+    /// [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a queue, [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if its item type
+    /// differs, [`RegionError::Corrupted`](crate::error::RegionError::Corrupted) if its geometry is impossible or its message kind (bytes or
+    /// typed) differs, [`RegionError::LengthMismatch`](crate::error::RegionError::LengthMismatch) if its message size differs from the item type's;
+    /// and the other open errors of any region ([`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized), [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner),
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }
@@ -405,7 +405,7 @@ impl<T: Item> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyHandles`] when all participant entries of the queue are taken (after looking
+    /// [`RegionError::TooManyHandles`](crate::error::RegionError::TooManyHandles) when all participant entries of the queue are taken (after looking
     /// for dead ones).
     pub fn sender(&self) -> Result<Sender<T>> {
         let entry = self.raw.register(ROLE_SENDER)?;
@@ -416,7 +416,7 @@ impl<T: Item> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyHandles`] when all participant entries of the queue are taken (after looking
+    /// [`RegionError::TooManyHandles`](crate::error::RegionError::TooManyHandles) when all participant entries of the queue are taken (after looking
     /// for dead ones).
     pub fn receiver(&self) -> Result<Receiver<T>> {
         let entry = self.raw.register(ROLE_RECEIVER)?;

@@ -5,6 +5,7 @@
 use super::atomic::AtomicU64 as RingU64;
 use super::control::{MAX_PARTICIPANTS, Participant, ROLE_SENDER};
 use super::raw::RawQueue;
+use crate::error::RegionError;
 use crate::error::{Error, Result};
 use crate::sys::proc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,10 +41,10 @@ impl RawQueue {
                 self.recover();
             }
         }
-        Err(Error::TooManyHandles {
+        Err(Error::Region(RegionError::TooManyHandles {
             name: self.seg.id(),
             max: MAX_PARTICIPANTS,
-        })
+        }))
     }
 
     pub(super) fn count(&self, role: u32) -> &AtomicU32 {

@@ -8,6 +8,7 @@ use super::blocking::{sleep_until, wake_one};
 use super::control::{FLAG_BYTES, FLAG_JOINABLE, QueueControl, ROLE_RECEIVER, ROLE_SENDER};
 use super::looks::{Looks, Wait};
 use super::ring::{Empty, Ring, SKIP, SlotHeader};
+use crate::error::RegionError;
 use crate::error::{Error, Result};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
 use crate::sync::wait::Backoff;
@@ -101,11 +102,13 @@ impl RawQueue {
             })?;
         let g = Geometry { capacity, ..g };
         let stride = g.stride();
-        let bytes = capacity.checked_mul(stride).ok_or(Error::NoSpace {
-            name: "<new queue>".into(),
-            requested: u64::MAX,
-            available: 0,
-        })?;
+        let bytes = capacity
+            .checked_mul(stride)
+            .ok_or(Error::Region(RegionError::NoSpace {
+                name: "<new queue>".into(),
+                requested: u64::MAX,
+                available: 0,
+            }))?;
         let seg = Segment::create(opts, &spec(opts, tag, g.flags), bytes, |control, data| {
             let c = control.cast::<QueueControl>();
             // SAFETY: the segment is unpublished and zero-filled; the control
@@ -177,9 +180,11 @@ impl RawQueue {
             read(&st.max_len),
             read(&st.flags),
         );
-        let corrupt = |what: String| Error::Corrupted {
-            name: q.seg.id(),
-            what,
+        let corrupt = |what: String| {
+            Error::Region(RegionError::Corrupted {
+                name: q.seg.id(),
+                what,
+            })
         };
         if !cap.is_power_of_two()
             || cap < 2
@@ -203,11 +208,11 @@ impl RawQueue {
         if let Some(m) = max_len
             && m != len
         {
-            return Err(Error::LengthMismatch {
+            return Err(Error::Region(RegionError::LengthMismatch {
                 name: q.seg.id(),
                 expected: m,
                 found: len,
-            });
+            }));
         }
         q.slots = Slots {
             capacity: cap,

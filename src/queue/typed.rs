@@ -232,6 +232,7 @@ impl<M: Message + rkyv::Archive + 'static> RecvGuard<'_, Rkyv<M>, [u8]> {
     ///
     /// The message must be a valid archive of `M` written by a trusted
     /// sender; garbage is undefined behaviour when read.
+    #[must_use]
     pub unsafe fn archived_unchecked(&self) -> &M::Archived {
         // SAFETY: the caller vouches for the bytes; they stay claimed (and
         // 16-aligned: slot data starts on 16 bytes) for the guard's life.

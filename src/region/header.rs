@@ -8,6 +8,7 @@
 //! CLI), and reserved bytes.
 
 use super::{Kind, TypeInfo};
+use crate::error::RegionError;
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -240,65 +241,65 @@ impl Snapshot {
     ) -> Result<u64> {
         let name = name.to_owned();
         if self.magic != MAGIC {
-            return Err(Error::NotShmkit {
+            return Err(Error::Region(RegionError::NotShmkit {
                 name,
                 found_magic: self.magic,
-            });
+            }));
         }
         if self.version != LAYOUT_VERSION {
-            return Err(Error::VersionMismatch {
+            return Err(Error::Region(RegionError::VersionMismatch {
                 name,
                 expected: LAYOUT_VERSION,
                 found: self.version,
-            });
+            }));
         }
         if self.kind != spec.kind as u32 {
-            return Err(Error::KindMismatch {
+            return Err(Error::Region(RegionError::KindMismatch {
                 name,
                 expected: spec.kind,
                 found: self.kind,
-            });
+            }));
         }
         if !self.ty.same_type(&spec.ty) {
-            return Err(Error::TypeMismatch {
+            return Err(Error::Region(RegionError::TypeMismatch {
                 name,
                 expected: spec.ty.clone(),
                 found: self.ty.clone(),
-            });
+            }));
         }
         if let Some(c) = count
             && c != self.elem_count
         {
-            return Err(Error::LengthMismatch {
+            return Err(Error::Region(RegionError::LengthMismatch {
                 name,
                 expected: c,
                 found: self.elem_count,
-            });
+            }));
         }
         let Some(want) = spec.layout(self.elem_count) else {
-            return Err(Error::Corrupted {
+            return Err(Error::Region(RegionError::Corrupted {
                 name,
                 what: format!(
                     "element count {} overflows the address space",
                     self.elem_count
                 ),
-            });
+            }));
         };
         if want != self.layout {
-            return Err(Error::Corrupted {
+            return Err(Error::Region(RegionError::Corrupted {
                 name,
                 what: format!(
                     "layout {:?} does not match {:?} computed for {} elements",
                     self.layout, want, self.elem_count
                 ),
-            });
+            }));
         }
         if file_len < want.total_len {
-            return Err(Error::Truncated {
+            return Err(Error::Region(RegionError::Truncated {
                 name,
                 expected: want.total_len,
                 found: file_len,
-            });
+            }));
         }
         Ok(self.elem_count)
     }
@@ -378,45 +379,45 @@ pub(crate) mod tests {
         b.magic = 1;
         assert!(matches!(
             b.check("n", &s, None, 400),
-            Err(Error::NotShmkit { .. })
+            Err(Error::Region(RegionError::NotShmkit { .. }))
         ));
         let mut b = ok.clone();
         b.version = 99;
         assert!(matches!(
             b.check("n", &s, None, 400),
-            Err(Error::VersionMismatch { .. })
+            Err(Error::Region(RegionError::VersionMismatch { .. }))
         ));
         let mut b = ok.clone();
         b.kind = Kind::Value as u32;
         assert!(matches!(
             b.check("n", &s, None, 400),
-            Err(Error::KindMismatch { .. })
+            Err(Error::Region(RegionError::KindMismatch { .. }))
         ));
         let mut b = ok.clone();
         b.ty = TypeInfo::of::<i64>();
         assert!(matches!(
             b.check("n", &s, None, 400),
-            Err(Error::TypeMismatch { .. })
+            Err(Error::Region(RegionError::TypeMismatch { .. }))
         ));
         assert!(matches!(
             ok.check("n", &s, Some(11), 400),
-            Err(Error::LengthMismatch { .. })
+            Err(Error::Region(RegionError::LengthMismatch { .. }))
         ));
         assert!(matches!(
             ok.check("n", &s, None, 399),
-            Err(Error::Truncated { .. })
+            Err(Error::Region(RegionError::Truncated { .. }))
         ));
         let mut b = ok.clone();
         b.layout.data_offset = 1 << 40;
         assert!(matches!(
             b.check("n", &s, None, 400),
-            Err(Error::Corrupted { .. })
+            Err(Error::Region(RegionError::Corrupted { .. }))
         ));
         let mut b = ok.clone();
         b.elem_count = u64::MAX;
         assert!(matches!(
             b.check("n", &s, None, 400),
-            Err(Error::Corrupted { .. })
+            Err(Error::Region(RegionError::Corrupted { .. }))
         ));
     }
 

@@ -1,5 +1,6 @@
 //! How a region is backed and how it is created or opened.
 
+use crate::error::RegionError;
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -97,7 +98,7 @@ impl RegionOptions {
     }
 
     /// Reserve and touch every page at creation, so a short /dev/shm fails at
-    /// `create` (with [`Error::NoSpace`]) instead of with SIGBUS on first use,
+    /// `create` (with [`RegionError::NoSpace`](crate::error::RegionError::NoSpace)) instead of with SIGBUS on first use,
     /// and no first access pays a page fault (`MAP_POPULATE`). Implies
     /// [`reserve`](Self::reserve).
     #[must_use]
@@ -109,7 +110,7 @@ impl RegionOptions {
     /// Reserve the region's pages in /dev/shm (or the file's filesystem) at
     /// `create`, without touching them (`fallocate(2)`; the default for named
     /// and file regions). Two regions that each fit but not together then
-    /// fail at the second `create` with [`Error::NoSpace`], instead of being
+    /// fail at the second `create` with [`RegionError::NoSpace`](crate::error::RegionError::NoSpace), instead of being
     /// created sparse and killing their users with SIGBUS at the first touch
     /// of a page tmpfs cannot supply.
     ///
@@ -169,10 +170,10 @@ impl RegionOptions {
 pub(crate) fn normalise_name(name: &str) -> Result<String> {
     let bare = name.strip_prefix('/').unwrap_or(name);
     let bad = |reason| {
-        Err(Error::InvalidName {
+        Err(Error::Region(RegionError::InvalidName {
             name: name.to_owned(),
             reason,
-        })
+        }))
     };
     if bare.is_empty() {
         return bad("empty");
@@ -209,7 +210,10 @@ mod tests {
         assert_eq!(normalise_name("/a.b_c-1").unwrap(), "/a.b_c-1");
         for bad in ["", "/", "a/b", "..", "x y", &"z".repeat(201)] {
             assert!(
-                matches!(normalise_name(bad), Err(Error::InvalidName { .. })),
+                matches!(
+                    normalise_name(bad),
+                    Err(Error::Region(RegionError::InvalidName { .. }))
+                ),
                 "{bad:?}"
             );
         }

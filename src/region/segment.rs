@@ -2,6 +2,7 @@
 
 use super::header::{Header, Layout, Snapshot, Spec};
 use super::options::{Backing, RegionOptions, normalise_name, random_name};
+use crate::error::RegionError;
 use crate::error::{Error, Result};
 use crate::sys::sigbus::Registration;
 use crate::sys::{proc, shm};
@@ -80,9 +81,11 @@ fn unlink_id(id: &Id) {
 }
 
 fn map(fd: &OwnedFd, len: u64, populate: bool, name: &str) -> Result<MmapRaw> {
-    let len = usize::try_from(len).map_err(|_| Error::Corrupted {
-        name: name.to_owned(),
-        what: format!("length {len} does not fit the address space"),
+    let len = usize::try_from(len).map_err(|_| {
+        Error::Region(RegionError::Corrupted {
+            name: name.to_owned(),
+            what: format!("length {len} does not fit the address space"),
+        })
     })?;
     let mut o = MmapOptions::new();
     o.len(len);
@@ -125,10 +128,12 @@ impl Segment {
             Backing::Anonymous => Id::Anonymous,
         };
         let name = id.display();
-        let layout = spec.layout(count).ok_or_else(|| Error::NoSpace {
-            name: name.clone(),
-            requested: u64::MAX,
-            available: 0,
+        let layout = spec.layout(count).ok_or_else(|| {
+            Error::Region(RegionError::NoSpace {
+                name: name.clone(),
+                requested: u64::MAX,
+                available: 0,
+            })
         })?;
         // A region larger than the free space would be created sparse and
         // SIGBUS its users later: refuse now, naming both sizes.
@@ -136,11 +141,11 @@ impl Segment {
             && let Ok(available) = shm::free_space(&dir)
             && layout.total_len > available
         {
-            return Err(Error::NoSpace {
+            return Err(Error::Region(RegionError::NoSpace {
                 name,
                 requested: layout.total_len,
                 available,
-            });
+            }));
         }
         let fd = match &id {
             Id::Named(n) => shm::shm_create_excl(n, opts.mode),
@@ -163,13 +168,13 @@ impl Segment {
             };
             r.map_err(|e| {
                 if e.raw_os_error() == Some(libc::ENOSPC) {
-                    Error::NoSpace {
+                    Error::Region(RegionError::NoSpace {
                         name: name.clone(),
                         requested: layout.total_len,
                         available: shm_dir_of(&opts.backing)
                             .and_then(|d| shm::free_space(&d).ok())
                             .unwrap_or(0),
-                    }
+                    })
                 } else {
                     Error::from_io("fallocate", &name, e)
                 }
@@ -224,11 +229,11 @@ impl Segment {
             Backing::Named(n) => Id::Named(normalise_name(n)?),
             Backing::File(p) => Id::File(p.clone()),
             Backing::RandomName | Backing::Anonymous => {
-                return Err(Error::InvalidName {
+                return Err(Error::Region(RegionError::InvalidName {
                     name: String::new(),
                     reason: "open needs a name or a path (anonymous regions are inherited, \
                              or opened from their descriptor)",
-                });
+                }));
             }
         };
         let name = id.display();
@@ -265,21 +270,21 @@ impl Segment {
         let st = stat(&fd)?;
         let me = proc::euid();
         if st.uid != me && !opts.allow_foreign_owner {
-            return Err(Error::ForeignOwner {
+            return Err(Error::Region(RegionError::ForeignOwner {
                 name,
                 owner_uid: st.uid,
                 our_uid: me,
-            });
+            }));
         }
         let start = Instant::now();
         let deadline = start + opts.open_timeout;
         let mut pause = Duration::from_micros(100);
         let mut nap = |deadline: Instant| -> Result<()> {
             if Instant::now() >= deadline {
-                return Err(Error::NotInitialized {
+                return Err(Error::Region(RegionError::NotInitialized {
                     name: name.clone(),
                     waited: start.elapsed(),
-                });
+                }));
             }
             std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
             pause = (pause * 2).min(Duration::from_millis(10));
@@ -302,10 +307,10 @@ impl Segment {
             // SAFETY: in bounds; plain u64 read with a volatile load.
             let magic = unsafe { std::ptr::addr_of!((*hdr).magic).read_volatile() };
             if magic != 0 && magic != super::MAGIC {
-                return Err(Error::NotShmkit {
+                return Err(Error::Region(RegionError::NotShmkit {
                     name: name.clone(),
                     found_magic: magic,
-                });
+                }));
             }
             nap(deadline)?;
         }
@@ -343,19 +348,19 @@ impl Segment {
         for _ in 0..8 {
             match Segment::create(opts, spec, count, |c, d| (init.take().unwrap())(c, d)) {
                 Ok(s) => return Ok((s, true)),
-                Err(Error::AlreadyExists { .. }) => {}
+                Err(Error::Region(RegionError::AlreadyExists { .. })) => {}
                 Err(e) => return Err(e),
             }
             match Segment::open(opts, spec, Some(count)) {
                 Ok(s) => return Ok((s, false)),
-                Err(Error::NotFound { .. }) => continue,
+                Err(Error::Region(RegionError::NotFound { .. })) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::NotInitialized {
+        Err(Error::Region(RegionError::NotInitialized {
             name: format!("{:?}", opts.backing),
             waited: Duration::ZERO,
-        })
+        }))
     }
 
     /// The POSIX name (`/shmkit-...`), if the segment has one.
@@ -395,7 +400,7 @@ impl Segment {
     /// handler then replaced the cut range of *this* mapping with private zero
     /// pages), or if `fstat` says the object is shorter now. After that, every
     /// checked operation of the object built on this segment returns
-    /// [`Error::Truncated`]: recreate the object.
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated): recreate the object.
     ///
     /// A memfd (anonymous) region is sealed against shrinking and never
     /// becomes truncated.
@@ -404,13 +409,13 @@ impl Segment {
             || shm::stat(&self.fd).is_ok_and(|st| st.size < self.layout.total_len)
     }
 
-    /// `Err(`[`Error::Truncated`]`)` if this process has touched a page that a
+    /// `Err(`[`RegionError::Truncated`](crate::error::RegionError::Truncated)`)` if this process has touched a page that a
     /// peer's truncation cut from the mapping (see
     /// [`is_truncated`](Self::is_truncated)), else `Ok`. One atomic load: the
     /// objects call it at the entry and exit of their operations.
     ///
     /// # Errors
-    /// [`Error::Truncated`] naming the size the region needs and the size the
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated) naming the size the region needs and the size the
     /// object has now.
     pub fn check(&self) -> Result<()> {
         if self.guard.is_truncated() {
@@ -422,11 +427,11 @@ impl Segment {
 
     #[cold]
     fn truncated_error(&self) -> Error {
-        Error::Truncated {
+        Error::Region(RegionError::Truncated {
             name: self.id.display(),
             expected: self.layout.total_len,
             found: shm::stat(&self.fd).map_or(0, |st| st.size),
-        }
+        })
     }
 
     /// Whether the process-wide SIGBUS handler guards this mapping against a
@@ -495,11 +500,11 @@ impl Segment {
     }
 
     /// Removes the name now. Existing mappings (ours and other processes')
-    /// stay valid; new `open`s fail with [`Error::NotFound`].
+    /// stay valid; new `open`s fail with [`RegionError::NotFound`](crate::error::RegionError::NotFound).
     ///
     /// # Errors
-    /// [`Error::NotFound`] if the name is already gone, [`Error::PermissionDenied`] or
-    /// [`Error::Io`] if the OS refuses. Never for an anonymous segment.
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if the name is already gone, [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses. Never for an anonymous segment.
     pub fn unlink(&self) -> Result<()> {
         self.unlink_on_drop.store(false, Ordering::Relaxed);
         let name = self.id.display();
@@ -515,7 +520,7 @@ impl Segment {
     /// parent once the child has started.
     ///
     /// # Errors
-    /// [`Error::Io`] if `dup` or `fcntl` fails (out of descriptors, ...).
+    /// [`Error::Io`](crate::Error::Io) if `dup` or `fcntl` fails (out of descriptors, ...).
     pub fn inheritable_fd(&self) -> Result<OwnedFd> {
         let name = self.id.display();
         let dup = self

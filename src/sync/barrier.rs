@@ -92,10 +92,10 @@ impl BarrierBuilder {
     /// Creates a barrier for `parties` waiters.
     ///
     /// # Errors
-    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
-    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
-    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
-    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// As for any region: [`RegionError::AlreadyExists`](crate::error::RegionError::AlreadyExists) if the name is
+    /// taken, [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name,
+    /// [`RegionError::NoSpace`](crate::error::RegionError::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or
     /// [`Error::Io`](crate::Error::Io) if the OS refuses.
     ///
     /// # Panics
@@ -114,13 +114,13 @@ impl BarrierBuilder {
     /// Opens an existing named barrier.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name or none (open needs a name
-    /// or a path); [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a barrier; and
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if no segment has the name;
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name or none (open needs a name
+    /// or a path); [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a barrier; and
     /// the other open errors of any region
-    /// ([`Error::NotInitialized`](crate::Error::NotInitialized),
-    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
-    /// [`Error::Truncated`](crate::Error::Truncated), ...).
+    /// ([`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized),
+    /// [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner),
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...).
     pub fn open(self) -> Result<Barrier> {
         Ok(Barrier {
             obj: Object::open(&self.opts, Kind::Barrier)?,
@@ -153,12 +153,12 @@ impl Barrier {
     /// Opens the named barrier `name`.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name;
-    /// [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a barrier; and the other
-    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
-    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
-    /// [`Error::Truncated`](crate::Error::Truncated), ...).
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if no segment has the name;
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name;
+    /// [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a barrier; and the other
+    /// open errors of any region ([`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized),
+    /// [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner),
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }

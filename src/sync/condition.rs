@@ -57,10 +57,10 @@ impl<T: Pod> ConditionBuilder<T> {
     /// Creates the condition guarding `value`.
     ///
     /// # Errors
-    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
-    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
-    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
-    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// As for any region: [`RegionError::AlreadyExists`](crate::error::RegionError::AlreadyExists) if the name is
+    /// taken, [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name,
+    /// [`RegionError::NoSpace`](crate::error::RegionError::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or
     /// [`Error::Io`](crate::Error::Io) if the OS refuses.
     pub fn create(self, value: T) -> Result<Condition<T>> {
         let spec = spec_of::<RawCondition, T>(Kind::Condition, 0, &self.opts);
@@ -71,13 +71,13 @@ impl<T: Pod> ConditionBuilder<T> {
     /// Opens an existing named condition.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name or none (open needs a name
-    /// or a path); [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a condition,
-    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type; and the other
-    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
-    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
-    /// [`Error::Truncated`](crate::Error::Truncated), ...).
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if no segment has the name;
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name or none (open needs a name
+    /// or a path); [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a condition,
+    /// [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if it holds another type; and the other
+    /// open errors of any region ([`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized),
+    /// [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner),
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...).
     pub fn open(self) -> Result<Condition<T>> {
         let spec = spec_of::<RawCondition, T>(Kind::Condition, 0, &self.opts);
         Ok(Condition::from_segment(Segment::open(
@@ -148,13 +148,13 @@ impl<T: Pod> Condition<T> {
     /// Opens the named condition `name`.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name;
-    /// [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a condition,
-    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch) if it holds another type; and the other
-    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
-    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
-    /// [`Error::Truncated`](crate::Error::Truncated), ...).
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if no segment has the name;
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name;
+    /// [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a condition,
+    /// [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if it holds another type; and the other
+    /// open errors of any region ([`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized),
+    /// [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner),
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }

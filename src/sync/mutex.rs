@@ -335,9 +335,9 @@ impl<T: Pod> MutexBuilder<T> {
     /// Creates the mutex holding `value`.
     ///
     /// # Errors
-    /// As for any region: [`Error::AlreadyExists`] if the name is taken, [`Error::InvalidName`] for
-    /// a bad name, [`Error::NoSpace`] if /dev/shm (or the file's filesystem) is too small,
-    /// [`Error::PermissionDenied`] or [`Error::Io`] if the OS refuses.
+    /// As for any region: [`RegionError::AlreadyExists`](crate::error::RegionError::AlreadyExists) if the name is taken, [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for
+    /// a bad name, [`RegionError::NoSpace`](crate::error::RegionError::NoSpace) if /dev/shm (or the file's filesystem) is too small,
+    /// [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or [`Error::Io`](crate::Error::Io) if the OS refuses.
     pub fn create(self, value: T) -> Result<Mutex<T>> {
         let seg = Segment::create(&self.opts, &self.spec(), 1, |c, d| {
             init_mutex(c)?;
@@ -351,10 +351,10 @@ impl<T: Pod> MutexBuilder<T> {
     /// Opens an existing named mutex, checking its type.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name or
-    /// none (open needs a name or a path); [`Error::KindMismatch`] if it is not a mutex,
-    /// [`Error::TypeMismatch`] if it holds another type; and the other open errors of any region
-    /// ([`Error::NotInitialized`], [`Error::ForeignOwner`], [`Error::Truncated`], ...).
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if no segment has the name; [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name or
+    /// none (open needs a name or a path); [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a mutex,
+    /// [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if it holds another type; and the other open errors of any region
+    /// ([`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized), [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner), [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...).
     pub fn open(self) -> Result<Mutex<T>> {
         Ok(Mutex::from_segment(Segment::open(
             &self.opts,
@@ -367,7 +367,7 @@ impl<T: Pod> MutexBuilder<T> {
     ///
     /// # Errors
     /// The errors of [`create`](Self::create) and of [`open`](Self::open);
-    /// [`Error::NotInitialized`] if the name keeps vanishing between the create and the open (8
+    /// [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if the name keeps vanishing between the create and the open (8
     /// tries).
     pub fn open_or_create(self, value: T) -> Result<Mutex<T>> {
         let (seg, _) = Segment::open_or_create(&self.opts, &self.spec(), 1, |c, d| {
@@ -384,7 +384,7 @@ impl<T: Pod> Mutex<T> {
     /// A new anonymous mutex (shared with children by `fork`).
     ///
     /// # Errors
-    /// [`Error::Io`] if the OS refuses the memory (`memfd_create`, `ftruncate`, `mmap`).
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses the memory (`memfd_create`, `ftruncate`, `mmap`).
     pub fn new(value: T) -> Result<Self> {
         Self::builder().create(value)
     }
@@ -401,10 +401,10 @@ impl<T: Pod> Mutex<T> {
     /// Opens the named mutex `name`.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if no segment has the name; [`Error::InvalidName`] for a bad name;
-    /// [`Error::KindMismatch`] if it is not a mutex, [`Error::TypeMismatch`] if it holds another
-    /// type; and the other open errors of any region ([`Error::NotInitialized`],
-    /// [`Error::ForeignOwner`], [`Error::Truncated`], ...).
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if no segment has the name; [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name;
+    /// [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a mutex, [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if it holds another
+    /// type; and the other open errors of any region ([`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized),
+    /// [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner), [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }

@@ -95,10 +95,10 @@ impl SemaphoreBuilder {
     /// Creates a semaphore with `value` permits and no bound.
     ///
     /// # Errors
-    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
-    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
-    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
-    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// As for any region: [`RegionError::AlreadyExists`](crate::error::RegionError::AlreadyExists) if the name is
+    /// taken, [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name,
+    /// [`RegionError::NoSpace`](crate::error::RegionError::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or
     /// [`Error::Io`](crate::Error::Io) if the OS refuses.
     pub fn create(self, value: u32) -> Result<Semaphore> {
         self.create_bounded(value, u32::MAX)
@@ -108,10 +108,10 @@ impl SemaphoreBuilder {
     /// `max` (Python's `BoundedSemaphore(value)` is `create_bounded(value, value)`).
     ///
     /// # Errors
-    /// As for any region: [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is
-    /// taken, [`Error::InvalidName`](crate::Error::InvalidName) for a bad name,
-    /// [`Error::NoSpace`](crate::Error::NoSpace) if /dev/shm (or the file's filesystem) is too
-    /// small, [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+    /// As for any region: [`RegionError::AlreadyExists`](crate::error::RegionError::AlreadyExists) if the name is
+    /// taken, [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name,
+    /// [`RegionError::NoSpace`](crate::error::RegionError::NoSpace) if /dev/shm (or the file's filesystem) is too
+    /// small, [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or
     /// [`Error::Io`](crate::Error::Io) if the OS refuses.
     ///
     /// # Panics
@@ -138,13 +138,13 @@ impl SemaphoreBuilder {
     /// Opens an existing named semaphore.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name or none (open needs a name
-    /// or a path); [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a semaphore;
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if no segment has the name;
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name or none (open needs a name
+    /// or a path); [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a semaphore;
     /// and the other open errors of any region
-    /// ([`Error::NotInitialized`](crate::Error::NotInitialized),
-    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
-    /// [`Error::Truncated`](crate::Error::Truncated), ...).
+    /// ([`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized),
+    /// [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner),
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...).
     pub fn open(self) -> Result<Semaphore> {
         Ok(Semaphore {
             obj: Object::open(&self.opts, Kind::Semaphore)?,
@@ -249,12 +249,12 @@ impl Semaphore {
     /// Opens the named semaphore `name`.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) if no segment has the name;
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name;
-    /// [`Error::KindMismatch`](crate::Error::KindMismatch) if it is not a semaphore; and the other
-    /// open errors of any region ([`Error::NotInitialized`](crate::Error::NotInitialized),
-    /// [`Error::ForeignOwner`](crate::Error::ForeignOwner),
-    /// [`Error::Truncated`](crate::Error::Truncated), ...).
+    /// [`RegionError::NotFound`](crate::error::RegionError::NotFound) if no segment has the name;
+    /// [`RegionError::InvalidName`](crate::error::RegionError::InvalidName) for a bad name;
+    /// [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a semaphore; and the other
+    /// open errors of any region ([`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized),
+    /// [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner),
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...).
     pub fn open(name: &str) -> Result<Self> {
         Self::builder().name(name).open()
     }
@@ -280,7 +280,7 @@ impl Semaphore {
     /// when the permit is dropped, or if this thread dies holding it.
     ///
     /// # Errors
-    /// [`Error::Truncated`](crate::Error::Truncated) if another process cut
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated) if another process cut
     /// the semaphore's segment while we waited (its zero pages hold no
     /// permits: without this the wait would never end); checked every second
     /// of waiting.
@@ -316,7 +316,7 @@ impl Semaphore {
     /// the type's docs).
     ///
     /// # Errors
-    /// [`Error::Truncated`](crate::Error::Truncated), as for
+    /// [`RegionError::Truncated`](crate::error::RegionError::Truncated), as for
     /// [`permit`](Self::permit).
     pub fn acquire(&self) -> Result<()> {
         loop {

@@ -10,7 +10,7 @@
 //! the file's new end, rounded up to a page, to the mapping's end), marks the
 //! registration truncated and returns: the faulting access is retried and
 //! succeeds on the zero page. The object's next checked operation reports
-//! [`Error::Truncated`](crate::Error::Truncated).
+//! [`RegionError::Truncated`](crate::error::RegionError::Truncated).
 //!
 //! Any other SIGBUS (an address in no registered mapping, a registered page
 //! that the file still covers, e.g. tmpfs running out of pages for an
