@@ -195,6 +195,9 @@ pub use map::{FixedStr, SharedMap};
 pub use pool::Pool;
 pub use process::{Process, cpu_count, spawn};
 pub use queue::{Queue, QueueBuilder};
+// The portable form of a region inside the handles that travel; users never
+// build one, but the `Archive` impls of `Value`, `Array` and the rest name it.
+#[doc(hidden)]
 pub use region::handle::RegionHandle;
 /// The message format of queues and pipes, for your own message types.
 pub use rkyv;

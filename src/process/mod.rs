@@ -69,35 +69,16 @@ mod channel;
 pub(crate) mod child;
 mod children;
 mod handle;
+mod info;
 
 pub use builder::{Builder, StartMethod, spawn};
 pub use child::init;
 pub use children::{ChildInfo, active_children, join_children_at_exit};
 pub use handle::Process;
+pub use info::ProcessInfo;
 
 use crate::sys::proc;
 use std::sync::Mutex;
-
-/// Who a process is: pid, name and (to tell a reused pid apart) start time.
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-#[rkyv(attr(doc(hidden)))]
-pub struct ProcessInfo {
-    /// Its pid.
-    pub pid: u32,
-    /// `MainProcess` for a program started otherwise, `Process-N` (or
-    /// `Parent:N` in a child's children) or the builder's name for ours.
-    pub name: String,
-    /// Start time in clock ticks since boot.
-    start_time: u64,
-}
-
-impl ProcessInfo {
-    /// Whether that process still runs (a reused pid does not count).
-    #[must_use]
-    pub fn is_alive(&self) -> bool {
-        proc::is_alive(self.pid, self.start_time)
-    }
-}
 
 /// This process's name and its parent, once we are a child.
 static IDENTITY: Mutex<Option<(String, Option<ProcessInfo>)>> = Mutex::new(None);
