@@ -6,8 +6,8 @@ mod common;
 use common::WATCHDOG;
 use shmkit::pipe::{self, Connection};
 use shmkit::process;
-use shmkit::queue::Rkyv;
-use shmkit::queue::{RecvTimeoutError, SendError};
+use shmkit::queue::{RecvTimeoutError, SendError, TryRecvError, TrySendError};
+use shmkit::queue::{Rkyv, Serde};
 use std::time::Duration;
 
 fn echo(conn: Connection<Rkyv<u64>>) -> u64 {
@@ -85,4 +85,47 @@ fn a_killed_peer_disconnects_the_pipe() {
         Err(RecvTimeoutError::Disconnected)
     ));
     assert!(here.poll(Duration::ZERO));
+}
+
+/// A serde message whose encoding does not fit is refused with its real
+/// length, and the pipe goes on carrying the messages that fit.
+#[test]
+fn a_serde_message_too_large_for_the_pipe_is_refused_and_the_pipe_goes_on() {
+    let (a, b) = Connection::<Serde<String>>::builder()
+        .max_message(8)
+        .create()
+        .unwrap();
+    let long = "x".repeat(20);
+    // postcard: a one-byte length, then the bytes.
+    assert_eq!(a.send(&long), Err(SendError::TooLarge { len: 21, max: 8 }));
+    a.send("fits".to_owned()).unwrap();
+    assert_eq!(b.recv_timeout(WATCHDOG).unwrap(), "fits");
+    // Exactly the maximum fits; one byte over does not.
+    a.send("y".repeat(7)).unwrap();
+    assert_eq!(b.recv_timeout(WATCHDOG).unwrap(), "y".repeat(7));
+    assert!(matches!(
+        a.try_send("z".repeat(8)),
+        Err(TrySendError::TooLarge { len: 9, max: 8 })
+    ));
+}
+
+/// `try_send` on a full rkyv pipe gives the message back in `Full`; once
+/// the other end reads, it goes through.
+#[test]
+fn try_send_on_a_full_typed_pipe_gives_the_message_back() {
+    let (a, b) = Connection::<Rkyv<String>>::builder()
+        .capacity(2)
+        .create()
+        .unwrap();
+    a.try_send("one".to_owned()).unwrap();
+    a.try_send("two".to_owned()).unwrap();
+    match a.try_send("three".to_owned()) {
+        Err(TrySendError::Full(m)) => assert_eq!(m, "three"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.recv_timeout(WATCHDOG).unwrap(), "one");
+    a.try_send("three".to_owned()).unwrap();
+    assert_eq!(b.recv_timeout(WATCHDOG).unwrap(), "two");
+    assert_eq!(b.recv_timeout(WATCHDOG).unwrap(), "three");
+    assert_eq!(b.try_recv(), Err(TryRecvError::Empty));
 }

@@ -787,3 +787,42 @@ fn iterators_blocking_non_blocking_and_for_loop() {
     assert_eq!(got, vec![5, 6, 7]);
     assert_eq!(rx.iter().next(), None);
 }
+
+/// `max_message(0)` on a typed queue: only a message whose encoding is
+/// empty fits (rkyv's `()`); anything else is `TooLarge` with its length,
+/// its slot skipped, and the queue goes on.
+#[test]
+fn a_typed_queue_of_zero_byte_messages() {
+    let q = Queue::<Rkyv<()>>::builder()
+        .capacity(2)
+        .max_message(0)
+        .create()
+        .unwrap();
+    assert_eq!(q.max_message(), 0);
+    let (tx, rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    tx.send(()).unwrap();
+    tx.try_send(()).unwrap();
+    assert!(matches!(tx.try_send(()), Err(TrySendError::Full(()))));
+    rx.recv_timeout(common::WATCHDOG).unwrap();
+    rx.recv_timeout(common::WATCHDOG).unwrap();
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+
+    let q = Queue::<Rkyv<u64>>::builder()
+        .max_message(0)
+        .create()
+        .unwrap();
+    let (tx, rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    assert_eq!(tx.send(7), Err(SendError::TooLarge { len: 8, max: 0 }));
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+
+    let q = Queue::<Serde<String>>::builder()
+        .max_message(0)
+        .create()
+        .unwrap();
+    let (tx, rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    assert_eq!(
+        tx.send_timeout(String::new(), common::WATCHDOG),
+        Err(SendTimeoutError::TooLarge { len: 1, max: 0 })
+    );
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+}
