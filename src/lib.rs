@@ -45,6 +45,7 @@
 //! | `q.put(obj)` of any picklable object | `queue::bounded_messages::<Rkyv<T>>(8, max_bytes)?` (or `Serde<T>`), `tx.send(obj)`, `rx.recv()` |
 //! | `c_bool` | `u8` (`bool` is not `Pod`) |
 //! | `q.get_nowait()`, `q.get(timeout=1)` | `rx.try_recv()`, `rx.recv_timeout(Duration::from_secs(1))` |
+//! | `except queue.Empty`, `except queue.Full` | `Err(TryRecvError::Empty)`, `Err(TrySendError::Full(x))` (each operation has its own error type; `Full` gives `x` back) |
 //! | `q.qsize()`, `q.full()` | `rx.queue().len()`, `rx.queue().is_full()` |
 //! | `JoinableQueue`: `task_done()`, `join()` | `Queue::builder().joinable(true)`, `rx.task_done()?`, `q.join()` |
 //! | `a, b = Pipe()`, `a.send(x)`, `b.poll(t)`, `b.recv()` | `let (a, b) = pipe::pipe::<Rkyv<T>>()?`, `a.send(x)`, `b.poll(t)`, `b.recv()` |
@@ -62,7 +63,7 @@
 //!
 //! ```
 //! # fn main() -> Result<(), shmkit::Error> {
-//! use shmkit::queue::{self, Queue, Rkyv};
+//! use shmkit::queue::{self, Queue, RecvTimeoutError, Rkyv, TryRecvError, TrySendError};
 //! use shmkit::select::Select;
 //! use shmkit::sync::{Barrier, Event, Lock, Semaphore};
 //! use shmkit::{Array, SharedMap, Value, pipe};
@@ -78,8 +79,11 @@
 //! let (tx, rx) = queue::bounded::<u64>(8)?;
 //! tx.send(7).unwrap();
 //! assert_eq!(rx.recv().unwrap(), 7);
-//! assert!(rx.try_recv().is_err());
-//! assert!(rx.recv_timeout(Duration::from_millis(1)).is_err());
+//! assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+//! assert_eq!(rx.recv_timeout(Duration::from_millis(1)), Err(RecvTimeoutError::Timeout));
+//! let (full_tx, _full_rx) = queue::bounded::<u64>(1)?;
+//! full_tx.send(1).unwrap();
+//! assert_eq!(full_tx.try_send(2), Err(TrySendError::Full(2)));
 //! assert_eq!((rx.queue().len(), rx.queue().is_full()), (0, false));
 //!
 //! let q = Queue::<u64>::builder().joinable(true).create()?;
