@@ -424,7 +424,39 @@ fn queue(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, queue);
+/// A `try_` that fails, in one process: what a spinning receiver or sender
+/// pays per empty or full look. shmkit's failure reads the coarse clock (for
+/// the dead-peer look); the rows beside it are crossbeam's failure and the
+/// cost of the precise clock it no longer reads.
+fn failed_tries(c: &mut Criterion) {
+    let mut g = c.benchmark_group("queue-try");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    g.throughput(Throughput::Elements(1));
+    let (ctx, crx) = crossbeam_channel::bounded::<u64>(1);
+    g.bench_function("0-try-recv-empty-crossbeam", |b| {
+        b.iter(|| black_box(crx.try_recv().is_err()))
+    });
+    let (tx, rx) = queue::bounded::<u64>(1).unwrap();
+    g.bench_function("1-try-recv-empty-shmkit", |b| {
+        b.iter(|| black_box(rx.try_recv().is_err()))
+    });
+    ctx.send(1).unwrap();
+    g.bench_function("2-try-send-full-crossbeam", |b| {
+        b.iter(|| black_box(ctx.try_send(2).is_err()))
+    });
+    tx.send(1).unwrap();
+    g.bench_function("3-try-send-full-shmkit", |b| {
+        b.iter(|| black_box(tx.try_send(2).is_err()))
+    });
+    g.bench_function("9-instant-now (the precise clock)", |b| {
+        b.iter(|| black_box(std::time::Instant::now()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, queue, failed_tries);
 
 fn main() {
     benches();

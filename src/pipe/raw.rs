@@ -259,8 +259,14 @@ impl RawPipe {
         wait: Wait,
         ready: impl Fn() -> bool,
     ) -> std::result::Result<(), Waited> {
-        let now = Instant::now();
-        if self.looks.take_due(now) {
+        // A failed `try_` reads the coarse clock, never the precise one (see
+        // `queue::looks`).
+        let now = (wait != Wait::No).then(Instant::now);
+        let due = match now {
+            Some(now) => self.looks.take_due(now),
+            None => self.looks.take_due_coarse(),
+        };
+        if due {
             self.check_peer(end);
             if let Some(what) = self.impossible(end) {
                 return Err(Waited::Corrupted(Error::Region(RegionError::Corrupted {
@@ -270,11 +276,11 @@ impl RawPipe {
             }
             return Ok(());
         }
-        let until = match wait {
-            Wait::No => return Err(Waited::WouldBlock),
-            Wait::Until(d) if d <= now => return Err(Waited::Timeout),
-            Wait::Until(d) => d.min(self.looks.next_due()),
-            Wait::Forever => self.looks.next_due(),
+        let until = match (wait, now) {
+            (Wait::Until(d), Some(now)) if d <= now => return Err(Waited::Timeout),
+            (Wait::Until(d), _) => d.min(self.looks.next_due()),
+            (Wait::Forever, _) => self.looks.next_due(),
+            (Wait::No, _) => return Err(Waited::WouldBlock),
         };
         sleep_until(word, waiters, seen, until, ready);
         Ok(())

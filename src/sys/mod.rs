@@ -1,10 +1,12 @@
 //! The only place that talks to the operating system through FFI.
 //!
 //! Everything above this module works with safe wrappers: shared-memory objects
-//! (`shm`), descriptors (`fd`), futexes (`futex`), processes (`proc`: identity,
+//! (`shm`), descriptors (`fd`), futexes (`futex`), the coarse clock (`clock`),
+//! processes (`proc`: identity,
 //! fork, signals, exit) and the SIGBUS
 //! handler that survives a peer's truncation of a mapping (`sigbus`).
 
+pub(crate) mod clock;
 pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod proc;
