@@ -658,3 +658,18 @@ fn zero_or_too_many_processes_is_an_invalid_argument() {
     assert_eq!(one.processes(), 1);
     assert_eq!(one.map(|x: u64| x + 1, 0..3).unwrap(), vec![1, 2, 3]);
 }
+
+/// A result taken twice is a pool error (not a process's `AlreadyJoined`).
+#[test]
+fn a_result_taken_twice_is_already_taken() {
+    let _w = watchdog("a_result_taken_twice_is_already_taken");
+    let pool = Pool::builder().processes(1).build().unwrap();
+    let mut r = pool.apply_async(do_work, 3).unwrap();
+    assert_eq!(r.get_timeout(common::WATCHDOG).unwrap(), 9);
+    let again = r.get_timeout(Duration::from_millis(1)).unwrap_err();
+    assert!(
+        matches!(again, Error::Pool(PoolError::AlreadyTaken)),
+        "{again:?}"
+    );
+    assert!(again.to_string().contains("already taken"), "{again}");
+}

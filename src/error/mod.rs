@@ -75,6 +75,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// An OS error from a call that is not about a region (a process's
+    /// `kill`, `waitpid`, `fork`, a `/proc` read): always [`Error::Io`], so
+    /// that an `ENOENT` or `EPERM` there is not reported as a segment's.
+    pub(crate) fn from_os(op: &'static str, what: &str, e: io::Error) -> Error {
+        Error::Io {
+            op,
+            name: what.to_owned(),
+            source: e,
+        }
+    }
+
     /// Maps an OS error from operation `op` on segment `name`, turning the errno
     /// values that have a meaning of their own into their variants.
     pub(crate) fn from_io(op: &'static str, name: &str, e: io::Error) -> Error {

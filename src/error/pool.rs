@@ -32,6 +32,9 @@ pub enum PoolError {
     Closed,
     /// The pool was terminated (or dropped) before the task finished.
     Terminated,
+    /// The result was already taken (a second `get`, `wait_result` or
+    /// iteration of one `AsyncResult` or `MapResult`).
+    AlreadyTaken,
     /// The pool cannot run tasks: a worker's initializer failed.
     Broken {
         /// Why.
@@ -68,6 +71,12 @@ impl fmt::Display for PoolError {
             PoolError::Closed => write!(f, "the pool is closed and takes no more tasks"),
             PoolError::Terminated => {
                 write!(f, "the pool was terminated before the task finished")
+            }
+            PoolError::AlreadyTaken => {
+                write!(
+                    f,
+                    "the result was already taken: keep the value the first call returned"
+                )
             }
             PoolError::Broken { reason } => write!(f, "the pool cannot run tasks: {reason}"),
         }

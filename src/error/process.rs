@@ -41,6 +41,13 @@ pub enum ProcessError {
         /// The child's pid.
         pid: u32,
     },
+    /// The private channel between a parent and its child holds an
+    /// impossible frame (another process wrote into it, or the two run
+    /// different builds).
+    ChannelCorrupted {
+        /// What is wrong.
+        what: String,
+    },
 }
 
 impl fmt::Display for ProcessError {
@@ -81,6 +88,11 @@ impl fmt::Display for ProcessError {
             ProcessError::AlreadyJoined { pid } => {
                 write!(f, "process {pid} was already joined and its result taken")
             }
+            ProcessError::ChannelCorrupted { what } => write!(
+                f,
+                "the channel to a child process is corrupted: {what}; run the same build in \
+                 parent and child, and start the process again"
+            ),
         }
     }
 }

@@ -568,5 +568,5 @@ pub(crate) fn start(
     std::thread::Builder::new()
         .name("shmkit-pool".into())
         .spawn(move || Collector::new(&shared).run(rx))
-        .map_err(|e| Error::from_io("spawn", "<pool thread>", e))
+        .map_err(|e| Error::from_os("spawn", "<pool thread>", e))
 }

@@ -313,7 +313,7 @@ impl<R: Message + Send + 'static> Job<R> {
     pub(crate) fn take_outcome(&self, deadline: Option<Instant>) -> Option<Result<Vec<R>>> {
         let mut s = self.wait_until(deadline, |_| self.is_ready())?;
         if s.taken {
-            return Some(Err(Error::Process(ProcessError::AlreadyJoined { pid: 0 })));
+            return Some(Err(Error::Pool(PoolError::AlreadyTaken)));
         }
         s.taken = true;
         Some(s.outcome.take().unwrap_or_else(|| assemble(&mut s)))

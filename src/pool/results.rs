@@ -88,11 +88,11 @@ impl<R: Message + Send + 'static> AsyncResult<R> {
 
     /// Like [`get`](Self::get), waiting at most `timeout`: `Err(Timeout)`
     /// if the task has not finished (call again later);
-    /// [`ProcessError::AlreadyJoined`](crate::error::ProcessError::AlreadyJoined) once the value was taken.
+    /// [`PoolError::AlreadyTaken`](crate::error::PoolError::AlreadyTaken) once the value was taken.
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] if the task has not finished; [`ProcessError::AlreadyJoined`](crate::error::ProcessError::AlreadyJoined) once the value was
+    /// [`Error::Timeout`] if the task has not finished; [`PoolError::AlreadyTaken`](crate::error::PoolError::AlreadyTaken) once the value was
     /// taken; otherwise as for [`get`](Self::get).
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
         self.help();
@@ -130,7 +130,7 @@ impl<R: Message + Send + 'static> MapResult<R> {
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] if the call has not finished; [`ProcessError::AlreadyJoined`](crate::error::ProcessError::AlreadyJoined) once the outputs
+    /// [`Error::Timeout`] if the call has not finished; [`PoolError::AlreadyTaken`](crate::error::PoolError::AlreadyTaken) once the outputs
     /// were taken; otherwise as for [`get`](Self::get).
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<Vec<R>> {
         self.help();

@@ -54,7 +54,7 @@ impl Drop for Unclaimed {
 /// `Ok` if this process runs one thread, so `fork` is sound.
 fn single_threaded() -> Result<()> {
     let threads =
-        proc::thread_count().map_err(|e| Error::from_io("read", "/proc/self/status", e))?;
+        proc::thread_count().map_err(|e| Error::from_os("read", "/proc/self/status", e))?;
     if threads > 1 {
         return Err(Error::Process(ProcessError::ForkRefused { threads }));
     }
@@ -165,7 +165,7 @@ impl Builder {
         let args = args?;
         let trampoline: child::Trampoline = child::trampoline::<A, R>;
         let request = Request {
-            exe: proc::exe_identity().map_err(|e| Error::from_io("stat", "/proc/self/exe", e))?,
+            exe: proc::exe_identity().map_err(|e| Error::from_os("stat", "/proc/self/exe", e))?,
             trampoline: child::offset_of_code(trampoline as usize),
             function: child::offset_of_code(f as usize),
             signature: child::signature::<A, R>(),
@@ -179,7 +179,7 @@ impl Builder {
         channel::write(&channel, State::Request, &request.encode()?)?;
         let stdin = channel
             .try_clone()
-            .map_err(|e| Error::from_io("dup", "<process channel>", e))?;
+            .map_err(|e| Error::from_os("dup", "<process channel>", e))?;
 
         let mut cmd = Command::new("/proc/self/exe");
         if let Some(arg0) = std::env::args_os().next() {
@@ -201,7 +201,7 @@ impl Builder {
         }
         let child = cmd
             .spawn()
-            .map_err(|e| Error::from_io("spawn", "/proc/self/exe", e))?;
+            .map_err(|e| Error::from_os("spawn", "/proc/self/exe", e))?;
         Ok(Process::new(
             child.id(),
             name,
@@ -292,7 +292,7 @@ impl Builder {
             }
             Err(e) => {
                 abandons.into_iter().for_each(|f| f());
-                Err(Error::from_io("fork", &name, e))
+                Err(Error::from_os("fork", &name, e))
             }
         }
     }

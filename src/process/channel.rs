@@ -7,7 +7,7 @@
 //! Every frame is checked before use: magic, a known state, a length that fits
 //! the file and a maximum, and a checksum over the payload.
 
-use crate::error::RegionError;
+use crate::error::ProcessError;
 use crate::error::{Error, Result};
 use crate::region::fnv1a;
 use crate::sys::shm;
@@ -70,7 +70,7 @@ impl State {
 pub(crate) fn create() -> Result<File> {
     shm::memfd("shmkit-process")
         .map(File::from)
-        .map_err(|e| Error::from_io("memfd_create", "<process channel>", e))
+        .map_err(|e| Error::from_os("memfd_create", "<process channel>", e))
 }
 
 /// Writes one frame: first a header that says `Writing`, then the payload,
@@ -83,7 +83,7 @@ pub(crate) fn write(file: &File, state: State, payload: &[u8]) -> Result<()> {
         len: 0,
         checksum: 0,
     };
-    let io = |e| Error::from_io("write", "<process channel>", e);
+    let io = |e| Error::from_os("write", "<process channel>", e);
     file.write_all_at(bytemuck::bytes_of(&header), 0)
         .map_err(io)?;
     header.state = state as u32;
@@ -99,13 +99,8 @@ pub(crate) fn write(file: &File, state: State, payload: &[u8]) -> Result<()> {
 /// Reads and checks the frame; `Ok(None)` if nothing was written yet (an
 /// empty channel or a request never overwritten).
 pub(crate) fn read(file: &File) -> Result<Option<(State, Vec<u8>)>> {
-    let corrupt = |what: String| {
-        Error::Region(RegionError::Corrupted {
-            name: "<process channel>".into(),
-            what,
-        })
-    };
-    let io = |e| Error::from_io("read", "<process channel>", e);
+    let corrupt = |what: String| Error::Process(ProcessError::ChannelCorrupted { what });
+    let io = |e| Error::from_os("read", "<process channel>", e);
     let size = file.metadata().map_err(io)?.len();
     if size < HEADER_LEN {
         return Ok(None);
@@ -170,19 +165,19 @@ mod tests {
         f.write_all_at(b"y", HEADER_LEN).unwrap();
         assert!(matches!(
             read(&f),
-            Err(Error::Region(RegionError::Corrupted { .. }))
+            Err(Error::Process(ProcessError::ChannelCorrupted { .. }))
         ));
         write(&f, State::Returned, b"abc").unwrap();
         f.write_all_at(&u64::MAX.to_ne_bytes(), 16).unwrap();
         assert!(matches!(
             read(&f),
-            Err(Error::Region(RegionError::Corrupted { .. }))
+            Err(Error::Process(ProcessError::ChannelCorrupted { .. }))
         ));
         write(&f, State::Returned, b"abc").unwrap();
         f.write_all_at(&99u32.to_ne_bytes(), 8).unwrap();
         assert!(matches!(
             read(&f),
-            Err(Error::Region(RegionError::Corrupted { .. }))
+            Err(Error::Process(ProcessError::ChannelCorrupted { .. }))
         ));
         // A writer that died after the first header write leaves no frame.
         f.write_all_at(&0u32.to_ne_bytes(), 8).unwrap();

@@ -8,8 +8,8 @@
 use super::channel::{self, State};
 use super::{ProcessInfo, set_identity};
 use crate::codec::Message;
+use crate::error::ProcessError;
 use crate::error::{Error, Result};
-use crate::error::{ProcessError, RegionError};
 use crate::region::fnv1a;
 use crate::region::handle;
 use crate::sys::proc;
@@ -229,8 +229,7 @@ fn failed(function_not_found: bool, message: String) -> std::thread::Result<Outc
 fn read_request(channel: &File) -> Result<Request> {
     match channel::read(channel)? {
         Some((State::Request, bytes)) => Request::decode(&bytes),
-        other => Err(Error::Region(RegionError::Corrupted {
-            name: "<process channel>".into(),
+        other => Err(Error::Process(ProcessError::ChannelCorrupted {
             what: format!("expected a start request, found {:?}", other.map(|o| o.0)),
         })),
     }

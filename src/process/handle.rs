@@ -96,7 +96,7 @@ impl<R: Message> Process<R> {
         let mut exit = self.exit();
         if exit.is_none() {
             let code = proc::reap(self.pid, block)
-                .map_err(|e| Error::from_io("waitpid", &self.name, e))?;
+                .map_err(|e| Error::from_os("waitpid", &self.name, e))?;
             if let Some(c) = code {
                 *exit = Some(c);
                 children::unregister(self.pid);
@@ -124,8 +124,8 @@ impl<R: Message> Process<R> {
     ///
     /// # Errors
     ///
-    /// [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or [`Error::Io`](crate::Error::Io) if `kill` fails for another reason than the
-    /// child being gone.
+    /// [`Error::Io`](crate::Error::Io) if `kill` fails for another reason than the child being
+    /// gone (`EPERM`: it now runs as another user).
     pub fn terminate(&self) -> Result<()> {
         self.signal(libc::SIGTERM)
     }
@@ -134,8 +134,8 @@ impl<R: Message> Process<R> {
     ///
     /// # Errors
     ///
-    /// [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or [`Error::Io`](crate::Error::Io) if `kill` fails for another reason than the
-    /// child being gone.
+    /// [`Error::Io`](crate::Error::Io) if `kill` fails for another reason than the child being
+    /// gone (`EPERM`: it now runs as another user).
     pub fn kill(&self) -> Result<()> {
         self.signal(libc::SIGKILL)
     }
@@ -150,7 +150,7 @@ impl<R: Message> Process<R> {
         match proc::kill(self.pid, signal) {
             // A zombie is not an error.
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-            r => r.map_err(|e| Error::from_io("kill", &self.name, e)),
+            r => r.map_err(|e| Error::from_os("kill", &self.name, e)),
         }
     }
 
@@ -189,7 +189,7 @@ impl<R: Message> Process<R> {
         match pidfd {
             Ok(fd) => {
                 let ended = proc::poll_readable(&fd, timeout)
-                    .map_err(|e| Error::from_io("poll", &self.name, e))?;
+                    .map_err(|e| Error::from_os("poll", &self.name, e))?;
                 if ended { self.poll(true) } else { Ok(None) }
             }
             Err(_) => {

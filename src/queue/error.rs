@@ -64,7 +64,7 @@ pub(crate) enum AnyRecvError {
 const TRUNCATED: &str = "another process shrank the queue's segment (ftruncate): this process \
                          now sees zero pages where it was cut and nothing more can be sent or \
                          received through it; recreate the queue";
-const FULL: &str = "the queue is full (no room now): retry, use send_timeout or send to wait, \
+const FULL: &str = "the queue is full (no room now): retry later, send (which waits) instead, \
                     or create it with a larger capacity";
 const SEND_TIMEOUT: &str = "the queue stayed full until the timeout: receivers are slower than \
                             senders; wait longer, add receivers, or raise the capacity";

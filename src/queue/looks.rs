@@ -47,6 +47,9 @@ pub(crate) struct Looks {
 
 impl Looks {
     pub(crate) fn new() -> Self {
+        // Fix the epoch before the first look, so that every recorded time
+        // (coarse or precise) is later than it, less a coarse lag.
+        epoch();
         Looks::default()
     }
 
@@ -75,10 +78,15 @@ impl Looks {
     /// When the next look is due (a sleeper wakes then at the latest).
     pub(crate) fn next_due(&self) -> Instant {
         let (e, ns) = epoch();
-        match self.last.load(Ordering::Relaxed) {
-            0 => e,
-            last => e + Duration::from_nanos((last - 1).saturating_sub(ns)) + LOOK_EVERY,
-        }
+        let at = match self.last.load(Ordering::Relaxed) {
+            0 => return e,
+            // A coarse time may lie a tick before the epoch: count back.
+            last if last > ns => e + Duration::from_nanos(last - 1 - ns),
+            last => e
+                .checked_sub(Duration::from_nanos(ns - (last - 1)))
+                .unwrap_or(e),
+        };
+        at + LOOK_EVERY
     }
 }
 
@@ -135,6 +143,19 @@ mod tests {
         assert!(!l.take_due_coarse());
         std::thread::sleep(LOOK_EVERY + Duration::from_millis(15));
         assert!(l.take_due_coarse());
+    }
+
+    #[test]
+    fn a_look_recorded_before_the_epoch_is_due_on_time() {
+        // A coarse reading lags by up to a tick, so it may lie before the
+        // epoch: the next look is still its time + LOOK_EVERY, not later.
+        let l = Looks::new();
+        let (e, ns) = epoch();
+        let lag = Duration::from_millis(3);
+        assert!(l.take_due_at(ns - lag.as_nanos() as u64 + 1));
+        let want = e.checked_sub(lag).unwrap_or(e) + LOOK_EVERY;
+        let got = l.next_due();
+        assert!(got <= want + Duration::from_micros(1) && got + Duration::from_micros(1) >= want);
     }
 
     #[test]
