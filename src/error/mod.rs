@@ -12,6 +12,7 @@ pub use process::ProcessError;
 pub use region::RegionError;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 /// A `Result` whose error is [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -25,7 +26,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Each message says what was expected, what was found, and what to do.
 /// `Corrupted` (a region's) is kept for bytes that are really impossible;
 /// a caller's mistake is [`InvalidArgument`](Error::InvalidArgument).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// Creating, opening or checking a shared region, or an OS call on one.
@@ -62,8 +63,8 @@ pub enum Error {
         op: &'static str,
         /// What it was done to: a segment's name, or a process.
         name: String,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (shared, so that the error is `Clone`).
+        source: Arc<io::Error>,
     },
     /// An argument is out of its range (Python's `ValueError`).
     InvalidArgument {
@@ -82,7 +83,7 @@ impl Error {
         Error::Io {
             op,
             name: what.to_owned(),
-            source: e,
+            source: Arc::new(e),
         }
     }
 
@@ -93,9 +94,10 @@ impl Error {
         Error::Region(match e.raw_os_error() {
             Some(libc::EEXIST) => RegionError::AlreadyExists { name },
             Some(libc::ENOENT) => RegionError::NotFound { name },
-            Some(libc::EACCES) | Some(libc::EPERM) => {
-                RegionError::PermissionDenied { name, source: e }
-            }
+            Some(libc::EACCES) | Some(libc::EPERM) => RegionError::PermissionDenied {
+                name,
+                source: Arc::new(e),
+            },
             Some(libc::ENAMETOOLONG) => RegionError::InvalidName {
                 name,
                 reason: "too long",
@@ -104,7 +106,7 @@ impl Error {
                 return Error::Io {
                     op,
                     name,
-                    source: e,
+                    source: Arc::new(e),
                 };
             }
         })
@@ -141,7 +143,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Region(e) => e.source(),
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } => Some(&**source),
             _ => None,
         }
     }

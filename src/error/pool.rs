@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// A pool's tasks and workers.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum PoolError {
     /// A pool task panicked; the worker that ran it lives on.

@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Starting, running and joining a child process.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ProcessError {
     /// A child process panicked; `message` is its panic payload.

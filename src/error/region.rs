@@ -3,6 +3,7 @@
 use crate::region::kind::{Kind, MAGIC, TypeInfo};
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Creating, opening and checking a shared region, and the fixed tables
@@ -10,7 +11,7 @@ use std::time::Duration;
 ///
 /// `name` is the segment's name (`/shmkit-...`), its file path, or
 /// `<anonymous>` for a memfd region.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum RegionError {
     /// `create` found the name taken (we never adopt a pre-planted segment).
@@ -27,8 +28,8 @@ pub enum RegionError {
     PermissionDenied {
         /// The segment name.
         name: String,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (shared, so that the error is `Clone`).
+        source: Arc<io::Error>,
     },
     /// The name cannot be used as a POSIX shared-memory name.
     InvalidName {
@@ -262,7 +263,7 @@ impl fmt::Display for RegionError {
 impl std::error::Error for RegionError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            RegionError::PermissionDenied { source, .. } => Some(source),
+            RegionError::PermissionDenied { source, .. } => Some(&**source),
             _ => None,
         }
     }

@@ -172,7 +172,7 @@ impl<K: Pod, V: Pod> SharedMapBuilder<K, V> {
                             Error::Io {
                                 op: "pthread_mutex_init",
                                 name: String::new(),
-                                source: e,
+                                source: std::sync::Arc::new(e),
                             }
                         })?;
                     }

@@ -163,6 +163,19 @@ macro_rules! send_error {
             }
         }
 
+        impl<T: Clone> Clone for $name<T> {
+            fn clone(&self) -> Self {
+                match self {
+                    $($name::$own(t) => $name::$own(t.clone()),)?
+                    $name::Disconnected(t) => $name::Disconnected(t.clone()),
+                    $name::TooLarge { len, max } => $name::TooLarge { len: *len, max: *max },
+                    $name::Encoding(e) => $name::Encoding(e.clone()),
+                    $name::Truncated(t) => $name::Truncated(t.clone()),
+                    $name::Corrupted(e) => $name::Corrupted(e.clone()),
+                }
+            }
+        }
+
         impl<T> fmt::Debug for $name<T> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 match self {
@@ -238,7 +251,7 @@ macro_rules! send_error {
 macro_rules! recv_error {
     ($(#[$doc:meta])* $name:ident, $op:literal $(, $own:ident, $own_doc:literal, $own_text:ident, $is_own:ident)?) => {
         $(#[$doc])*
-        #[derive(Debug)]
+        #[derive(Debug, Clone)]
         #[non_exhaustive]
         pub enum $name {
             $(
@@ -513,6 +526,21 @@ mod tests {
         assert_eq!(
             TrySendError::<u8>::TooLarge { len: 2, max: 1 }.into_inner(),
             None
+        );
+    }
+
+    #[test]
+    fn errors_clone_as_crossbeams_do() {
+        let s = TrySendError::Full(vec![1u8, 2]);
+        assert_eq!(s.clone(), s);
+        let r = RecvTimeoutError::Corrupted(Box::new(inner()));
+        assert_eq!(r.clone(), r);
+        let io = Error::from_io("open", "/x", std::io::Error::from_raw_os_error(libc::EIO));
+        let copy = io.clone();
+        assert_eq!(copy.to_string(), io.to_string());
+        assert_eq!(
+            copy.source().map(ToString::to_string),
+            io.source().map(ToString::to_string)
         );
     }
 

@@ -321,7 +321,7 @@ pub(crate) fn init_mutex(control: *mut u8) -> Result<()> {
     unsafe { RawMutex::init(control.cast()) }.map_err(|e| Error::Io {
         op: "mutex init",
         name: String::new(),
-        source: e,
+        source: std::sync::Arc::new(e),
     })
 }
 
