@@ -3,8 +3,7 @@
 //! the region's own robust lock (the default), a [`Lock`] the user passes, or
 //! none (raw).
 
-use crate::error::RegionError;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::region::{Kind, RegionOptions, Segment, Spec};
 use crate::sync::mutex::{RawMutex, init_mutex, packed_spec_of, spec_of};
 use crate::sync::{Lock, Mutex};

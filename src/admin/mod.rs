@@ -19,8 +19,7 @@
 //! - A name is removed only if it still names the inode that was checked
 //!   (device and inode compared right before `shm_unlink`).
 
-use crate::error::RegionError;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::region::{HEADER_SIZE, Header, Kind, MAGIC};
 use crate::sys::{proc, shm};
 use std::fs::{File, Metadata};

@@ -47,8 +47,7 @@
 //!   is validated against the mapping once and copied privately, so a peer
 //!   cannot send a probe out of bounds.
 
-use crate::error::RegionError;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::region::{RegionOptions, Segment};
 use crate::sync::mutex::RawMutex;
 use bytemuck::Pod;

@@ -4,8 +4,7 @@
 //! half-done change.
 
 use super::SharedMap;
-use crate::error::RegionError;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::region::{Kind, RegionOptions, Spec, TypeInfo};
 use crate::sync::mutex::{Acquired, LINE_REST, RawMutex};
 use bytemuck::Pod;

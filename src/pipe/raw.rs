@@ -1,8 +1,7 @@
 //! The pipe region: two directions of SPSC rings with their wait words,
 //! the two ends' holders, and the waits that look for a dead peer.
 
-use crate::error::RegionError;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::queue::Item;
 use crate::queue::atomic::AtomicU64 as RingU64;
 use crate::queue::blocking::sleep_until;
@@ -259,13 +258,7 @@ impl RawPipe {
         wait: Wait,
         ready: impl Fn() -> bool,
     ) -> std::result::Result<(), Waited> {
-        // A failed `try_` reads the coarse clock, never the precise one (see
-        // `queue::looks`).
-        let now = (wait != Wait::No).then(Instant::now);
-        let due = match now {
-            Some(now) => self.looks.take_due(now),
-            None => self.looks.take_due_coarse(),
-        };
+        let (due, now) = self.looks.take_due_for(wait);
         if due {
             self.check_peer(end);
             if let Some(what) = self.impossible(end) {

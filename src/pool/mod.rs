@@ -56,8 +56,7 @@ pub use state::PoolStats;
 pub use wire::Callable;
 
 use crate::codec::Message;
-use crate::error::PoolError;
-use crate::error::{Error, Result};
+use crate::error::{Error, PoolError, Result};
 use collector::Shared;
 use state::Stop;
 use std::sync::{Arc, Mutex};

@@ -5,8 +5,7 @@ use super::job::{Job, OnComplete, Sink};
 use super::state::TaskRec;
 use super::wire::{ChunkTrampoline, HEADER, TASK_MAGIC, TaskHeader};
 use crate::codec::Message;
-use crate::error::PoolError;
-use crate::error::{Error, Result};
+use crate::error::{Error, PoolError, Result};
 use std::sync::Arc;
 
 use super::{AsyncResult, Callable, Pool};

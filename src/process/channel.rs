@@ -7,8 +7,7 @@
 //! Every frame is checked before use: magic, a known state, a length that fits
 //! the file and a maximum, and a checksum over the payload.
 
-use crate::error::ProcessError;
-use crate::error::{Error, Result};
+use crate::error::{Error, ProcessError, Result};
 use crate::region::fnv1a;
 use crate::sys::shm;
 use std::fs::File;

@@ -8,8 +8,7 @@
 use super::channel::{self, State};
 use super::{ProcessInfo, set_identity};
 use crate::codec::Message;
-use crate::error::ProcessError;
-use crate::error::{Error, Result};
+use crate::error::{Error, ProcessError, Result};
 use crate::region::fnv1a;
 use crate::region::handle;
 use crate::sys::proc;

@@ -65,6 +65,17 @@ impl Looks {
         self.take_due_at(monotonic_coarse_ns().saturating_add(1))
     }
 
+    /// The look check every failing wait of a queue or pipe starts with:
+    /// whether a look is due, and the precise time for a wait that may sleep
+    /// (`None` for [`Wait::No`], which reads only the coarse clock).
+    pub(crate) fn take_due_for(&self, wait: Wait) -> (bool, Option<Instant>) {
+        if wait == Wait::No {
+            return (self.take_due_coarse(), None);
+        }
+        let now = Instant::now();
+        (self.take_due(now), Some(now))
+    }
+
     fn take_due_at(&self, t: u64) -> bool {
         let last = self.last.load(Ordering::Relaxed);
         if last != 0 && t.saturating_sub(last) < LOOK_EVERY.as_nanos() as u64 {

@@ -5,8 +5,7 @@
 use super::atomic::AtomicU64 as RingU64;
 use super::control::{MAX_PARTICIPANTS, Participant, ROLE_SENDER};
 use super::raw::RawQueue;
-use crate::error::RegionError;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::sys::proc;
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -8,8 +8,7 @@ use super::blocking::{sleep_until, wake_one};
 use super::control::{FLAG_BYTES, FLAG_JOINABLE, QueueControl, ROLE_RECEIVER, ROLE_SENDER};
 use super::looks::{Looks, Wait};
 use super::ring::{Empty, Ring, SKIP, SlotHeader};
-use crate::error::RegionError;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
 use crate::sync::wait::Backoff;
 use crate::sys::futex;
@@ -539,24 +538,16 @@ impl RawQueue {
         wait: Wait,
         ready: impl Fn() -> bool,
     ) -> std::result::Result<(), Stop> {
-        if wait == Wait::No {
-            // A failed `try_`: no precise clock (see `looks`).
-            if self.looks.take_due_coarse() {
-                self.recover();
-                return Ok(());
-            }
-            return Err(Stop::WouldBlock);
-        }
-        let now = Instant::now();
-        if self.looks.take_due(now) {
+        let (due, now) = self.looks.take_due_for(wait);
+        if due {
             self.recover();
             return Ok(());
         }
-        let until = match wait {
-            Wait::No => return Err(Stop::WouldBlock),
-            Wait::Until(d) if d <= now => return Err(Stop::Timeout),
-            Wait::Until(d) => d.min(self.looks.next_due()),
-            Wait::Forever => self.looks.next_due(),
+        let until = match (wait, now) {
+            (Wait::Until(d), Some(now)) if d <= now => return Err(Stop::Timeout),
+            (Wait::Until(d), _) => d.min(self.looks.next_due()),
+            (Wait::Forever, _) => self.looks.next_due(),
+            (Wait::No, _) => return Err(Stop::WouldBlock),
         };
         sleep_until(word, waiters, seen, until, ready);
         Ok(())

@@ -8,8 +8,7 @@
 //! CLI), and reserved bytes.
 
 use super::{Kind, TypeInfo};
-use crate::error::RegionError;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use super::kind::MAGIC;

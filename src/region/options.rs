@@ -1,7 +1,6 @@
 //! How a region is backed and how it is created or opened.
 
-use crate::error::RegionError;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use std::path::PathBuf;
 use std::time::Duration;
 

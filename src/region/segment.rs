@@ -2,8 +2,7 @@
 
 use super::header::{Header, Layout, Snapshot, Spec};
 use super::options::{Backing, RegionOptions, normalise_name, random_name};
-use crate::error::RegionError;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegionError, Result};
 use crate::sys::sigbus::Registration;
 use crate::sys::{proc, shm};
 use memmap2::{MmapOptions, MmapRaw};

@@ -130,20 +130,13 @@ pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], timeout: Duration) -> Option
             reserved: 0,
         })
         .collect();
-    // futex_waitv takes an absolute CLOCK_MONOTONIC deadline.
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec to write.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let nanos = now.tv_nsec as u64 + u64::from(timeout.subsec_nanos());
+    // futex_waitv takes an absolute CLOCK_MONOTONIC deadline (a timeout past
+    // u64 nanoseconds, 584 years, saturates).
+    let at = super::clock::monotonic_ns()
+        .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
     let deadline = libc::timespec {
-        tv_sec: now
-            .tv_sec
-            .saturating_add(timeout.as_secs().min(i32::MAX as u64) as libc::time_t)
-            .saturating_add((nanos / 1_000_000_000) as libc::time_t),
-        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+        tv_sec: (at / 1_000_000_000) as libc::time_t,
+        tv_nsec: (at % 1_000_000_000) as libc::c_long,
     };
     // SAFETY: `waiters` holds `len` initialised entries whose addresses
     // point into live, aligned atomics of the caller's for the duration of
