@@ -455,3 +455,55 @@ fn rwlock_semaphore_barrier_holders_killed_are_released() {
     }
     assert_eq!(*l.read(), 2);
 }
+
+/// Runs in a spawned (single-threaded) child: holds a lock, forks, and asks
+/// the forked copy of this thread to lock it. The copy is another thread
+/// (the identity and held-lock record a thread caches are reset by a fork):
+/// it neither takes the lock as a relock by its holder (which panics) nor
+/// takes it over as a forged word (which poisons it), but finds it busy and
+/// times out, and takes it clean once the holder lets go.
+fn fork_while_holding(_: ()) -> (bool, bool, bool) {
+    let m = Mutex::new(0u64).unwrap();
+    let (looked, released) = (Event::new().unwrap(), Event::new().unwrap());
+    let mut g = m.lock().unwrap();
+    *g = 1;
+    let (m2, looked2, released2) = (m.clone(), looked.clone(), released.clone());
+    let mut child = shmkit::process::Builder::new()
+        .fork(move || {
+            let busy = matches!(m2.try_lock(), Err(TryLockError::WouldBlock));
+            let timed_out = matches!(
+                m2.lock_timeout(Duration::from_millis(1)),
+                Err(TryLockError::TimedOut)
+            );
+            looked2.set();
+            assert!(released2.wait_timeout(common::WATCHDOG));
+            let clean = match m2.lock_timeout(common::WATCHDOG) {
+                Ok(g) => *g == 2,
+                Err(_) => false,
+            };
+            (busy, timed_out, clean)
+        })
+        .unwrap();
+    // Hold the lock until the child has looked.
+    assert!(looked.wait_timeout(common::WATCHDOG));
+    *g = 2;
+    drop(g);
+    released.set();
+    child
+        .join_timeout(common::WATCHDOG)
+        .unwrap()
+        .expect("watchdog")
+}
+
+#[test]
+fn a_lock_holders_forked_copy_is_another_thread() {
+    let _w = common::watchdog("fork while holding");
+    // Not a daemon: a daemon child runs a thread watching its parent, and
+    // `fork` is refused in a process with more than one thread.
+    let got = shmkit::spawn(fork_while_holding, ())
+        .unwrap()
+        .join_timeout(common::WATCHDOG)
+        .unwrap()
+        .expect("watchdog");
+    assert_eq!(got, (true, true, true));
+}

@@ -22,32 +22,14 @@ use std::cell::Cell;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Bumped in the child of every `fork` (registered on first use): a child's
-/// thread is another thread, with its own identity and no locks held.
+/// Bumped in the child of every `fork` (registered before any thread
+/// caches anything, see [`refresh`]): a child's thread is another thread,
+/// with its own identity and no locks held.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn forked() {
     // Async-signal-safe: one atomic add.
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-}
-
-#[inline]
-fn generation() -> u64 {
-    static REGISTER: Once = Once::new();
-    if !REGISTER.is_completed() {
-        register(&REGISTER);
-    }
-    FORK_GENERATION.load(Ordering::Relaxed)
-}
-
-#[cold]
-#[inline(never)]
-fn register(once: &Once) {
-    once.call_once(|| {
-        // Without the handler a forked child would reuse its parent's cached
-        // identity; failing to register (ENOMEM) is not survivable quietly.
-        proc::at_fork_child(forked).expect("shmkit: pthread_atfork failed");
-    });
 }
 
 /// The word for thread `tid` started at `start` ticks.
@@ -66,15 +48,66 @@ pub(crate) const FLAG: u64 = 1;
 /// not among the recorded ones counts as possibly held (never taken over).
 const HELD_SLOTS: usize = 8;
 
-thread_local! {
-    /// (generation + 1, word); 0 in the first field: not computed.
-    static ME: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-    static HELD_GENERATION: Cell<u64> = const { Cell::new(0) };
+/// What a thread knows of itself: its word and the locks it holds, valid
+/// for one fork generation. One thread-local, so that a lock or an unlock
+/// checks the generation once and finds every field at one base (measured:
+/// five thread-locals, each with its own generation check behind a `Once`,
+/// were a third of an uncontended lock+unlock's bookkeeping).
+struct ThreadRecord {
+    /// [`FORK_GENERATION`] + 1 when the fields below were last reset; 0:
+    /// never.
+    generation: Cell<u64>,
+    /// This thread's word; 0: not read yet (or the read failed).
+    me: Cell<u64>,
     /// Locks held (recorded or not).
-    static HELD_COUNT: Cell<usize> = const { Cell::new(0) };
-    /// Of which recorded in `HELD[..HELD_RECORDED]`.
-    static HELD_RECORDED: Cell<usize> = const { Cell::new(0) };
-    static HELD: [Cell<usize>; HELD_SLOTS] = const { [const { Cell::new(0) }; HELD_SLOTS] };
+    held_count: Cell<usize>,
+    /// Of which recorded in `held[..held_recorded]`.
+    held_recorded: Cell<usize>,
+    held: [Cell<usize>; HELD_SLOTS],
+}
+
+thread_local! {
+    static THREAD: ThreadRecord = const {
+        ThreadRecord {
+            generation: Cell::new(0),
+            me: Cell::new(0),
+            held_count: Cell::new(0),
+            held_recorded: Cell::new(0),
+            held: [const { Cell::new(0) }; HELD_SLOTS],
+        }
+    };
+}
+
+/// Runs `f` on this thread's record, reset first if this process was forked
+/// since it was last used (or it never was).
+#[inline]
+fn with_record<R>(f: impl FnOnce(&ThreadRecord) -> R) -> R {
+    THREAD.with(|t| {
+        if t.generation.get() != FORK_GENERATION.load(Ordering::Relaxed).wrapping_add(1) {
+            refresh(t);
+        }
+        f(t)
+    })
+}
+
+/// Resets a record made in another fork generation (or never made). The
+/// fork handler is registered first: from then on every fork bumps the
+/// generation, so a record stamped after this is never carried into a child
+/// unnoticed.
+#[cold]
+#[inline(never)]
+fn refresh(t: &ThreadRecord) {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // Without the handler a forked child would reuse its parent's cached
+        // identity; failing to register (ENOMEM) is not survivable quietly.
+        proc::at_fork_child(forked).expect("shmkit: pthread_atfork failed");
+    });
+    t.generation
+        .set(FORK_GENERATION.load(Ordering::Relaxed).wrapping_add(1));
+    t.me.set(0);
+    t.held_count.set(0);
+    t.held_recorded.set(0);
 }
 
 /// This thread's word (never 0). Cached per thread and fork generation; a
@@ -85,22 +118,20 @@ thread_local! {
 pub(crate) fn me() -> u64 {
     // Inlined: every lock and unlock asks (measured: as an out-of-line call
     // it was a fifth of an uncontended lock+unlock's time).
-    let generation = generation() + 1;
-    let (g, word) = ME.get();
-    if g == generation {
-        return word;
-    }
-    me_slow(generation)
+    with_record(|t| match t.me.get() {
+        0 => me_slow(t),
+        word => word,
+    })
 }
 
 #[cold]
 #[inline(never)]
-fn me_slow(generation: u64) -> u64 {
+fn me_slow(t: &ThreadRecord) -> u64 {
     let tid = proc::tid();
     match proc::start_time(tid) {
         Ok(start) => {
             let word = word_of(tid, start);
-            ME.set((generation, word));
+            t.me.set(word);
             word
         }
         Err(_) => u64::from(tid) << 32,
@@ -124,50 +155,50 @@ pub(crate) fn alive(word: u64) -> bool {
     }
 }
 
+/// Runs `f` on this thread's record as it is: for the calls that follow a
+/// [`me`] in the same lock operation, which refreshed it (one generation
+/// check per operation; a fork between the two cannot happen in this
+/// thread, and the next operation's [`me`] resets a record a child
+/// inherited).
 #[inline]
-fn held_fresh() {
-    let generation = generation();
-    if HELD_GENERATION.get() != generation {
-        // A forked child: the parent thread's locks are not ours.
-        HELD_GENERATION.set(generation);
-        HELD_COUNT.set(0);
-        HELD_RECORDED.set(0);
-    }
+fn with_record_as_is<R>(f: impl FnOnce(&ThreadRecord) -> R) -> R {
+    THREAD.with(f)
 }
 
-/// Records that this thread now holds the lock at `addr`.
+/// Records that this thread now holds the lock at `addr`. Call after [`me`]
+/// in the same operation.
 #[inline]
 pub(crate) fn note_locked(addr: usize) {
-    held_fresh();
-    let recorded = HELD_RECORDED.get();
-    if recorded < HELD_SLOTS {
-        HELD.with(|h| h[recorded].set(addr));
-        HELD_RECORDED.set(recorded + 1);
-    }
-    HELD_COUNT.set(HELD_COUNT.get() + 1);
+    with_record_as_is(|t| {
+        let recorded = t.held_recorded.get();
+        if let Some(slot) = t.held.get(recorded) {
+            slot.set(addr);
+            t.held_recorded.set(recorded + 1);
+        }
+        t.held_count.set(t.held_count.get() + 1);
+    })
 }
 
-/// Records that this thread released the lock at `addr`.
+/// Records that this thread released the lock at `addr`. Call after [`me`]
+/// in the same operation.
 #[inline]
 pub(crate) fn note_unlocked(addr: usize) {
-    held_fresh();
-    let (n, recorded) = (HELD_COUNT.get(), HELD_RECORDED.get());
-    let found = HELD.with(|h| {
-        let i = (0..recorded).rev().find(|&i| h[i].get() == addr)?;
-        // Keep the recorded ones packed: move the last recorded one here.
-        h[i].set(h[recorded - 1].get());
-        Some(())
-    });
-    if found.is_some() {
-        HELD_RECORDED.set(recorded - 1);
-    } else if n == recorded {
-        // Not recorded and nothing unrecorded is held: not ours to forget.
-        return;
-    }
-    HELD_COUNT.set(n - 1);
-    if n == 1 {
-        HELD_RECORDED.set(0);
-    }
+    with_record_as_is(|t| {
+        let (n, recorded) = (t.held_count.get(), t.held_recorded.get());
+        let held = &t.held[..recorded.min(HELD_SLOTS)];
+        if let Some(i) = held.iter().rposition(|h| h.get() == addr) {
+            // Keep the recorded ones packed: move the last recorded one here.
+            held[i].set(held[held.len() - 1].get());
+            t.held_recorded.set(recorded - 1);
+        } else if n == recorded {
+            // Not recorded and nothing unrecorded is held: not ours to forget.
+            return;
+        }
+        t.held_count.set(n - 1);
+        if n == 1 {
+            t.held_recorded.set(0);
+        }
+    })
 }
 
 /// Whether this thread may hold the lock at `addr`: exact while every lock it
@@ -178,17 +209,18 @@ pub(crate) fn note_unlocked(addr: usize) {
 /// `/proc/self/maps`; only on this rare path, when a lock word names the
 /// calling thread).
 pub(crate) fn may_hold(addr: usize) -> bool {
-    held_fresh();
-    let recorded = HELD_RECORDED.get();
-    if HELD_COUNT.get() > recorded {
+    let (count, recorded, addrs) = with_record(|t| {
+        let mut addrs = [0usize; HELD_SLOTS + 1];
+        let recorded = t.held_recorded.get().min(HELD_SLOTS);
+        for (a, h) in addrs.iter_mut().zip(&t.held[..recorded]) {
+            *a = h.get();
+        }
+        (t.held_count.get(), recorded, addrs)
+    });
+    if count > recorded {
         return true;
     }
-    let mut addrs = [0usize; HELD_SLOTS + 1];
-    HELD.with(|h| {
-        for (i, a) in addrs.iter_mut().enumerate().take(recorded) {
-            *a = h[i].get();
-        }
-    });
+    let mut addrs = addrs;
     if addrs[..recorded].contains(&addr) {
         return true;
     }
@@ -247,6 +279,8 @@ mod tests {
     #[test]
     fn held_record_is_exact_up_to_its_slots() {
         let addrs: Vec<usize> = (1..=10).map(|i| i * 64).collect();
+        // As a lock operation does: `me` first, which readies the record.
+        me();
         for &a in &addrs[..3] {
             note_locked(a);
         }
@@ -265,6 +299,6 @@ mod tests {
             note_unlocked(a);
         }
         assert!(!may_hold(64) && !may_hold(1 << 20));
-        assert_eq!(HELD_COUNT.get(), 0);
+        assert_eq!(with_record(|t| t.held_count.get()), 0);
     }
 }

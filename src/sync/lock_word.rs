@@ -190,15 +190,25 @@ impl LockWords {
     }
 
     /// Blocks until the lock is taken or the host's deadline passes.
+    #[inline]
     pub(crate) fn lock(&self, host: &mut impl Host) -> Locked {
         let me = host.me();
-        let mut seen = match self
+        match self
             .owner
             .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
         {
-            Ok(_) => return self.finish(host, false),
-            Err(seen) => seen,
-        };
+            Ok(_) => self.finish(host, false),
+            Err(seen) => self.lock_contended(host, me, seen),
+        }
+    }
+
+    /// The rest of [`lock`](Self::lock) once the lock was not free: out of
+    /// line, so the free path saves no registers and sets up no frame for
+    /// it.
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self, host: &mut impl Host, me: u64, seen: u64) -> Locked {
+        let mut seen = seen;
         // Whether we slept: from then on we take the lock as contended.
         let mut slept = false;
         loop {
@@ -269,16 +279,26 @@ impl LockWords {
 
     /// Releases the lock if the calling thread holds it (a peer may have
     /// overwritten the word: then there is nothing of ours to release).
+    #[inline]
     pub(crate) fn unlock(&self, host: &impl Host) {
         host.note(false);
         let me = host.me();
         // SYNC: Release pairs with the Acquire of `take`.
-        match self
+        if let Err(now) = self
             .owner
             .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed)
         {
-            Ok(_) => {}
-            Err(now) if now == me | CONTENDED => {
+            self.unlock_contended(host, me, now);
+        }
+    }
+
+    /// The rest of [`unlock`](Self::unlock) once the word was not plainly
+    /// ours: wake a sleeper, or leave a word a peer overwrote.
+    #[cold]
+    #[inline(never)]
+    fn unlock_contended(&self, host: &impl Host, me: u64, now: u64) {
+        match now {
+            now if now == me | CONTENDED => {
                 // Only we change a word naming us (sleepers only set the
                 // bit, which is set): this succeeds unless a peer wrote.
                 if self
@@ -289,7 +309,7 @@ impl LockWords {
                     host.wake(&self.owner);
                 }
             }
-            Err(_) => {}
+            _ => {}
         }
     }
 
