@@ -297,19 +297,16 @@ impl LockWords {
     #[cold]
     #[inline(never)]
     fn unlock_contended(&self, host: &impl Host, me: u64, now: u64) {
-        match now {
-            now if now == me | CONTENDED => {
-                // Only we change a word naming us (sleepers only set the
-                // bit, which is set): this succeeds unless a peer wrote.
-                if self
-                    .owner
-                    .compare_exchange(now, 0, Ordering::Release, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    host.wake(&self.owner);
-                }
-            }
-            _ => {}
+        // Only we change a word naming us (sleepers only set the bit, which
+        // is set): this succeeds unless a peer wrote. Any other word is not
+        // ours to release.
+        if now == me | CONTENDED
+            && self
+                .owner
+                .compare_exchange(now, 0, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+        {
+            host.wake(&self.owner);
         }
     }
 
