@@ -13,6 +13,9 @@
 //!   moves a pointer: the thread baseline does not copy), SPSC, then MPMC
 //!   2x2 (`x5`, `x6`), and one `memcpy` of the message (`x9`, the limit of any
 //!   transport that writes the message once).
+//! - group `queue-short-ring`: 64 KiB messages through a queue of 2 slots
+//!   beside a bare 2-slot ring (the limit): every message waits for the
+//!   peer's copy.
 //! - `5x-ping-pong-*`: one round trip; the bare limits (a cache line bounced
 //!   by spinning; a futex pair) beside shmkit spinning (`try_recv` loop) and
 //!   blocking (`recv`), and a Unix pipe.
@@ -424,6 +427,95 @@ fn queue(c: &mut Criterion) {
     g.finish();
 }
 
+/// The message size of the short-ring group.
+const SHORT_MSG: usize = 64 * 1024;
+
+/// A bare ring of two 64 KiB slots in shared memory: one producer copies
+/// each message in, one consumer reads it in place, both spinning on their
+/// cursors. The limit of a 2-slot queue of 64 KiB messages.
+#[repr(C)]
+struct ShortRing {
+    head: Line,
+    tail: Line,
+    slots: [Page<std::cell::UnsafeCell<[u8; SHORT_MSG]>>; 2],
+}
+
+/// Page-aligned: glibc's `memcpy` between buffers whose low address bits
+/// differ ran ~15x slower here (DESIGN.md, "Machine limits").
+#[repr(C, align(4096))]
+struct Page<T>(T);
+
+fn bare_short_ring(ring: &ShortRing, msg: &[u8], iters: u64) -> Duration {
+    ring.head.0.store(0, Ordering::SeqCst);
+    ring.tail.0.store(0, Ordering::SeqCst);
+    fork_pair(
+        || {
+            for i in 0..iters {
+                while i - ring.tail.0.load(Ordering::Acquire) >= 2 {
+                    std::hint::spin_loop();
+                }
+                // SAFETY: the consumer is done with this slot (tail), and
+                // nobody else writes it.
+                unsafe { (*ring.slots[(i % 2) as usize].0.get()).copy_from_slice(msg) };
+                ring.head.0.store(i + 1, Ordering::Release);
+            }
+        },
+        || {
+            for i in 0..iters {
+                while ring.head.0.load(Ordering::Acquire) == i {
+                    std::hint::spin_loop();
+                }
+                // SAFETY: the producer published this slot (head) and does
+                // not write it again before our tail store.
+                let m = unsafe { &*ring.slots[(i % 2) as usize].0.get() };
+                black_box(m.iter().step_by(64).fold(0u8, |a, b| a ^ b));
+                ring.tail.0.store(i + 1, Ordering::Release);
+            }
+        },
+    )
+}
+
+/// A queue of two 64 KiB slots: the producer usually finds it full and the
+/// consumer empty, so every message waits for the peer for about one 64 KiB
+/// copy. The case the adaptive spin is for (`sync::adaptive`): a fixed short
+/// spin slept on almost every message here.
+fn short_ring(c: &mut Criterion) {
+    let mut g = c.benchmark_group("queue-short-ring");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    g.throughput(Throughput::Bytes(SHORT_MSG as u64));
+    let msg: &[u8] = common::page_aligned(SHORT_MSG, 7);
+    let ring: &ShortRing = shared();
+    g.bench_function("0-64KiB-2-slot-bare-ring (limit)", |b| {
+        b.iter_custom(|iters| bare_short_ring(ring, msg, iters))
+    });
+    let q = Queue::<Bytes>::builder()
+        .capacity(2)
+        .max_message(SHORT_MSG)
+        .create()
+        .unwrap();
+    let (tx, mut rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    g.bench_function("1-64KiB-2-slot-shmkit-queue", |b| {
+        b.iter_custom(|iters| {
+            fork_pair(
+                || {
+                    for _ in 0..iters {
+                        tx.send_bytes(msg).unwrap();
+                    }
+                },
+                || {
+                    for _ in 0..iters {
+                        let m = rx.recv_bytes().unwrap();
+                        black_box(m.iter().step_by(64).fold(0u8, |a, b| a ^ b));
+                    }
+                },
+            )
+        })
+    });
+    g.finish();
+}
+
 /// A `try_` that fails, in one process: what a spinning receiver or sender
 /// pays per empty or full look. shmkit's failure reads the coarse clock (for
 /// the dead-peer look); the rows beside it are crossbeam's failure and the
@@ -456,7 +548,7 @@ fn failed_tries(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, queue, failed_tries);
+criterion_group!(benches, queue, short_ring, failed_tries);
 
 fn main() {
     benches();

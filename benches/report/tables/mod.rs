@@ -24,6 +24,7 @@ pub fn tables() -> Vec<Table> {
         t.push(queues::spsc(prefix, size, label));
         t.push(queues::mpmc(prefix, size, label));
     }
+    t.push(queues::short_ring());
     t.push(ping_pong::spinning());
     t.push(ping_pong::blocking());
     for (k, size) in ["4KiB", "1MiB", "64MiB", "1GiB"].iter().enumerate() {

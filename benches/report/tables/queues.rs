@@ -168,6 +168,30 @@ fn mpmc_bytes_rows(prefix: &str, size: &str) -> Vec<Row> {
     ]
 }
 
+/// A queue of two 64 KiB slots: each message waits for the peer's copy.
+pub fn short_ring() -> Table {
+    Table {
+        title: "Queue throughput, 64 KiB messages through 2 slots, 1 producer → 1 consumer".into(),
+        what: "A queue of capacity 2: the producer usually finds it full and the consumer empty, \
+               so every message waits for the other side's 64 KiB copy. The limit is a bare ring \
+               of two page-aligned 64 KiB slots in shared memory, both sides spinning.",
+        rows: vec![
+            row(
+                "queue-short-ring/0-64KiB-2-slot-bare-ring (limit)",
+                "bare 2-slot ring in shared memory, spinning",
+                Limit,
+            ),
+            row(
+                "queue-short-ring/1-64KiB-2-slot-shmkit-queue",
+                "shmkit `Queue<Bytes>`, capacity 2",
+                Shmkit,
+            ),
+        ],
+        why_loses: "When a wait outlasts the fixed spin (127 `PAUSE`s), shmkit sleeps on a futex, and \
+                    a wake-up across CPUs costs more than the copy it waited for.",
+    }
+}
+
 const WHY_QUEUE_WORDS: &str = "crossbeam between threads moves a word inside one address space; a \
     cross-process queue also claims a slot, stamps a length, keeps the crash-recovery intent word and \
     wakes a sleeping peer through a shared futex. With messages of a few bytes that bookkeeping is the \
