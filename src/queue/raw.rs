@@ -307,6 +307,20 @@ impl RawQueue {
         (&w.items, &w.recv_waiters)
     }
 
+    /// The word senders sleep on and its sleeper count.
+    #[cfg(feature = "async")]
+    pub(crate) fn send_words(&self) -> (&AtomicU32, &AtomicU32) {
+        let w = &self.control().waits.0;
+        (&w.space, &w.send_waiters)
+    }
+
+    /// Whether a send would not wait: room, no receiver left, or the
+    /// segment was cut.
+    #[cfg(feature = "async")]
+    pub(crate) fn send_ready(&self) -> bool {
+        self.ring().can_send() || self.send_disconnected() || self.seg.check().is_err()
+    }
+
     /// Whether a receive would not wait: a message (or one to redeliver) is
     /// ready, every sender is gone, or the segment was cut.
     pub(crate) fn recv_ready(&self) -> bool {

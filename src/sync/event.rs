@@ -157,6 +157,37 @@ impl Event {
     }
 }
 
+#[cfg(feature = "async")]
+impl Event {
+    /// [`wait`](Self::wait) as a future: ready once the flag is set, without
+    /// blocking a thread (feature `async`; any executor).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), shmkit::Error> {
+    /// let e = shmkit::sync::Event::new()?;
+    /// let e2 = e.clone();
+    /// std::thread::spawn(move || e2.set());
+    /// futures::executor::block_on(e.wait_async());
+    /// assert!(e.is_set());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the process cannot start the waiter thread that serves every
+    /// pending shmkit future (the OS refused a thread).
+    pub fn wait_async(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        use crate::sync::watcher::{self, Watch};
+        let e = self.obj.get();
+        // SAFETY: both words lie in the event's mapping, which the segment
+        // handle kept by the watch owns.
+        let watch = unsafe { Watch::new(self.obj.keep(), &e.flag, &e.waiters) };
+        // SYNC(event): SeqCst loads; pair with the SeqCst swap in `set`.
+        let set = move || e.flag.load(Ordering::SeqCst) != 0;
+        watcher::until(watch, move || set().then_some(()), set)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

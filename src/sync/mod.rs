@@ -24,6 +24,8 @@ pub(crate) mod robust_state;
 mod rwlock;
 mod semaphore;
 pub(crate) mod wait;
+#[cfg(feature = "async")]
+pub(crate) mod watcher;
 
 pub use barrier::{Barrier, BarrierBuilder, BarrierTimeout, BarrierWaitResult};
 pub use condition::{Condition, ConditionBuilder};

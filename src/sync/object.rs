@@ -55,6 +55,12 @@ impl<C: Sync> Object<C> {
         unsafe { &*self.seg.control_ptr().cast::<C>() }
     }
 
+    /// What keeps the mapping alive, for a future's registration.
+    #[cfg(feature = "async")]
+    pub(crate) fn keep(&self) -> Arc<dyn std::any::Any + Send + Sync> {
+        self.seg.clone()
+    }
+
     pub(crate) fn segment(&self) -> &Segment {
         &self.seg
     }

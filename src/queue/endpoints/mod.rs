@@ -5,6 +5,8 @@ use super::error::{
     AnyRecvError, AnySendError, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
     TryRecvError, TrySendError,
 };
+#[cfg(feature = "async")]
+mod asynch;
 mod chunks;
 pub(super) mod guards;
 
