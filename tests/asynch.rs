@@ -310,3 +310,56 @@ fn typed_messages_await_too() {
         tokio::join!(send, recv);
     });
 }
+
+fn echo(conn: shmkit::pipe::Connection<queue::Rkyv<u64>>) -> u64 {
+    let mut n = 0;
+    while let Ok(v) = conn.recv() {
+        std::thread::sleep(Duration::from_micros(200));
+        conn.send(&(v + 1)).unwrap();
+        n += 1;
+    }
+    n
+}
+
+fn send_then_hang(conn: shmkit::pipe::Connection<u64>) {
+    conn.send(5).unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A pipe end awaited on tokio: a round trip with a child per message, then
+/// a SIGKILLed peer is `Disconnected` for the awaiting end.
+#[test]
+fn pipe_ends_await_replies_and_see_a_killed_peer() {
+    let _w = watchdog("pipe async");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let (mut here, there) = shmkit::pipe::pipe::<queue::Rkyv<u64>>().unwrap();
+    let mut child = start(echo, there);
+    let v = rt.block_on(async move {
+        let mut v = 0u64;
+        for _ in 0..100 {
+            here.send(&v).unwrap();
+            v = here.recv_async().await.unwrap();
+        }
+        v
+    });
+    assert_eq!(v, 100);
+    assert_eq!(child.join_timeout(WATCHDOG).unwrap(), Some(100));
+
+    let (mut here, there) = shmkit::pipe::pipe::<u64>().unwrap();
+    let p = start(send_then_hang, there);
+    rt.block_on(async {
+        assert_eq!(here.recv_async().await, Ok(5));
+        let kill = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            p.kill().unwrap();
+            p
+        });
+        assert_eq!(here.recv_async().await, Err(RecvError::Disconnected));
+        kill.join().unwrap().wait_timeout(WATCHDOG).unwrap();
+    });
+}

@@ -39,6 +39,8 @@
 //! is skipped, so that the other end's writer is never blocked for good and
 //! no committed message is lost.
 
+#[cfg(feature = "async")]
+mod asynch;
 mod raw;
 mod travel;
 mod typed;

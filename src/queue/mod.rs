@@ -96,6 +96,8 @@ mod recovery;
 mod travel;
 mod typed;
 
+#[cfg(feature = "async")]
+pub(crate) use endpoints::asynch::recv_result;
 pub use endpoints::guards::{Iter, RecvGuard, SendSlot, TryIter};
 pub use endpoints::{Receiver, Sender};
 pub(crate) use error::{AnyRecvError, AnySendError};

@@ -58,7 +58,7 @@ fn wait_for<R>(
 
 /// `None` for `Empty`, else the receive's result as a blocking receive
 /// would give it.
-fn recv_result<M>(r: Result<M, TryRecvError>) -> Option<Result<M, RecvError>> {
+pub(crate) fn recv_result<M>(r: Result<M, TryRecvError>) -> Option<Result<M, RecvError>> {
     match r {
         Ok(m) => Some(Ok(m)),
         Err(TryRecvError::Empty) => None,

@@ -6,7 +6,7 @@ use super::error::{
     TryRecvError, TrySendError,
 };
 #[cfg(feature = "async")]
-mod asynch;
+pub(crate) mod asynch;
 mod chunks;
 pub(super) mod guards;
 
