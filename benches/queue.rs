@@ -16,7 +16,8 @@
 //! - group `queue-short-ring`: 64 KiB messages through a queue of 2 slots
 //!   beside a bare 2-slot ring (the limit): every message waits for the
 //!   peer's copy.
-//! - `5x-ping-pong-*`: one round trip; the bare limits (a cache line bounced
+//! - `5x-ping-pong-*`: one round trip (`57`: awaiting the reply with
+//!   `recv_async` on tokio instead of blocking in `recv`); the bare limits (a cache line bounced
 //!   by spinning; a futex pair) beside shmkit spinning (`try_recv` loop) and
 //!   blocking (`recv`), and a Unix pipe.
 
@@ -397,6 +398,34 @@ fn queue(c: &mut Criterion) {
                         atx.send(i).unwrap();
                         black_box(brx.recv().unwrap());
                     }
+                },
+            )
+        })
+    });
+    // The same round trip with this side awaiting the reply on tokio's
+    // current-thread runtime (feature `async`): the reply wakes a shmkit
+    // waiter thread, which wakes the task. Compare with 53.
+    let (ctx, crx) = queue::bounded::<u64>(2).unwrap();
+    let (dtx, mut drx) = queue::bounded::<u64>(2).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    g.bench_function("57-ping-pong-shmkit-queue-async", |b| {
+        b.iter_custom(|iters| {
+            fork_pair(
+                || {
+                    for _ in 0..iters {
+                        let v = crx.recv().unwrap();
+                        dtx.send(v + 1).unwrap();
+                    }
+                },
+                || {
+                    rt.block_on(async {
+                        for i in 0..iters {
+                            ctx.send(i).unwrap();
+                            black_box(drx.recv_async().await.unwrap());
+                        }
+                    })
                 },
             )
         })

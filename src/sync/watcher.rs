@@ -279,7 +279,9 @@ fn place(entry: Entry) -> std::io::Result<Arc<Shard>> {
 }
 
 /// The future behind every shmkit async wait: repeats `attempt` (`None`:
-/// it would block) until it gives a result. Between polls it is registered
+/// it would block) until it gives a result, first within the blocking
+/// path's short spin (a few µs of the executor's thread, as a blocking
+/// `recv` spends before it sleeps). Between polls it is registered
 /// on `watch`'s word with the value seen before the failed attempt, and
 /// `ready` re-checks the condition after registering (as a blocking
 /// sleeper re-checks after counting itself). Dropping it withdraws the
@@ -296,10 +298,16 @@ pub(crate) fn until<R>(
     std::future::poll_fn(move |cx| {
         // Woken (or polled spuriously): the old registration is spent.
         drop(registration.take());
+        // The blocking path's short spin first (127 PAUSEs at most, none on
+        // one CPU): a reply that comes within it costs no thread wake-up.
+        let mut backoff = super::wait::Backoff::new();
         loop {
             let seen = watch.word().load(Ordering::SeqCst);
             if let Some(r) = attempt() {
                 return Poll::Ready(r);
+            }
+            if backoff.spin() {
+                continue;
             }
             let reg = register(&watch, seen, cx.waker())
                 .unwrap_or_else(|e| panic!("shmkit: cannot start the async waiter thread: {e}"));
