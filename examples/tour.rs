@@ -250,6 +250,10 @@ fn queue_exactly_once() -> Result<(), Error> {
         t.elapsed(),
         sum == expected
     );
+    println!(
+        "  (async programs await the same queue with `recv_async`/`send_async`, feature \
+         `async`: `--example async_service` is a tokio service over worker processes)"
+    );
     Ok(())
 }
 

@@ -1,0 +1,100 @@
+//! An async service (feature `async`, on tokio) that fans requests out to
+//! worker processes and streams their results back, with a shutdown event
+//! another process can set.
+//!
+//! - Requests go out on one queue (`send_async` waits for room without
+//!   blocking the runtime); two worker processes take them, each exactly
+//!   once, and answer on a second queue.
+//! - The service awaits answers with `recv_async` inside `tokio::select!`,
+//!   beside `Event::wait_async`: whichever comes first. The event is set by
+//!   a third process once it has seen enough answers go by (here: a timer
+//!   process, standing for an operator's `stop` command).
+//! - No thread per waiting future: shmkit's waiter threads sleep in
+//!   `futex_waitv` on the queues' and the event's shared words.
+//!
+//! `cargo run --release --example async_service`
+
+use shmkit::queue::{self, Receiver, Sender};
+use shmkit::sync::Event;
+use shmkit::{Error, spawn};
+use std::time::Duration;
+
+/// A worker process: squares numbers until it receives `u64::MAX`.
+fn worker((requests, answers): (Receiver<u64>, Sender<u64>)) -> u64 {
+    let mut served = 0;
+    while let Ok(x) = requests.recv() {
+        if x == u64::MAX {
+            break;
+        }
+        answers.send(x * x).unwrap();
+        served += 1;
+    }
+    served
+}
+
+/// The "operator": sets the shutdown event after a while.
+fn operator(name: String) {
+    std::thread::sleep(Duration::from_millis(300));
+    Event::open(&name).unwrap().set();
+}
+
+fn main() -> Result<(), Error> {
+    let (mut requests, requests_rx) = queue::bounded::<u64>(16)?;
+    let (answers_tx, mut answers) = queue::bounded::<u64>(16)?;
+    let workers = (0..2)
+        .map(|_| spawn(worker, (requests_rx.try_clone()?, answers_tx.try_clone()?)))
+        .collect::<Result<Vec<_>, _>>()?;
+    drop((requests_rx, answers_tx));
+
+    let stop_name = format!("shmkit-example-stop-{}", std::process::id());
+    let stop = Event::builder().name(&stop_name).create()?;
+    let op = spawn(operator, stop_name)?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a tokio runtime");
+    let (sum, answered) = rt.block_on(async {
+        let (mut sum, mut answered) = (0u64, 0u64);
+        let mut next = 1u64;
+        loop {
+            // Keep up to 8 requests in flight; then wait for an answer or
+            // for the shutdown, whichever comes first.
+            while next - answered <= 8 && next <= 1000 {
+                requests.send_async(next).await.expect("workers alive");
+                next += 1;
+            }
+            tokio::select! {
+                a = answers.recv_async() => {
+                    sum += a.expect("workers alive");
+                    answered += 1;
+                    if answered == 1000 {
+                        break;
+                    }
+                }
+                () = stop.wait_async() => {
+                    println!("shutdown requested after {answered} answers");
+                    break;
+                }
+            }
+        }
+        (sum, answered)
+    });
+    println!("{answered} answers, sum of squares {sum}");
+
+    // Drain what is still in flight, then stop the workers.
+    for _ in 0..2 {
+        requests.send(u64::MAX).unwrap();
+    }
+    let mut served = 0;
+    for w in workers {
+        served += w.join()?;
+    }
+    while answers.try_recv().is_ok() {}
+    op.join()?;
+    println!("the workers served {served} requests");
+    assert!(served >= answered);
+    if answered == 1000 {
+        assert_eq!(sum, (1..=1000u64).map(|x| x * x).sum::<u64>());
+    }
+    Ok(())
+}
