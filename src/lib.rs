@@ -25,7 +25,8 @@
 //!   (crossbeam's `Select`, Python's `multiprocessing.connection.wait`).
 //! - Feature `async`: `Receiver::recv_async`, `Sender::send_async` (every
 //!   message kind; `recv_vec_async`/`send_bytes_async` for bytes), a pipe
-//!   end's `recv_async`/`recv_bytes_async` and `Event::wait_async` are futures for any executor (std `Waker`, no
+//!   end's `recv_async`/`recv_bytes_async`, `Select::ready_async` and
+//!   `Event::wait_async` are futures for any executor (std `Waker`, no
 //!   runtime pulled in): a few waiter threads per process serve every
 //!   pending future (one per 127), not one thread each.
 //!

@@ -78,6 +78,18 @@ impl Source {
         }
     }
 
+    /// The word a receive sleeps on, for an async wait.
+    #[cfg(feature = "async")]
+    fn watch(&self) -> crate::sync::watcher::Watch {
+        let (keep, (word, waiters)): (Arc<dyn std::any::Any + Send + Sync>, _) = match self {
+            Source::Queue(q) => (q.clone(), q.recv_words()),
+            Source::Pipe(p, end) => (p.clone(), p.recv_words(*end)),
+        };
+        // SAFETY: both words lie in the queue's or pipe's mapping, which
+        // `keep` owns.
+        unsafe { crate::sync::watcher::Watch::new(keep, word, waiters) }
+    }
+
     /// Runs a due dead-peer look; whether that made the source ready
     /// (impossible state: the receive reports it); the next look's time.
     fn look(&self, now: Instant) -> (bool, Instant) {
@@ -194,6 +206,54 @@ impl Select {
             Some(d) => self.wait(Some(d)).ok_or(ReadyTimeoutError),
             None => Ok(self.ready()),
         }
+    }
+
+    /// [`ready`](Self::ready) as a future (feature `async`): the index of a
+    /// source that is ready, awaited without blocking a thread. It registers
+    /// on every source's word with shmkit's waiter threads and looks for
+    /// dead peers as `ready` does.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), shmkit::Error> {
+    /// use shmkit::queue;
+    /// use shmkit::select::Select;
+    ///
+    /// let (_tx1, rx1) = queue::bounded::<u32>(4)?;
+    /// let (tx2, rx2) = queue::bounded::<u64>(4)?;
+    /// let mut sel = Select::new();
+    /// sel.recv(&rx1);
+    /// let second = sel.recv(&rx2);
+    /// std::thread::spawn(move || tx2.send(9).unwrap());
+    /// let i = futures::executor::block_on(sel.ready_async());
+    /// assert_eq!(i, second);
+    /// assert_eq!(rx2.try_recv().unwrap(), 9);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    /// If no source was added (it would wait forever), or if the process
+    /// cannot start a waiter thread.
+    #[cfg(feature = "async")]
+    pub fn ready_async(&mut self) -> impl std::future::Future<Output = usize> + Send + '_ {
+        assert!(
+            !self.sources.is_empty(),
+            "shmkit: Select::ready_async() with no sources would wait forever; add one with recv()"
+        );
+        let watches = self.sources.iter().map(Source::watch).collect();
+        let sources = self.sources.clone();
+        crate::sync::watcher::until_any(
+            watches,
+            move || {
+                if let Some(i) = self.scan() {
+                    return Some(i);
+                }
+                let now = Instant::now();
+                let broken = self.sources.iter().position(|s| s.look(now).0)?;
+                self.next = (broken + 1) % self.sources.len();
+                Some(broken)
+            },
+            move || sources.iter().any(Source::ready),
+        )
     }
 
     /// The first ready source, scanning from `next`.

@@ -363,3 +363,52 @@ fn pipe_ends_await_replies_and_see_a_killed_peer() {
         kill.join().unwrap().wait_timeout(WATCHDOG).unwrap();
     });
 }
+
+fn send_one_later((tx, v): (queue::Sender<u64>, u64)) {
+    std::thread::sleep(Duration::from_millis(20));
+    tx.send(v).unwrap();
+}
+
+/// `Select::ready_async` over two queues and a pipe end on tokio: the
+/// source another process sends on is the one returned; a source whose
+/// only sender is SIGKILLed becomes ready, and its receive says
+/// `Disconnected`.
+#[test]
+fn select_awaits_whichever_source_is_ready() {
+    let _w = watchdog("select async");
+    let (_tx1, rx1) = queue::bounded::<u64>(4).unwrap();
+    let (tx2, rx2) = queue::bounded::<u64>(4).unwrap();
+    let (_here, there) = shmkit::pipe::pipe::<u64>().unwrap();
+    let mut sel = shmkit::select::Select::new();
+    sel.recv(&rx1);
+    let second = sel.recv(&rx2);
+    sel.conn(&there);
+    let mut p = start(send_one_later, (tx2, 7));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(sel.ready_async()), second);
+    assert_eq!(rx2.try_recv(), Ok(7));
+    p.join_timeout(WATCHDOG).unwrap().expect("watchdog");
+    // The feeder ended and dropped its sender: the source is ready again,
+    // as disconnected.
+    assert_eq!(rt.block_on(sel.ready_async()), second);
+    assert_eq!(rx2.try_recv(), Err(queue::TryRecvError::Disconnected));
+
+    // A sender killed while the select is pending.
+    let (tx3, rx3) = queue::bounded::<u64>(4).unwrap();
+    let mut sel = shmkit::select::Select::new();
+    sel.recv(&rx1);
+    let third = sel.recv(&rx3);
+    let p = start(hold_sender_forever, tx3);
+    assert_eq!(rt.block_on(sel.ready_async()), third);
+    assert_eq!(rx3.try_recv(), Ok(1));
+    let kill = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        p.kill().unwrap();
+        p
+    });
+    assert_eq!(rt.block_on(sel.ready_async()), third);
+    assert_eq!(rx3.try_recv(), Err(queue::TryRecvError::Disconnected));
+    kill.join().unwrap().wait_timeout(WATCHDOG).unwrap();
+}

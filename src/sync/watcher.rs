@@ -291,30 +291,49 @@ fn place(entry: Entry) -> std::io::Result<Arc<Shard>> {
 /// If the process cannot start a waiter thread (the OS refused a thread).
 pub(crate) fn until<R>(
     watch: Watch,
+    attempt: impl FnMut() -> Option<R>,
+    ready: impl FnMut() -> bool,
+) -> impl Future<Output = R> {
+    until_any(vec![watch], attempt, ready)
+}
+
+/// [`until`] over several words at once (a select): registered on each,
+/// woken by whichever changes first.
+///
+/// # Panics
+/// As [`until`].
+pub(crate) fn until_any<R>(
+    watches: Vec<Watch>,
     mut attempt: impl FnMut() -> Option<R>,
     mut ready: impl FnMut() -> bool,
 ) -> impl Future<Output = R> {
-    let mut registration: Option<Registration> = None;
+    let mut registrations: Vec<Registration> = Vec::new();
+    let mut seen: Vec<u32> = Vec::with_capacity(watches.len());
     std::future::poll_fn(move |cx| {
-        // Woken (or polled spuriously): the old registration is spent.
-        drop(registration.take());
+        // Woken (or polled spuriously): the old registrations are spent.
+        registrations.clear();
         // The blocking path's short spin first (127 PAUSEs at most, none on
         // one CPU): a reply that comes within it costs no thread wake-up.
         let mut backoff = super::wait::Backoff::new();
         loop {
-            let seen = watch.word().load(Ordering::SeqCst);
+            seen.clear();
+            seen.extend(watches.iter().map(|w| w.word().load(Ordering::SeqCst)));
             if let Some(r) = attempt() {
                 return Poll::Ready(r);
             }
             if backoff.spin() {
                 continue;
             }
-            let reg = register(&watch, seen, cx.waker())
-                .unwrap_or_else(|e| panic!("shmkit: cannot start the async waiter thread: {e}"));
-            if ready() {
-                continue; // `reg` is withdrawn as it drops
+            for (w, &v) in watches.iter().zip(&seen) {
+                let reg = register(w, v, cx.waker()).unwrap_or_else(|e| {
+                    panic!("shmkit: cannot start the async waiter thread: {e}")
+                });
+                registrations.push(reg);
             }
-            registration = Some(reg);
+            if ready() {
+                registrations.clear(); // withdrawn as they drop
+                continue;
+            }
             return Poll::Pending;
         }
     })
