@@ -9,6 +9,8 @@
 //! - `19-u64-spsc-bare-shared-ring (limit)`: a bare single-producer ring of
 //!   u64 in shared memory between two spinning processes: the limit.
 //! - `2x-u64-mpmc-2x2-*`: two producers, two consumers.
+//! - `37`/`38-1KiB-*-recv-vec-*`: 1 KiB messages received as a copy,
+//!   blocking against awaited on tokio (feature `async`).
 //! - `3x-1KiB-*`, `4x-64KiB-*`: sized messages (crossbeam sends a `Vec`, which
 //!   moves a pointer: the thread baseline does not copy), SPSC, then MPMC
 //!   2x2 (`x5`, `x6`), and one `memcpy` of the message (`x9`, the limit of any
@@ -226,6 +228,55 @@ fn sized(g: &mut BenchmarkGroup<'_, WallTime>, prefix: &str, size: usize) {
 
 use common::size_label as label;
 
+/// 1 KiB messages, one producer process, this process receiving each as a
+/// copy (`Vec<u8>`): blocking `recv_vec` (37) against `recv_vec_async`
+/// awaited on tokio's current-thread runtime (38), in the same group.
+fn async_vs_blocking_1kib(g: &mut BenchmarkGroup<'_, WallTime>) {
+    const SIZE: usize = 1024;
+    g.throughput(Throughput::Bytes(SIZE as u64));
+    let q = Queue::<Bytes>::builder()
+        .capacity(64)
+        .max_message(SIZE)
+        .create()
+        .unwrap();
+    let (tx, mut rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    let msg = vec![7u8; SIZE];
+    let produce = |iters: u64| {
+        for _ in 0..iters {
+            tx.send_bytes(&msg).unwrap();
+        }
+    };
+    g.bench_function("37-1KiB-shmkit-queue-recv-vec-blocking", |b| {
+        b.iter_custom(|iters| {
+            fork_pair(
+                || produce(iters),
+                || {
+                    for _ in 0..iters {
+                        black_box(rx.recv_vec().unwrap());
+                    }
+                },
+            )
+        })
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    g.bench_function("38-1KiB-shmkit-queue-recv-vec-async", |b| {
+        b.iter_custom(|iters| {
+            fork_pair(
+                || produce(iters),
+                || {
+                    rt.block_on(async {
+                        for _ in 0..iters {
+                            black_box(rx.recv_vec_async().await.unwrap());
+                        }
+                    })
+                },
+            )
+        })
+    });
+}
+
 fn queue(c: &mut Criterion) {
     let mut g = c.benchmark_group("queue");
     g.sample_size(10)
@@ -301,6 +352,7 @@ fn queue(c: &mut Criterion) {
 
     // 3x, 4x: sized messages.
     sized(&mut g, "3", 1024);
+    async_vs_blocking_1kib(&mut g);
     sized(&mut g, "4", 64 * 1024);
 
     // 5x: ping-pong round trips.
