@@ -173,7 +173,11 @@ impl Shard {
             }
             !fire
         });
-        due.into_iter().for_each(Waker::wake);
+        for waker in due {
+            // A waker that panics (a broken executor) must not end this
+            // thread: every future it serves would then wait forever.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
+        }
     }
 }
 
@@ -187,6 +191,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct Registration {
     shard: Arc<Shard>,
     id: u64,
+    /// The process that registered: a copy of this value in a forked child
+    /// must not withdraw the parent's registration (nor give back its
+    /// sleeper count a second time).
+    pid: u32,
 }
 
 impl std::fmt::Debug for Registration {
@@ -220,7 +228,11 @@ fn register(watch: &Watch, seen: u32, waker: &Waker) -> std::io::Result<Registra
     match place(entry) {
         Ok(shard) => {
             shard.poke();
-            Ok(Registration { shard, id })
+            Ok(Registration {
+                shard,
+                id,
+                pid: crate::sys::proc::pid(),
+            })
         }
         Err(e) => {
             watch.waiters().fetch_sub(1, Ordering::SeqCst);
@@ -231,6 +243,9 @@ fn register(watch: &Watch, seen: u32, waker: &Waker) -> std::io::Result<Registra
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        if crate::sys::proc::pid() != self.pid {
+            return;
+        }
         let mut entries = self.shard.entries();
         if let Some(i) = entries.iter().position(|e| e.id == self.id) {
             let e = entries.swap_remove(i);

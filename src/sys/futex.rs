@@ -156,7 +156,10 @@ pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], timeout: Duration) -> Option
         return Some(WaitResult::Woken);
     }
     match std::io::Error::last_os_error().raw_os_error() {
-        Some(libc::ENOSYS) => None,
+        // No futex_waitv (before 5.16), or one a seccomp filter refuses
+        // (EPERM), or arguments it rejects: the caller's slices instead of
+        // a loop that fails at once forever.
+        Some(libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::EFAULT) => None,
         Some(libc::EAGAIN) => Some(WaitResult::ValueChanged),
         Some(libc::ETIMEDOUT) => Some(WaitResult::TimedOut),
         _ => Some(WaitResult::Woken),

@@ -26,6 +26,7 @@ use std::any::Any;
 use std::borrow::Borrow;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Which side of the queue a future waits on.
 #[derive(Clone, Copy)]
@@ -50,10 +51,29 @@ fn wait_for<R>(
     let keep: Arc<dyn Any + Send + Sync> = raw.clone();
     // SAFETY: both words lie in `raw`'s mapping, which `keep` owns.
     let watch = unsafe { Watch::new(keep, word, waiters) };
-    watcher::until(watch, attempt, move || match side {
+    let ready = move |raw: &RawQueue| match side {
         Side::Recv => raw.recv_ready(),
         Side::Send => raw.send_ready(),
-    })
+    };
+    let for_attempt = raw.clone();
+    let mut attempt = attempt;
+    watcher::until(
+        watch,
+        move || {
+            // A receive that is not ready is not attempted: `try_recv` would
+            // wait (up to 100 ms) for a send in flight, blocking the
+            // executor's thread; that commit bumps the word we register on
+            // instead. The dead-peer look a failed `try_` makes is made here.
+            if matches!(side, Side::Recv) && !ready(&for_attempt) {
+                for_attempt.look_if_due(Instant::now());
+                if !ready(&for_attempt) {
+                    return None;
+                }
+            }
+            attempt()
+        },
+        move || ready(&raw),
+    )
 }
 
 /// `None` for `Empty`, else the receive's result as a blocking receive
