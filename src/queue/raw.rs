@@ -330,6 +330,15 @@ impl RawQueue {
             || self.seg.check().is_err()
     }
 
+    /// The look a failed `try_` makes: if one is due by the coarse clock
+    /// (no precise clock read), looks for dead participants.
+    #[cfg(feature = "async")]
+    pub(crate) fn look_if_due_coarse(&self) {
+        if self.looks.take_due_for(Wait::No).0 {
+            self.recover();
+        }
+    }
+
     /// Looks for dead participants if a look is due (as every failing wait
     /// does); when the next one is due.
     pub(crate) fn look_if_due(&self, now: Instant) -> Instant {

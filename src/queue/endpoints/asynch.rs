@@ -26,7 +26,6 @@ use std::any::Any;
 use std::borrow::Borrow;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Which side of the queue a future waits on.
 #[derive(Clone, Copy)]
@@ -63,9 +62,10 @@ fn wait_for<R>(
             // A receive that is not ready is not attempted: `try_recv` would
             // wait (up to 100 ms) for a send in flight, blocking the
             // executor's thread; that commit bumps the word we register on
-            // instead. The dead-peer look a failed `try_` makes is made here.
+            // instead. The dead-peer look a failed `try_` makes is made here,
+            // by the coarse clock as a failed `try_` reads it.
             if matches!(side, Side::Recv) && !ready(&for_attempt) {
-                for_attempt.look_if_due(Instant::now());
+                for_attempt.look_if_due_coarse();
                 if !ready(&for_attempt) {
                     return None;
                 }
