@@ -9,11 +9,19 @@
 //!   beside `Event::wait_async`: whichever comes first. The event is set by
 //!   a third process once it has seen enough answers go by (here: a timer
 //!   process, standing for an operator's `stop` command).
+//! - Then the worker processes are awaited with `join_async`, and a
+//!   process pool takes over: its results stream back as they finish
+//!   (`imap_unordered(..).into_stream()`), and single calls are awaited
+//!   (`apply_async(..)?.await`).
 //! - No thread per waiting future: shmkit's waiter threads sleep in
-//!   `futex_waitv` on the queues' and the event's shared words.
+//!   `futex_waitv` on the queues' and the event's shared words, one more
+//!   sleeps on the awaited children's pidfds, and the pool's own thread
+//!   wakes the tasks awaiting its results.
 //!
 //! `cargo run --release --example async_service`
 
+use futures::StreamExt;
+use shmkit::pool::Pool;
 use shmkit::queue::{self, Receiver, Sender};
 use shmkit::sync::Event;
 use shmkit::{Error, spawn};
@@ -30,6 +38,11 @@ fn worker((requests, answers): (Receiver<u64>, Sender<u64>)) -> u64 {
         served += 1;
     }
     served
+}
+
+/// A pool task.
+fn cube(x: u64) -> u64 {
+    x * x * x
 }
 
 /// The "operator": sets the shutdown event after a while.
@@ -85,16 +98,33 @@ fn main() -> Result<(), Error> {
     for _ in 0..2 {
         requests.send(u64::MAX).unwrap();
     }
-    let mut served = 0;
-    for w in workers {
-        served += w.join()?;
-    }
+    let (served, cubes, seven) = rt.block_on(async {
+        // Await the worker processes and the operator without blocking the
+        // runtime (one watcher thread sleeps on their pidfds).
+        let mut served = 0;
+        for w in workers {
+            served += w.join_async().await?;
+        }
+        op.join_async().await?;
+
+        // A pool takes over: results stream back as they finish.
+        let pool = Pool::builder().processes(2).build()?;
+        let mut cubes = 0u64;
+        let mut stream = pool.imap_unordered(cube, 1..=100u64).into_stream();
+        while let Some(c) = stream.next().await {
+            cubes += c?;
+        }
+        let seven = pool.apply_async(cube, 7)?.await?;
+        Ok::<_, Error>((served, cubes, seven))
+    })?;
     while answers.try_recv().is_ok() {}
-    op.join()?;
     println!("the workers served {served} requests");
+    println!("the pool: sum of cubes 1..=100 is {cubes}; 7 cubed is {seven}");
     assert!(served >= answered);
     if answered == 1000 {
         assert_eq!(sum, (1..=1000u64).map(|x| x * x).sum::<u64>());
     }
+    assert_eq!(cubes, (1..=100u64).map(cube).sum::<u64>());
+    assert_eq!(seven, 343);
     Ok(())
 }

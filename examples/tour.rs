@@ -296,6 +296,10 @@ fn pool_survives_a_death() -> Result<(), Error> {
     let t = Instant::now();
     let r = pool.apply_async(square, 9)?.get()?;
     println!("apply_async(square, 9).get() = {r} in {:?}", t.elapsed());
+    println!(
+        "  (feature `async`: `pool.apply_async(..)?.await`, `map_async(..)?.await`, \
+         `imap(..).into_stream()` and `child.join_async().await` in `--example async_service`)"
+    );
     let out: Vec<String> = pool
         .options()
         .chunksize(1)

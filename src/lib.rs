@@ -25,10 +25,12 @@
 //!   (crossbeam's `Select`, Python's `multiprocessing.connection.wait`).
 //! - Feature `async`: `Receiver::recv_async`, `Sender::send_async` (every
 //!   message kind; `recv_vec_async`/`send_bytes_async` for bytes), a pipe
-//!   end's `recv_async`/`recv_bytes_async`, `Select::ready_async` and
-//!   `Event::wait_async` are futures for any executor (std `Waker`, no
-//!   runtime pulled in): a few waiter threads per process serve every
-//!   pending future (one per 127), not one thread each.
+//!   end's `recv_async`/`recv_bytes_async`, `Select::ready_async`,
+//!   `Event::wait_async`, `Process::join_async` and the pool's
+//!   `AsyncResult`/`MapResult` are futures for any executor (std `Waker`, no
+//!   runtime pulled in), and `Imap::into_stream` a `Stream`: a few waiter
+//!   threads per process serve every pending future (one per 127 shared
+//!   words, one for every awaited child), not one thread each.
 //!
 //! Linux only (futexes, memfd, `/proc`).
 //!

@@ -412,3 +412,232 @@ fn select_awaits_whichever_source_is_ready() {
     assert_eq!(rx3.try_recv(), Err(queue::TryRecvError::Disconnected));
     kill.join().unwrap().wait_timeout(WATCHDOG).unwrap();
 }
+
+/// Threads of this process named as shmkit's exit watcher.
+fn exit_watchers() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim() == "shmkit-exits")
+        .count()
+}
+
+/// Sleeps `i % 7` × 20 ms, then returns `i`; 13 panics and 17 kills itself.
+fn linger(i: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(i % 7 * 20));
+    match i {
+        13 => panic!("thirteen"),
+        // SAFETY: a signal at ourselves: the test wants this child dead.
+        17 => unsafe {
+            libc::raise(libc::SIGKILL);
+        },
+        _ => {}
+    }
+    i
+}
+
+/// Waits until the event `name` is set; returns 100.
+fn wait_for_event(name: String) -> u64 {
+    Event::open(&name).unwrap().wait();
+    100
+}
+
+/// `join_async` of 100 spawned processes at once on tokio's multi-thread
+/// runtime (and one more that ends only when told): one watcher thread
+/// sleeps on all of them; each future gets its own child's value, or its
+/// panic or death; the thread ends with the last.
+#[test]
+fn joining_a_hundred_processes_at_once_takes_one_watcher_thread() {
+    let _w = watchdog("100 joins");
+    let name = unique("aj");
+    let go = Event::builder().name(&name).create().unwrap();
+    let mut children: Vec<Process<u64>> = (0..100).map(|i| start(linger, i)).collect();
+    children.push(start(wait_for_event, name));
+    let pids: Vec<u32> = children.iter().map(Process::pid).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let (results, watchers) = rt.block_on(async {
+        let tasks: Vec<_> = children
+            .into_iter()
+            .map(|p| tokio::spawn(p.join_async()))
+            .collect();
+        // The last child is pending until the event is set: wait for its
+        // registration (its task may not have run yet).
+        while exit_watchers() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let watchers = exit_watchers();
+        go.set();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        (results, watchers)
+    });
+    assert_eq!(watchers, 1, "exit watcher threads");
+    for (i, r) in results.into_iter().enumerate() {
+        match (i, r) {
+            (
+                13,
+                Err(shmkit::Error::Process(shmkit::error::ProcessError::Panicked {
+                    message, ..
+                })),
+            ) => assert_eq!(message, "thirteen"),
+            (
+                17,
+                Err(shmkit::Error::Process(shmkit::error::ProcessError::Died {
+                    exitcode,
+                    pid,
+                    ..
+                })),
+            ) => {
+                assert_eq!(exitcode, -libc::SIGKILL);
+                assert_eq!(pid, pids[17]);
+            }
+            (i, Ok(v)) => assert_eq!(v, i as u64),
+            (i, other) => panic!("child {i}: {other:?}"),
+        }
+    }
+    // No registration is left, so the thread ends (the watchdog bounds this).
+    while exit_watchers() != 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        shmkit::process::active_children()
+            .iter()
+            .all(|c| !pids.contains(&c.pid))
+    );
+}
+
+/// The edges of `join_async`: a child already ended before the first poll,
+/// a future dropped while pending (the child runs on and is reaped; the
+/// watcher lets go), and `futures`' own executor.
+#[test]
+fn join_async_edges_on_the_futures_executor() {
+    let _w = watchdog("join_async edges");
+    // Ended (not yet reaped) before the future is polled.
+    let done = start(linger, 0);
+    while !std::path::Path::new(&format!("/proc/{}/stat", done.pid())).exists()
+        || !std::fs::read_to_string(format!("/proc/{}/stat", done.pid()))
+            .unwrap()
+            .contains(") Z")
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(futures::executor::block_on(done.join_async()).unwrap(), 0);
+
+    // Dropped while pending: polled once, then dropped.
+    let slow = start(linger, 6);
+    let slow_pid = slow.pid();
+    let mut fut = Box::pin(slow.join_async());
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    drop(fut);
+    while exit_watchers() != 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The handle dropped with the future; the child is reaped once it ends.
+    while shmkit::process::active_children()
+        .iter()
+        .any(|c| c.pid == slow_pid)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // Joined concurrently on one thread.
+    let (a, b) = futures::executor::block_on(async {
+        futures::join!(start(linger, 4).join_async(), start(linger, 1).join_async())
+    });
+    assert_eq!((a.unwrap(), b.unwrap()), (4, 1));
+}
+
+/// Compiles only for `Send` values (for spawning on a multi-thread runtime).
+fn is_send<T: Send>(_: &T) {}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn refuse_three(x: u64) -> u64 {
+    assert_ne!(x, 3, "no threes");
+    x
+}
+
+/// Pool results awaited: `apply_async` and `map_async` as futures,
+/// `imap`/`imap_unordered` as streams, on tokio's current-thread runtime
+/// (where the pool's collector thread must wake the task: nothing else
+/// runs), at their edges: no items, one worker, chunks of one.
+#[test]
+fn pool_results_are_futures_and_imap_is_a_stream() {
+    use futures::StreamExt;
+    let _w = watchdog("pool futures");
+    let pool = shmkit::pool::Pool::builder().processes(1).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert_eq!(pool.apply_async(square, 12).unwrap().await.unwrap(), 144);
+        let all = pool.map_async(square, 0..1000u64).unwrap().await.unwrap();
+        assert_eq!(all, (0..1000u64).map(square).collect::<Vec<_>>());
+        assert!(
+            pool.map_async(square, Vec::<u64>::new())
+                .unwrap()
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        match pool.map_async(refuse_three, 0..10).unwrap().await {
+            Err(shmkit::Error::Pool(shmkit::error::PoolError::TaskPanicked { message })) => {
+                assert!(message.contains("no threes"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let ordered: Vec<u64> = pool
+            .options()
+            .chunksize(1)
+            .lookahead(1)
+            .imap(square, 0..50u64)
+            .into_stream()
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(ordered, (0..50u64).map(square).collect::<Vec<_>>());
+        let mut any: Vec<u64> = pool
+            .imap_unordered(square, 0..200u64)
+            .into_stream()
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        any.sort_unstable();
+        assert_eq!(any, (0..200u64).map(square).collect::<Vec<_>>());
+        let none = pool.imap(square, Vec::<u64>::new()).into_stream();
+        is_send(&none);
+        let none: Vec<_> = none.collect().await;
+        assert!(none.is_empty());
+        let failed: Vec<bool> = pool
+            .imap(refuse_three, 0..5)
+            .into_stream()
+            .map(|r| r.is_ok())
+            .collect()
+            .await;
+        assert_eq!(failed, [true, true, true, false, true]);
+
+        // A pending map dropped half-way: the pool goes on serving.
+        let pending = pool.map_async(linger, 0..7u64).unwrap();
+        tokio::select! {
+            _ = pending => panic!("seven lingering items in 1 ms"),
+            _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+        }
+        assert_eq!(pool.apply_async(square, 3).unwrap().await.unwrap(), 9);
+    });
+    // Another executor: futures' block_on, with the pool on 2 workers.
+    let two = shmkit::pool::Pool::builder().processes(2).build().unwrap();
+    let got = futures::executor::block_on(two.map_async(square, 0..100u64).unwrap()).unwrap();
+    assert_eq!(got.len(), 100);
+}

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::Instant;
 
 /// Why a chunk (every item in it) failed. Cloneable, unlike [`Error`].
@@ -131,9 +132,9 @@ impl<R> Chunk<R> {
     }
 
     /// Its items, in order.
-    pub(crate) fn into_items(self) -> Box<dyn Iterator<Item = Result<R>>>
+    pub(crate) fn into_items(self) -> Box<dyn Iterator<Item = Result<R>> + Send>
     where
-        R: 'static,
+        R: Send + 'static,
     {
         match self {
             Chunk::Values(v) => Box::new(v.into_iter().map(Ok)),
@@ -179,6 +180,10 @@ pub(crate) struct JobState<R> {
     /// Whether every item returned, once assembled.
     pub succeeded: Option<bool>,
     pub taken: bool,
+    /// The task awaiting this job (feature `async`: the job's one handle,
+    /// polled as a future or a stream), woken wherever the condition
+    /// variable is notified.
+    pub waker: Option<Waker>,
 }
 
 /// A job's callbacks. Lock order: `Callbacks`, then `JobState`.
@@ -222,6 +227,7 @@ impl<R: Message + Send + 'static> Job<R> {
                 outcome: None,
                 succeeded: None,
                 taken: false,
+                waker: None,
             }),
             cond: Condvar::new(),
             ready: AtomicBool::new(false),
@@ -255,12 +261,13 @@ impl<R: Message + Send + 'static> Job<R> {
     /// on the pool's thread ([`Shared::settle_later`]).
     #[must_use]
     pub(crate) fn input_done(&self) -> bool {
-        let complete = {
+        let (complete, waker) = {
             let mut s = self.lock();
             s.counts.input_done = true;
-            s.counts.complete()
+            (s.counts.complete(), s.waker.take())
         };
         self.cond.notify_all();
+        wake(waker);
         self.after_change(complete)
     }
 
@@ -278,8 +285,9 @@ impl<R: Message + Send + 'static> Job<R> {
 
     fn mark_ready(&self) {
         self.ready.store(true, Ordering::Release);
-        let _guard = self.lock();
+        let waker = self.lock().waker.take();
         self.cond.notify_all();
+        wake(waker);
     }
 
     /// Whether every chunk has finished.
@@ -319,6 +327,27 @@ impl<R: Message + Send + 'static> Job<R> {
         Some(s.outcome.take().unwrap_or_else(|| assemble(&mut s)))
     }
 
+    /// The assembled outcome once ready; until then `cx`'s waker is kept,
+    /// to be woken when the job becomes ready. (Ready is stored before the
+    /// state lock that takes the waker: a poll sees it, or its waker is
+    /// taken.)
+    #[cfg(feature = "async")]
+    pub(crate) fn poll_outcome(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Vec<R>>> {
+        let mut s = self.lock();
+        if !self.is_ready() {
+            keep_waker(&mut s, cx);
+            return std::task::Poll::Pending;
+        }
+        if s.taken {
+            return std::task::Poll::Ready(Err(Error::Pool(PoolError::AlreadyTaken)));
+        }
+        s.taken = true;
+        std::task::Poll::Ready(s.outcome.take().unwrap_or_else(|| assemble(&mut s)))
+    }
+
     /// Whether the job finished with every item returned, once ready.
     pub(crate) fn successful(&self) -> Option<bool> {
         if !self.is_ready() {
@@ -335,8 +364,26 @@ impl<R: Message + Send + 'static> Job<R> {
     }
 }
 
+/// Keeps `cx`'s waker in the job's state (replacing an older one: a job has
+/// one handle, so one task awaits it).
+#[cfg(feature = "async")]
+pub(crate) fn keep_waker<R>(s: &mut JobState<R>, cx: &std::task::Context<'_>) {
+    match &s.waker {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => s.waker = Some(cx.waker().clone()),
+    }
+}
+
+/// Wakes the task awaiting a job, on the pool's thread: a waker that panics
+/// must not take that thread down.
+fn wake(waker: Option<Waker>) {
+    if let Some(w) = waker {
+        run_callback("waker", || w.wake());
+    }
+}
+
 /// All chunks in order: every output, or the first error by position.
-fn assemble<R: 'static>(s: &mut JobState<R>) -> Result<Vec<R>> {
+fn assemble<R: Send + 'static>(s: &mut JobState<R>) -> Result<Vec<R>> {
     let mut out = Vec::with_capacity(s.counts.items_submitted);
     let chunks = std::mem::take(&mut s.chunks);
     s.arrived.clear();
@@ -386,15 +433,16 @@ impl<R: Message + Send + 'static> Sink for Job<R> {
             }
             Delivery::Failed(f) => Chunk::Failed(f, count),
         };
-        let complete = {
+        let (complete, waker) = {
             let mut s = self.lock();
             s.counts.chunks_done += 1;
             s.counts.items_done += chunk.len();
             s.chunks.insert(seq, chunk);
             s.arrived.push_back(seq);
-            s.counts.complete()
+            (s.counts.complete(), s.waker.take())
         };
         self.cond.notify_all();
+        wake(waker);
         self.after_change(complete)
     }
 

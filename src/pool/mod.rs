@@ -43,6 +43,8 @@
 //! on the pool's thread: keep them short, and do not wait there for other
 //! results of the same pool.
 
+#[cfg(feature = "async")]
+mod asynch;
 mod collector;
 mod job;
 mod results;
@@ -67,6 +69,8 @@ mod builder;
 mod options;
 mod submit;
 
+#[cfg(feature = "async")]
+pub use asynch::ImapStream;
 pub use builder::PoolBuilder;
 pub use options::{CallOptions, Imap};
 use submit::both;

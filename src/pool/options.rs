@@ -202,7 +202,7 @@ pub struct Imap<'p, F: Callable, I> {
     f: F,
     chunksize: usize,
     lookahead: usize,
-    job: Arc<Job<F::Output>>,
+    pub(super) job: Arc<Job<F::Output>>,
     /// `None` once exhausted.
     input: Option<I>,
     ordered: bool,
@@ -211,8 +211,8 @@ pub struct Imap<'p, F: Callable, I> {
     /// Index of the first item of the next chunk to hand out (ordered).
     next_take: u64,
     /// Chunks submitted and not yet handed out.
-    chunks_out: usize,
-    current: Option<Box<dyn Iterator<Item = Result<F::Output>>>>,
+    pub(super) chunks_out: usize,
+    pub(super) current: Option<Box<dyn Iterator<Item = Result<F::Output>> + Send>>,
 }
 
 impl<F: Callable, I> std::fmt::Debug for Imap<'_, F, I> {
@@ -230,7 +230,7 @@ where
     F::Output: Send,
 {
     /// Submits chunks until `lookahead` are out or the input ends.
-    fn top_up(&mut self) {
+    pub(super) fn top_up(&mut self) {
         while self.chunks_out < self.lookahead {
             let Some(input) = self.input.as_mut() else {
                 return;
@@ -272,33 +272,49 @@ where
             if self.chunks_out == 0 {
                 return None;
             }
-            let ordered = self.ordered;
-            let key = self.next_take;
-            let ready = |s: &job::JobState<F::Output>| {
-                if ordered {
-                    s.chunks.contains_key(&key)
-                } else {
-                    !s.arrived.is_empty()
-                }
-            };
-            self.pool.shared.help_until(|| ready(&self.job.lock()));
-            let mut st = self.job.wait_until(None, ready).expect("no deadline");
-            let seq = if ordered {
-                key
-            } else {
-                st.arrived.pop_front().expect("waited for one")
-            };
-            let chunk: Chunk<F::Output> = st.chunks.remove(&seq).expect("present");
-            if ordered {
-                // Arrival order only matters unordered; keep it bounded.
-                st.arrived.retain(|&s| s != seq);
-            }
-            drop(st);
-            self.chunks_out -= 1;
-            if ordered {
-                self.next_take += chunk.len() as u64;
-            }
-            self.current = Some(chunk.into_items());
+            let job = self.job.clone();
+            let ready = |s: &job::JobState<F::Output>| self.chunk_ready(s);
+            self.pool.shared.help_until(|| ready(&job.lock()));
+            let st = job.wait_until(None, ready).expect("no deadline");
+            self.take_chunk(st);
         }
+    }
+}
+
+impl<F: Callable, I: Iterator<Item = F::Args>> Imap<'_, F, I>
+where
+    F::Output: Send,
+{
+    /// Whether the chunk to hand out next has arrived.
+    pub(super) fn chunk_ready(&self, s: &job::JobState<F::Output>) -> bool {
+        if self.ordered {
+            s.chunks.contains_key(&self.next_take)
+        } else {
+            !s.arrived.is_empty()
+        }
+    }
+
+    /// Takes the chunk to hand out next (it has arrived) out of the job's
+    /// state, as the current one.
+    pub(super) fn take_chunk(
+        &mut self,
+        mut st: std::sync::MutexGuard<'_, job::JobState<F::Output>>,
+    ) {
+        let seq = if self.ordered {
+            self.next_take
+        } else {
+            st.arrived.pop_front().expect("waited for one")
+        };
+        let chunk: Chunk<F::Output> = st.chunks.remove(&seq).expect("present");
+        if self.ordered {
+            // Arrival order only matters unordered; keep it bounded.
+            st.arrived.retain(|&s| s != seq);
+        }
+        drop(st);
+        self.chunks_out -= 1;
+        if self.ordered {
+            self.next_take += chunk.len() as u64;
+        }
+        self.current = Some(chunk.into_items());
     }
 }

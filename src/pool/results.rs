@@ -103,7 +103,7 @@ impl<R: Message + Send + 'static> AsyncResult<R> {
     }
 }
 
-fn one<R>(outcome: Result<Vec<R>>) -> Result<R> {
+pub(super) fn one<R>(outcome: Result<Vec<R>>) -> Result<R> {
     outcome?.pop().ok_or(Error::Encoding {
         what: "a pool task",
         reason: "no output".into(),

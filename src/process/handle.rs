@@ -245,6 +245,60 @@ impl<R: Message> Process<R> {
         }
     }
 
+    /// Like [`join`](Self::join), as a future (feature `async`): it waits
+    /// without a thread of its own. Every pending `join_async` of the
+    /// process is served by one watcher thread that sleeps on their pidfds
+    /// (a child whose pidfd cannot be opened is looked at every 10 ms).
+    /// Dropping the future before it completes drops the handle, as
+    /// dropping a `Process` does: the child runs on and is reaped when it
+    /// ends.
+    ///
+    /// ```
+    /// fn triple(x: u32) -> u32 { x * 3 }
+    /// # fn main() -> shmkit::Result<()> {
+    /// let child = shmkit::process::spawn(triple, 14)?;
+    /// assert_eq!(futures::executor::block_on(child.join_async())?, 42);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`join`](Self::join); [`Error::Io`](crate::Error::Io) if the
+    /// watcher thread cannot be started.
+    #[cfg(feature = "async")]
+    pub fn join_async(self) -> impl std::future::Future<Output = Result<R>> + Send + 'static
+    where
+        R: 'static,
+    {
+        use std::sync::Arc;
+        use std::task::Poll;
+        let mut this = self;
+        // `Some(None)`: no pidfd could be opened.
+        let mut pidfd: Option<Option<Arc<std::os::fd::OwnedFd>>> = None;
+        let mut registered: Option<super::exits::Registration> = None;
+        std::future::poll_fn(move |cx| {
+            if let Some(code) = this.poll(false)? {
+                registered = None;
+                return Poll::Ready(this.take(code));
+            }
+            if registered.as_ref().is_some_and(|r| r.renew(cx.waker())) {
+                return Poll::Pending;
+            }
+            // We own the only handle: nothing else reaps the child, so its
+            // pid stays its own while the pidfd is opened.
+            let fd = pidfd
+                .get_or_insert_with(|| proc::pidfd_open(this.pid).ok().map(Arc::new))
+                .clone();
+            registered = Some(
+                super::exits::register(fd, cx.waker())
+                    .map_err(|e| Error::from_os("start a thread", "the exit watcher", e))?,
+            );
+            // Pidfds are level-triggered: a child that ended meanwhile makes
+            // the watcher's next `poll` return at once.
+            Poll::Pending
+        })
+    }
+
     fn take(&mut self, exitcode: i32) -> Result<R> {
         if self.taken {
             return Err(Error::Process(ProcessError::AlreadyJoined {

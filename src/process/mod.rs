@@ -68,6 +68,8 @@ mod builder;
 mod channel;
 pub(crate) mod child;
 mod children;
+#[cfg(feature = "async")]
+mod exits;
 mod handle;
 mod info;
 

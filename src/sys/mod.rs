@@ -2,13 +2,15 @@
 //!
 //! Everything above this module works with safe wrappers: shared-memory objects
 //! (`shm`), descriptors (`fd`), futexes (`futex`), the coarse clock (`clock`),
-//! processes (`proc`: identity,
+//! descriptor sets (`poll`, feature `async`), processes (`proc`: identity,
 //! fork, signals, exit) and the SIGBUS
 //! handler that survives a peer's truncation of a mapping (`sigbus`).
 
 pub(crate) mod clock;
 pub(crate) mod fd;
 pub(crate) mod futex;
+#[cfg(feature = "async")]
+pub(crate) mod poll;
 pub(crate) mod proc;
 pub(crate) mod shm;
 pub(crate) mod sigbus;
