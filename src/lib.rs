@@ -25,8 +25,10 @@
 //!   (crossbeam's `Select`, Python's `multiprocessing.connection.wait`).
 //! - Feature `async`: `Receiver::recv_async`, `Sender::send_async` (every
 //!   message kind; `recv_vec_async`/`send_bytes_async` for bytes), a pipe
-//!   end's `recv_async`/`recv_bytes_async`, `Select::ready_async`,
-//!   `Event::wait_async`, `Process::join_async` and the pool's
+//!   end's `recv_async`/`send_async` (and their bytes forms),
+//!   `Select::ready_async`, `Event::wait_async`, `Barrier::wait_async`,
+//!   `Semaphore::acquire_async`/`permit_async`, `Process::join_async` and
+//!   the pool's
 //!   `AsyncResult`/`MapResult` are futures for any executor (std `Waker`, no
 //!   runtime pulled in), and `Imap::into_stream` a `Stream`: a few waiter
 //!   threads per process serve every pending future (one per 127 shared

@@ -641,3 +641,253 @@ fn pool_results_are_futures_and_imap_is_a_stream() {
     let got = futures::executor::block_on(two.map_async(square, 0..100u64).unwrap()).unwrap();
     assert_eq!(got.len(), 100);
 }
+
+/// Releases 3 permits of the semaphore `name`, 10 ms apart.
+fn release_three(name: String) {
+    let s = shmkit::sync::Semaphore::open(&name).unwrap();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(10));
+        s.release().unwrap();
+    }
+}
+
+/// Takes the only permit of the semaphore `name` as a `ProcessPermit` and
+/// holds it until killed.
+fn hold_permit_until_killed(name: String) {
+    let s = shmkit::sync::Semaphore::open(&name).unwrap();
+    let p = futures::executor::block_on(s.permit_async());
+    std::thread::sleep(Duration::from_secs(3600));
+    drop(p);
+}
+
+/// Semaphore futures: permits released by another process wake awaiting
+/// tasks (value 0 to start with); a dropped pending acquire takes nothing;
+/// a `ProcessPermit` is held across `.await` on another thread of a
+/// multi-thread runtime; a process killed holding one gives it back to an
+/// awaiting task.
+#[test]
+fn semaphore_futures_across_processes() {
+    use std::future::Future;
+    let _w = watchdog("semaphore futures");
+    let name = unique("as");
+    let s = shmkit::sync::Semaphore::builder()
+        .name(&name)
+        .create(0)
+        .unwrap();
+
+    // Dropped while pending: takes nothing.
+    let mut pending = Box::pin(s.acquire_async());
+    let waker = futures::task::noop_waker();
+    assert!(
+        pending
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
+            .is_pending()
+    );
+    drop(pending);
+
+    let mut p = start(release_three, name.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let permit = async {
+            let p = s.permit_async().await;
+            // Held across an await (the task may resume on another thread).
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            p
+        };
+        let (_, _, permit) = tokio::join!(s.acquire_async(), s.acquire_async(), permit);
+        assert_eq!(s.value(), 0);
+        drop(permit);
+        assert_eq!(s.value(), 1, "the permit came back on drop");
+    });
+    p.join_timeout(WATCHDOG).unwrap().expect("watchdog");
+    assert!(s.try_acquire());
+
+    // A holder killed with its permit: the awaiting task gets it.
+    let s1 = shmkit::sync::Semaphore::builder()
+        .name(format!("{name}-1"))
+        .create(1)
+        .unwrap();
+    let holder = start(hold_permit_until_killed, format!("{name}-1"));
+    while s1.value() != 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let killer = std::thread::spawn({
+        let pid = holder.pid();
+        move || {
+            std::thread::sleep(Duration::from_millis(30));
+            // SAFETY: kill(2) on our own child, which we have not reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let permit = rt.block_on(s1.permit_async());
+    assert_eq!(s1.value(), 0);
+    drop(permit);
+    assert_eq!(s1.value(), 1);
+    killer.join().unwrap();
+    drop(holder);
+}
+
+/// Meets at the barrier `name` `rounds` times; how often it was the leader.
+fn meet((name, rounds): (String, u32)) -> u32 {
+    let b = shmkit::sync::Barrier::open(&name).unwrap();
+    (0..rounds).map(|_| u32::from(b.wait().is_leader())).sum()
+}
+
+/// Arrives at the barrier `name` awaiting `wait_async`, which never opens
+/// (the test kills this process meanwhile).
+fn arrive_and_die(name: String) {
+    let b = shmkit::sync::Barrier::open(&name).unwrap();
+    futures::executor::block_on(b.wait_async());
+    unreachable!("the barrier opened without the test's party");
+}
+
+/// `Barrier::wait_async`: two tasks of this process and a blocking child
+/// meet 5 times with one leader per round; a future dropped after arriving
+/// withdraws its arrival; a process killed after an async arrival is
+/// withdrawn, so the survivor waits for a live party.
+#[test]
+fn barrier_wait_async_meets_processes_and_withdraws_cancelled_arrivals() {
+    use std::future::Future;
+    let _w = watchdog("barrier futures");
+    let name = unique("ab");
+    let b = shmkit::sync::Barrier::builder()
+        .name(&name)
+        .create(3)
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+
+    // Arrived, then dropped: the arrival is withdrawn.
+    let mut pending = Box::pin(b.wait_async());
+    let waker = futures::task::noop_waker();
+    assert!(
+        pending
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
+            .is_pending()
+    );
+    assert_eq!(b.n_waiting(), 1);
+    drop(pending);
+    assert_eq!(b.n_waiting(), 0, "a dropped future withdraws its arrival");
+
+    let mut child = start(meet, (name.clone(), 5));
+    let mut ours = 0;
+    for _ in 0..5 {
+        let (x, y) = rt.block_on(async { tokio::join!(b.wait_async(), b.wait_async()) });
+        ours += u32::from(x.is_leader()) + u32::from(y.is_leader());
+    }
+    let theirs = child.join_timeout(WATCHDOG).unwrap().expect("watchdog");
+    assert_eq!(ours + theirs, 5, "one leader per round");
+
+    // Two parties: one arrives asynchronously in a child that is then killed.
+    let two = format!("{name}-2");
+    let b2 = shmkit::sync::Barrier::builder()
+        .name(&two)
+        .create(2)
+        .unwrap();
+    let doomed = start(arrive_and_die, two.clone());
+    while b2.n_waiting() != 1 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    doomed.kill().unwrap();
+    let mut doomed = doomed;
+    doomed.join_timeout(WATCHDOG).unwrap_err();
+    // The dead arrival does not let us pass: a live party must come.
+    let mut late = start(meet, (two, 1));
+    let r = rt.block_on(b2.wait_async());
+    let late_leader = late.join_timeout(WATCHDOG).unwrap().expect("watchdog");
+    assert_eq!(u32::from(r.is_leader()) + late_leader, 1);
+}
+
+/// Receives `n` items slowly, then every byte message until the peer is
+/// gone, answering each with its length.
+fn drain_pipe_slowly((conn, n): (shmkit::pipe::Connection<u64>, u64)) -> Vec<u64> {
+    let got = (0..n)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(1));
+            conn.recv().unwrap()
+        })
+        .collect();
+    drop(conn);
+    got
+}
+
+fn lengths(conn: shmkit::pipe::Connection<queue::Bytes>) {
+    while let Ok(b) = conn.recv_bytes() {
+        conn.send_bytes(&(b.len() as u64).to_le_bytes()).unwrap();
+    }
+}
+
+/// A pipe end's `send_async` waits for room made by the peer process
+/// (capacity 1, rounded up to 2), gets its value back as `Disconnected` once the peer is
+/// gone; `send_bytes_async` carries an empty message and refuses one past
+/// the slot; the queue's `send_bytes_async` carries an empty one too.
+#[test]
+fn pipe_send_async_waits_for_room_and_carries_empty_messages() {
+    let _w = watchdog("pipe send_async");
+    let (mut here, there) = shmkit::pipe::Connection::<u64>::builder()
+        .capacity(1)
+        .create()
+        .unwrap();
+    let mut child = start(drain_pipe_slowly, (there, 20));
+    futures::executor::block_on(async {
+        for v in 0..20 {
+            here.send_async(v).await.unwrap();
+        }
+        // The child receives 20, then drops its end: at most 2 more fit
+        // (the slots), then a send waits until it sees no peer.
+        let mut refused = None;
+        for v in 20..23 {
+            if let Err(e) = here.send_async(v).await {
+                refused = Some(e);
+                break;
+            }
+        }
+        match refused {
+            Some(SendError::Disconnected(v)) => assert!((20..23).contains(&v)),
+            other => panic!("{other:?}"),
+        }
+    });
+    let got = child.join_timeout(WATCHDOG).unwrap().expect("watchdog");
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
+
+    let (mut here, there) = shmkit::pipe::Connection::<queue::Bytes>::builder()
+        .capacity(1)
+        .max_message(16)
+        .create()
+        .unwrap();
+    let mut child = start(lengths, there);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for len in [0usize, 1, 16, 0] {
+            here.send_bytes_async(&vec![7u8; len]).await.unwrap();
+            let back = here.recv_bytes_async().await.unwrap();
+            assert_eq!(back, (len as u64).to_le_bytes());
+        }
+        assert_eq!(
+            here.send_bytes_async(&[0u8; 17]).await,
+            Err(SendError::TooLarge { len: 17, max: 16 })
+        );
+    });
+    drop(here);
+    child.join_timeout(WATCHDOG).unwrap().expect("watchdog");
+
+    // The queue's bytes future with an empty message.
+    let q = Queue::<queue::Bytes>::builder()
+        .capacity(1)
+        .create()
+        .unwrap();
+    let (mut tx, mut rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    futures::executor::block_on(async {
+        tx.send_bytes_async(&[]).await.unwrap();
+        assert_eq!(rx.recv_vec_async().await.unwrap(), Vec::<u8>::new());
+    });
+}

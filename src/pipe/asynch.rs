@@ -1,5 +1,6 @@
-//! A pipe end's futures (feature `async`): receiving without blocking a
-//! thread, as the queue's (`queue/endpoints/asynch.rs`, which says how).
+//! A pipe end's futures (feature `async`): receiving, and sending while the
+//! direction is full, without blocking a thread, as the queue's
+//! (`queue/endpoints/asynch.rs`, which says how).
 
 use super::Connection;
 use super::raw::RawPipe;
@@ -7,10 +8,13 @@ use crate::codec::Message;
 #[cfg(feature = "serde")]
 use crate::queue::Serde;
 use crate::queue::looks::Wait;
-use crate::queue::{AnyRecvError, RecvError, Rkyv, Variable, recv_result};
+use crate::queue::{
+    AnyRecvError, RecvError, Rkyv, SendError, TrySendError, Variable, recv_result, send_result,
+};
 use crate::sync::watcher::{self, Watch};
 use bytemuck::Pod;
 use std::any::Any;
+use std::borrow::Borrow;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -28,7 +32,56 @@ fn recv_wait<R>(
     watcher::until(watch, attempt, move || raw.recv_ready(end))
 }
 
+/// A send future over `try_send`: between polls registered on the word
+/// senders at `end` sleep on (room); the message goes back into the future
+/// while the direction is full.
+fn send_wait<B>(
+    raw: Arc<RawPipe>,
+    end: usize,
+    msg: B,
+    mut try_send: impl FnMut(B) -> Result<(), TrySendError<B>>,
+) -> impl Future<Output = Result<(), SendError<B>>> {
+    let (word, waiters) = raw.send_words(end);
+    let keep: Arc<dyn Any + Send + Sync> = raw.clone();
+    // SAFETY: both words lie in the pipe's mapping, which `keep` owns.
+    let watch = unsafe { Watch::new(keep, word, waiters) };
+    let mut msg = Some(msg);
+    watcher::until(
+        watch,
+        move || {
+            let m = msg.take().expect("polled after completion");
+            match send_result(try_send(m)) {
+                Ok(done) => Some(done),
+                Err(back) => {
+                    msg = Some(back);
+                    None
+                }
+            }
+        },
+        move || raw.send_ready(end),
+    )
+}
+
 impl<T: Pod + Send> Connection<T> {
+    /// [`send`](Self::send) as a future: waits for room without blocking a
+    /// thread (feature `async`). Dropping it before it completes sends
+    /// nothing (the value is dropped with it).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Panics
+    ///
+    /// As [`Connection::recv_async`].
+    pub fn send_async(
+        &mut self,
+        value: T,
+    ) -> impl Future<Output = Result<(), SendError<T>>> + Send + '_ {
+        let (raw, end) = (self.raw.clone(), self.end);
+        send_wait(raw, end, value, move |v| self.try_send(v))
+    }
+
     /// [`recv`](Self::recv) as a future: waits for a message without
     /// blocking a thread (feature `async`; any executor). Dropping it before
     /// it completes loses no message.
@@ -48,6 +101,37 @@ impl<T: Pod + Send> Connection<T> {
 }
 
 impl<T: Variable> Connection<T> {
+    /// [`send_bytes`](Self::send_bytes) as a future (feature `async`):
+    /// waits for room without blocking a thread; dropping it sends nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_bytes`](Self::send_bytes).
+    ///
+    /// # Panics
+    ///
+    /// As [`Connection::recv_async`].
+    pub fn send_bytes_async<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+    ) -> impl Future<Output = Result<(), SendError<()>>> + Send + 'a {
+        let (raw, end) = (self.raw.clone(), self.end);
+        let max = self.max_message();
+        send_wait(raw, end, (), move |()| {
+            if bytes.len() > max {
+                return Err(TrySendError::TooLarge {
+                    len: bytes.len(),
+                    max,
+                });
+            }
+            self.send_with(Wait::No, |buf| {
+                buf[..bytes.len()].copy_from_slice(bytes);
+                Ok(bytes.len())
+            })
+            .map_err(Into::into)
+        })
+    }
+
     /// [`recv_bytes`](Self::recv_bytes) as a future (feature `async`).
     ///
     /// # Errors
@@ -86,6 +170,24 @@ macro_rules! typed_async {
             pub fn recv_async(&mut self) -> impl Future<Output = Result<M, RecvError>> + Send + '_ {
                 let (raw, end) = (self.raw.clone(), self.end);
                 recv_wait(raw, end, move || recv_result(self.try_recv()))
+            }
+
+            /// [`send`](Self::send) as a future (feature `async`): waits for
+            /// room without blocking a thread; dropping it sends nothing.
+            ///
+            /// # Errors
+            ///
+            /// As [`send`](Self::send).
+            ///
+            /// # Panics
+            ///
+            /// As [`Connection::recv_async`].
+            pub fn send_async<'a, B: Borrow<M> + Send + 'a>(
+                &'a mut self,
+                msg: B,
+            ) -> impl Future<Output = Result<(), SendError<B>>> + Send + 'a {
+                let (raw, end) = (self.raw.clone(), self.end);
+                send_wait(raw, end, msg, move |m| self.try_send(m))
             }
         }
     };

@@ -287,6 +287,19 @@ impl RawPipe {
         (&w[0], &w[1])
     }
 
+    /// The word a sender at `end` sleeps on (room) and its sleeper count.
+    #[cfg(feature = "async")]
+    pub(crate) fn send_words(&self, end: usize) -> (&AtomicU32, &AtomicU32) {
+        let w = &self.control().dirs[end].waits.0;
+        (&w[2], &w[3])
+    }
+
+    /// Whether a send at `end` would not wait.
+    #[cfg(feature = "async")]
+    pub(crate) fn send_ready(&self, end: usize) -> bool {
+        self.seg.check().is_err() || self.ring(end).can_send() || self.peer_gone(end)
+    }
+
     /// Whether a receive at `end` would not wait (what `poll` reports).
     pub(crate) fn recv_ready(&self, end: usize) -> bool {
         self.seg.check().is_err() || self.ring(1 - end).can_recv() || self.peer_gone(end)

@@ -55,6 +55,54 @@ fn reap(tx: &mut Tx<'_>) {
     }
 }
 
+/// Arrives as `me`: `None` if this arrival opens the gate (the leader), else
+/// the generation it waits in and the slot that records it.
+fn arrive(tx: &mut Tx<'_>, me: u64) -> Option<(u64, Option<usize>)> {
+    let g = tx.get(GENERATION);
+    let parties = tx.get(PARTIES).max(1);
+    let mut arrived = tx.get(ARRIVED);
+    if arrived.saturating_add(1) >= parties {
+        // About to open the gate: not on the arrival of a party that has
+        // died since (one /proc read per recorded arrival).
+        reap(tx);
+        arrived = tx.get(ARRIVED);
+    }
+    if arrived.saturating_add(1) >= parties {
+        tx.set(GENERATION, g.wrapping_add(1));
+        tx.set(ARRIVED, 0);
+        return None;
+    }
+    tx.set(ARRIVED, arrived + 1);
+    // A free slot, never one already naming `me`: a thread has no other
+    // arrival pending, but the tasks of one process (feature `async`) and
+    // its main thread all arrive as the process's word, one slot each.
+    let slot = (0..SLOTS).find(|&slot| {
+        let (who, tag) = tx.holder(slot);
+        who == 0 || !current(tx, tag)
+    });
+    if let Some(slot) = slot {
+        tx.set_holder(slot, me, g.wrapping_add(1));
+    }
+    // With 64 arrivals recorded already, this one is counted but not
+    // recorded (not withdrawn if it dies).
+    Some((g, slot))
+}
+
+/// Withdraws an arrival in generation `g` (a timeout, a dropped future):
+/// `false` if the generation turned first (the wait succeeded).
+fn withdraw(tx: &mut Tx<'_>, g: u64, slot: Option<usize>, me: u64) -> bool {
+    if tx.get(GENERATION) != g {
+        return false;
+    }
+    tx.set(ARRIVED, tx.get(ARRIVED).saturating_sub(1));
+    if let Some(slot) = slot
+        && tx.holder(slot) == (me, g.wrapping_add(1))
+    {
+        tx.set_holder(slot, 0, 0);
+    }
+    true
+}
+
 /// Returned by [`Barrier::wait`]: exactly one waiter per generation is the leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BarrierWaitResult {
@@ -206,30 +254,7 @@ impl Barrier {
         let st = self.state();
         // Arrive: the last one opens the next generation; the others record
         // their arrival (tagged with the generation) and wait for it to turn.
-        let arrival = st.transact(|tx| {
-            let g = tx.get(GENERATION);
-            let parties = tx.get(PARTIES).max(1);
-            let mut arrived = tx.get(ARRIVED);
-            if arrived.saturating_add(1) >= parties {
-                // About to open the gate: not on the arrival of a party that
-                // has died since (one /proc read per recorded arrival).
-                reap(tx);
-                arrived = tx.get(ARRIVED);
-            }
-            if arrived.saturating_add(1) >= parties {
-                tx.set(GENERATION, g.wrapping_add(1));
-                tx.set(ARRIVED, 0);
-                return None;
-            }
-            tx.set(ARRIVED, arrived + 1);
-            let slot = tx.slot_of(me, |_, tag| !current(tx, tag));
-            if let Some(slot) = slot {
-                tx.set_holder(slot, me, g.wrapping_add(1));
-            }
-            // With 64 arrivals recorded already, this one is counted but not
-            // recorded (not withdrawn if it dies).
-            Some((g, slot))
-        });
+        let arrival = st.transact(|tx| arrive(tx, me));
         let Some((g, slot)) = arrival else {
             return Ok(BarrierWaitResult { leader: true });
         };
@@ -238,24 +263,83 @@ impl Barrier {
             return Ok(BarrierWaitResult { leader: false });
         }
         // Timed out: withdraw our arrival, unless the generation turned.
-        st.transact(|tx| {
-            if tx.get(GENERATION) != g {
-                return Ok(BarrierWaitResult { leader: false });
-            }
-            tx.set(ARRIVED, tx.get(ARRIVED).saturating_sub(1));
-            if let Some(slot) = slot
-                && tx.holder(slot) == (me, g.wrapping_add(1))
-            {
-                tx.set_holder(slot, 0, 0);
-            }
+        if st.transact(|tx| withdraw(tx, g, slot, me)) {
             Err(BarrierTimeout)
-        })
+        } else {
+            Ok(BarrierWaitResult { leader: false })
+        }
     }
 
     /// The segment behind the barrier.
     #[must_use]
     pub fn segment(&self) -> &Segment {
         self.obj.segment()
+    }
+}
+
+/// The future (feature `async`).
+#[cfg(feature = "async")]
+impl Barrier {
+    /// [`wait`](Self::wait) as a future: it waits without a thread of its
+    /// own (the process's waiter threads sleep on the barrier's word). The
+    /// arrival is made at the first poll and recorded for the **process**
+    /// (a task moves between threads), one slot per arrival: it is
+    /// withdrawn if the process dies, and if the future is dropped before
+    /// the gate opens (as a timeout withdraws it), so a cancelled task
+    /// never lets the others pass one party short.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), shmkit::Error> {
+    /// let b = shmkit::sync::Barrier::new(2)?;
+    /// let b2 = b.clone();
+    /// let t = std::thread::spawn(move || b2.wait());
+    /// let leaders = [futures::executor::block_on(b.wait_async()), t.join().unwrap()];
+    /// assert_eq!(leaders.iter().filter(|r| r.is_leader()).count(), 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the process cannot start the waiter thread that serves every
+    /// pending shmkit future (the OS refused a thread).
+    pub fn wait_async(&self) -> impl std::future::Future<Output = BarrierWaitResult> + Send + '_ {
+        /// Withdraws the arrival unless disarmed (the gate opened).
+        struct Pending<'a> {
+            st: &'a RobustState,
+            g: u64,
+            slot: Option<usize>,
+            me: u64,
+            armed: bool,
+        }
+        impl Drop for Pending<'_> {
+            fn drop(&mut self) {
+                if self.armed {
+                    let (g, slot, me) = (self.g, self.slot, self.me);
+                    self.st.transact(|tx| withdraw(tx, g, slot, me));
+                }
+            }
+        }
+        async move {
+            let me = identity::process();
+            let st = self.state();
+            let Some((g, slot)) = st.transact(|tx| arrive(tx, me)) else {
+                return BarrierWaitResult { leader: true };
+            };
+            let mut pending = Pending {
+                st,
+                g,
+                slot,
+                me,
+                armed: true,
+            };
+            let turned = move |tx: &mut Tx<'_>| (tx.get(GENERATION) != g).then_some(());
+            st.until(self.obj.keep(), turned, reap, move || {
+                st.peek(GENERATION) != g
+            })
+            .await;
+            pending.armed = false;
+            BarrierWaitResult { leader: false }
+        }
     }
 }
 

@@ -138,6 +138,20 @@ fn me_slow(t: &ThreadRecord) -> u64 {
     }
 }
 
+/// The word of this process's main thread (its tid is the pid, its start
+/// time the process's): what a holder that is not a thread — a task, which
+/// moves between threads — is recorded as. A failed read of our start time
+/// gives a start half of 0 (treated as not alive), as in [`me`].
+#[cfg(feature = "async")]
+pub(crate) fn process() -> u64 {
+    let pid = proc::pid();
+    // Read once per process (0: the read failed; no process starts at tick 0).
+    match proc::own_start_time() {
+        0 => u64::from(pid) << 32,
+        start => word_of(pid, start),
+    }
+}
+
 /// Whether a live thread has the word's tid and start time. Only "no such
 /// thread" means dead: any other failure to read `/proc` (descriptors or
 /// memory exhausted) counts as alive, so a live holder is never taken over by

@@ -34,4 +34,6 @@ pub use mutex::{
     Lock, LockResult, Mutex, MutexBuilder, MutexGuard, OwnerDied, TryLockError, TryLockResult,
 };
 pub use rwlock::{RwLock, RwLockBuilder, RwLockReadGuard, RwLockWriteGuard};
+#[cfg(feature = "async")]
+pub use semaphore::ProcessPermit;
 pub use semaphore::{Semaphore, SemaphoreBuilder, SemaphoreFull, SemaphorePermit};

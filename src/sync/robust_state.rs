@@ -274,6 +274,52 @@ impl RobustState {
     }
 }
 
+/// The futures' side (feature `async`).
+#[cfg(feature = "async")]
+impl RobustState {
+    /// [`wait_for`](Self::wait_for) as a future, without a deadline: the
+    /// attempt is repeated on every poll, and between polls the future is
+    /// registered with the process's waiter on the word a blocked waiter
+    /// sleeps on (`keep` owns the mapping); `ready` re-checks without the
+    /// lock after registering. `reap` runs once a slice (10 ms) has passed
+    /// since the last failed attempt that reaped, on the coarse clock: an
+    /// idle future is polled at least every 50 ms (the waiter's look), so a
+    /// dead holder is noticed within that.
+    pub(crate) fn until<'a, R: 'a>(
+        &'a self,
+        keep: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+        mut attempt: impl FnMut(&mut Tx<'_>) -> Option<R> + 'a,
+        mut reap: impl FnMut(&mut Tx<'_>) + 'a,
+        ready: impl FnMut() -> bool + 'a,
+    ) -> impl std::future::Future<Output = R> + 'a {
+        use crate::sync::watcher::{self, Watch};
+        use crate::sys::clock;
+        // SAFETY: both words lie in the state's mapping, which `keep` owns.
+        let watch = unsafe { Watch::new(keep, &self.seq, &self.waiters) };
+        let mut reaped_at: Option<u64> = None;
+        watcher::until(
+            watch,
+            move || {
+                if let Some(r) = self.transact(&mut attempt) {
+                    return Some(r);
+                }
+                let now = clock::monotonic_coarse_ns();
+                match reaped_at {
+                    None => reaped_at = Some(now),
+                    Some(t) if now.saturating_sub(t) >= SLICE.as_nanos() as u64 => {
+                        reaped_at = Some(now);
+                        self.transact(&mut reap);
+                        return self.transact(&mut attempt);
+                    }
+                    Some(_) => {}
+                }
+                None
+            },
+            ready,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

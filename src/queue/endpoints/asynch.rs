@@ -91,7 +91,9 @@ pub(crate) fn recv_result<M>(r: Result<M, TryRecvError>) -> Option<Result<M, Rec
 
 /// `Err(msg)` back for `Full`, else the send's result as a blocking send
 /// would give it.
-fn send_result<B>(r: Result<(), TrySendError<B>>) -> Result<Result<(), SendError<B>>, B> {
+pub(crate) fn send_result<B>(
+    r: Result<(), TrySendError<B>>,
+) -> Result<Result<(), SendError<B>>, B> {
     match r {
         Ok(()) => Ok(Ok(())),
         Err(TrySendError::Full(b)) => Err(b),
