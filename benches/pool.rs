@@ -9,6 +9,10 @@
 //!   no process involved.
 //! - `1[4-6]-map-20k-heavy-*`: the same with about a microsecond of work
 //!   per item, where the copying no longer dominates.
+//! - `1[7-9]-*-map-pod`/`map-into`: the same maps over shared arrays
+//!   (`Pool::map_pod`: the items copied into a shared array once, ranges
+//!   as tasks, results copied out once; `Pool::map_into`: the input and
+//!   output arrays already shared, nothing copied).
 //! - `2x-round-trip-*`: one task submitted and its result awaited:
 //!   crossbeam-channel to a thread and back (the thread limit), and shmkit's
 //!   `apply_async(..).get()` to a worker process and back.
@@ -84,8 +88,27 @@ fn pool(c: &mut Criterion) {
             black_box(shm.to_vec().unwrap())
         })
     });
+    let input: Vec<u64> = (0..ITEMS).collect();
+    g.bench_function("17-map-1M-shmkit-map-pod", |b| {
+        b.iter(|| black_box(pool.map_pod(trivial, &input).unwrap()))
+    });
+    let shared_in = shmkit::Array::<u64>::builder()
+        .unlocked()
+        .create_from(&input)
+        .unwrap();
+    let shared_out = shmkit::Array::<u64>::builder()
+        .unlocked()
+        .create(ITEMS as usize)
+        .unwrap();
+    g.bench_function("18-map-1M-shmkit-map-into", |b| {
+        b.iter(|| pool.map_into(trivial, &shared_in, &shared_out).unwrap())
+    });
     g.throughput(Throughput::Elements(HEAVY_ITEMS));
     map_rows(&mut g, &pool, &rayon, 14, "20k-heavy", heavy, HEAVY_ITEMS);
+    let heavy_input: Vec<u64> = (0..HEAVY_ITEMS).collect();
+    g.bench_function("19-map-20k-heavy-shmkit-map-pod", |b| {
+        b.iter(|| black_box(pool.map_pod(heavy, &heavy_input).unwrap()))
+    });
     g.throughput(Throughput::Elements(1));
     g.bench_function("20-round-trip-crossbeam-thread", |b| {
         let (tx, rx) = crossbeam_channel::bounded::<u64>(1);

@@ -10,7 +10,8 @@
 //!   u64 in shared memory between two spinning processes: the limit.
 //! - `2x-u64-mpmc-2x2-*`: two producers, two consumers.
 //! - `37`/`38-1KiB-*-recv-vec-*`: 1 KiB messages received as a copy,
-//!   blocking against awaited on tokio (feature `async`).
+//!   blocking against awaited on tokio (feature `async`); `3a`: tokio's
+//!   mpsc between two tasks of one process, the in-process async reference.
 //! - `3x-1KiB-*`, `4x-64KiB-*`: sized messages (crossbeam sends a `Vec`, which
 //!   moves a pointer: the thread baseline does not copy), SPSC, then MPMC
 //!   2x2 (`x5`, `x6`), and one `memcpy` of the message (`x9`, the limit of any
@@ -19,7 +20,8 @@
 //!   beside a bare 2-slot ring (the limit): every message waits for the
 //!   peer's copy.
 //! - `5x-ping-pong-*`: one round trip (`57`: awaiting the reply with
-//!   `recv_async` on tokio instead of blocking in `recv`); the bare limits (a cache line bounced
+//!   `recv_async` on tokio instead of blocking in `recv`; `58`: tokio's mpsc
+//!   between two tasks of one process); the bare limits (a cache line bounced
 //!   by spinning; a futex pair) beside shmkit spinning (`try_recv` loop) and
 //!   blocking (`recv`), and a Unix pipe.
 
@@ -275,6 +277,30 @@ fn async_vs_blocking_1kib(g: &mut BenchmarkGroup<'_, WallTime>) {
             )
         })
     });
+    // The in-process async reference: tokio's mpsc between two tasks on a
+    // 2-thread runtime, a fresh 1 KiB `Vec` per message (as users send).
+    let mt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    g.bench_function("3a-1KiB-tokio-mpsc-tasks", |b| {
+        b.iter_custom(|iters| {
+            mt.block_on(async {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+                let start = Instant::now();
+                let producer = tokio::spawn(async move {
+                    for _ in 0..iters {
+                        tx.send(vec![7u8; SIZE]).await.unwrap();
+                    }
+                });
+                for _ in 0..iters {
+                    black_box(rx.recv().await.unwrap());
+                }
+                producer.await.unwrap();
+                start.elapsed()
+            })
+        })
+    });
 }
 
 fn queue(c: &mut Criterion) {
@@ -480,6 +506,34 @@ fn queue(c: &mut Criterion) {
                     })
                 },
             )
+        })
+    });
+    // The in-process async reference for 57: tokio's mpsc between two tasks
+    // on a 2-thread runtime.
+    let mt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    g.bench_function("58-ping-pong-tokio-mpsc-tasks", |b| {
+        b.iter_custom(|iters| {
+            mt.block_on(async {
+                let (atx, mut arx) = tokio::sync::mpsc::channel::<u64>(2);
+                let (btx, mut brx) = tokio::sync::mpsc::channel::<u64>(2);
+                let echo = tokio::spawn(async move {
+                    while let Some(v) = arx.recv().await {
+                        btx.send(v + 1).await.unwrap();
+                    }
+                });
+                let start = Instant::now();
+                for i in 0..iters {
+                    atx.send(i).await.unwrap();
+                    black_box(brx.recv().await.unwrap());
+                }
+                let took = start.elapsed();
+                drop(atx);
+                echo.await.unwrap();
+                took
+            })
         })
     });
     g.bench_function("54-ping-pong-unix-pipe", |b| {

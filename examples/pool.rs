@@ -1,6 +1,7 @@
 //! The tutorial's pool section (`Pool(processes, initializer)`, `map`,
 //! `close`, `join`), then what Python's pool cannot do: a worker killed in
-//! the middle of a map fails only its task, and the pool goes on.
+//! the middle of a map fails only its task, and the pool goes on; then
+//! `map_pod`/`map_into` over shared arrays for plain-data items.
 //!
 //! `cargo run --release --example pool`
 
@@ -74,5 +75,22 @@ fn main() -> shmkit::Result<()> {
     println!("  get() = {}", pending.get()?);
     let panicked = pool.apply(|x: u64| -> u64 { panic!("no square for {x}") }, 5);
     println!("  apply(panicking) = {}", panicked.unwrap_err());
+
+    println!("\nPlain-data items over shared arrays (no encoding per item):");
+    let items: Vec<u64> = (0..1_000_000).collect();
+    let t = std::time::Instant::now();
+    let squares = pool.map_pod(do_work, &items)?;
+    println!(
+        "  map_pod of 1,000,000 u64: last = {} in {:?}",
+        squares[999_999],
+        t.elapsed()
+    );
+    let input = shmkit::Array::from_slice(&[1.5f64, 2.5, 4.0])?;
+    let output = shmkit::Array::<f64>::new(3)?;
+    pool.map_into(|x: f64| x * x, &input, &output)?;
+    println!(
+        "  map_into an Array in place: {:?}",
+        output.to_vec().unwrap()
+    );
     Ok(())
 }

@@ -300,6 +300,14 @@ fn pool_survives_a_death() -> Result<(), Error> {
         "  (feature `async`: `pool.apply_async(..)?.await`, `map_async(..)?.await`, \
          `imap(..).into_stream()` and `child.join_async().await` in `--example async_service`)"
     );
+    let items: Vec<u64> = (0..100_000).collect();
+    let t = Instant::now();
+    let squares = pool.map_pod(square, &items)?;
+    println!(
+        "map_pod(square, 100,000 u64) over shared arrays: last = {} in {:?}",
+        squares[99_999],
+        t.elapsed()
+    );
     let out: Vec<String> = pool
         .options()
         .chunksize(1)

@@ -66,7 +66,7 @@
 //! | `Manager().dict()` | `SharedMap::<K, V>::new(capacity)?` (no server) |
 //! | `Process(target=f, args=(a,))`, `start()`, `join()` | `let p = shmkit::spawn(f, a)?`, `p.join()?` (started at once) |
 //! | `p.daemon = True` | `process::Builder::new().daemon(true).spawn(f, a)?` |
-//! | `Pool(4).map(f, xs)` | `Pool::builder().processes(4).build()?.map(f, xs)?` |
+//! | `Pool(4).map(f, xs)` | `Pool::builder().processes(4).build()?.map(f, xs)?` (`map_pod(f, &xs)` for `Pod` items: shared arrays, no encoding) |
 //! | `cpu_count()` | `shmkit::cpu_count()` (affinity and cgroup quota respected) |
 //!
 //! Each row's Rust side, run (the README has the same table):
@@ -142,8 +142,10 @@
 //! assert_eq!(p.join()?, 42);
 //! let d = process::Builder::new().daemon(true).spawn(f, 1)?;
 //! d.join()?;
-//! let squares = Pool::builder().processes(4).build()?.map(f, 0..10u64)?;
+//! let pool = Pool::builder().processes(4).build()?;
+//! let squares = pool.map(f, 0..10u64)?;
 //! assert_eq!(squares.len(), 10);
+//! assert_eq!(pool.map_pod(f, &[1, 2, 3])?, [2, 4, 6]);
 //! # Ok(()) }
 //! ```
 //!

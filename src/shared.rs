@@ -62,6 +62,43 @@ enum LockRef {
 }
 
 /// A region of `T`s with its lock.
+/// What makes two opens by descriptor the same: the file (device, inode,
+/// size), the element type and kind, and the checks asked for.
+#[derive(PartialEq, Eq)]
+struct MappedKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    ty: std::any::TypeId,
+    kind: u32,
+    foreign: bool,
+    tag: Option<String>,
+}
+
+/// The regions this process opened by descriptor and still maps (weakly:
+/// an entry does not keep its mapping alive).
+struct Mapped(Vec<(MappedKey, std::sync::Weak<Segment>, LockRef)>);
+
+static MAPPED: std::sync::Mutex<Mapped> = std::sync::Mutex::new(Mapped(Vec::new()));
+
+fn mapped() -> std::sync::MutexGuard<'static, Mapped> {
+    MAPPED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Mapped {
+    fn lookup(&self, key: &MappedKey) -> Option<(Arc<Segment>, LockRef)> {
+        self.0
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .and_then(|(_, w, lock)| Some((w.upgrade()?, lock.clone())))
+    }
+
+    fn insert(&mut self, key: MappedKey, seg: &Arc<Segment>, lock: LockRef) {
+        self.0.retain(|(k, w, _)| w.strong_count() > 0 && *k != key);
+        self.0.push((key, Arc::downgrade(seg), lock));
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Shared<T> {
     seg: Arc<Segment>,
@@ -165,14 +202,46 @@ impl<T: Pod> Shared<T> {
         Self::attach(Segment::open(opts, &spec, count)?, opts)
     }
 
+    /// Opens the region behind `fd`. A region this process has mapped
+    /// already, as the same type and with the same checks, and that is
+    /// still mapped (another handle lives), is not mapped again: the handle
+    /// shares that mapping, as a clone would (measured: a pool worker
+    /// mapping a task's arrays anew spent most of a range task in the
+    /// kernel, setting up and tearing down page tables).
     pub(crate) fn from_fd(
         fd: OwnedFd,
         opts: &RegionOptions,
         kind: Kind,
         count: Option<u64>,
-    ) -> Result<Self> {
+    ) -> Result<Self>
+    where
+        T: 'static,
+    {
+        let key = crate::sys::shm::stat(&fd).ok().map(|st| MappedKey {
+            dev: st.dev,
+            ino: st.ino,
+            size: st.size,
+            ty: std::any::TypeId::of::<T>(),
+            kind: kind as u32,
+            foreign: opts.allow_foreign_owner,
+            tag: opts.tag.clone(),
+        });
+        if let Some(key) = &key
+            && let Some((seg, lock)) = mapped().lookup(key)
+            && count.is_none_or(|c| c == seg.element_count())
+        {
+            return Ok(Shared {
+                seg,
+                lock,
+                _t: PhantomData,
+            });
+        }
         let spec = spec::<T>(kind, 0, opts);
-        Self::attach(Segment::from_fd(fd, opts, &spec, count)?, opts)
+        let shared = Self::attach(Segment::from_fd(fd, opts, &spec, count)?, opts)?;
+        if let Some(key) = key {
+            mapped().insert(key, &shared.seg, shared.lock.clone());
+        }
+        Ok(shared)
     }
 
     fn attach(seg: Segment, opts: &RegionOptions) -> Result<Self> {

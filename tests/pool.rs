@@ -673,3 +673,156 @@ fn a_result_taken_twice_is_already_taken() {
     );
     assert!(again.to_string().contains("already taken"), "{again}");
 }
+
+fn widen(x: u32) -> f64 {
+    f64::from(x) * 0.5
+}
+
+fn refuse_777(x: u64) -> u64 {
+    assert_ne!(x, 777, "no 777");
+    x + 1
+}
+
+/// `map_pod`/`map_into` (Pod items over shared arrays, ranges as tasks)
+/// give what `map` gives, at the edges of their parameters: no item, one,
+/// ranges of one item, one range for everything, one worker, types that
+/// differ in size.
+#[test]
+fn map_pod_and_map_into_match_map_at_the_edges() {
+    let _w = watchdog("map_pod edges");
+    for workers in [1, 2] {
+        let pool = pool(workers);
+        let items: Vec<u64> = (0..20_000).collect();
+        let want = pool.map(do_work, items.clone()).unwrap();
+        assert_eq!(pool.map_pod(do_work, &items).unwrap(), want);
+        assert!(pool.map_pod(do_work, &[]).unwrap().is_empty());
+        assert_eq!(pool.map_pod(do_work, &[9]).unwrap(), [81]);
+        for chunk in [1, 7, 19_999, 20_000, 1_000_000] {
+            let got = pool
+                .options()
+                .chunksize(chunk)
+                .map_pod(do_work, &items[..if chunk == 1 { 500 } else { 20_000 }])
+                .unwrap();
+            assert_eq!(got, want[..got.len()], "chunksize {chunk}");
+        }
+        let small: Vec<u32> = (0..1001).collect();
+        let wide = pool.map_pod(widen, &small).unwrap();
+        assert_eq!(wide, small.iter().map(|&x| widen(x)).collect::<Vec<_>>());
+    }
+}
+
+/// `map_into` writes in place into the caller's array (a longer one keeps
+/// its tail), refuses a short or identical output with a typed error, and
+/// reports a panic as the first failure by position.
+#[test]
+fn map_into_writes_in_place_and_refuses_bad_arrays() {
+    let _w = watchdog("map_into");
+    let pool = pool(2);
+    let input = Array::from_slice(&(0..1000u64).collect::<Vec<_>>()).unwrap();
+    let output = Array::<u64>::from_slice(&[u64::MAX; 1001]).unwrap();
+    pool.map_into(do_work, &input, &output).unwrap();
+    let out = output.to_vec().unwrap();
+    assert_eq!(out[..1000], (0..1000u64).map(do_work).collect::<Vec<_>>());
+    assert_eq!(out[1000], u64::MAX, "past the input: untouched");
+
+    let short = Array::<u64>::new(999).unwrap();
+    match pool.map_into(do_work, &input, &short) {
+        Err(Error::InvalidArgument { argument, message }) => {
+            assert_eq!(argument, "output");
+            assert!(message.contains("999"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        pool.map_into(do_work, &input, &input.clone()),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let empty = Array::<u64>::new(0).unwrap();
+    pool.map_into(do_work, &empty, &short).unwrap();
+
+    let big: Vec<u64> = (0..2000).collect();
+    match pool.options().chunksize(100).map_pod(refuse_777, &big) {
+        Err(Error::Pool(PoolError::TaskPanicked { message })) => {
+            assert!(message.contains("no 777"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The pool goes on.
+    assert_eq!(pool.map_pod(refuse_777, &[1, 2]).unwrap(), [2, 3]);
+}
+
+/// Kills its worker on the range that holds 500.
+fn kill_at_500(x: u64) -> u64 {
+    if x == 500 {
+        // SAFETY: raising SIGKILL at ourselves: the test wants this worker dead.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+    }
+    x
+}
+
+/// A worker killed mid-range fails that range (`WorkerDied`); with a retry
+/// the range runs again (and kills again: the call still fails, nothing
+/// hangs); the pool serves the next call.
+#[test]
+fn a_worker_killed_mid_range_fails_or_retries_it() {
+    let _w = watchdog("map_pod worker death");
+    let items: Vec<u64> = (0..1000).collect();
+    let pool = pool(2);
+    match pool.map_pod(kill_at_500, &items) {
+        Err(Error::Pool(PoolError::WorkerDied { signal, .. })) => {
+            assert_eq!(signal, Some(libc::SIGKILL))
+        }
+        other => panic!("{other:?}"),
+    }
+    let retrying = Pool::builder().processes(2).retries(1).build().unwrap();
+    // Every worker dies at 500: a retry meets the same fate, so the call
+    // fails again after one retry, and nothing hangs.
+    assert!(retrying.map_pod(kill_at_500, &items).is_err());
+    assert_eq!(
+        retrying.map_pod(do_work, &items[..10]).unwrap(),
+        [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
+    );
+}
+
+/// The pool keeps `map_pod`'s arrays and each worker its last mapping:
+/// calls of growing and shrinking lengths, concurrent calls from two
+/// threads, and an input changed between two `map_into`s over the same
+/// arrays all give exactly `f` of the current input.
+#[test]
+fn repeated_and_concurrent_maps_over_kept_arrays_stay_exact() {
+    let _w = watchdog("kept arrays");
+    let pool = Arc::new(pool(2));
+    for n in [1000u64, 10, 5000, 1, 1000] {
+        let items: Vec<u64> = (n..2 * n).collect();
+        let want: Vec<u64> = items.iter().map(|&x| do_work(x)).collect();
+        assert_eq!(pool.map_pod(do_work, &items).unwrap(), want, "n = {n}");
+    }
+    let threads: Vec<_> = (0..2u64)
+        .map(|t| {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                for k in 0..20u64 {
+                    let items: Vec<u64> = (0..3000 + k * 7).map(|i| i * 3 + t).collect();
+                    let want: Vec<u64> = items.iter().map(|&x| do_work(x)).collect();
+                    assert_eq!(pool.map_pod(do_work, &items).unwrap(), want);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let input = Array::from_slice(&[1u64, 2, 3]).unwrap();
+    let output = Array::<u64>::new(3).unwrap();
+    pool.map_into(do_work, &input, &output).unwrap();
+    assert_eq!(output.to_vec().unwrap(), [1, 4, 9]);
+    input.copy_from_slice(&[4, 5, 6]).unwrap();
+    pool.map_into(do_work, &input, &output).unwrap();
+    assert_eq!(
+        output.to_vec().unwrap(),
+        [16, 25, 36],
+        "the kept mapping sees the new input"
+    );
+}

@@ -327,3 +327,29 @@ fn an_anonymous_external_lock_is_refused_at_spawn() {
     let mut p = shmkit::spawn(read_value, v.clone()).unwrap();
     assert_eq!(p.join_timeout(common::WATCHDOG).unwrap(), Some(6));
 }
+
+/// A region opened by descriptor while another handle opened that way still
+/// lives shares its mapping (no second `mmap`); another element type over
+/// the same descriptor is still refused, not served from that mapping.
+#[test]
+fn an_array_opened_twice_by_descriptor_shares_one_mapping() {
+    let a = shmkit::Array::<u64>::from_slice(&[1, 2, 3]).unwrap();
+    let open = || {
+        shmkit::Array::<u64>::builder()
+            .from_fd(a.segment().inheritable_fd().unwrap())
+            .unwrap()
+    };
+    let (b, c) = (open(), open());
+    assert_eq!(b.as_ptr(), c.as_ptr());
+    assert_eq!(c.to_vec().unwrap(), [1, 2, 3]);
+    c.set(0, 7).unwrap();
+    assert_eq!(a.get(0).unwrap(), 7);
+    assert!(
+        shmkit::Array::<u32>::builder()
+            .from_fd(a.segment().inheritable_fd().unwrap())
+            .is_err()
+    );
+    drop((b, c));
+    // No handle left: the next open maps it again, and works.
+    assert_eq!(open().to_vec().unwrap(), [7, 2, 3]);
+}

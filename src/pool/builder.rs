@@ -158,6 +158,7 @@ impl PoolBuilder {
         let pool = Pool {
             collector: Mutex::new(Some(collector::start(shared.clone(), rx)?)),
             shared,
+            scratch: Mutex::default(),
         };
         pool.wait_started()?;
         Ok(pool)

@@ -67,6 +67,7 @@ use std::time::Duration;
 
 mod builder;
 mod options;
+mod ranges;
 mod submit;
 
 #[cfg(feature = "async")]
@@ -85,6 +86,8 @@ pub const MAX_WORKERS: usize = 56;
 pub struct Pool {
     shared: Arc<Shared>,
     collector: Mutex<Option<JoinHandle<()>>>,
+    /// `map_pod`'s shared input and output arrays, kept between calls.
+    scratch: Mutex<ranges::Scratch>,
 }
 
 impl std::fmt::Debug for Pool {

@@ -104,6 +104,7 @@ mod sealed {
     pub trait Sealed {}
     impl<A, R> Sealed for fn(A) -> R {}
     impl<A, B, R> Sealed for fn(A, B) -> R {}
+    impl<T, R, F> Sealed for super::super::ranges::RangeMap<T, R, F> {}
 }
 
 /// A function a pool can run: `fn(A) -> R`, or `fn(A, B) -> R` for
@@ -115,6 +116,12 @@ pub trait Callable: sealed::Sealed + Copy + Send + Sync + 'static {
     type Output: Message;
     #[doc(hidden)]
     fn call(self, args: Self::Args) -> Self::Output;
+    /// The code address the worker checks before it calls the trampoline:
+    /// the function itself for a function pointer.
+    #[doc(hidden)]
+    fn code_address(self) -> usize {
+        address(self)
+    }
 }
 
 impl<A: Message + 'static, R: Message + 'static> Callable for fn(A) -> R {
@@ -177,9 +184,14 @@ pub(crate) fn chunk_trampoline<F: Callable>(
             ),
         });
     }
+    const { assert!(size_of::<F>() == size_of::<usize>() || size_of::<F>() == 0) };
     // SAFETY: the worker checked that `function` lies in this executable's
     // code, and the pool computed it (and this trampoline's address) from an
-    // `F` of this same executable; the signature hash just matched.
+    // `F` of this same executable; the signature hash just matched. `F` is
+    // a function pointer (the address is its value) or a zero-sized
+    // function item or capture-less closure (`RangeMap`: no bytes are read,
+    // and a zero-sized type of which the pool had a value has only that
+    // value).
     let f: F = unsafe { std::mem::transmute_copy::<usize, F>(&function) };
     let items = F::Args::decode_vec(args).map_err(|e| Failure {
         function_not_found: false,

@@ -12,6 +12,9 @@ use std::path::Path;
 pub(crate) struct Stat {
     pub(crate) size: u64,
     pub(crate) uid: u32,
+    /// The file's identity (device and inode).
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 fn cstr(s: &str) -> io::Result<CString> {
@@ -125,6 +128,8 @@ pub(crate) fn stat(fd: &OwnedFd) -> io::Result<Stat> {
     Ok(Stat {
         size: st.st_size as u64,
         uid: st.st_uid,
+        dev: st.st_dev,
+        ino: st.st_ino,
     })
 }
 

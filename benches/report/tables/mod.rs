@@ -25,12 +25,20 @@ pub fn tables() -> Vec<Table> {
         t.push(queues::mpmc(prefix, size, label));
     }
     t.push(queues::short_ring());
+    t.push(queues::async_1kib());
     t.push(ping_pong::spinning());
     t.push(ping_pong::blocking());
+    t.push(ping_pong::awaited());
     for (k, size) in ["4KiB", "1MiB", "64MiB", "1GiB"].iter().enumerate() {
         t.push(handoff::handoff(k, size));
     }
-    t.extend([pool::map_trivial(), pool::map_heavy(), pool::apply_async()]);
+    t.extend([
+        pool::map_trivial(),
+        pool::map_heavy(),
+        pool::map_pod_trivial(),
+        pool::map_pod_heavy(),
+        pool::apply_async(),
+    ]);
     t.push(process::start_join());
     for (op, n) in [("insert", "1"), ("get", "1"), ("insert", "2"), ("get", "2")] {
         t.push(map::map(op, n));

@@ -62,3 +62,32 @@ pub fn blocking() -> Table {
         why_loses: "Not analysed.",
     }
 }
+
+pub fn awaited() -> Table {
+    Table {
+        title: "Ping-pong round trip, the reply awaited (async)".into(),
+        what: "One process sends a u64, another answers; this side awaits the answer on tokio \
+               (`recv_async`, feature `async`), against the same round trip blocking in `recv` \
+               (the baseline) and tokio's own channel between two tasks of one process.",
+        rows: vec![
+            row(
+                "queue/53-ping-pong-shmkit-queue-blocking",
+                "shmkit `Queue<u64>`, blocking `recv` (the baseline)",
+                Limit,
+            ),
+            row(
+                "queue/57-ping-pong-shmkit-queue-async",
+                "shmkit `Queue<u64>`, `recv_async` on tokio (current-thread)",
+                Shmkit,
+            ),
+            row(
+                "queue/58-ping-pong-tokio-mpsc-tasks",
+                "tokio `mpsc` between two tasks (one process, 2 threads)",
+                Rust,
+            ),
+        ],
+        why_loses: "tokio's channel wakes a task of the same process through its scheduler; across \
+                    processes the wake-up goes through a shared futex and, when the reply outlasts \
+                    the short spin, through shmkit's waiter thread.",
+    }
+}

@@ -192,6 +192,36 @@ pub fn short_ring() -> Table {
     }
 }
 
+/// 1 KiB messages received as copies, awaited against blocking.
+pub fn async_1kib() -> Table {
+    Table {
+        title: "Queue throughput, 1 KiB messages received by an awaiting task (async)".into(),
+        what: "One producer process; this process receives each message as a `Vec<u8>` with \
+               `recv_vec_async` on tokio (feature `async`), against blocking `recv_vec` (the \
+               baseline) and tokio's own channel between two tasks of one process (a fresh `Vec` \
+               per message).",
+        rows: vec![
+            row(
+                "queue/37-1KiB-shmkit-queue-recv-vec-blocking",
+                "shmkit `Queue<Bytes>`, blocking `recv_vec` (the baseline)",
+                Limit,
+            ),
+            row(
+                "queue/38-1KiB-shmkit-queue-recv-vec-async",
+                "shmkit `Queue<Bytes>`, `recv_vec_async` on tokio (current-thread)",
+                Shmkit,
+            ),
+            row(
+                "queue/3a-1KiB-tokio-mpsc-tasks",
+                "tokio `mpsc` between two tasks (one process, 2 threads)",
+                Rust,
+            ),
+        ],
+        why_loses: "tokio's channel moves a pointer within one address space; across processes each \
+                    message is copied into and out of shared memory.",
+    }
+}
+
 const WHY_QUEUE_WORDS: &str = "crossbeam between threads moves a word inside one address space; a \
     cross-process queue also claims a slot, stamps a length, keeps the crash-recovery intent word and \
     wakes a sleeping peer through a shared futex. With messages of a few bytes that bookkeeping is the \
