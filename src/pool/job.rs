@@ -290,6 +290,21 @@ impl<R: Message + Send + 'static> Job<R> {
         wake(waker);
     }
 
+    /// Whether a caller about to wait for this job should take outcomes off
+    /// the result queue itself for a moment (`Shared::help_until`): only
+    /// while fewer of its chunks run than there are CPUs. Otherwise every
+    /// CPU is busy with its workers, and a spinning caller would take one
+    /// from them (measured: a map of 8 chunks of ~2 ms on 2 CPUs lost 0.6
+    /// ms of its 9 to the caller's spins).
+    pub(crate) fn worth_helping(&self) -> bool {
+        let s = self.lock();
+        let running = s
+            .counts
+            .chunks_submitted
+            .saturating_sub(s.counts.chunks_done);
+        running < crate::sync::wait::cpus() as u64
+    }
+
     /// Whether every chunk has finished.
     pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)

@@ -274,7 +274,9 @@ where
             }
             let job = self.job.clone();
             let ready = |s: &job::JobState<F::Output>| self.chunk_ready(s);
-            self.pool.shared.help_until(|| ready(&job.lock()));
+            if job.worth_helping() {
+                self.pool.shared.help_until(|| ready(&job.lock()));
+            }
             let st = job.wait_until(None, ready).expect("no deadline");
             self.take_chunk(st);
         }

@@ -48,7 +48,9 @@ macro_rules! pending_common {
             /// Takes outcomes off the result queue for a moment, before a
             /// wait would sleep.
             fn help(&self) {
-                self.pool.help_until(|| self.job.is_ready());
+                if self.job.worth_helping() {
+                    self.pool.help_until(|| self.job.is_ready());
+                }
             }
 
             /// `Some(true)` if the call finished and every item returned,

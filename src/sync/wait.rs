@@ -20,8 +20,13 @@ pub(crate) struct Backoff {
 const SPIN_LIMIT: u32 = 6;
 
 pub(crate) fn may_spin() -> bool {
-    static MULTI_CPU: OnceLock<bool> = OnceLock::new();
-    *MULTI_CPU.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) > 1)
+    cpus() > 1
+}
+
+/// The CPUs this process may run on (read once).
+pub(crate) fn cpus() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 impl Backoff {
