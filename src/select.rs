@@ -241,12 +241,21 @@ impl Select {
         );
         let watches = self.sources.iter().map(Source::watch).collect();
         let sources = self.sources.clone();
+        // Whether a scan failed before (the future may since have taken a
+        // wake-up meant for any sleeper of a source's word).
+        let mut waited = false;
         crate::sync::watcher::until_any(
             watches,
             move || {
                 if let Some(i) = self.scan() {
+                    if waited {
+                        // As the blocking select: hand the wake-ups of the
+                        // other ready sources on to their other sleepers.
+                        self.pass_on(i);
+                    }
                     return Some(i);
                 }
+                waited = true;
                 let now = Instant::now();
                 let broken = self.sources.iter().position(|s| s.look(now).0)?;
                 self.next = (broken + 1) % self.sources.len();

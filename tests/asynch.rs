@@ -891,3 +891,34 @@ fn pipe_send_async_waits_for_room_and_carries_empty_messages() {
         assert_eq!(rx.recv_vec_async().await.unwrap(), Vec::<u8>::new());
     });
 }
+
+/// In a child (no other test's futures): awaits a message, which starts a
+/// waiter thread, then waits until no waiter thread is left; the message.
+fn await_then_lose_the_waiter(_: ()) -> u64 {
+    let (tx, mut rx) = queue::bounded::<u64>(1).unwrap();
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        tx.send(7).unwrap();
+    });
+    let got = futures::executor::block_on(rx.recv_async()).unwrap();
+    sender.join().unwrap();
+    assert!(
+        waiter_threads() >= 1,
+        "the receive was awaited through a waiter"
+    );
+    // The parent's watchdog bounds this wait.
+    while waiter_threads() != 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    got
+}
+
+/// Waiter threads end once their futures are done (after a short linger),
+/// so a process that awaited once does not keep an extra thread for good
+/// (one that `Builder::fork` would refuse to fork beside).
+#[test]
+fn a_process_whose_futures_are_done_keeps_no_waiter_thread() {
+    let _w = watchdog("waiters end");
+    let mut p = start(await_then_lose_the_waiter, ());
+    assert_eq!(p.join_timeout(WATCHDOG).unwrap(), Some(7));
+}

@@ -21,6 +21,8 @@
 //! - **Cancellation**: dropping a [`Registration`] removes it (and its count
 //!   among the sleepers); the thread drops its own reference to the word's
 //!   mapping at its next round, which the removal triggers.
+//! - A shard thread left without registrations for [`IDLE`] ends, so a
+//!   process whose futures are done holds no waiter thread.
 //! - Before Linux 5.16 (`futex_waitv` missing) a shard sleeps in slices of
 //!   1 ms and checks its words after each: correct, but it polls.
 //!
@@ -39,6 +41,11 @@ use std::time::{Duration, Instant};
 /// Registrations one shard thread serves: `futex_waitv`'s limit less its
 /// control word.
 pub(crate) const PER_SHARD: usize = futex::WAITV_MAX - 1;
+
+/// How long a shard thread without registrations lingers before it ends
+/// (futures that come and go, as in a request loop, reuse it instead of
+/// starting a thread each time).
+pub(crate) const IDLE: Duration = Duration::from_millis(500);
 
 /// A shared futex word a future waits on, its sleeper count, and what keeps
 /// both mapped.
@@ -121,7 +128,8 @@ impl Shard {
     }
 
     /// The thread: sleep on every registered word, wake the futures whose
-    /// word changed (or whose look is due), repeat.
+    /// word changed (or whose look is due), repeat; end after [`IDLE`]
+    /// without a registration.
     fn run(&self) {
         let mut watched: Vec<(Watch, u32)> = Vec::with_capacity(PER_SHARD);
         loop {
@@ -132,6 +140,14 @@ impl Shard {
             for e in self.entries().iter().take(PER_SHARD) {
                 watched.push((e.watch.clone(), e.seen));
                 first = Some(first.map_or(e.since, |f| f.min(e.since)));
+            }
+            if watched.is_empty() {
+                // A registration bumps the control word first (`poke`).
+                let idle = futex::wait(&self.control, control, Some(IDLE));
+                if idle == futex::WaitResult::TimedOut && self.retire() {
+                    return;
+                }
+                continue;
             }
             let mut words: Vec<(&AtomicU32, u32)> = Vec::with_capacity(watched.len() + 1);
             words.push((&self.control, control));
@@ -151,6 +167,20 @@ impl Shard {
             drop(words);
             self.fire(woke);
         }
+    }
+
+    /// Leaves the shard list if no registration is left: then `place` can
+    /// no longer put one here (it looks only at listed shards, under the
+    /// list's lock, which this takes before the table's, in `place`'s
+    /// order), and the thread may end. A process whose futures are all done
+    /// keeps no waiter thread, so `Builder::fork` works in it again.
+    fn retire(&self) -> bool {
+        let mut shards = SHARDS.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.entries().is_empty() {
+            return false;
+        }
+        shards.1.retain(|s| !std::ptr::eq(Arc::as_ptr(s), self));
+        true
     }
 
     /// Removes and wakes every registration whose word changed or whose
@@ -449,6 +479,25 @@ mod tests {
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let _reg = register(&watch, 4, &Waker::from(flag.clone())).unwrap();
         wait_for(&flag);
+    }
+
+    #[test]
+    fn a_shard_left_without_registrations_ends() {
+        let (w, watch) = words();
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let reg = register(&watch, 0, &Waker::from(flag.clone())).unwrap();
+        let shard = Arc::downgrade(&reg.shard);
+        w[0].store(1, Ordering::SeqCst);
+        futex::wake(&w[0], 1);
+        wait_for(&flag);
+        drop(reg);
+        // Ended after IDLE without registrations (later: other tests may
+        // place theirs in the same shard meanwhile).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while shard.upgrade().is_some() {
+            assert!(Instant::now() < deadline, "watchdog: the shard never ended");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]
