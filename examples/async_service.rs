@@ -98,6 +98,9 @@ fn main() -> Result<(), Error> {
     for _ in 0..2 {
         requests.send(u64::MAX).unwrap();
     }
+    // Started before the runtime awaits anything (building a pool blocks
+    // until its workers are up).
+    let pool = Pool::builder().processes(2).build()?;
     let (served, cubes, seven) = rt.block_on(async {
         // Await the worker processes and the operator without blocking the
         // runtime (one watcher thread sleeps on their pidfds).
@@ -107,8 +110,7 @@ fn main() -> Result<(), Error> {
         }
         op.join_async().await?;
 
-        // A pool takes over: results stream back as they finish.
-        let pool = Pool::builder().processes(2).build()?;
+        // The pool takes over: results stream back as they finish.
         let mut cubes = 0u64;
         let mut stream = pool.imap_unordered(cube, 1..=100u64).into_stream();
         while let Some(c) = stream.next().await {

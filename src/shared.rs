@@ -61,14 +61,20 @@ enum LockRef {
     External(Lock),
 }
 
-/// A region of `T`s with its lock.
 /// What makes two opens by descriptor the same: the file (device, inode,
-/// size), the element type and kind, and the checks asked for.
+/// size, and its creator's pid and start time from the header: before
+/// Linux 5.9 shmem inode numbers come from a 32-bit counter that wraps, so
+/// two live memfds may share one), the element type and kind, and the
+/// checks asked for. (Options that only matter when a region is mapped,
+/// `populate` and the open timeout, are not compared: a reused mapping is
+/// already mapped and published.)
 #[derive(PartialEq, Eq)]
 struct MappedKey {
     dev: u64,
     ino: u64,
     size: u64,
+    /// The header's creator pid, uid and start time (16 bytes).
+    creator: [u8; 16],
     ty: std::any::TypeId,
     kind: u32,
     foreign: bool,
@@ -85,12 +91,35 @@ fn mapped() -> std::sync::MutexGuard<'static, Mapped> {
     MAPPED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The key of the region behind `fd`, opened as `T` with `opts`; `None` if
+/// the descriptor cannot be read (then it is not looked up nor cached).
+fn mapped_key<T: 'static>(fd: &OwnedFd, opts: &RegionOptions, kind: Kind) -> Option<MappedKey> {
+    let st = crate::sys::shm::stat(fd).ok()?;
+    let mut creator = [0u8; 16];
+    let at = std::mem::offset_of!(crate::region::Header, creator_pid) as u64;
+    if crate::sys::shm::read_at(fd, at, &mut creator).ok()? != creator.len() {
+        return None;
+    }
+    Some(MappedKey {
+        dev: st.dev,
+        ino: st.ino,
+        size: st.size,
+        creator,
+        ty: std::any::TypeId::of::<T>(),
+        kind: kind as u32,
+        foreign: opts.allow_foreign_owner,
+        tag: opts.tag.clone(),
+    })
+}
+
 impl Mapped {
+    /// A live, uncut mapping of the region, if this process has one.
     fn lookup(&self, key: &MappedKey) -> Option<(Arc<Segment>, LockRef)> {
         self.0
             .iter()
             .find(|(k, _, _)| k == key)
             .and_then(|(_, w, lock)| Some((w.upgrade()?, lock.clone())))
+            .filter(|(seg, _)| !seg.is_truncated())
     }
 
     fn insert(&mut self, key: MappedKey, seg: &Arc<Segment>, lock: LockRef) {
@@ -99,6 +128,7 @@ impl Mapped {
     }
 }
 
+/// A region of `T`s with its lock.
 #[derive(Debug)]
 pub(crate) struct Shared<T> {
     seg: Arc<Segment>,
@@ -217,15 +247,7 @@ impl<T: Pod> Shared<T> {
     where
         T: 'static,
     {
-        let key = crate::sys::shm::stat(&fd).ok().map(|st| MappedKey {
-            dev: st.dev,
-            ino: st.ino,
-            size: st.size,
-            ty: std::any::TypeId::of::<T>(),
-            kind: kind as u32,
-            foreign: opts.allow_foreign_owner,
-            tag: opts.tag.clone(),
-        });
+        let key = mapped_key::<T>(&fd, opts, kind);
         if let Some(key) = &key
             && let Some((seg, lock)) = mapped().lookup(key)
             && count.is_none_or(|c| c == seg.element_count())
@@ -238,7 +260,11 @@ impl<T: Pod> Shared<T> {
         }
         let spec = spec::<T>(kind, 0, opts);
         let shared = Self::attach(Segment::from_fd(fd, opts, &spec, count)?, opts)?;
-        if let Some(key) = key {
+        // Not with an external lock: the entry would keep that lock's
+        // region mapped after the data's last handle is gone.
+        if let Some(key) = key
+            && !matches!(shared.lock, LockRef::External(_))
+        {
             mapped().insert(key, &shared.seg, shared.lock.clone());
         }
         Ok(shared)

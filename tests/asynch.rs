@@ -651,11 +651,16 @@ fn release_three(name: String) {
     }
 }
 
-/// Takes the only permit of the semaphore `name` as a `ProcessPermit` and
-/// holds it until killed.
+/// Takes the only permit of the semaphore `name` as a `ProcessPermit` on a
+/// thread that then ends, and holds it (on the main thread) until killed.
 fn hold_permit_until_killed(name: String) {
     let s = shmkit::sync::Semaphore::open(&name).unwrap();
-    let p = futures::executor::block_on(s.permit_async());
+    let p = std::thread::scope(|scope| {
+        scope
+            .spawn(|| futures::executor::block_on(s.permit_async()).unwrap())
+            .join()
+            .unwrap()
+    });
     std::thread::sleep(Duration::from_secs(3600));
     drop(p);
 }
@@ -663,8 +668,9 @@ fn hold_permit_until_killed(name: String) {
 /// Semaphore futures: permits released by another process wake awaiting
 /// tasks (value 0 to start with); a dropped pending acquire takes nothing;
 /// a `ProcessPermit` is held across `.await` on another thread of a
-/// multi-thread runtime; a process killed holding one gives it back to an
-/// awaiting task.
+/// multi-thread runtime; one taken on a thread that ended stays its live
+/// process's; a process killed holding one gives it back to an awaiting
+/// task.
 #[test]
 fn semaphore_futures_across_processes() {
     use std::future::Future;
@@ -694,12 +700,14 @@ fn semaphore_futures_across_processes() {
         .unwrap();
     rt.block_on(async {
         let permit = async {
-            let p = s.permit_async().await;
+            let p = s.permit_async().await.unwrap();
             // Held across an await (the task may resume on another thread).
             tokio::time::sleep(Duration::from_millis(5)).await;
             p
         };
-        let (_, _, permit) = tokio::join!(s.acquire_async(), s.acquire_async(), permit);
+        let (a, b, permit) = tokio::join!(s.acquire_async(), s.acquire_async(), permit);
+        a.unwrap();
+        b.unwrap();
         assert_eq!(s.value(), 0);
         drop(permit);
         assert_eq!(s.value(), 1, "the permit came back on drop");
@@ -716,6 +724,13 @@ fn semaphore_futures_across_processes() {
     while s1.value() != 0 {
         std::thread::sleep(Duration::from_millis(1));
     }
+    // The thread that took it has ended, but the process lives: the permit
+    // is the process's, so an awaiting task does not get it (with a thread
+    // identity it would, after the first reap).
+    rt.block_on(async {
+        let waited = tokio::time::timeout(Duration::from_millis(100), s1.permit_async()).await;
+        assert!(waited.is_err(), "a live process's permit was given away");
+    });
     let killer = std::thread::spawn({
         let pid = holder.pid();
         move || {
@@ -724,7 +739,7 @@ fn semaphore_futures_across_processes() {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     });
-    let permit = rt.block_on(s1.permit_async());
+    let permit = rt.block_on(s1.permit_async()).unwrap();
     assert_eq!(s1.value(), 0);
     drop(permit);
     assert_eq!(s1.value(), 1);
@@ -921,4 +936,30 @@ fn a_process_whose_futures_are_done_keeps_no_waiter_thread() {
     let _w = watchdog("waiters end");
     let mut p = start(await_then_lose_the_waiter, ());
     assert_eq!(p.join_timeout(WATCHDOG).unwrap(), Some(7));
+}
+
+/// More arrivals than the barrier records (64 slots): the ones past the
+/// table are counted as unrecorded, and a withdrawal (a dropped future)
+/// followed by the count repair keeps them, so the barrier opens with
+/// exactly one leader.
+#[test]
+fn a_barrier_counts_arrivals_past_its_64_records() {
+    use std::future::Future;
+    let _w = watchdog("70 parties");
+    let b = shmkit::sync::Barrier::new(70).unwrap();
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut waiting: Vec<_> = (0..69).map(|_| Box::pin(b.wait_async())).collect();
+    for f in &mut waiting {
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+    }
+    assert_eq!(b.n_waiting(), 69);
+    drop(waiting.remove(0));
+    assert_eq!(b.n_waiting(), 68, "a recorded arrival withdrawn");
+    waiting.push(Box::pin(b.wait_async()));
+    waiting.push(Box::pin(b.wait_async()));
+    let results = futures::executor::block_on(futures::future::join_all(waiting));
+    assert_eq!(results.len(), 70);
+    assert_eq!(results.iter().filter(|r| r.is_leader()).count(), 1);
+    assert_eq!(b.n_waiting(), 0);
 }

@@ -737,6 +737,16 @@ fn map_into_writes_in_place_and_refuses_bad_arrays() {
         pool.map_into(do_work, &input, &input.clone()),
         Err(Error::InvalidArgument { .. })
     ));
+    // The same region reopened by descriptor (another mapping, no name):
+    // refused too, by file identity (it would alias in the workers).
+    let reopened = Array::<u64>::builder()
+        .from_fd(input.segment().inheritable_fd().unwrap())
+        .unwrap();
+    assert_ne!(reopened.as_ptr(), input.as_ptr());
+    assert!(matches!(
+        pool.map_into(do_work, &input, &reopened),
+        Err(Error::InvalidArgument { .. })
+    ));
     let empty = Array::<u64>::new(0).unwrap();
     pool.map_into(do_work, &empty, &short).unwrap();
 

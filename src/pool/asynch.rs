@@ -43,8 +43,10 @@ impl<'p, F: Callable, I> Imap<'p, F, I> {
     /// `async`): in input order for [`Pool::imap`](super::Pool::imap), as
     /// they finish for [`Pool::imap_unordered`](super::Pool::imap_unordered).
     /// Polling submits further chunks as the iterator does (up to its
-    /// look-ahead), without blocking. (A separate type, so that `Iterator`
-    /// and `StreamExt` methods never clash.)
+    /// look-ahead), pulling them from your input iterator on the polling
+    /// thread (which should therefore not block), and never waits for the
+    /// workers. (A separate type, so that `Iterator` and `StreamExt`
+    /// methods never clash.)
     ///
     /// ```
     /// use futures::StreamExt;

@@ -292,9 +292,9 @@ impl<R: Message + Send + 'static> Job<R> {
 
     /// Whether a caller about to wait for this job should take outcomes off
     /// the result queue itself for a moment (`Shared::help_until`): only
-    /// while fewer of its chunks run than there are CPUs. Otherwise every
-    /// CPU is busy with its workers, and a spinning caller would take one
-    /// from them (measured: a map of 8 chunks of ~2 ms on 2 CPUs lost 0.6
+    /// while fewer of its chunks are out (queued or running) than there
+    /// are CPUs. Otherwise every CPU is likely busy with its workers, and a
+    /// spinning caller would take one from them (measured: a map of 8 chunks of ~2 ms on 2 CPUs lost 0.6
     /// ms of its 9 to the caller's spins).
     pub(crate) fn worth_helping(&self) -> bool {
         let s = self.lock();

@@ -4,11 +4,11 @@
 //! both arrays and writes `f(input[i])` to `output[i]` for its range, in
 //! place; what travels per task is two array handles and two indices.
 //!
-//! - The function is a function item or a closure that captures nothing: a
-//!   zero-sized type, so the range loop is compiled for it (the function is
-//!   inlined into the loop; through a function pointer every item paid an
-//!   indirect call). Its code travels as the address of its own trampoline,
-//!   checked in the worker as every pool function's.
+//! - The function is a function pointer, as for every pool call (its code
+//!   address travels and is checked in the worker). A zero-sized function
+//!   type would let the loop inline it, but the worker would then have to
+//!   make a value of that type from nothing, which is unsound for a closure
+//!   that captures a zero-sized token whose existence proves something.
 //! - A range is one item of an ordinary pool call (chunks of one range), so
 //!   everything a call has holds for it: a panic fails its range (reported
 //!   as the first error by position, since ranges are in order and a range
@@ -28,30 +28,22 @@ use crate::error::{Error, Result};
 use bytemuck::Pod;
 use std::any::Any;
 use std::cell::RefCell;
-use std::marker::PhantomData;
 
 /// A range task: `f` over `input[start..end]` into `output[start..end]`.
-pub(crate) struct RangeMap<T, R, F> {
-    f: F,
-    _types: PhantomData<fn(T) -> R>,
-}
+/// A function pointer and nothing else, so that it travels as the
+/// function's code address (checked in the worker as every pool function).
+#[repr(transparent)]
+pub(crate) struct RangeMap<T, R>(fn(T) -> R);
 
-impl<T, R, F: Copy> Clone for RangeMap<T, R, F> {
+impl<T, R> Clone for RangeMap<T, R> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<T, R, F: Copy> Copy for RangeMap<T, R, F> {}
+impl<T, R> Copy for RangeMap<T, R> {}
 
-// SAFETY-relevant: `F` is zero-sized (checked where a `RangeMap` is made),
-// so `chunk_trampoline` may conjure it from no bytes.
-impl<T, R, F> super::Callable for RangeMap<T, R, F>
-where
-    T: Pod,
-    R: Pod,
-    F: Fn(T) -> R + Copy + Send + Sync + 'static,
-{
+impl<T: Pod, R: Pod> super::Callable for RangeMap<T, R> {
     /// The input, the output and the range.
     type Args = (Array<T>, Array<R>, u64, u64);
     type Output = ();
@@ -66,19 +58,30 @@ where
             input.len(),
             output.len()
         );
-        // SAFETY: in bounds (checked above); the two arrays are separate
-        // regions (`map_into` refused one array for both); the caller does
-        // not write them while the map runs (documented on `map_into`), and
-        // every other task writes other indices of `output`. Elements are
-        // `Pod`: any bytes a peer left are a value.
+        let (src_ptr, dst_ptr) = (
+            input.as_ptr().wrapping_add(s),
+            output.as_ptr().wrapping_add(s),
+        );
+        // Two handles of one region (reopened by descriptor) would make the
+        // slices below alias: refused by `map_into`, checked again here.
+        let overlap = (src_ptr as usize)
+            < (dst_ptr as usize).wrapping_add((e - s) * size_of::<R>())
+            && (dst_ptr as usize) < (src_ptr as usize).wrapping_add((e - s) * size_of::<T>());
+        assert!(e == s || !overlap, "the input and output ranges overlap");
+        // SAFETY: `s..e` lies in both arrays (checked above) and the two
+        // ranges do not overlap; this task is the only one over `s..e`
+        // (ranges are disjoint), and the caller does not write the arrays
+        // while the map runs (`map_into`'s contract; a peer that does gives
+        // unspecified values, as any shared memory a peer writes: elements
+        // are `Pod`). Only the range is borrowed, not the whole arrays.
         let (src, dst) = unsafe {
             (
-                &input.as_slice_unchecked()[s..e],
-                &mut output.as_mut_slice_unchecked()[s..e],
+                std::slice::from_raw_parts(src_ptr, e - s),
+                std::slice::from_raw_parts_mut(dst_ptr, e - s),
             )
         };
         for (d, &x) in dst.iter_mut().zip(src) {
-            *d = (self.f)(x);
+            *d = (self.0)(x);
         }
         // A peer's truncation turns the cut pages into private zero pages:
         // the results written there are lost, so the range fails.
@@ -86,11 +89,6 @@ where
             panic!("{e}");
         }
         KEPT.with(|k| *k.borrow_mut() = Some(Box::new((input, output))));
-    }
-
-    fn code_address(self) -> usize {
-        let trampoline: super::wire::ChunkTrampoline = super::wire::chunk_trampoline::<Self>;
-        trampoline as usize
     }
 }
 
@@ -119,11 +117,10 @@ impl Pool {
     /// BENCHMARKS.md). For data already in an [`Array`], use
     /// [`map_into`](Self::map_into) and skip both copies.
     ///
-    /// `f` is a function item or a closure that captures nothing (a
-    /// zero-sized type: its loop is compiled with `f` inlined); a function
-    /// pointer or a capturing closure does not compile. The pool keeps the
-    /// shared arrays of the largest call (by element types) for the next
-    /// one, until it is dropped.
+    /// `f` is a plain function (or a closure that captures nothing), as
+    /// for every pool call: it travels as its code address. The pool keeps
+    /// the shared arrays of the largest call (by element types) for the
+    /// next one, until it is dropped.
     ///
     /// ```
     /// fn square(x: u64) -> u64 { x * x }
@@ -136,26 +133,14 @@ impl Pool {
     /// # Ok(()) }
     /// ```
     ///
-    /// A function pointer does not compile (its loop could not inline it,
-    /// and its value would have to travel):
-    ///
-    /// ```compile_fail
-    /// # fn main() -> shmkit::Result<()> {
-    /// let pool = shmkit::pool::Pool::builder().processes(1).build()?;
-    /// let f: fn(u64) -> u64 = |x| x + 1;
-    /// pool.map_pod(f, &[1u64])?;
-    /// # Ok(()) }
-    /// ```
-    ///
     /// # Errors
     ///
     /// As [`map_into`](Self::map_into); [`Error::Io`] if the shared arrays
     /// cannot be created.
-    pub fn map_pod<T, R, F>(&self, f: F, items: &[T]) -> Result<Vec<R>>
+    pub fn map_pod<T, R>(&self, f: fn(T) -> R, items: &[T]) -> Result<Vec<R>>
     where
         T: Pod + Send,
         R: Pod + Send,
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
     {
         self.options().map_pod(f, items)
     }
@@ -164,9 +149,11 @@ impl Pool {
     /// the workers, in place: `input` and `output` are shared arrays the
     /// caller already holds, and nothing but index ranges travels. The
     /// arrays' locks are not taken (the workers write disjoint ranges): the
-    /// caller must not write either array while the map runs. If it does,
-    /// the results are unspecified values of `R`, never undefined behaviour
-    /// (`Pod`). `f` as for [`map_pod`](Self::map_pod).
+    /// caller must not write either array while the map runs (nor let
+    /// another process do so): the workers read and write them in place,
+    /// as any process may read and write a shared region, and a write
+    /// meanwhile leaves unspecified values. `f` as for
+    /// [`map_pod`](Self::map_pod).
     ///
     /// Each worker keeps the last pair of arrays it mapped, so that the
     /// next map over them maps nothing; the memory of arrays the caller has
@@ -192,11 +179,10 @@ impl Pool {
     /// if `f` panicked (the rest of that range was not computed),
     /// [`PoolError::WorkerDied`](crate::error::PoolError::WorkerDied) if a worker died (with retries off),
     /// [`PoolError::Terminated`](crate::error::PoolError::Terminated), or a failure to open the arrays in a worker.
-    pub fn map_into<T, R, F>(&self, f: F, input: &Array<T>, output: &Array<R>) -> Result<()>
+    pub fn map_into<T, R>(&self, f: fn(T) -> R, input: &Array<T>, output: &Array<R>) -> Result<()>
     where
         T: Pod,
         R: Pod,
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
     {
         self.options().map_into(f, input, output)
     }
@@ -245,11 +231,10 @@ impl CallOptions<'_> {
     /// # Errors
     ///
     /// As [`Pool::map_pod`].
-    pub fn map_pod<T, R, F>(self, f: F, items: &[T]) -> Result<Vec<R>>
+    pub fn map_pod<T, R>(self, f: fn(T) -> R, items: &[T]) -> Result<Vec<R>>
     where
         T: Pod + Send,
         R: Pod + Send,
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
     {
         let n = items.len();
         if n == 0 {
@@ -266,8 +251,11 @@ impl CallOptions<'_> {
             let e = (s + size).min(n);
             // SAFETY: scratch arrays are anonymous and this call's alone
             // (taken out of the pool's scratch); no task over `s..e` has
-            // been submitted yet.
-            unsafe { input.as_mut_slice_unchecked()[s..e].copy_from_slice(&items[s..e]) };
+            // been submitted yet (earlier ranges may be read by workers
+            // meanwhile: only `s..e` is written, through a raw pointer).
+            unsafe {
+                std::ptr::copy_nonoverlapping(items[s..e].as_ptr(), input.as_ptr().add(s), e - s);
+            }
             (input.clone(), output.clone(), s as u64, e as u64)
         });
         let mut out = Vec::with_capacity(n);
@@ -276,15 +264,18 @@ impl CallOptions<'_> {
             lookahead: Some(usize::MAX),
             ..self
         }
-        .iterate(RangeMap::new(f), ranges, true);
+        .iterate(RangeMap(f), ranges, true);
         for (k, range) in done.enumerate() {
             // The first failure by position; the arrays are not given back
             // (tasks after it may still run over them).
             range?;
             let (s, e) = (k * size, ((k + 1) * size).min(n));
             // SAFETY: range `k` is done: no worker writes `s..e` any more,
-            // and the array is this call's alone.
-            out.extend_from_slice(unsafe { &output.as_slice_unchecked()[s..e] });
+            // and the array is this call's alone; only `s..e` is borrowed
+            // (workers may still write later ranges).
+            out.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(output.as_ptr().add(s).cast_const(), e - s)
+            });
         }
         pool.give_back_scratch((input, output));
         Ok(out)
@@ -296,11 +287,10 @@ impl CallOptions<'_> {
     /// # Errors
     ///
     /// As [`Pool::map_into`].
-    pub fn map_into<T, R, F>(self, f: F, input: &Array<T>, output: &Array<R>) -> Result<()>
+    pub fn map_into<T, R>(self, f: fn(T) -> R, input: &Array<T>, output: &Array<R>) -> Result<()>
     where
         T: Pod,
         R: Pod,
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
     {
         let n = input.len();
         if output.len() < n {
@@ -312,11 +302,7 @@ impl CallOptions<'_> {
                 ),
             });
         }
-        let (a, b) = (input.segment(), output.segment());
-        let same = std::ptr::eq(a.as_ptr(), b.as_ptr())
-            || (a.name().is_some() && a.name() == b.name())
-            || (a.path().is_some() && a.path() == b.path());
-        if same {
+        if input.segment().same_region(output.segment()) {
             return Err(Error::InvalidArgument {
                 argument: "output",
                 message: "the output is the input array: give a separate array for the results"
@@ -335,11 +321,16 @@ impl CallOptions<'_> {
 
     /// The first `n` elements of `input` through `f` into `output`, in
     /// ranges.
-    fn map_range<T, R, F>(self, f: F, input: &Array<T>, output: &Array<R>, n: usize) -> Result<()>
+    fn map_range<T, R>(
+        self,
+        f: fn(T) -> R,
+        input: &Array<T>,
+        output: &Array<R>,
+        n: usize,
+    ) -> Result<()>
     where
         T: Pod,
         R: Pod,
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
     {
         if n == 0 {
             return Ok(());
@@ -354,24 +345,8 @@ impl CallOptions<'_> {
             ..self
         };
         one_range_per_task
-            .submit_map(RangeMap::new(f), ranges, None)?
+            .submit_map(RangeMap(f), ranges, None)?
             .get()
             .map(drop)
-    }
-}
-
-impl<T, R, F> RangeMap<T, R, F> {
-    fn new(f: F) -> Self {
-        const {
-            assert!(
-                size_of::<F>() == 0,
-                "map_pod and map_into take a function item or a closure that captures \
-                 nothing, not a function pointer or a capturing closure"
-            )
-        };
-        RangeMap {
-            f,
-            _types: PhantomData,
-        }
     }
 }

@@ -176,7 +176,7 @@ pub(super) fn encode_chunk<F: Callable>(
         count: items.len() as u32,
         id: 0,
         trampoline: crate::process::child::offset_of_code(trampoline as usize),
-        function: crate::process::child::offset_of_code(f.code_address()),
+        function: crate::process::child::offset_of_code(wire::address(f)),
         signature: wire::signature::<F>(),
         len: (bytes.len() - HEADER) as u64,
     };

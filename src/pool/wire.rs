@@ -104,7 +104,7 @@ mod sealed {
     pub trait Sealed {}
     impl<A, R> Sealed for fn(A) -> R {}
     impl<A, B, R> Sealed for fn(A, B) -> R {}
-    impl<T, R, F> Sealed for super::super::ranges::RangeMap<T, R, F> {}
+    impl<T, R> Sealed for super::super::ranges::RangeMap<T, R> {}
 }
 
 /// A function a pool can run: `fn(A) -> R`, or `fn(A, B) -> R` for
@@ -116,12 +116,6 @@ pub trait Callable: sealed::Sealed + Copy + Send + Sync + 'static {
     type Output: Message;
     #[doc(hidden)]
     fn call(self, args: Self::Args) -> Self::Output;
-    /// The code address the worker checks before it calls the trampoline:
-    /// the function itself for a function pointer.
-    #[doc(hidden)]
-    fn code_address(self) -> usize {
-        address(self)
-    }
 }
 
 impl<A: Message + 'static, R: Message + 'static> Callable for fn(A) -> R {
@@ -184,14 +178,13 @@ pub(crate) fn chunk_trampoline<F: Callable>(
             ),
         });
     }
-    const { assert!(size_of::<F>() == size_of::<usize>() || size_of::<F>() == 0) };
+    const { assert!(size_of::<F>() == size_of::<usize>()) };
     // SAFETY: the worker checked that `function` lies in this executable's
     // code, and the pool computed it (and this trampoline's address) from an
     // `F` of this same executable; the signature hash just matched. `F` is
-    // a function pointer (the address is its value) or a zero-sized
-    // function item or capture-less closure (`RangeMap`: no bytes are read,
-    // and a zero-sized type of which the pool had a value has only that
-    // value).
+    // a function pointer, or `RangeMap` (one function pointer,
+    // `repr(transparent)`): the address is its whole value (asserted
+    // just above to be one address wide).
     let f: F = unsafe { std::mem::transmute_copy::<usize, F>(&function) };
     let items = F::Args::decode_vec(args).map_err(|e| Failure {
         function_not_found: false,

@@ -5,9 +5,9 @@
 //! readable (the child ended). Pidfds are level-triggered, so a child that
 //! ends before its registration is seen at the thread's next `poll`.
 //!
-//! - The thread starts with the first registration and ends when none is
-//!   left, so a program that awaits no child holds no extra thread (a
-//!   thread makes [`Builder::fork`](super::Builder::fork) refuse).
+//! - The thread starts with the first registration and ends 500 ms after
+//!   the last one is gone, so a program that awaits no child holds no extra
+//!   thread (a thread makes [`Builder::fork`](super::Builder::fork) refuse).
 //! - A child whose pidfd cannot be opened (Linux before 5.3, or no
 //!   descriptor left: `EMFILE`) is registered without one and woken every
 //!   [`FALLBACK`] to look again: correct, but it polls.
@@ -37,8 +37,12 @@ struct Table {
     owner: u32,
     next: u64,
     entries: Vec<Entry>,
-    /// Whether the thread runs (or is about to end, having seen no entry).
+    /// Whether a thread runs and will see new entries: set by whoever
+    /// starts it, cleared (under the table's lock) by the thread itself
+    /// when it decides to end.
     running: bool,
+    /// The eventfd that ends the thread's `poll` early; `None` if none could
+    /// be made (then the thread polls every [`FALLBACK`]).
     control: Option<Arc<OwnedFd>>,
 }
 
@@ -55,8 +59,12 @@ fn table() -> MutexGuard<'static, Table> {
     let me = proc::pid();
     if t.owner != me {
         // Inherited by fork (or the first use): the entries' tasks and the
-        // thread stayed in the parent.
-        std::mem::forget(std::mem::take(&mut t.entries));
+        // thread stayed in the parent. Their pidfds are closed here; their
+        // wakers are the parent's executor's, never run nor dropped here.
+        for e in std::mem::take(&mut t.entries) {
+            std::mem::forget(e.waker);
+            drop(e.fd);
+        }
         t.owner = me;
         t.running = false;
         t.control = None;
@@ -72,16 +80,17 @@ pub(crate) struct Registration {
 
 /// Registers `waker` to be woken when the process behind `fd` ends (or
 /// every [`FALLBACK`] without one).
+///
+/// # Errors
+/// If the watcher thread cannot be started (the OS refused a thread).
 pub(crate) fn register(fd: Option<Arc<OwnedFd>>, waker: &Waker) -> std::io::Result<Registration> {
     let mut t = table();
-    let control = match &t.control {
-        Some(c) => c.clone(),
-        None => {
-            let c = Arc::new(poll::event_fd()?);
-            t.control = Some(c.clone());
-            c
-        }
-    };
+    if t.control.is_none() {
+        // No eventfd (descriptors exhausted): the thread then polls every
+        // FALLBACK, and a new entry waits at most that for it.
+        t.control = poll::event_fd().ok().map(Arc::new);
+    }
+    let control = t.control.clone();
     let id = t.next;
     t.next += 1;
     t.entries.push(Entry {
@@ -90,11 +99,13 @@ pub(crate) fn register(fd: Option<Arc<OwnedFd>>, waker: &Waker) -> std::io::Resu
         waker: waker.clone(),
     });
     if t.running {
-        poll::event_signal(&control);
+        if let Some(c) = &control {
+            poll::event_signal(c);
+        }
     } else {
         let started = std::thread::Builder::new()
             .name("shmkit-exits".into())
-            .spawn(move || run(&control));
+            .spawn(move || run(control.as_deref()));
         if let Err(e) = started {
             t.entries.retain(|e| e.id != id);
             return Err(e);
@@ -147,27 +158,48 @@ fn wake(w: Waker) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
 }
 
+/// How long the thread lingers without registrations before it ends (so
+/// that joins awaited one after another do not start a thread each).
+const IDLE: Duration = Duration::from_millis(500);
+
 /// The watcher thread: sleeps on the control eventfd and every registered
-/// pidfd until one is readable, wakes those tasks, and ends when no
-/// registration is left.
-fn run(control: &OwnedFd) {
+/// pidfd until one is readable, wakes those tasks, and ends after [`IDLE`]
+/// without registrations.
+fn run(control: Option<&OwnedFd>) {
+    let mut idle_since: Option<std::time::Instant> = None;
     loop {
         // A snapshot: the descriptors (kept open by these references) and
         // the ids they stand for.
         let (held, ids, timed): (Vec<Arc<OwnedFd>>, Vec<u64>, bool) = {
             let mut t = table();
             if t.entries.is_empty() {
-                t.running = false;
-                return;
+                let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= IDLE {
+                    t.running = false;
+                    return;
+                }
+            } else {
+                idle_since = None;
             }
             let with_fd = t.entries.iter().filter_map(|e| Some((e.fd.clone()?, e.id)));
             let (held, ids) = with_fd.unzip();
             (held, ids, t.entries.iter().any(|e| e.fd.is_none()))
         };
-        let raw: Vec<RawFd> = std::iter::once(control.as_raw_fd())
+        // The control eventfd first (index 0), if there is one.
+        let base = usize::from(control.is_some());
+        let raw: Vec<RawFd> = control
+            .map(AsRawFd::as_raw_fd)
+            .into_iter()
             .chain(held.iter().map(|f| f.as_raw_fd()))
             .collect();
-        let ready = match poll::poll_many(&raw, timed.then_some(FALLBACK)) {
+        let timeout = if timed || control.is_none() {
+            Some(FALLBACK)
+        } else if idle_since.is_some() {
+            Some(IDLE)
+        } else {
+            None
+        };
+        let ready = match poll::poll_many(&raw, timeout) {
             Ok(ready) => Some(ready),
             // More descriptors than RLIMIT_NOFILE (EINVAL) or no kernel
             // memory (ENOMEM): every task looks for itself, after a pause
@@ -180,11 +212,17 @@ fn run(control: &OwnedFd) {
         let woken: Vec<Waker> = {
             let mut t = table();
             let fired: Vec<u64> = match &ready {
-                Some(r) => r.iter().filter(|&&i| i > 0).map(|&i| ids[i - 1]).collect(),
+                Some(r) => r
+                    .iter()
+                    .filter(|&&i| i >= base)
+                    .map(|&i| ids[i - base])
+                    .collect(),
                 None => t.entries.iter().map(|e| e.id).collect(),
             };
-            if ready.as_ref().is_some_and(|r| r.contains(&0)) {
-                poll::event_drain(control);
+            if let Some(c) = control
+                && ready.as_ref().is_some_and(|r| r.contains(&0))
+            {
+                poll::event_drain(c);
             }
             let (go, stay): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut t.entries)
                 .into_iter()

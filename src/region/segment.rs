@@ -458,6 +458,20 @@ impl Segment {
         self.map.as_mut_ptr()
     }
 
+    /// Whether `other` maps the same region (the same file: device and
+    /// inode), however each was opened (by name, path or descriptor).
+    pub(crate) fn same_region(&self, other: &Segment) -> bool {
+        if self.as_ptr() == other.as_ptr() {
+            return true;
+        }
+        match (shm::stat(&self.fd), shm::stat(&other.fd)) {
+            (Ok(a), Ok(b)) => a.dev == b.dev && a.ino == b.ino,
+            // Cannot tell: treat as the same (the caller refuses rather
+            // than risk aliasing).
+            _ => true,
+        }
+    }
+
     /// The control block.
     pub(crate) fn control_ptr(&self) -> *mut u8 {
         // SAFETY: control_offset was checked to lie within the mapping.

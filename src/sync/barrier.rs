@@ -28,6 +28,9 @@ pub struct RawBarrier {
 const GENERATION: usize = 0;
 const ARRIVED: usize = 1;
 const PARTIES: usize = 2;
+/// Arrivals in the current generation that found no free slot (more than
+/// 64 at once), counted so that the count repair keeps them.
+const UNRECORDED: usize = 3;
 
 /// An arrival tagged `tag` is current in generation `g` when `tag == g + 1`.
 fn current(tx: &Tx<'_>, tag: u64) -> bool {
@@ -41,16 +44,18 @@ fn reap(tx: &mut Tx<'_>) {
             tx.set(ARRIVED, tx.get(ARRIVED).saturating_sub(1));
         }
     });
-    // While the table has room every arrival is recorded: the count is the
-    // number of current entries (a count a peer scribbled on is repaired).
+    // Every arrival is recorded, or counted as unrecorded when the table was
+    // full: the count is their sum (a count a peer scribbled on is
+    // repaired; an unrecorded count beyond the parties is clamped).
     let recorded = (0..SLOTS)
         .filter(|&slot| {
             let (who, tag) = tx.holder(slot);
             who != 0 && current(tx, tag)
         })
         .count() as u64;
-    if recorded < SLOTS as u64 && tx.get(ARRIVED) != recorded {
-        tx.set(ARRIVED, recorded);
+    let unrecorded = tx.get(UNRECORDED).min(tx.get(PARTIES));
+    if tx.get(ARRIVED) != recorded + unrecorded {
+        tx.set(ARRIVED, recorded + unrecorded);
         tx.commit();
     }
 }
@@ -70,6 +75,7 @@ fn arrive(tx: &mut Tx<'_>, me: u64) -> Option<(u64, Option<usize>)> {
     if arrived.saturating_add(1) >= parties {
         tx.set(GENERATION, g.wrapping_add(1));
         tx.set(ARRIVED, 0);
+        tx.set(UNRECORDED, 0);
         return None;
     }
     tx.set(ARRIVED, arrived + 1);
@@ -80,11 +86,12 @@ fn arrive(tx: &mut Tx<'_>, me: u64) -> Option<(u64, Option<usize>)> {
         let (who, tag) = tx.holder(slot);
         who == 0 || !current(tx, tag)
     });
-    if let Some(slot) = slot {
-        tx.set_holder(slot, me, g.wrapping_add(1));
+    match slot {
+        Some(slot) => tx.set_holder(slot, me, g.wrapping_add(1)),
+        // With 64 arrivals recorded already, this one is counted as
+        // unrecorded (not withdrawn if it dies).
+        None => tx.set(UNRECORDED, tx.get(UNRECORDED).saturating_add(1)),
     }
-    // With 64 arrivals recorded already, this one is counted but not
-    // recorded (not withdrawn if it dies).
     Some((g, slot))
 }
 
@@ -94,12 +101,14 @@ fn withdraw(tx: &mut Tx<'_>, g: u64, slot: Option<usize>, me: u64) -> bool {
     if tx.get(GENERATION) != g {
         return false;
     }
-    tx.set(ARRIVED, tx.get(ARRIVED).saturating_sub(1));
-    if let Some(slot) = slot
-        && tx.holder(slot) == (me, g.wrapping_add(1))
-    {
-        tx.set_holder(slot, 0, 0);
+    match slot {
+        Some(slot) if tx.holder(slot) == (me, g.wrapping_add(1)) => tx.set_holder(slot, 0, 0),
+        // Our record is gone (a peer's scribble, repaired since): the count
+        // was repaired with it.
+        Some(_) => return true,
+        None => tx.set(UNRECORDED, tx.get(UNRECORDED).saturating_sub(1)),
     }
+    tx.set(ARRIVED, tx.get(ARRIVED).saturating_sub(1));
     true
 }
 

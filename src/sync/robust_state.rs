@@ -187,6 +187,16 @@ impl RobustState {
         self.cells[i].load(Ordering::Relaxed)
     }
 
+    /// Whether a holder slot is free or names `me`, read without the lock
+    /// (a hint, for a future's readiness check).
+    #[cfg(feature = "async")]
+    pub(crate) fn peek_slot_for(&self, me: u64) -> bool {
+        self.holders.iter().any(|h| {
+            let who = h.who.load(Ordering::Relaxed);
+            who == 0 || who == me
+        })
+    }
+
     /// Runs `f` as a transaction under the lock; wakes waiters if it wrote.
     pub(crate) fn transact<R>(&self, f: impl FnOnce(&mut Tx<'_>) -> R) -> R {
         // A dead holder's half transaction is undone; so is a journal that a

@@ -46,7 +46,7 @@ pub(crate) fn poll_many(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<
         })
         .collect();
     let ms = timeout.map_or(-1, |t| {
-        t.as_millis().min(i32::MAX as u128) as libc::c_int
+        (t.as_millis().min(i32::MAX as u128 - 1) as libc::c_int)
             + i32::from(!t.subsec_nanos().is_multiple_of(1_000_000))
     });
     // SAFETY: `pfds` is a valid array of `pfds.len()` pollfds that the call

@@ -224,7 +224,8 @@ pub(crate) fn thread_count() -> io::Result<usize> {
     Ok(std::fs::read_dir("/proc/self/task")?.count())
 }
 
-/// Our own start time, read once per process (a forked child reads its own).
+/// Our own start time, read once per process (a forked child reads its
+/// own); 0 if it cannot be read (then read again at the next call).
 pub(crate) fn own_start_time() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static CACHE: AtomicU64 = AtomicU64::new(0);
@@ -234,8 +235,12 @@ pub(crate) fn own_start_time() -> u64 {
         return CACHE.load(Ordering::Relaxed);
     }
     let t = start_time(me as u32).unwrap_or(0);
-    CACHE.store(t, Ordering::Relaxed);
-    CACHE_PID.store(me, Ordering::Release);
+    // A failed read (descriptors exhausted, say) is not remembered: the
+    // next call reads again, instead of every later caller getting 0.
+    if t != 0 {
+        CACHE.store(t, Ordering::Relaxed);
+        CACHE_PID.store(me, Ordering::Release);
+    }
     t
 }
 

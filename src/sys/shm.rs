@@ -133,6 +133,25 @@ pub(crate) fn stat(fd: &OwnedFd) -> io::Result<Stat> {
     })
 }
 
+/// Reads up to `buf.len()` bytes of `fd` at `offset` (`pread`); how many.
+pub(crate) fn read_at(fd: &OwnedFd, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length; `fd` is a valid
+    // descriptor; pread does not move the file offset.
+    let n = unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Bytes available to an unprivileged writer on the filesystem holding `path`.
 pub(crate) fn free_space(path: &Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;

@@ -11,6 +11,11 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "async")]
+mod asynch;
+#[cfg(feature = "async")]
+pub use asynch::ProcessPermit;
+
 /// The semaphore's shared state: a [`RobustState`] whose cells are the
 /// permits available and the bound, and whose holders are the threads
 /// holding [`SemaphorePermit`]s.
@@ -209,15 +214,9 @@ impl SemaphorePermit<'_> {
 
 impl Drop for SemaphorePermit<'_> {
     fn drop(&mut self) {
-        let (slot, me) = (self.slot, self.me);
-        self.sem.state().transact(|tx| {
-            // A forked child's copy of a permit is not its own: nothing to
-            // give back (the parent's copy does it).
-            if drop_record(tx, slot, me) {
-                let v = tx.get(VALUE).saturating_add(1).min(tx.get(MAX));
-                tx.set(VALUE, v);
-            }
-        });
+        // A forked child's copy of a permit is not its own (its thread has
+        // another identity): the parent's copy gives it back.
+        self.sem.give_back(self.slot, self.me, identity::me());
     }
 }
 
@@ -261,6 +260,22 @@ impl Semaphore {
 
     fn state(&self) -> &RobustState {
         &self.obj.get().state
+    }
+
+    /// Gives back a recorded permit of `slot`'s holder `me`, if the caller
+    /// is `me` (`now`: the caller's identity of the same kind; a forked
+    /// child's copy of a permit still names the parent, so the record alone
+    /// would match).
+    fn give_back(&self, slot: usize, me: u64, now: u64) {
+        if now != me {
+            return;
+        }
+        self.state().transact(|tx| {
+            if drop_record(tx, slot, me) {
+                let v = tx.get(VALUE).saturating_add(1).min(tx.get(MAX));
+                tx.set(VALUE, v);
+            }
+        });
     }
 
     fn permit_until(&self, deadline: Option<Instant>) -> Option<SemaphorePermit<'_>> {
@@ -376,115 +391,6 @@ impl Semaphore {
     #[must_use]
     pub fn segment(&self) -> &Segment {
         self.obj.segment()
-    }
-}
-
-/// A permit taken with [`Semaphore::permit_async`] (feature `async`):
-/// recorded for the **process**, not a thread, so it is `Send` and may be
-/// held across `.await` while the task moves between threads. Given back
-/// on drop, or by a waiter once the process has died.
-///
-/// The process is named by its main thread's identity (the thread whose id
-/// is the pid): permits taken by the main thread with
-/// [`permit`](Semaphore::permit) and by tasks share one record, whose count
-/// stays exact. A process whose main thread ends before the others
-/// (`pthread_exit`) is taken for dead and its permits are given back.
-#[cfg(feature = "async")]
-#[derive(Debug)]
-pub struct ProcessPermit<'a> {
-    sem: &'a Semaphore,
-    slot: usize,
-    me: u64,
-}
-
-#[cfg(feature = "async")]
-impl ProcessPermit<'_> {
-    /// Keeps the permit taken for good, as [`SemaphorePermit::forget`].
-    pub fn forget(self) {
-        let (sem, slot, me) = (self.sem, self.slot, self.me);
-        std::mem::forget(self);
-        sem.state().transact(|tx| drop_record(tx, slot, me));
-    }
-}
-
-#[cfg(feature = "async")]
-impl Drop for ProcessPermit<'_> {
-    fn drop(&mut self) {
-        let (slot, me) = (self.slot, self.me);
-        self.sem.state().transact(|tx| {
-            // A forked child's copy names its parent: nothing to give back.
-            if drop_record(tx, slot, me) {
-                let v = tx.get(VALUE).saturating_add(1).min(tx.get(MAX));
-                tx.set(VALUE, v);
-            }
-        });
-    }
-}
-
-/// The futures (feature `async`): they wait without a thread of their own
-/// (the process's waiter threads sleep on the semaphore's word).
-#[cfg(feature = "async")]
-impl Semaphore {
-    /// [`acquire`](Self::acquire) as a future: takes a permit without
-    /// recording anybody. Dropping the future before it completes takes
-    /// nothing.
-    ///
-    /// ```
-    /// # fn main() -> Result<(), shmkit::Error> {
-    /// let s = shmkit::sync::Semaphore::new(0)?;
-    /// let s2 = s.clone();
-    /// std::thread::spawn(move || s2.release().unwrap());
-    /// futures::executor::block_on(s.acquire_async());
-    /// assert_eq!(s.value(), 0);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// If the process cannot start the waiter thread that serves every
-    /// pending shmkit future (the OS refused a thread).
-    pub fn acquire_async(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
-        let st = self.state();
-        st.until(self.obj.keep(), take_plain, reap, move || {
-            st.peek(VALUE) > 0
-        })
-    }
-
-    /// [`permit`](Self::permit) as a future: a [`ProcessPermit`], recorded
-    /// for this process (so it may be held across `.await`), given back on
-    /// drop or when the process dies. At most 64 holders (threads, or
-    /// processes holding `ProcessPermit`s) are recorded at once; more wait.
-    /// Dropping the future before it completes takes nothing.
-    ///
-    /// ```
-    /// # fn main() -> Result<(), shmkit::Error> {
-    /// let s = shmkit::sync::Semaphore::new(1)?;
-    /// let p = futures::executor::block_on(s.permit_async());
-    /// assert_eq!(s.value(), 0);
-    /// drop(p);
-    /// assert_eq!(s.value(), 1);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// As [`acquire_async`](Self::acquire_async).
-    pub fn permit_async(&self) -> impl std::future::Future<Output = ProcessPermit<'_>> + Send + '_ {
-        let st = self.state();
-        let me = identity::process();
-        let slot = st.until(
-            self.obj.keep(),
-            move |tx| take_recorded(tx, me),
-            reap,
-            move || st.peek(VALUE) > 0,
-        );
-        async move {
-            ProcessPermit {
-                sem: self,
-                slot: slot.await,
-                me,
-            }
-        }
     }
 }
 
