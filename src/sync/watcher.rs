@@ -42,6 +42,10 @@ use std::time::{Duration, Instant};
 /// control word.
 pub(crate) const PER_SHARD: usize = futex::WAITV_MAX - 1;
 
+/// Re-checks per poll after registering (each a fresh attempt when the
+/// readiness check says yes).
+const RECHECKS: u32 = 3;
+
 /// How long a shard thread without registrations lingers before it ends
 /// (futures that come and go, as in a request loop, reuse it instead of
 /// starting a thread each time).
@@ -346,6 +350,7 @@ pub(crate) fn until<R>(
     std::future::poll_fn(move |cx| {
         drop(registration.take());
         let mut backoff = super::wait::Backoff::new();
+        let mut rechecks = 0;
         loop {
             let seen = watch.word().load(Ordering::SeqCst);
             if let Some(r) = attempt() {
@@ -356,7 +361,12 @@ pub(crate) fn until<R>(
             }
             let reg = register(&watch, seen, cx.waker())
                 .unwrap_or_else(|e| panic!("shmkit: cannot start the async waiter thread: {e}"));
-            if ready() {
+            // A readiness check that keeps saying yes while the attempt
+            // fails (a hint that disagrees with the attempt) must not hold
+            // the executor's thread: after a few tries the future sleeps
+            // until the word changes or its look is due.
+            if ready() && rechecks < RECHECKS {
+                rechecks += 1;
                 continue; // `reg` is withdrawn as it drops
             }
             registration = Some(reg);
@@ -383,6 +393,7 @@ pub(crate) fn until_any<R>(
         // The blocking path's short spin first (127 PAUSEs at most, none on
         // one CPU): a reply that comes within it costs no thread wake-up.
         let mut backoff = super::wait::Backoff::new();
+        let mut rechecks = 0;
         loop {
             seen.clear();
             seen.extend(watches.iter().map(|w| w.word().load(Ordering::SeqCst)));
@@ -398,7 +409,9 @@ pub(crate) fn until_any<R>(
                 });
                 registrations.push(reg);
             }
-            if ready() {
+            // As in `until`: a bounded number of re-checks per poll.
+            if ready() && rechecks < RECHECKS {
+                rechecks += 1;
                 registrations.clear(); // withdrawn as they drop
                 continue;
             }
