@@ -62,10 +62,9 @@ enum LockRef {
 }
 
 /// What makes two opens by descriptor the same: the file (device, inode,
-/// size, and its creator's pid and start time from the header: before
-/// Linux 5.9 shmem inode numbers come from a 32-bit counter that wraps, so
-/// two live memfds may share one), the element type and kind, and the
-/// checks asked for. (Options that only matter when a region is mapped,
+/// size, and the header's random nonce: shmem inode numbers may come from a
+/// 32-bit counter that wraps, so two live memfds may share one), the
+/// element type and kind, and the checks asked for. (Options that only matter when a region is mapped,
 /// `populate` and the open timeout, are not compared: a reused mapping is
 /// already mapped and published.)
 #[derive(PartialEq, Eq)]
@@ -73,8 +72,8 @@ struct MappedKey {
     dev: u64,
     ino: u64,
     size: u64,
-    /// The header's creator pid, uid and start time (16 bytes).
-    creator: [u8; 16],
+    /// The header's nonce (never 0 here).
+    nonce: u64,
     ty: std::any::TypeId,
     kind: u32,
     foreign: bool,
@@ -95,16 +94,21 @@ fn mapped() -> std::sync::MutexGuard<'static, Mapped> {
 /// the descriptor cannot be read (then it is not looked up nor cached).
 fn mapped_key<T: 'static>(fd: &OwnedFd, opts: &RegionOptions, kind: Kind) -> Option<MappedKey> {
     let st = crate::sys::shm::stat(fd).ok()?;
-    let mut creator = [0u8; 16];
-    let at = std::mem::offset_of!(crate::region::Header, creator_pid) as u64;
-    if crate::sys::shm::read_at(fd, at, &mut creator).ok()? != creator.len() {
+    let mut nonce = [0u8; 8];
+    let at = std::mem::offset_of!(crate::region::Header, nonce) as u64;
+    if crate::sys::shm::read_at(fd, at, &mut nonce).ok()? != nonce.len() {
+        return None;
+    }
+    let nonce = u64::from_ne_bytes(nonce);
+    if nonce == 0 {
+        // Made before regions had a nonce, or without random bytes.
         return None;
     }
     Some(MappedKey {
         dev: st.dev,
         ino: st.ino,
         size: st.size,
-        creator,
+        nonce,
         ty: std::any::TypeId::of::<T>(),
         kind: kind as u32,
         foreign: opts.allow_foreign_owner,
@@ -233,9 +237,10 @@ impl<T: Pod> Shared<T> {
     }
 
     /// Opens the region behind `fd`. A region this process has mapped
-    /// already, as the same type and with the same checks, and that is
-    /// still mapped (another handle lives), is not mapped again: the handle
-    /// shares that mapping, as a clone would (measured: a pool worker
+    /// already by descriptor, as the same type and with the same checks,
+    /// and that is still mapped (another handle lives) and not cut by a
+    /// peer, is not mapped again (regions with an external lock excepted):
+    /// the handle shares that mapping, as a clone would (measured: a pool worker
     /// mapping a task's arrays anew spent most of a range task in the
     /// kernel, setting up and tearing down page tables).
     pub(crate) fn from_fd(

@@ -62,26 +62,25 @@ impl<T: Pod, R: Pod> super::Callable for RangeMap<T, R> {
             input.as_ptr().wrapping_add(s),
             output.as_ptr().wrapping_add(s),
         );
-        // Two handles of one region (reopened by descriptor) would make the
-        // slices below alias: refused by `map_into`, checked again here.
+        // Two handles of one region (reopened by descriptor) would make
+        // input and output alias: refused by `map_into`, checked again here.
         let overlap = (src_ptr as usize)
             < (dst_ptr as usize).wrapping_add((e - s) * size_of::<R>())
             && (dst_ptr as usize) < (src_ptr as usize).wrapping_add((e - s) * size_of::<T>());
         assert!(e == s || !overlap, "the input and output ranges overlap");
-        // SAFETY: `s..e` lies in both arrays (checked above) and the two
-        // ranges do not overlap; this task is the only one over `s..e`
-        // (ranges are disjoint), and the caller does not write the arrays
-        // while the map runs (`map_into`'s contract; a peer that does gives
-        // unspecified values, as any shared memory a peer writes: elements
-        // are `Pod`). Only the range is borrowed, not the whole arrays.
-        let (src, dst) = unsafe {
-            (
-                std::slice::from_raw_parts(src_ptr, e - s),
-                std::slice::from_raw_parts_mut(dst_ptr, e - s),
-            )
-        };
-        for (d, &x) in dst.iter_mut().zip(src) {
-            *d = (self.0)(x);
+        for i in 0..e - s {
+            // SAFETY: `s + i` lies in both arrays (checked above), whose
+            // ranges do not overlap; this task is the only one over `s..e`
+            // (ranges are disjoint), and the caller does not write the
+            // arrays while the map runs (`map_into`'s contract; a peer that
+            // does gives unspecified values, as any shared memory a peer
+            // writes: elements are `Pod`, any bytes are a value). Element
+            // by element, no reference: none is alive while `f` (user code,
+            // which could reach the same memory) runs.
+            unsafe {
+                let x = src_ptr.add(i).read();
+                dst_ptr.add(i).write((self.0)(x));
+            }
         }
         // A peer's truncation turns the cut pages into private zero pages:
         // the results written there are lost, so the range fails.

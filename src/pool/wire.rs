@@ -158,8 +158,9 @@ pub(crate) fn signature<F: 'static>() -> u64 {
 /// The address of a function pointer.
 pub(crate) fn address<F: Callable>(f: F) -> usize {
     const { assert!(size_of::<F>() == size_of::<usize>()) };
-    // SAFETY: `F` is a function pointer type (the only `Callable`s), which
-    // has the size and representation of a `usize` address.
+    // SAFETY: `F` is a function pointer type, or `RangeMap` (one function
+    // pointer, `repr(transparent)`): the `Callable`s, sealed. Each has the
+    // size (asserted above) and representation of a `usize` address.
     unsafe { std::mem::transmute_copy::<F, usize>(&f) }
 }
 

@@ -213,6 +213,8 @@ impl Builder {
     /// Runs `f` in a `fork`ed copy of this process. Refused with
     /// [`ProcessError::ForkRefused`](crate::error::ProcessError::ForkRefused) while the process runs more than one thread
     /// (a `cargo test` binary always does: use [`spawn`](Self::spawn) there).
+    /// With feature `async`, the threads that serve pending futures count:
+    /// they end 500 ms after their last future is done.
     ///
     /// # Errors
     ///

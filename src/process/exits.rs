@@ -42,8 +42,14 @@ struct Table {
     /// when it decides to end.
     running: bool,
     /// The eventfd that ends the thread's `poll` early; `None` if none could
-    /// be made (then the thread polls every [`FALLBACK`]).
-    control: Option<Arc<OwnedFd>>,
+    /// be made (then the thread polls every [`FALLBACK`]). Made once per
+    /// process and owned here alone (the thread polls its number).
+    control: Option<OwnedFd>,
+    /// Pidfds of withdrawn entries, which the thread may be polling: closed
+    /// by the thread once its `poll` has returned, never under it (their
+    /// numbers could be reused meanwhile). The thread holds no descriptor
+    /// of its own, so a forked child, which has no thread, closes them all.
+    retired: Vec<Arc<OwnedFd>>,
 }
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
@@ -52,6 +58,7 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
     entries: Vec::new(),
     running: false,
     control: None,
+    retired: Vec::new(),
 });
 
 fn table() -> MutexGuard<'static, Table> {
@@ -65,6 +72,7 @@ fn table() -> MutexGuard<'static, Table> {
             std::mem::forget(e.waker);
             drop(e.fd);
         }
+        t.retired.clear();
         t.owner = me;
         t.running = false;
         t.control = None;
@@ -88,9 +96,8 @@ pub(crate) fn register(fd: Option<Arc<OwnedFd>>, waker: &Waker) -> std::io::Resu
     if t.control.is_none() {
         // No eventfd (descriptors exhausted): the thread then polls every
         // FALLBACK, and a new entry waits at most that for it.
-        t.control = poll::event_fd().ok().map(Arc::new);
+        t.control = poll::event_fd().ok();
     }
-    let control = t.control.clone();
     let id = t.next;
     t.next += 1;
     t.entries.push(Entry {
@@ -99,13 +106,13 @@ pub(crate) fn register(fd: Option<Arc<OwnedFd>>, waker: &Waker) -> std::io::Resu
         waker: waker.clone(),
     });
     if t.running {
-        if let Some(c) = &control {
+        if let Some(c) = &t.control {
             poll::event_signal(c);
         }
     } else {
         let started = std::thread::Builder::new()
             .name("shmkit-exits".into())
-            .spawn(move || run(control.as_deref()));
+            .spawn(run);
         if let Err(e) = started {
             t.entries.retain(|e| e.id != id);
             return Err(e);
@@ -141,13 +148,14 @@ impl Drop for Registration {
         if t.owner != self.owner {
             return;
         }
-        let before = t.entries.len();
-        t.entries.retain(|e| e.id != self.id);
-        if t.entries.len() != before
-            && let Some(c) = &t.control
-        {
-            // The thread drops its reference to the pidfd at its next
-            // round (and ends if none is left).
+        let Some(i) = t.entries.iter().position(|e| e.id == self.id) else {
+            return;
+        };
+        let e = t.entries.swap_remove(i);
+        // The thread may be polling this pidfd: it closes it after its
+        // `poll` returns, which this signal makes happen now.
+        t.retired.extend(e.fd);
+        if let Some(c) = &t.control {
             poll::event_signal(c);
         }
     }
@@ -164,40 +172,45 @@ const IDLE: Duration = Duration::from_millis(500);
 
 /// The watcher thread: sleeps on the control eventfd and every registered
 /// pidfd until one is readable, wakes those tasks, and ends after [`IDLE`]
-/// without registrations.
-fn run(control: Option<&OwnedFd>) {
+/// without registrations. It holds no descriptor: it polls the numbers of
+/// descriptors the table owns, which are not closed while it polls
+/// (withdrawn ones wait in `retired`).
+fn run() {
     let mut idle_since: Option<std::time::Instant> = None;
     loop {
-        // A snapshot: the descriptors (kept open by these references) and
-        // the ids they stand for.
-        let (held, ids, timed): (Vec<Arc<OwnedFd>>, Vec<u64>, bool) = {
+        // A snapshot of the numbers to poll and the ids they stand for.
+        let (raw, ids, base, timeout) = {
             let mut t = table();
+            // No `poll` runs now: the withdrawn pidfds can be closed.
+            t.retired.clear();
+            let mut idle_left = None;
             if t.entries.is_empty() {
                 let since = *idle_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() >= IDLE {
-                    t.running = false;
-                    return;
+                match IDLE.checked_sub(since.elapsed()) {
+                    Some(left) if !left.is_zero() => idle_left = Some(left),
+                    _ => {
+                        t.running = false;
+                        return;
+                    }
                 }
             } else {
                 idle_since = None;
             }
-            let with_fd = t.entries.iter().filter_map(|e| Some((e.fd.clone()?, e.id)));
-            let (held, ids) = with_fd.unzip();
-            (held, ids, t.entries.iter().any(|e| e.fd.is_none()))
-        };
-        // The control eventfd first (index 0), if there is one.
-        let base = usize::from(control.is_some());
-        let raw: Vec<RawFd> = control
-            .map(AsRawFd::as_raw_fd)
-            .into_iter()
-            .chain(held.iter().map(|f| f.as_raw_fd()))
-            .collect();
-        let timeout = if timed || control.is_none() {
-            Some(FALLBACK)
-        } else if idle_since.is_some() {
-            Some(IDLE)
-        } else {
-            None
+            let control = t.control.as_ref().map(AsRawFd::as_raw_fd);
+            let with_fd = t
+                .entries
+                .iter()
+                .filter_map(|e| Some((e.fd.as_ref()?.as_raw_fd(), e.id)));
+            let (fds, ids): (Vec<RawFd>, Vec<u64>) = with_fd.unzip();
+            let timed = t.entries.iter().any(|e| e.fd.is_none());
+            // The control eventfd first (index 0), if there is one.
+            let raw: Vec<RawFd> = control.into_iter().chain(fds).collect();
+            let timeout = if timed || control.is_none() {
+                Some(FALLBACK)
+            } else {
+                idle_left
+            };
+            (raw, ids, usize::from(control.is_some()), timeout)
         };
         let ready = match poll::poll_many(&raw, timeout) {
             Ok(ready) => Some(ready),
@@ -219,8 +232,9 @@ fn run(control: Option<&OwnedFd>) {
                     .collect(),
                 None => t.entries.iter().map(|e| e.id).collect(),
             };
-            if let Some(c) = control
+            if base == 1
                 && ready.as_ref().is_some_and(|r| r.contains(&0))
+                && let Some(c) = &t.control
             {
                 poll::event_drain(c);
             }
@@ -230,7 +244,6 @@ fn run(control: Option<&OwnedFd>) {
             t.entries = stay;
             go.into_iter().map(|e| e.waker).collect()
         };
-        drop(held);
         woken.into_iter().for_each(wake);
     }
 }

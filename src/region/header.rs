@@ -5,7 +5,7 @@
 //! magic, layout version, object kind, ready word, flags, element type
 //! (size, align, name hash), element count, control/data offsets, total length,
 //! creator pid/uid/start time, the element type's name (for messages and the
-//! CLI), and reserved bytes.
+//! CLI), a random nonce, and reserved bytes.
 
 use super::{Kind, TypeInfo};
 use crate::error::{Error, RegionError, Result};
@@ -62,8 +62,12 @@ pub struct Header {
     pub creator_start: u64,
     /// The element type's name, NUL-padded, truncated to 64 bytes.
     pub type_name: [u8; TYPE_NAME_LEN],
+    /// Random, written at creation (0 from creators before it existed): with
+    /// the file's device and inode, names this region among every region
+    /// of the machine, so that a process can tell it has mapped it already.
+    pub nonce: u64,
     /// Zero; room for later versions.
-    pub reserved: [u8; 88],
+    pub reserved: [u8; 80],
 }
 
 /// Where things are in a region, computed from what it holds.
@@ -167,7 +171,10 @@ impl Header {
                 creator_uid: crate::sys::proc::euid(),
                 creator_start: start,
                 type_name,
-                reserved: [0; 88],
+                // 0 if the kernel gives no random bytes: such a region is
+                // never recognised as mapped already (mapped anew instead).
+                nonce: crate::sys::shm::random_bytes::<8>().map_or(0, u64::from_ne_bytes),
+                reserved: [0; 80],
             })
         }
     }
@@ -330,7 +337,8 @@ pub(crate) mod tests {
         assert_eq!(offset_of!(Header, creator_uid), 92);
         assert_eq!(offset_of!(Header, creator_start), 96);
         assert_eq!(offset_of!(Header, type_name), 104);
-        assert_eq!(offset_of!(Header, reserved), 168);
+        assert_eq!(offset_of!(Header, nonce), 168);
+        assert_eq!(offset_of!(Header, reserved), 176);
     }
 
     fn spec() -> Spec {
@@ -459,6 +467,7 @@ pub(crate) mod tests {
             ("creator_uid", offset_of!(Header, creator_uid)),
             ("creator_start", offset_of!(Header, creator_start)),
             ("type_name", offset_of!(Header, type_name)),
+            ("nonce", offset_of!(Header, nonce)),
             ("reserved", offset_of!(Header, reserved)),
         ];
         let rows = design_rows("## Region layout");

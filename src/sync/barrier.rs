@@ -8,7 +8,9 @@
 //! party that dies after arriving is withdrawn by the waiters after a slice
 //! (10 ms) without news, and the last arrival checks that every recorded
 //! arrival is alive before it opens the gate, so no survivor passes one
-//! party short: they wait for a live party to take its place.
+//! party short: they wait for a live party to take its place. Arrivals
+//! past the 64 records (more than 64 parties waiting at once) are only
+//! counted (`UNRECORDED`): one of them that dies is not withdrawn.
 
 use crate::error::Result;
 use crate::region::{Kind, Segment};
@@ -318,11 +320,13 @@ impl Barrier {
             g: u64,
             slot: Option<usize>,
             me: u64,
+            pid: u32,
             armed: bool,
         }
         impl Drop for Pending<'_> {
             fn drop(&mut self) {
-                if self.armed {
+                // Not a forked child's copy: the arrival is the parent's.
+                if self.armed && self.pid == crate::sys::proc::pid() {
                     let (g, slot, me) = (self.g, self.slot, self.me);
                     self.st.transact(|tx| withdraw(tx, g, slot, me));
                 }
@@ -339,6 +343,7 @@ impl Barrier {
                 g,
                 slot,
                 me,
+                pid: crate::sys::proc::pid(),
                 armed: true,
             };
             let turned = move |tx: &mut Tx<'_>| (tx.get(GENERATION) != g).then_some(());

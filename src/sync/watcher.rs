@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 pub(crate) const PER_SHARD: usize = futex::WAITV_MAX - 1;
 
 /// Re-checks per poll after registering (each a fresh attempt when the
-/// readiness check says yes).
+/// readiness check says yes); then the poll yields to the executor.
 const RECHECKS: u32 = 3;
 
 /// How long a shard thread without registrations lingers before it ends
@@ -363,11 +363,16 @@ pub(crate) fn until<R>(
                 .unwrap_or_else(|e| panic!("shmkit: cannot start the async waiter thread: {e}"));
             // A readiness check that keeps saying yes while the attempt
             // fails (a hint that disagrees with the attempt) must not hold
-            // the executor's thread: after a few tries the future sleeps
-            // until the word changes or its look is due.
-            if ready() && rechecks < RECHECKS {
-                rechecks += 1;
-                continue; // `reg` is withdrawn as it drops
+            // the executor's thread: after a few tries the future yields,
+            // asking to be polled again (it must not sleep: the change it
+            // saw may have been made before it counted itself, so nobody
+            // will bump the word for it).
+            if ready() {
+                if rechecks < RECHECKS {
+                    rechecks += 1;
+                    continue; // `reg` is withdrawn as it drops
+                }
+                cx.waker().wake_by_ref();
             }
             registration = Some(reg);
             return Poll::Pending;
@@ -409,11 +414,15 @@ pub(crate) fn until_any<R>(
                 });
                 registrations.push(reg);
             }
-            // As in `until`: a bounded number of re-checks per poll.
-            if ready() && rechecks < RECHECKS {
-                rechecks += 1;
-                registrations.clear(); // withdrawn as they drop
-                continue;
+            // As in `until`: a bounded number of re-checks per poll, then
+            // a yield (not a sleep) while the check still says ready.
+            if ready() {
+                if rechecks < RECHECKS {
+                    rechecks += 1;
+                    registrations.clear(); // withdrawn as they drop
+                    continue;
+                }
+                cx.waker().wake_by_ref();
             }
             return Poll::Pending;
         }

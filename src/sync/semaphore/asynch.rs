@@ -2,7 +2,7 @@
 //! and [`Semaphore::permit_async`], whose [`ProcessPermit`] is recorded for
 //! the process rather than a thread.
 
-use super::{Semaphore, VALUE, drop_record, reap, take_plain, take_recorded};
+use super::{Semaphore, VALUE, reap, take_plain, take_recorded};
 use crate::error::Result;
 use crate::sync::identity;
 
@@ -21,22 +21,22 @@ pub struct ProcessPermit<'a> {
     sem: &'a Semaphore,
     slot: usize,
     me: u64,
+    /// The process that took it (a forked child's copy is not its own).
+    pid: u32,
 }
 
 impl ProcessPermit<'_> {
     /// Keeps the permit taken for good, as [`SemaphorePermit::forget`](super::SemaphorePermit::forget).
     pub fn forget(self) {
-        let (sem, slot, me) = (self.sem, self.slot, self.me);
+        let (sem, slot, me, pid) = (self.sem, self.slot, self.me, self.pid);
         std::mem::forget(self);
-        sem.state().transact(|tx| drop_record(tx, slot, me));
+        sem.forget_record(slot, me, pid);
     }
 }
 
 impl Drop for ProcessPermit<'_> {
     fn drop(&mut self) {
-        // A forked child's copy names its parent: the parent's copy gives
-        // it back.
-        self.sem.give_back(self.slot, self.me, identity::process());
+        self.sem.give_back(self.slot, self.me, self.pid);
     }
 }
 
@@ -131,6 +131,7 @@ impl Semaphore {
                 sem: self,
                 slot: slot.await?,
                 me,
+                pid: crate::sys::proc::pid(),
             })
         }
     }

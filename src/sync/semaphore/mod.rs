@@ -198,6 +198,8 @@ pub struct SemaphorePermit<'a> {
     sem: &'a Semaphore,
     slot: usize,
     me: u64,
+    /// The process that took it (a forked child's copy is not its own).
+    pid: u32,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -206,17 +208,15 @@ impl SemaphorePermit<'_> {
     /// (and so not given back at drop nor at death), as if it had been taken
     /// with [`Semaphore::acquire`].
     pub fn forget(self) {
-        let (sem, slot, me) = (self.sem, self.slot, self.me);
+        let (sem, slot, me, pid) = (self.sem, self.slot, self.me, self.pid);
         std::mem::forget(self);
-        sem.state().transact(|tx| drop_record(tx, slot, me));
+        sem.forget_record(slot, me, pid);
     }
 }
 
 impl Drop for SemaphorePermit<'_> {
     fn drop(&mut self) {
-        // A forked child's copy of a permit is not its own (its thread has
-        // another identity): the parent's copy gives it back.
-        self.sem.give_back(self.slot, self.me, identity::me());
+        self.sem.give_back(self.slot, self.me, self.pid);
     }
 }
 
@@ -262,12 +262,20 @@ impl Semaphore {
         &self.obj.get().state
     }
 
-    /// Gives back a recorded permit of `slot`'s holder `me`, if the caller
-    /// is `me` (`now`: the caller's identity of the same kind; a forked
-    /// child's copy of a permit still names the parent, so the record alone
-    /// would match).
-    fn give_back(&self, slot: usize, me: u64, now: u64) {
-        if now != me {
+    /// Forgets a recorded permit of `slot`'s holder `me` (it stays taken),
+    /// taken in process `pid`; nothing in a forked child (see `give_back`).
+    fn forget_record(&self, slot: usize, me: u64, pid: u32) {
+        if crate::sys::proc::pid() == pid {
+            self.state().transact(|tx| drop_record(tx, slot, me));
+        }
+    }
+
+    /// Gives back a recorded permit of `slot`'s holder `me`, taken in
+    /// process `pid`: not from a forked child's copy of it (whose record
+    /// still names the parent, so the record alone would match; the
+    /// parent's copy gives it back).
+    fn give_back(&self, slot: usize, me: u64, pid: u32) {
+        if crate::sys::proc::pid() != pid {
             return;
         }
         self.state().transact(|tx| {
@@ -287,6 +295,7 @@ impl Semaphore {
             sem: self,
             slot,
             me,
+            pid: crate::sys::proc::pid(),
             _not_send: PhantomData,
         })
     }
@@ -317,6 +326,7 @@ impl Semaphore {
             sem: self,
             slot,
             me,
+            pid: crate::sys::proc::pid(),
             _not_send: PhantomData,
         })
     }
