@@ -9,7 +9,7 @@ use crate::codec::Message;
 use crate::queue::Serde;
 use crate::queue::looks::Wait;
 use crate::queue::{
-    AnyRecvError, RecvError, Rkyv, SendError, TrySendError, Variable, recv_result, send_result,
+    AnyRecvError, RecvError, Rkyv, SendError, TrySendError, Variable, recv_result, send_attempt,
 };
 use crate::sync::watcher::{self, Watch};
 use bytemuck::Pod;
@@ -39,27 +39,15 @@ fn send_wait<B>(
     raw: Arc<RawPipe>,
     end: usize,
     msg: B,
-    mut try_send: impl FnMut(B) -> Result<(), TrySendError<B>>,
+    try_send: impl FnMut(B) -> Result<(), TrySendError<B>>,
 ) -> impl Future<Output = Result<(), SendError<B>>> {
     let (word, waiters) = raw.send_words(end);
     let keep: Arc<dyn Any + Send + Sync> = raw.clone();
     // SAFETY: both words lie in the pipe's mapping, which `keep` owns.
     let watch = unsafe { Watch::new(keep, word, waiters) };
-    let mut msg = Some(msg);
-    watcher::until(
-        watch,
-        move || {
-            let m = msg.take().expect("polled after completion");
-            match send_result(try_send(m)) {
-                Ok(done) => Some(done),
-                Err(back) => {
-                    msg = Some(back);
-                    None
-                }
-            }
-        },
-        move || raw.send_ready(end),
-    )
+    watcher::until(watch, send_attempt(msg, try_send), move || {
+        raw.send_ready(end)
+    })
 }
 
 impl<T: Pod + Send> Connection<T> {
@@ -116,19 +104,8 @@ impl<T: Variable> Connection<T> {
         bytes: &'a [u8],
     ) -> impl Future<Output = Result<(), SendError<()>>> + Send + 'a {
         let (raw, end) = (self.raw.clone(), self.end);
-        let max = self.max_message();
         send_wait(raw, end, (), move |()| {
-            if bytes.len() > max {
-                return Err(TrySendError::TooLarge {
-                    len: bytes.len(),
-                    max,
-                });
-            }
-            self.send_with(Wait::No, |buf| {
-                buf[..bytes.len()].copy_from_slice(bytes);
-                Ok(bytes.len())
-            })
-            .map_err(Into::into)
+            self.send_bytes_waiting(bytes, Wait::No).map_err(Into::into)
         })
     }
 

@@ -24,18 +24,27 @@ impl<T: Variable> Connection<T> {
     /// the peer is gone; [`SendError::Truncated`] if a peer shrank the segment;
     /// [`SendError::Corrupted`] if the ring state is impossible.
     pub fn send_bytes(&self, bytes: &[u8]) -> std::result::Result<(), SendError<()>> {
+        self.send_bytes_waiting(bytes, Wait::Forever)
+            .map_err(Into::into)
+    }
+
+    /// [`send_bytes`](Self::send_bytes), waiting as `wait` says.
+    pub(super) fn send_bytes_waiting(
+        &self,
+        bytes: &[u8],
+        wait: Wait,
+    ) -> std::result::Result<(), AnySendError<()>> {
         let max = self.max_message();
         if bytes.len() > max {
-            return Err(SendError::TooLarge {
+            return Err(AnySendError::TooLarge {
                 len: bytes.len(),
                 max,
             });
         }
-        self.send_with(Wait::Forever, |buf| {
+        self.send_with(wait, |buf| {
             buf[..bytes.len()].copy_from_slice(bytes);
             Ok(bytes.len())
         })
-        .map_err(Into::into)
     }
 
     /// Receives the next message as bytes.

@@ -97,7 +97,7 @@ mod travel;
 mod typed;
 
 #[cfg(feature = "async")]
-pub(crate) use endpoints::asynch::{recv_result, send_result};
+pub(crate) use endpoints::asynch::{recv_result, send_attempt};
 pub use endpoints::guards::{Iter, RecvGuard, SendSlot, TryIter};
 pub use endpoints::{Receiver, Sender};
 pub(crate) use error::{AnyRecvError, AnySendError};

@@ -105,15 +105,14 @@ pub(crate) fn send_result<B>(
     }
 }
 
-/// A send future over `try_send`: the message goes back into the future
-/// while the queue is full.
-fn send_with<B>(
-    raw: Arc<RawQueue>,
+/// The attempt of a send future over `try_send` (queue or pipe end): `None`
+/// while there is no room, the message kept for the next attempt.
+pub(crate) fn send_attempt<B>(
     msg: B,
     mut try_send: impl FnMut(B) -> Result<(), TrySendError<B>>,
-) -> impl Future<Output = Result<(), SendError<B>>> {
+) -> impl FnMut() -> Option<Result<(), SendError<B>>> {
     let mut msg = Some(msg);
-    wait_for(raw, Side::Send, move || {
+    move || {
         let m = msg.take().expect("polled after completion");
         match send_result(try_send(m)) {
             Ok(done) => Some(done),
@@ -122,7 +121,17 @@ fn send_with<B>(
                 None
             }
         }
-    })
+    }
+}
+
+/// A send future over `try_send`: the message goes back into the future
+/// while the queue is full.
+fn send_with<B>(
+    raw: Arc<RawQueue>,
+    msg: B,
+    try_send: impl FnMut(B) -> Result<(), TrySendError<B>>,
+) -> impl Future<Output = Result<(), SendError<B>>> {
+    wait_for(raw, Side::Send, send_attempt(msg, try_send))
 }
 
 impl<T: Pod> Receiver<T> {

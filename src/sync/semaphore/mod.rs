@@ -291,13 +291,18 @@ impl Semaphore {
         let slot = self
             .state()
             .wait_for(deadline, |tx| take_recorded(tx, me), reap)?;
-        Some(SemaphorePermit {
+        Some(self.recorded_permit(slot, me))
+    }
+
+    /// The permit recorded in `slot` for this thread (`me`).
+    fn recorded_permit(&self, slot: usize, me: u64) -> SemaphorePermit<'_> {
+        SemaphorePermit {
             sem: self,
             slot,
             me,
             pid: crate::sys::proc::pid(),
             _not_send: PhantomData,
-        })
+        }
     }
 
     /// Takes a permit, blocking until one is available; it is given back
@@ -322,13 +327,7 @@ impl Semaphore {
     pub fn try_permit(&self) -> Option<SemaphorePermit<'_>> {
         let me = identity::me();
         let slot = self.state().transact(|tx| take_recorded(tx, me))?;
-        Some(SemaphorePermit {
-            sem: self,
-            slot,
-            me,
-            pid: crate::sys::proc::pid(),
-            _not_send: PhantomData,
-        })
+        Some(self.recorded_permit(slot, me))
     }
 
     /// [`permit`](Self::permit), waiting at most `timeout`.
