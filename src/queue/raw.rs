@@ -60,8 +60,17 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
+    /// Bytes per slot: a slot of up to 64 bytes is a power of two (16, 32 or
+    /// 64), so two or four small slots share a cache line and none straddles
+    /// two lines; a larger slot is a whole number of lines. Every stride is a
+    /// multiple of 16, so message bytes (at offset 16) stay 16-aligned.
     pub(super) fn stride(&self) -> u64 {
-        (size_of::<SlotHeader>() as u64 + self.max_len).next_multiple_of(64)
+        let need = size_of::<SlotHeader>() as u64 + self.max_len;
+        if need <= 64 {
+            need.next_power_of_two()
+        } else {
+            need.next_multiple_of(64)
+        }
     }
 }
 
@@ -124,7 +133,7 @@ impl RawQueue {
             }
             for i in 0..capacity {
                 // SAFETY: slot i lies within the data area of capacity*stride
-                // bytes, 64-aligned; a zeroed SlotHeader is valid, we set seq.
+                // bytes (64-aligned; the stride a multiple of 16); a zeroed SlotHeader is valid, we set seq.
                 unsafe {
                     let slot = data.add((i * stride) as usize).cast::<SlotHeader>();
                     std::ptr::addr_of_mut!((*slot).seq).write(RingU64::new(i));
@@ -189,7 +198,7 @@ impl RawQueue {
             || cap < 2
             || limit == 0
             || limit > cap
-            || stride % 64 != 0
+            || stride % 16 != 0
             || (size_of::<SlotHeader>() as u64)
                 .checked_add(len)
                 .is_none_or(|need| stride < need)
@@ -238,7 +247,7 @@ impl RawQueue {
         let c = self.control();
         // SAFETY: `checked` verified that capacity (a power of two, >= 2)
         // times stride equals the data area, and that the stride is a
-        // multiple of 64 covering a SlotHeader plus max_len; these are our
+        // multiple of 16 covering a SlotHeader plus max_len; these are our
         // private copies, which no peer can change; the slots were
         // initialised before publication.
         unsafe {
