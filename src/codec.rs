@@ -4,8 +4,8 @@
 //! ([`crate::region::handle`]); each object type implements its encoding
 //! where it is defined.
 
-use crate::error::{Error, Result};
-use crate::region::handle::{clear_cause, decode_failed};
+use crate::error::Result;
+use crate::region::handle::{clear_cause, codec_failed};
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
@@ -66,19 +66,16 @@ where
         + Deserialize<T, HighDeserializer<rancor::Error>>,
 {
     fn encode(&self) -> Result<AlignedVec> {
-        rkyv::to_bytes::<rancor::Error>(self).map_err(|e| Error::Encoding {
-            what: std::any::type_name::<T>(),
-            reason: e.to_string(),
-        })
+        clear_cause();
+        rkyv::to_bytes::<rancor::Error>(self)
+            .map_err(|e| codec_failed(std::any::type_name::<T>(), e))
     }
 
     fn encode_into(&self, buf: &mut [u8]) -> Result<usize> {
+        clear_cause();
         rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, Buffer::from(buf))
             .map(|b| b.len())
-            .map_err(|e| Error::Encoding {
-                what: std::any::type_name::<T>(),
-                reason: e.to_string(),
-            })
+            .map_err(|e| codec_failed(std::any::type_name::<T>(), e))
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
@@ -90,22 +87,21 @@ where
         aligned.extend_from_slice(bytes);
         clear_cause();
         rkyv::from_bytes::<T, rancor::Error>(&aligned)
-            .map_err(|e| decode_failed(std::any::type_name::<T>(), e))
+            .map_err(|e| codec_failed(std::any::type_name::<T>(), e))
     }
 
     fn encode_vec(items: &Vec<Self>, mut buf: AlignedVec, prefix: usize) -> Result<AlignedVec> {
         debug_assert_eq!(prefix % 16, 0);
         buf.clear();
         buf.resize(prefix, 0);
-        rkyv::api::high::to_bytes_in::<_, rancor::Error>(items, buf).map_err(|e| Error::Encoding {
-            what: std::any::type_name::<Vec<T>>(),
-            reason: e.to_string(),
-        })
+        clear_cause();
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(items, buf)
+            .map_err(|e| codec_failed(std::any::type_name::<Vec<T>>(), e))
     }
 
     fn decode_vec(bytes: &[u8]) -> Result<Vec<Self>> {
         clear_cause();
-        let failed = |e: rancor::Error| decode_failed(std::any::type_name::<Vec<T>>(), e);
+        let failed = |e: rancor::Error| codec_failed(std::any::type_name::<Vec<T>>(), e);
         if (bytes.as_ptr() as usize).is_multiple_of(16) {
             return rkyv::from_bytes::<Vec<T>, rancor::Error>(bytes).map_err(failed);
         }
@@ -118,6 +114,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use crate::region::handle::collecting;
     use crate::{Array, Value};
     use std::os::fd::{AsFd, AsRawFd};

@@ -3,7 +3,6 @@
 
 use crate::queue::Item;
 use crate::region::handle::{RegionHandle, cause, note_outgoing, note_transit};
-use rkyv::rancor::Source as _;
 
 use super::Connection;
 
@@ -22,7 +21,7 @@ where
     S::Error: rkyv::rancor::Source,
 {
     fn serialize(&self, s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
-        note_outgoing(&RegionHandle::of(self.segment())).map_err(S::Error::new)?;
+        note_outgoing(&RegionHandle::of(self.segment())).map_err(crate::region::handle::cause)?;
         if let Some(abandon) = self.start_transit() {
             note_transit(abandon);
         }

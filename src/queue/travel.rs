@@ -29,7 +29,7 @@ macro_rules! endpoint_archive {
         {
             fn serialize(&self, s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
                 let region = RegionHandle::of(self.segment());
-                note_outgoing(&region).map_err(S::Error::new)?;
+                note_outgoing(&region).map_err(crate::region::handle::cause)?;
                 if let Some(abandon) = self.start_transit() {
                     note_transit(abandon);
                 }

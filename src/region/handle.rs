@@ -20,11 +20,13 @@ use std::cell::RefCell;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 thread_local! {
-    /// Why the last handle in a message could not be opened on this thread:
-    /// rancor's error keeps no message in release builds ("failed without
-    /// error information"), so the real cause (`NotFound` with the segment's
-    /// name, ...) is kept here and returned by `decode` instead.
-    static DECODE_CAUSE: std::cell::RefCell<Option<Error>> = const { std::cell::RefCell::new(None) };
+    /// Why the last handle in a message could not travel (encode) or be
+    /// opened (decode) on this thread: rancor's error keeps no message in
+    /// release builds ("failed without error information"), so the real
+    /// cause (`NotFound` with the segment's name, an anonymous lock that
+    /// cannot travel, ...) is kept here and returned by `encode` and
+    /// `decode` instead.
+    static CAUSE: std::cell::RefCell<Option<Error>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Keeps `e` as the cause of the decode under way and gives rkyv an error
@@ -39,18 +41,19 @@ pub(crate) fn cause<E: Source>(e: Error) -> E {
     }
     impl std::error::Error for Cause {}
     let text = e.to_string();
-    DECODE_CAUSE.with(|c| *c.borrow_mut() = Some(e));
+    CAUSE.with(|c| *c.borrow_mut() = Some(e));
     E::new(Cause(text))
 }
 
 pub(crate) fn clear_cause() {
-    DECODE_CAUSE.with(|c| c.borrow_mut().take());
+    CAUSE.with(|c| c.borrow_mut().take());
 }
 
-/// The error of a failed decode: the kept cause if a handle failed to open,
-/// else the archive was invalid.
-pub(crate) fn decode_failed(what: &'static str, e: rancor::Error) -> Error {
-    DECODE_CAUSE
+/// The error of a failed encode or decode: the kept cause if a handle could
+/// not travel or open, else rkyv's own error (an invalid archive, a message
+/// too large for its slot).
+pub(crate) fn codec_failed(what: &'static str, e: rancor::Error) -> Error {
+    CAUSE
         .with(|c| c.borrow_mut().take())
         .unwrap_or_else(|| Error::Encoding {
             what,
@@ -282,10 +285,9 @@ macro_rules! region_handle_archive {
             S::Error: ::rkyv::rancor::Source,
         {
             fn serialize(&self, s: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
-                use ::rkyv::rancor::Source as _;
-                $crate::region::handle::Travels::check_travel(self).map_err(S::Error::new)?;
+                $crate::region::handle::Travels::check_travel(self).map_err($crate::region::handle::cause)?;
                 let handle = $crate::region::handle::RegionHandle::of(self.segment());
-                $crate::region::handle::note_outgoing(&handle).map_err(S::Error::new)?;
+                $crate::region::handle::note_outgoing(&handle).map_err($crate::region::handle::cause)?;
                 handle.serialize(s)
             }
         }
