@@ -6,6 +6,7 @@
 use super::atomic::AtomicU64 as RingU64;
 use super::blocking::{sleep_until, wake_one};
 use super::control::{FLAG_BYTES, FLAG_JOINABLE, QueueControl, ROLE_RECEIVER, ROLE_SENDER};
+use super::geometry::{Geometry, Slots};
 use super::looks::{Looks, Wait};
 use super::ring::{Empty, Ring, SKIP, SlotHeader};
 use crate::error::{Error, RegionError, Result};
@@ -39,39 +40,6 @@ pub(crate) struct RawQueue {
     /// When this process last looked for dead participants (private: see
     /// `looks`).
     pub(super) looks: Looks,
-}
-
-/// The validated geometry of an open queue.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Slots {
-    pub(super) capacity: u64,
-    pub(super) limit: u64,
-    pub(super) stride: u64,
-    pub(super) max_len: u64,
-    pub(super) flags: u64,
-}
-
-/// Geometry of a new queue.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Geometry {
-    pub capacity: u64,
-    pub max_len: u64,
-    pub flags: u64,
-}
-
-impl Geometry {
-    /// Bytes per slot: a slot of up to 64 bytes is a power of two (16, 32 or
-    /// 64), so two or four small slots share a cache line and none straddles
-    /// two lines; a larger slot is a whole number of lines. Every stride is a
-    /// multiple of 16, so message bytes (at offset 16) stay 16-aligned.
-    pub(super) fn stride(&self) -> u64 {
-        let need = size_of::<SlotHeader>() as u64 + self.max_len;
-        if need <= 64 {
-            need.next_power_of_two()
-        } else {
-            need.next_multiple_of(64)
-        }
-    }
 }
 
 /// How long a `try_` receive waits for a send that has claimed the next
