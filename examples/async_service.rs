@@ -13,6 +13,9 @@
 //!   process pool takes over: its results stream back as they finish
 //!   (`imap_unordered(..).into_stream()`), and single calls are awaited
 //!   (`apply_async(..)?.await`).
+//! - The workers count what they serve in a shared `Mutex<u64>`, locked
+//!   blocking in the workers and awaited here (`lock_async`: its guard is
+//!   `!Send`, dropped before the next `.await`).
 //! - No thread per waiting future: shmkit's waiter threads sleep in
 //!   `futex_waitv` on the queues' and the event's shared words, one more
 //!   sleeps on the awaited children's pidfds, and the pool's own thread
@@ -23,18 +26,21 @@
 use futures::StreamExt;
 use shmkit::pool::Pool;
 use shmkit::queue::{self, Receiver, Sender};
-use shmkit::sync::Event;
+use shmkit::sync::{Event, Mutex};
 use shmkit::{Error, spawn};
 use std::time::Duration;
 
-/// A worker process: squares numbers until it receives `u64::MAX`.
-fn worker((requests, answers): (Receiver<u64>, Sender<u64>)) -> u64 {
+/// A worker process: squares numbers until it receives `u64::MAX`, and
+/// counts them in the mutex named `stats` too.
+fn worker((requests, answers, stats): (Receiver<u64>, Sender<u64>, String)) -> u64 {
+    let stats = Mutex::<u64>::open(&stats).unwrap();
     let mut served = 0;
     while let Ok(x) = requests.recv() {
         if x == u64::MAX {
             break;
         }
         answers.send(x * x).unwrap();
+        *stats.lock().unwrap() += 1;
         served += 1;
     }
     served
@@ -54,8 +60,13 @@ fn operator(name: String) {
 fn main() -> Result<(), Error> {
     let (mut requests, requests_rx) = queue::bounded::<u64>(16)?;
     let (answers_tx, mut answers) = queue::bounded::<u64>(16)?;
+    let stats_name = format!("shmkit-example-stats-{}", std::process::id());
+    let stats = Mutex::builder().name(&stats_name).create(0u64)?;
     let workers = (0..2)
-        .map(|_| spawn(worker, (requests_rx.try_clone()?, answers_tx.try_clone()?)))
+        .map(|_| {
+            let ends = (requests_rx.try_clone()?, answers_tx.try_clone()?);
+            spawn(worker, (ends.0, ends.1, stats_name.clone()))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     drop((requests_rx, answers_tx));
 
@@ -109,6 +120,10 @@ fn main() -> Result<(), Error> {
             served += w.join_async().await?;
         }
         op.join_async().await?;
+        // The workers' own count, read under the lock without blocking the
+        // runtime (a killed worker's lock would come back as `OwnerDied`).
+        let counted = *stats.lock_async().await.expect("no worker died holding it");
+        assert_eq!(counted, served);
 
         // The pool takes over: results stream back as they finish.
         let mut cubes = 0u64;

@@ -27,7 +27,8 @@
 //!   message kind; `recv_vec_async`/`send_bytes_async` for bytes), a pipe
 //!   end's `recv_async`/`send_async` (and their bytes forms),
 //!   `Select::ready_async`, `Event::wait_async`, `Barrier::wait_async`,
-//!   `Semaphore::acquire_async`/`permit_async`, `Process::join_async` and
+//!   `Semaphore::acquire_async`/`permit_async`, `Mutex::lock_async` (a
+//!   `!Send` guard: see its docs), `Process::join_async` and
 //!   the pool's
 //!   `AsyncResult`/`MapResult` are futures for any executor (std `Waker`, no
 //!   runtime pulled in), and `Imap::into_stream` a `Stream`: a few waiter

@@ -172,6 +172,54 @@ impl LockWords {
         }
     }
 
+    /// One attempt of an awaiting locker (a future, which cannot sleep
+    /// here): takes the lock if it is free, or if its owner word names no
+    /// live thread (the host may answer from a recent check), or names the
+    /// calling thread without it holding the lock (forged); else sets the
+    /// contended bit on the holder's word, so that its unlock wakes the
+    /// word, and returns the word as marked: the caller sleeps while the
+    /// word still holds it (a value read before this attempt could be one
+    /// the word returns to, 0 after an unlock, and the wake-up would be
+    /// lost to a sleep that starts after it). A lock the calling thread
+    /// holds (another task of the same thread holds the guard) is busy too,
+    /// not [`Locked::Relock`]: the task waits for the other to unlock.
+    /// `Err(0)` (look again) after a few rounds in which the word kept
+    /// moving.
+    ///
+    /// `waited`: the caller waited before (it may have been the one woken,
+    /// and others may sleep): it takes the lock as contended, as a blocked
+    /// locker that slept does, so its unlock wakes the next.
+    pub(crate) fn try_lock_marking(
+        &self,
+        host: &mut impl Host,
+        waited: bool,
+    ) -> Result<Locked, u64> {
+        let me = host.me();
+        let flag = if waited { CONTENDED } else { 0 };
+        // A few rounds: each failed compare-and-swap means the word moved
+        // (a peer locked, unlocked or marked it); garbage a peer keeps
+        // rewriting cannot hold the executor's thread.
+        for _ in 0..4 {
+            let seen = self.owner.load(Ordering::Relaxed);
+            let round = if seen == 0 {
+                self.take_or_again(host, 0, me | flag, false)
+            } else if seen & !CONTENDED == me && !host.may_hold() {
+                // Forged, as in `stale`.
+                self.take_or_again(host, seen, seen | flag, true)
+            } else if seen & !CONTENDED != me && !host.alive(seen) {
+                self.take_or_again(host, seen, me | (seen & CONTENDED), true)
+            } else if seen & CONTENDED != 0 || self.take(seen, seen | CONTENDED) {
+                return Err(seen | CONTENDED);
+            } else {
+                Round::Again
+            };
+            if let Round::Done(done) = round {
+                return Ok(done);
+            }
+        }
+        Err(0)
+    }
+
     /// What to do with an owner word that is free or names the calling
     /// thread; `None` for a word naming somebody else.
     fn stale(&self, host: &impl Host, me: u64, seen: u64) -> Option<Round> {
@@ -492,6 +540,69 @@ mod loom_tests {
             increment_poisoned(&s, 2);
             t.join().unwrap();
             assert_eq!(s.counter.load(Ordering::Relaxed), 2);
+        });
+    }
+
+    /// Increments under the lock taken as a future does
+    /// (`try_lock_marking`, then a wait while the word holds the value the
+    /// attempt marked, as the waiter thread's `futex_waitv` does).
+    fn increment_awaiting(s: &Shared, me: u64) {
+        let mut h = host(s, me);
+        let mut waited = false;
+        loop {
+            let seen = match s.lock.try_lock_marking(&mut h, waited) {
+                Ok(Locked::Clean) => break,
+                Ok(other) => panic!("{other:?}"),
+                Err(0) => continue, // the word kept moving: look again
+                Err(seen) => seen,
+            };
+            waited = true;
+            let g = s.futex.lock().unwrap();
+            if s.lock.owner.load(Ordering::SeqCst) == seen {
+                drop(s.cv.wait(g).unwrap());
+            }
+        }
+        let v = s.counter.load(Ordering::Relaxed);
+        s.counter.store(v + 1, Ordering::Relaxed);
+        s.lock.unlock(&h);
+    }
+
+    #[test]
+    fn an_awaiting_locker_excludes_and_is_woken() {
+        model(|| {
+            let s = shared();
+            let s2 = s.clone();
+            let t = thread::spawn(move || increment(&s2, 4));
+            increment_awaiting(&s, 2);
+            t.join().unwrap();
+            assert_eq!(s.counter.load(Ordering::Relaxed), 2);
+            assert_eq!(s.lock.owner.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    #[test]
+    fn awaiting_and_blocked_lockers_pass_the_wake_up_on() {
+        model(|| {
+            let s = shared();
+            let ts: Vec<_> = [4u64, 6]
+                .into_iter()
+                .map(|me| {
+                    let s = s.clone();
+                    thread::spawn(move || {
+                        if me == 4 {
+                            increment_awaiting(&s, me)
+                        } else {
+                            increment(&s, me)
+                        }
+                    })
+                })
+                .collect();
+            increment_awaiting(&s, 2);
+            for t in ts {
+                t.join().unwrap();
+            }
+            assert_eq!(s.counter.load(Ordering::Relaxed), 3);
+            assert_eq!(s.lock.owner.load(Ordering::Relaxed), 0);
         });
     }
 

@@ -18,6 +18,8 @@ mod event;
 pub(crate) mod identity;
 pub(crate) mod lock_word;
 pub(crate) mod mutex;
+#[cfg(feature = "async")]
+mod mutex_async;
 pub(crate) mod owner_lock;
 pub(crate) mod raw_mutex;
 pub(crate) mod robust_state;

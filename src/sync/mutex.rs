@@ -422,8 +422,14 @@ impl<T: Pod> Mutex<T> {
         unsafe { &*self.seg.control_ptr().cast::<RawMutex>() }
     }
 
-    fn data(&self) -> *mut T {
+    pub(crate) fn data(&self) -> *mut T {
         self.seg.data_ptr().cast()
+    }
+
+    /// What keeps the mapping alive, for a future's registration.
+    #[cfg(feature = "async")]
+    pub(crate) fn keep(&self) -> Arc<dyn std::any::Any + Send + Sync> {
+        self.seg.clone()
     }
 
     /// Blocks until the lock is held.

@@ -181,6 +181,12 @@ impl RawMutex {
         }
     }
 
+    /// The OS host for a lock call on the calling thread, without deadline.
+    #[cfg(feature = "async")]
+    pub(crate) fn host(&self) -> impl Host {
+        OsHost::new(self, None)
+    }
+
     /// Blocks until acquired: spins briefly, then sleeps on the owner word
     /// in slices of [`lock_word::SLICE`], checking after each that the holder
     /// lives (a dead or garbage holder is taken over: [`Acquired::Poisoned`]).

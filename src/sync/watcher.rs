@@ -55,8 +55,19 @@ pub(crate) const IDLE: Duration = Duration::from_millis(500);
 /// both mapped.
 pub(crate) struct Watch {
     keep: Arc<dyn Any + Send + Sync>,
-    word: NonNull<AtomicU32>,
-    waiters: NonNull<AtomicU32>,
+    word: Word,
+    /// The word's sleeper count (none for a lock's owner word, whose
+    /// sleepers announce themselves with its contended bit instead).
+    waiters: Option<NonNull<AtomicU32>>,
+}
+
+/// The futex word of a [`Watch`].
+#[derive(Clone, Copy)]
+enum Word {
+    U32(NonNull<AtomicU32>),
+    /// The low half of a 64-bit word (a lock's owner word): read as the
+    /// 64-bit atomic it is, given to the kernel as its low 32 bits.
+    Low(NonNull<AtomicU64>),
 }
 
 // SAFETY: the pointers are into memory that `keep` (Send + Sync) keeps
@@ -86,20 +97,67 @@ impl Watch {
     ) -> Self {
         Watch {
             keep,
-            word: NonNull::from(word),
-            waiters: NonNull::from(waiters),
+            word: Word::U32(NonNull::from(word)),
+            waiters: Some(NonNull::from(waiters)),
         }
     }
 
-    fn word(&self) -> &AtomicU32 {
-        // SAFETY: valid while `keep` lives (`new`'s contract), and `self`
-        // holds `keep`.
-        unsafe { self.word.as_ref() }
+    /// A watch on the low half of a lock's owner word, which has no sleeper
+    /// count: the waiting future sets the word's contended bit itself, so
+    /// the holder's unlock wakes the word.
+    ///
+    /// # Safety
+    /// `owner` must stay valid as long as `keep` lives.
+    pub(crate) unsafe fn low_half(keep: Arc<dyn Any + Send + Sync>, owner: &AtomicU64) -> Self {
+        Watch {
+            keep,
+            word: Word::Low(NonNull::from(owner)),
+            waiters: None,
+        }
     }
 
-    fn waiters(&self) -> &AtomicU32 {
-        // SAFETY: as in `word`.
-        unsafe { self.waiters.as_ref() }
+    /// The word's value (the low 32 bits of a 64-bit word), as the kernel
+    /// compares it.
+    fn value(&self) -> u32 {
+        match self.word {
+            // SAFETY: valid while `keep` lives (`new`'s contract), and
+            // `self` holds `keep`.
+            Word::U32(w) => unsafe { w.as_ref() }.load(Ordering::SeqCst),
+            // SAFETY: as above (`low_half`'s contract).
+            Word::Low(w) => unsafe { w.as_ref() }.load(Ordering::SeqCst) as u32,
+        }
+    }
+
+    /// The address the kernel sleeps on.
+    fn addr(&self) -> *const u32 {
+        match self.word {
+            Word::U32(w) => w.as_ptr().cast_const().cast(),
+            // SAFETY: as in `value`.
+            Word::Low(w) => futex::low_half(unsafe { w.as_ref() }).cast_const(),
+        }
+    }
+
+    /// Wakes one sleeper of the word.
+    fn wake_one(&self) {
+        match self.word {
+            // SAFETY: as in `value`.
+            Word::U32(w) => futex::wake(unsafe { w.as_ref() }, 1),
+            // SAFETY: as in `value`.
+            Word::Low(w) => futex::wake_low_half(unsafe { w.as_ref() }, 1),
+        };
+    }
+
+    /// Counts a sleeper in (`true`) or out, where the word has a count.
+    fn count(&self, sleeping: bool) {
+        if let Some(w) = self.waiters {
+            // SAFETY: as in `value`.
+            let waiters = unsafe { w.as_ref() };
+            if sleeping {
+                waiters.fetch_add(1, Ordering::SeqCst);
+            } else {
+                waiters.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
     }
 }
 
@@ -153,14 +211,17 @@ impl Shard {
                 }
                 continue;
             }
-            let mut words: Vec<(&AtomicU32, u32)> = Vec::with_capacity(watched.len() + 1);
-            words.push((&self.control, control));
-            words.extend(watched.iter().map(|(w, seen)| (w.word(), *seen)));
+            let mut words: Vec<(*const u32, u32)> = Vec::with_capacity(watched.len() + 1);
+            words.push((self.control.as_ptr().cast_const(), control));
+            words.extend(watched.iter().map(|(w, seen)| (w.addr(), *seen)));
             // Until the oldest registration's look is due.
             let timeout = first.map_or(Duration::from_secs(3600), |f| {
                 (f + LOOK_EVERY).saturating_duration_since(Instant::now())
             });
-            let woke = match futex::wait_any(&words, timeout) {
+            // SAFETY: the control word is ours; every other address is a
+            // watched word whose mapping `watched` keeps alive until after
+            // the call (its `keep`).
+            let woke = match unsafe { futex::wait_any_at(&words, timeout) } {
                 Some(r) => r != futex::WaitResult::TimedOut,
                 None => {
                     // No futex_waitv (Linux < 5.16): poll in short slices.
@@ -195,14 +256,14 @@ impl Shard {
         let now = Instant::now();
         let mut due = Vec::new();
         self.entries().retain(|e| {
-            let changed = e.watch.word().load(Ordering::SeqCst) != e.seen;
+            let changed = e.watch.value() != e.seen;
             #[cfg(test)]
             if changed && woke {
                 tests::FIRED_BY_CHANGE.fetch_add(1, Ordering::SeqCst);
             }
             let fire = changed || now.saturating_duration_since(e.since) >= LOOK_EVERY;
             if fire {
-                e.watch.waiters().fetch_sub(1, Ordering::SeqCst);
+                e.watch.count(false);
                 due.push(e.waker.clone());
             }
             !fire
@@ -250,7 +311,7 @@ fn register(watch: &Watch, seen: u32, waker: &Waker) -> std::io::Result<Registra
     // SYNC(waiters): counted before the caller's re-check, as in
     // `queue::blocking::sleep_until`: a waker that changes the state after
     // that re-check sees the count and bumps the word.
-    watch.waiters().fetch_add(1, Ordering::SeqCst);
+    watch.count(true);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let entry = Entry {
         id,
@@ -269,7 +330,7 @@ fn register(watch: &Watch, seen: u32, waker: &Waker) -> std::io::Result<Registra
             })
         }
         Err(e) => {
-            watch.waiters().fetch_sub(1, Ordering::SeqCst);
+            watch.count(false);
             Err(e)
         }
     }
@@ -284,11 +345,11 @@ impl Drop for Registration {
         if let Some(i) = entries.iter().position(|e| e.id == self.id) {
             let e = entries.swap_remove(i);
             drop(entries);
-            e.watch.waiters().fetch_sub(1, Ordering::SeqCst);
+            e.watch.count(false);
             // A sleeper withdrawn may have been woken in its place: pass the
             // wake-up on, as a blocked waiter that gives up does.
-            if e.watch.word().load(Ordering::SeqCst) != e.seen {
-                futex::wake(e.watch.word(), 1);
+            if e.watch.value() != e.seen {
+                e.watch.wake_one();
             }
             self.shard.poke();
         }
@@ -352,7 +413,7 @@ pub(crate) fn until<R>(
         let mut backoff = super::wait::Backoff::new();
         let mut rechecks = 0;
         loop {
-            let seen = watch.word().load(Ordering::SeqCst);
+            let seen = watch.value();
             if let Some(r) = attempt() {
                 return Poll::Ready(r);
             }
@@ -380,6 +441,40 @@ pub(crate) fn until<R>(
     })
 }
 
+/// The future behind an awaited lock: repeats `attempt` until it gives a
+/// result; between polls it is registered on `watch`'s word with the value
+/// the failed attempt left there (`Err(v)`: the lock's owner word with its
+/// contended bit, which the holder's unlock changes and wakes). No spin
+/// (a spinner pulls the lock's line away from its holder) and no
+/// readiness re-check: the attempt itself marked the word. `Err(0)`: the
+/// word kept moving; the future yields and is polled again. Dropping it
+/// withdraws the registration.
+///
+/// # Panics
+/// As [`until`].
+pub(crate) fn until_marked<R>(
+    watch: Watch,
+    mut attempt: impl FnMut() -> Result<R, u32>,
+) -> impl Future<Output = R> {
+    let mut registration: Option<Registration> = None;
+    std::future::poll_fn(move |cx| {
+        drop(registration.take());
+        match attempt() {
+            Ok(r) => Poll::Ready(r),
+            Err(0) => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Err(marked) => {
+                registration = Some(register(&watch, marked, cx.waker()).unwrap_or_else(|e| {
+                    panic!("shmkit: cannot start the async waiter thread: {e}")
+                }));
+                Poll::Pending
+            }
+        }
+    })
+}
+
 /// [`until`] over several words at once (a select): registered on each,
 /// woken by whichever changes first.
 ///
@@ -401,7 +496,7 @@ pub(crate) fn until_any<R>(
         let mut rechecks = 0;
         loop {
             seen.clear();
-            seen.extend(watches.iter().map(|w| w.word().load(Ordering::SeqCst)));
+            seen.extend(watches.iter().map(Watch::value));
             if let Some(r) = attempt() {
                 return Poll::Ready(r);
             }

@@ -26,7 +26,8 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -
 }
 
 /// The low 32 bits of a 64-bit atomic, as the kernel addresses them.
-fn low_half(word: &AtomicU64) -> *mut u32 {
+/// The address of `word`'s low 32 bits (what the kernel compares).
+pub(crate) fn low_half(word: &AtomicU64) -> *mut u32 {
     let p = word.as_ptr().cast::<u32>();
     if cfg!(target_endian = "little") {
         p
@@ -120,12 +121,29 @@ pub(crate) const WAITV_MAX: usize = 128;
 /// `None` where the kernel has no `futex_waitv` (before 5.16: ENOSYS); the
 /// caller then sleeps in short slices instead.
 pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], timeout: Duration) -> Option<WaitResult> {
+    let at: Vec<(*const u32, u32)> = words
+        .iter()
+        .map(|&(w, v)| (w.as_ptr().cast_const(), v))
+        .collect();
+    // SAFETY: each address is a live atomic the caller borrows for the call.
+    unsafe { wait_any_at(&at, timeout) }
+}
+
+/// [`wait_any`] on addresses (the low half of a 64-bit word among them).
+///
+/// # Safety
+/// Each address must point to an aligned `u32` (or the low half of an
+/// atomic) that stays mapped for the duration of the call.
+pub(crate) unsafe fn wait_any_at(
+    words: &[(*const u32, u32)],
+    timeout: Duration,
+) -> Option<WaitResult> {
     debug_assert!(!words.is_empty() && words.len() <= WAITV_MAX);
     let waiters: Vec<FutexWaitv> = words
         .iter()
         .map(|&(w, expected)| FutexWaitv {
             val: u64::from(expected),
-            uaddr: w.as_ptr() as u64,
+            uaddr: w as u64,
             flags: FUTEX2_SIZE_U32,
             reserved: 0,
         })
@@ -139,8 +157,8 @@ pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], timeout: Duration) -> Option
         tv_nsec: (at % 1_000_000_000) as libc::c_long,
     };
     // SAFETY: `waiters` holds `len` initialised entries whose addresses
-    // point into live, aligned atomics of the caller's for the duration of
-    // the call (the kernel only reads them); `deadline` is a live timespec;
+    // point into live, aligned words of the caller's for the duration of
+    // the call (this function's contract) (the kernel only reads them); `deadline` is a live timespec;
     // flags 0 as the ABI requires.
     let r = unsafe {
         libc::syscall(
