@@ -126,7 +126,12 @@ impl<M: crate::Message + 'static> Encoded for Rkyv<M> {
                 len: v.len(),
                 max: buf.len(),
             },
-            _ => AnySendError::Encoding(e),
+            // The unbounded encode's error: in a release build the bounded
+            // one may carry no message (rkyv stopped at the full buffer),
+            // while this one names the real cause (a handle that cannot
+            // travel, kept by `codec_failed`).
+            Err(e2) => AnySendError::Encoding(e2),
+            Ok(_) => AnySendError::Encoding(e),
         })
     }
     fn read(bytes: &[u8]) -> Result<M, crate::Error> {

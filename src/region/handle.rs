@@ -29,8 +29,8 @@ thread_local! {
     static CAUSE: std::cell::RefCell<Option<Error>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Keeps `e` as the cause of the decode under way and gives rkyv an error
-/// that says the same.
+/// Keeps `e` as the cause of the encode or decode under way and gives rkyv
+/// an error that says the same.
 pub(crate) fn cause<E: Source>(e: Error) -> E {
     #[derive(Debug)]
     struct Cause(String);

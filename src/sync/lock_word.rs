@@ -188,11 +188,14 @@ impl LockWords {
     ///
     /// `waited`: the caller waited before (it may have been the one woken,
     /// and others may sleep): it takes the lock as contended, as a blocked
-    /// locker that slept does, so its unlock wakes the next.
+    /// locker that slept does, so its unlock wakes the next. `look`: the
+    /// holder has stood for a slice, so its liveness is checked (as a
+    /// blocked locker checks when its slice ends, not at every wake-up).
     pub(crate) fn try_lock_marking(
         &self,
         host: &mut impl Host,
         waited: bool,
+        look: bool,
     ) -> Result<Locked, u64> {
         let me = host.me();
         let flag = if waited { CONTENDED } else { 0 };
@@ -206,7 +209,7 @@ impl LockWords {
             } else if seen & !CONTENDED == me && !host.may_hold() {
                 // Forged, as in `stale`.
                 self.take_or_again(host, seen, seen | flag, true)
-            } else if seen & !CONTENDED != me && !host.alive(seen) {
+            } else if look && seen & !CONTENDED != me && !host.alive(seen) {
                 self.take_or_again(host, seen, me | (seen & CONTENDED), true)
             } else if seen & CONTENDED != 0 || self.take(seen, seen | CONTENDED) {
                 return Err(seen | CONTENDED);
@@ -550,7 +553,7 @@ mod loom_tests {
         let mut h = host(s, me);
         let mut waited = false;
         loop {
-            let seen = match s.lock.try_lock_marking(&mut h, waited) {
+            let seen = match s.lock.try_lock_marking(&mut h, waited, true) {
                 Ok(Locked::Clean) => break,
                 Ok(other) => panic!("{other:?}"),
                 Err(0) => continue, // the word kept moving: look again

@@ -20,19 +20,20 @@
 //! a task that awaits the lock while it holds the guard itself waits
 //! forever, as with any async mutex.
 
-use super::lock_word::Locked;
+use super::lock_word::{self, Locked};
 use super::mutex::{LockResult, Mutex, MutexGuard, finish};
 use super::raw_mutex::{Acquired, RawMutex};
 use super::watcher::{self, Watch};
+use crate::sys::clock;
 use bytemuck::Pod;
 use std::future::Future;
 
 impl RawMutex {
     /// One attempt of an awaiting locker: acquired, or `Err` with the low
     /// half of the owner word as this attempt left it marked (0: look again).
-    fn try_lock_marking(&self, waited: bool) -> Result<Acquired, u32> {
+    fn try_lock_marking(&self, waited: bool, look: bool) -> Result<Acquired, u32> {
         let mut host = self.host();
-        match self.words.try_lock_marking(&mut host, waited) {
+        match self.words.try_lock_marking(&mut host, waited, look) {
             Ok(Locked::Clean) => Ok(Acquired::Clean),
             Ok(Locked::Poisoned) => Ok(Acquired::Poisoned),
             Ok(Locked::Busy | Locked::Relock) => Err(0),
@@ -86,10 +87,21 @@ impl<T: Pod> Mutex<T> {
         // is (it holds no `T`; the guard it returns is `!Send`).
         let data = self.data() as usize;
         let mut waited = false;
+        // The marked word last seen and since when (coarse clock, ns): its
+        // holder's liveness is checked once it has stood for a slice, not
+        // at every poll (each check reads `/proc`).
+        let mut standing: Option<(u32, u64)> = None;
         watcher::until_marked(watch, move || {
-            let acquired = raw
-                .try_lock_marking(waited)
-                .inspect_err(|_| waited = true)?;
+            let now = clock::monotonic_coarse_ns();
+            let look = standing.is_some_and(|(_, since)| {
+                now.saturating_sub(since) >= lock_word::SLICE.as_nanos() as u64
+            });
+            let acquired = raw.try_lock_marking(waited, look).inspect_err(|&marked| {
+                waited = true;
+                if look || standing.is_none_or(|(word, _)| word != marked) {
+                    standing = Some((marked, now));
+                }
+            })?;
             // SAFETY: this thread holds the lock (taken just now, on the
             // polling thread, which receives the guard); the data is one T
             // in the mapping, guarded by this mutex.

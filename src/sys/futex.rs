@@ -25,7 +25,6 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -
     wait_at(word.as_ptr(), expected, timeout)
 }
 
-/// The low 32 bits of a 64-bit atomic, as the kernel addresses them.
 /// The address of `word`'s low 32 bits (what the kernel compares).
 pub(crate) fn low_half(word: &AtomicU64) -> *mut u32 {
     let p = word.as_ptr().cast::<u32>();
