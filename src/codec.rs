@@ -25,20 +25,22 @@ pub trait Message: Sized {
     ///
     /// # Errors
     ///
-    /// [`Error::Encoding`] if rkyv cannot serialise the value (a handle that cannot travel, ...).
+    /// [`Error::Encoding`](crate::Error::Encoding) if rkyv cannot serialise the value; a handle
+    /// in it that cannot travel gives its own error (an anonymous region outside a spawn, ...).
     fn encode(&self) -> Result<AlignedVec>;
     /// Encodes `self` into `buf` (which must be 16-aligned for the archive to
     /// be read in place); the length used. Fails if `buf` is too small.
     ///
     /// # Errors
     ///
-    /// [`Error::Encoding`] if rkyv cannot serialise the value, or `buf` is too small for it.
+    /// [`Error::Encoding`](crate::Error::Encoding) if rkyv cannot serialise the value, or `buf`
+    /// is too small for it; a handle that cannot travel gives its own error, as in `encode`.
     fn encode_into(&self, buf: &mut [u8]) -> Result<usize>;
     /// Validates `bytes` as an archive of `Self`, then deserializes it.
     ///
     /// # Errors
     ///
-    /// [`Error::Encoding`] if `bytes` is not a valid archive of `Self`; if a handle in it cannot be
+    /// [`Error::Encoding`](crate::Error::Encoding) if `bytes` is not a valid archive of `Self`; if a handle in it cannot be
     /// opened, the error of that open ([`RegionError::NotFound`](crate::error::RegionError::NotFound), ...).
     fn decode(bytes: &[u8]) -> Result<Self>;
     /// Encodes `items` as one archive of `Vec<Self>` into `buf` (cleared

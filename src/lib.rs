@@ -28,7 +28,8 @@
 //!   end's `recv_async`/`send_async` (and their bytes forms),
 //!   `Select::ready_async`, `Event::wait_async`, `Barrier::wait_async`,
 //!   `Semaphore::acquire_async`/`permit_async`, `Mutex::lock_async` (a
-//!   `!Send` guard: see its docs), `Process::join_async` and
+//!   `!Send` guard: see its docs), `RwLock::read_async`/`write_async`
+//!   (`Send` guards), `Process::join_async` and
 //!   the pool's
 //!   `AsyncResult`/`MapResult` are futures for any executor (std `Waker`, no
 //!   runtime pulled in), and `Imap::into_stream` a `Stream`: a few waiter

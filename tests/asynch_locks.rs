@@ -1,9 +1,11 @@
-//! `Mutex::lock_async` (feature `async`) across real processes, on tokio
+//! The locks' futures (feature `async`) across real processes, on tokio
 //! (current-thread with a `LocalSet`, and multi-thread) and on `futures`'
-//! `LocalPool`: it excludes blocking lockers in other processes and tasks
-//! of one thread (a guard held across `.await` by one task makes the other
-//! wait, not panic), sees a killed holder as `OwnerDied`, and a future
-//! dropped while pending takes nothing.
+//! executors. `Mutex::lock_async` excludes blocking lockers in other
+//! processes and tasks of one thread (a guard held across `.await` by one
+//! task makes the other wait, not panic), sees a killed holder as
+//! `OwnerDied`, and a future dropped while pending takes nothing.
+//! `RwLock::read_async`/`write_async` guards are `Send` and held across
+//! awaits; a write future dropped while pending takes back its claim.
 
 mod common;
 
@@ -226,4 +228,148 @@ fn lock_async_waits_for_a_live_holder_and_takes_over_from_a_killed_one() {
     let _ = holder.join_timeout(WATCHDOG);
     assert_eq!(*m.lock().unwrap(), 42, "consistent again");
     assert!(!m.is_poisoned());
+}
+
+/// Writes (a read, a pause, a write) `n` times under the blocking write
+/// lock.
+fn write_blocking((name, n): (String, u64)) {
+    let l = shmkit::sync::RwLock::<u64>::open(&name).unwrap();
+    for _ in 0..n {
+        let mut g = l.write();
+        let v = *g;
+        for _ in 0..20 {
+            std::hint::spin_loop();
+        }
+        *g = v + 1;
+    }
+}
+
+/// Holds a read lock until the event named `name-go` is set.
+fn read_until_told(name: String) {
+    let l = shmkit::sync::RwLock::<u64>::open(&name).unwrap();
+    let go = shmkit::sync::Event::open(&format!("{name}-go")).unwrap();
+    let r = l.read();
+    go.wait();
+    drop(r);
+}
+
+/// Takes the write lock and keeps it until killed.
+fn write_until_killed(name: String) {
+    let l = shmkit::sync::RwLock::<u64>::open(&name).unwrap();
+    let mut g = l.write();
+    *g = 100;
+    std::mem::forget(g);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn rwlock_futures_hold_guards_across_awaits_and_withdraw_when_dropped() {
+    use shmkit::sync::{Event, RwLock};
+    let _w = watchdog("rwlock futures");
+    let name = unique("rw");
+    let l = RwLock::<u64>::builder().name(&name).create(0).unwrap();
+    let go = Event::builder()
+        .name(format!("{name}-go"))
+        .create()
+        .unwrap();
+
+    // A reader in another process: a write future waits, claiming "writer
+    // waiting"; dropped, it takes the claim back, so a reader on another
+    // thread of ours (a thread identity, not the process's) gets in.
+    let reader = start(read_until_told, name.clone());
+    while l.try_write().is_some() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut pending = Box::pin(l.write_async());
+    let waker = futures::task::noop_waker();
+    assert!(
+        pending
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    let blocked = std::thread::scope(|s| s.spawn(|| l.try_read().is_some()).join().unwrap());
+    assert!(!blocked, "a waiting writer lets no new reader in");
+    drop(pending);
+    let let_in = std::thread::scope(|s| s.spawn(|| l.try_read().is_some()).join().unwrap());
+    assert!(let_in, "the dropped writer's claim was taken back");
+
+    // Awaited for real: the reader process lets go, the writer gets in.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let w = tokio::spawn({
+            let l = l.clone();
+            async move {
+                let mut w = l.write_async().await.unwrap();
+                *w += 1;
+            }
+        });
+        tokio::task::yield_now().await;
+        go.set();
+        w.await.unwrap();
+    });
+    let mut reader = reader;
+    reader.join_timeout(WATCHDOG).unwrap().expect("watchdog");
+    assert_eq!(*l.read(), 1);
+
+    // Guards held across awaits on a multi-thread runtime (they are Send),
+    // against a process writing blocking: every count kept; no write while
+    // a reader holds its guard across a yield.
+    let writer = start(write_blocking, (name.clone(), 1000));
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..4)
+            .map(|i| {
+                let l = l.clone();
+                tokio::spawn(async move {
+                    for _ in 0..200 {
+                        if i % 2 == 0 {
+                            let mut w = l.write_async().await.unwrap();
+                            let v = *w;
+                            tokio::task::yield_now().await;
+                            *w = v + 1;
+                        } else {
+                            let r = l.read_async().await.unwrap();
+                            let v = *r;
+                            tokio::task::yield_now().await;
+                            assert_eq!(*r, v, "a write while we read");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let mut writer = writer;
+    writer.join_timeout(WATCHDOG).unwrap().expect("watchdog");
+    assert_eq!(*l.read(), 1 + 1000 + 2 * 200);
+    let r = futures::executor::block_on(l.read_async()).unwrap();
+    is_send(&r);
+    // The main thread's blocking read shares the process's record.
+    let r2 = l.read();
+    drop((r, r2));
+    assert!(l.try_write().is_some(), "every read given back");
+
+    // A writer killed holding the lock: an awaiting reader gets in.
+    let holder = start(write_until_killed, name.clone());
+    while l.try_read().is_some() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let pid = holder.pid();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+    let seen = futures::executor::block_on(async { *l.read_async().await.unwrap() });
+    assert_eq!(seen, 100);
+    killer.join().unwrap();
+    let mut holder = holder;
+    let _ = holder.join_timeout(WATCHDOG);
 }

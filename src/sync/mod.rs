@@ -35,6 +35,8 @@ pub use event::{Event, EventBuilder};
 pub use mutex::{
     Lock, LockResult, Mutex, MutexBuilder, MutexGuard, OwnerDied, TryLockError, TryLockResult,
 };
+#[cfg(feature = "async")]
+pub use rwlock::{ProcessReadGuard, ProcessWriteGuard};
 pub use rwlock::{RwLock, RwLockBuilder, RwLockReadGuard, RwLockWriteGuard};
 #[cfg(feature = "async")]
 pub use semaphore::ProcessPermit;

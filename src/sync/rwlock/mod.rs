@@ -9,6 +9,11 @@
 //! slice (10 ms) without news release what dead holders held: a dead
 //! writer's lock, a dead waiting writer's claim, a dead reader's reads.
 
+#[cfg(feature = "async")]
+mod asynch;
+#[cfg(feature = "async")]
+pub use asynch::{ProcessReadGuard, ProcessWriteGuard};
+
 use crate::error::Result;
 use crate::region::{Kind, RegionOptions, Segment};
 use crate::sync::identity;
