@@ -6,6 +6,10 @@
 //!   crossbeam-channel (bounded 1024) between threads, shmkit between
 //!   processes, a Unix pipe and a Unix stream socket with one 8-byte write per
 //!   message between processes, and ipc-channel between processes.
+//! - `15-u64-spsc-iceoryx2`, `3i`/`4i`/`6i`, `5i-ping-pong-iceoryx2-spin`:
+//!   iceoryx2's publish-subscribe between processes (benches/common/ice.rs),
+//!   the strongest shared-memory peer, beside each shmkit row.
+//! - `6x-4MiB-*`: 4 MiB messages: shmkit's queue, iceoryx2 and one memcpy.
 //! - `19-u64-spsc-bare-shared-ring (limit)`: a bare single-producer ring of
 //!   u64 in shared memory between two spinning processes: the limit.
 //! - `2x-u64-mpmc-2x2-*`: two producers, two consumers.
@@ -27,6 +31,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/ice.rs"]
+mod ice;
 
 use common::{fd_ping_pong, fd_stream, fork_pair, shared};
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, measurement::WallTime};
@@ -198,6 +204,9 @@ fn sized(g: &mut BenchmarkGroup<'_, WallTime>, prefix: &str, size: usize) {
     g.bench_function(format!("{prefix}4-{}-ipc-channel", label(size)), |b| {
         b.iter_custom(|iters| ipc_stream(iters, || serde_bytes::ByteBuf::from(vec![7u8; size])))
     });
+    g.bench_function(format!("{prefix}i-{}-iceoryx2", label(size)), |b| {
+        b.iter_custom(|iters| ice::bytes_stream(iters, &msg, 64))
+    });
     g.bench_function(
         format!("{prefix}5-{}-mpmc-2x2-crossbeam-threads", label(size)),
         |b| b.iter_custom(|iters| crossbeam_mpmc(iters, || vec![7u8; size])),
@@ -229,6 +238,48 @@ fn sized(g: &mut BenchmarkGroup<'_, WallTime>, prefix: &str, size: usize) {
 }
 
 use common::size_label as label;
+
+/// 4 MiB messages, one producer process, this process reading each in
+/// place (one byte per cache line): shmkit's queue (4 slots) beside
+/// iceoryx2 (a buffer of 4) and one memcpy of the message (the limit).
+fn huge(g: &mut BenchmarkGroup<'_, WallTime>) {
+    const SIZE: usize = 4 << 20;
+    g.throughput(Throughput::Bytes(SIZE as u64));
+    let q = Queue::<Bytes>::builder()
+        .capacity(4)
+        .max_message(SIZE)
+        .create()
+        .unwrap();
+    let (tx, mut rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    let msg: &[u8] = common::page_aligned(SIZE, 7);
+    g.bench_function("61-4MiB-shmkit-queue", |b| {
+        b.iter_custom(|iters| {
+            fork_pair(
+                || {
+                    for _ in 0..iters {
+                        tx.send_bytes(msg).unwrap();
+                    }
+                },
+                || {
+                    for _ in 0..iters {
+                        let m = rx.recv_bytes().unwrap();
+                        black_box(m.iter().step_by(64).fold(0u8, |a, b| a ^ b));
+                    }
+                },
+            )
+        })
+    });
+    g.bench_function("6i-4MiB-iceoryx2", |b| {
+        b.iter_custom(|iters| ice::bytes_stream(iters, msg, 4))
+    });
+    let dst = common::page_aligned(SIZE, 0);
+    g.bench_function("69-4MiB-memcpy (limit)", |b| {
+        b.iter(|| {
+            dst.copy_from_slice(black_box(msg));
+            black_box(&*dst);
+        })
+    });
+}
 
 /// 1 KiB messages, one producer process, this process receiving each as a
 /// copy (`Vec<u8>`): blocking `recv_vec` (37) against `recv_vec_async`
@@ -341,6 +392,10 @@ fn queue(c: &mut Criterion) {
         b.iter_custom(|iters| ipc_stream(iters, || 1u64))
     });
 
+    g.bench_function("15-u64-spsc-iceoryx2", |b| {
+        b.iter_custom(|iters| ice::u64_stream(iters, 1024))
+    });
+
     let ring: &BareRing = shared();
     g.bench_function("19-u64-spsc-bare-shared-ring (limit)", |b| {
         b.iter_custom(|iters| bare_spsc(ring, iters))
@@ -380,6 +435,9 @@ fn queue(c: &mut Criterion) {
     sized(&mut g, "3", 1024);
     async_vs_blocking_1kib(&mut g);
     sized(&mut g, "4", 64 * 1024);
+
+    // 6x: 4 MiB messages, shmkit's queue beside iceoryx2 and one memcpy.
+    huge(&mut g);
 
     // 5x: ping-pong round trips.
     g.throughput(Throughput::Elements(1));
@@ -432,6 +490,9 @@ fn queue(c: &mut Criterion) {
                 },
             )
         })
+    });
+    g.bench_function("5i-ping-pong-iceoryx2-spin", |b| {
+        b.iter_custom(ice::ping_pong)
     });
     g.bench_function("56-ping-pong-crossbeam-threads-spin", |b| {
         b.iter_custom(|iters| {
@@ -688,4 +749,10 @@ criterion_group!(benches, queue, short_ring, failed_tries);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
+    if ice::dropped() > 0 {
+        eprintln!(
+            "iceoryx2 dropped {} samples in its rows (see benches/common/ice.rs)",
+            ice::dropped()
+        );
+    }
 }

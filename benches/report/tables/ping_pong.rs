@@ -24,6 +24,11 @@ pub fn spinning() -> Table {
                 Rust,
             ),
             row(
+                "queue/5i-ping-pong-iceoryx2-spin",
+                "iceoryx2 publish-subscribe, `receive` loop",
+                Rust,
+            ),
+            row(
                 "python/ping-pong/mp-pipe",
                 "Python `mp.Pipe` (blocking; nothing spins in Python)",
                 Python,

@@ -52,6 +52,11 @@ fn spsc_word_rows() -> Vec<Row> {
         ),
         row("queue/14-u64-spsc-ipc-channel", "ipc-channel", Rust),
         row(
+            "queue/15-u64-spsc-iceoryx2",
+            "iceoryx2 publish-subscribe (polling)",
+            Rust,
+        ),
+        row(
             "python/queue/u64-spsc-mp-queue",
             "Python `mp.Queue`",
             Python,
@@ -89,6 +94,11 @@ fn spsc_bytes_rows(prefix: &str, size: &str) -> Vec<Row> {
         row(
             format!("queue/{prefix}4-{size}-ipc-channel"),
             "ipc-channel",
+            Rust,
+        ),
+        row(
+            format!("queue/{prefix}i-{size}-iceoryx2"),
+            "iceoryx2 publish-subscribe (polling; one copy into the loan)",
             Rust,
         ),
         row(
@@ -189,6 +199,36 @@ pub fn short_ring() -> Table {
         ],
         why_loses: "When a wait outlasts the fixed spin (127 `PAUSE`s), shmkit sleeps on a futex, and \
                     a wake-up across CPUs costs more than the copy it waited for.",
+    }
+}
+
+/// 4 MiB messages, shmkit's queue beside iceoryx2.
+pub fn huge() -> Table {
+    Table {
+        title: "Queue throughput, 4 MiB messages, 1 producer → 1 consumer".into(),
+        what: "One producer process copies each 4 MiB message once into shared memory (shmkit's \
+               slot, iceoryx2's loaned sample); this process reads it in place, one byte per cache \
+               line. The limit is one memcpy of the message (no read after it).",
+        rows: vec![
+            row(
+                "queue/69-4MiB-memcpy (limit)",
+                "one memcpy of the message",
+                Limit,
+            ),
+            row(
+                "queue/61-4MiB-shmkit-queue",
+                "shmkit `Queue<Bytes>`, capacity 4",
+                Shmkit,
+            ),
+            row(
+                "queue/6i-4MiB-iceoryx2",
+                "iceoryx2 publish-subscribe (polling), buffer 4",
+                Rust,
+            ),
+        ],
+        why_loses: "Both transports copy the message once and read it once; the reader's pass over \
+                    4 MiB (cache lines that the writer's CPU holds) is what the memcpy row leaves \
+                    out.",
     }
 }
 
