@@ -7,11 +7,14 @@
 //!   its timed work (iceoryx2 removes its files when they drop; the child
 //!   `_exit`s without touching the parent's).
 //! - Publishers use `RetryUntilDelivered` and services no safe overflow,
-//!   so a full subscriber buffer should hold the publisher back. iceoryx2
-//!   0.10 still dropped some samples here (up to ~0.3% of a 2 M stream,
-//!   not every run): the receiver counts by sequence number and ends at the
-//!   last one or, once the sender says it is done, at an empty buffer, so a
-//!   drop can only make its row faster. [`dropped`] says how many.
+//!   so a full subscriber buffer holds the publisher back, and every port
+//!   is connected before the clock starts (iceoryx2 connects a port at its
+//!   next call otherwise, and a publisher that finds no connected
+//!   subscriber and a full buffer drops the sample: the first version of
+//!   these rows lost up to 0.3% of a stream that way). The receiver still
+//!   counts by sequence number and ends at an empty buffer once the sender
+//!   is done, so a drop could only make its row faster, and the bench
+//!   prints how many it saw ([`dropped`]); none since.
 //! - Both sides poll (`receive` in a loop): iceoryx2's publish-subscribe
 //!   has no blocking receive (waiting needs an event service beside it).
 
@@ -54,6 +57,28 @@ struct Control {
     go: AtomicU32,
     ready: AtomicU32,
     sent: AtomicU32,
+    /// The child's pid, for the parent's loops to check it still runs.
+    pid: AtomicU32,
+}
+
+impl Control {
+    /// Panics if the child has ended (a panic or a failed call there):
+    /// the parent's polling loops would otherwise spin forever.
+    fn check_child(&self) {
+        let mut status = 0;
+        // SAFETY: polling our own child without reaping a running one.
+        let r = unsafe {
+            libc::waitpid(
+                self.pid.load(Ordering::Relaxed) as i32,
+                &mut status,
+                libc::WNOHANG,
+            )
+        };
+        assert!(
+            r == 0,
+            "the iceoryx2 bench child ended early (status {status:#x})"
+        );
+    }
 }
 
 /// Forks a child that runs `child` once released, timing this side's
@@ -61,6 +86,7 @@ struct Control {
 /// teardown after are not timed).
 fn pair<C: FnOnce(&Control)>(
     child_setup: impl FnOnce() -> C,
+    before_go: impl FnOnce(),
     parent: impl FnOnce(&Control),
 ) -> Duration {
     let c: &Control = crate::common::shared();
@@ -72,18 +98,29 @@ fn pair<C: FnOnce(&Control)>(
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        let work = child_setup();
-        c.ready.store(1, Ordering::Release);
-        while c.go.load(Ordering::Acquire) == 0 {
-            std::hint::spin_loop();
-        }
-        work(c);
+        // A panic must not unwind into criterion in the child (it would run
+        // benches, and drop the parent's iceoryx2 ports, deleting files).
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let work = child_setup();
+            c.ready.store(1, Ordering::Release);
+            while c.go.load(Ordering::Acquire) == 0 {
+                std::hint::spin_loop();
+            }
+            work(c);
+        }))
+        .is_ok();
         // SAFETY: leave without running the parent's destructors.
-        unsafe { libc::_exit(0) }
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) }
     }
+    c.pid.store(pid as u32, Ordering::Relaxed);
     while c.ready.load(Ordering::Acquire) == 0 {
+        c.check_child();
         std::thread::yield_now();
     }
+    // The parent's ports connect to the child's before the clock starts
+    // (iceoryx2 connects at a port's next call otherwise: a publisher that
+    // finds no connected subscriber and a full buffer drops the sample).
+    before_go();
     let t0 = Instant::now();
     c.go.store(1, Ordering::Release);
     parent(c);
@@ -140,6 +177,7 @@ pub fn u64_stream(iters: u64, buffer: usize) -> Duration {
                 drop((publisher, service, node));
             }
         },
+        || sub.update_connections().unwrap(),
         |c| {
             receive_until(iters, c, || sub.receive().unwrap().map(|s| *s));
         },
@@ -149,21 +187,28 @@ pub fn u64_stream(iters: u64, buffer: usize) -> Duration {
 /// Receives sequence numbers until `iters - 1` or, once the sender is done,
 /// an empty buffer; counts the gaps.
 fn receive_until(iters: u64, c: &Control, mut next: impl FnMut() -> Option<u64>) {
-    let mut expect = 0;
+    let (mut expect, mut dropped, mut empty) = (0, 0, 0u32);
     while expect < iters {
         let done = c.sent.load(Ordering::Acquire) != 0;
         match next() {
             Some(seq) => {
-                DROPPED.fetch_add(seq.saturating_sub(expect), Ordering::Relaxed);
+                dropped += seq.saturating_sub(expect);
                 expect = seq + 1;
             }
             None if done => {
-                DROPPED.fetch_add(iters - expect, Ordering::Relaxed);
+                dropped += iters - expect;
                 break;
             }
-            None => std::hint::spin_loop(),
+            None => {
+                empty = empty.wrapping_add(1);
+                if empty.is_multiple_of(1 << 20) {
+                    c.check_child();
+                }
+                std::hint::spin_loop();
+            }
         }
     }
+    DROPPED.fetch_add(dropped, Ordering::Relaxed);
 }
 
 /// `iters` byte messages of `msg.len()` from a child publisher (one copy
@@ -214,6 +259,7 @@ pub fn bytes_stream(iters: u64, msg: &[u8], buffer: usize) -> Duration {
                 drop((publisher, service, node));
             }
         },
+        || sub.update_connections().unwrap(),
         |c| {
             receive_until(iters, c, || {
                 sub.receive().unwrap().map(|s| {
@@ -261,8 +307,7 @@ pub fn ping_pong(iters: u64) -> Duration {
                 .unwrap();
             let pong_pub = pong_service.publisher_builder().create().unwrap();
             move |c: &Control| {
-                // Answers every ping (a lost pong is pinged again) until
-                // the parent says it is done.
+                // Answers every ping until the parent says it is done.
                 while c.sent.load(Ordering::Acquire) == 0 {
                     if let Some(s) = ping_sub.receive().unwrap() {
                         pong_pub
@@ -278,9 +323,14 @@ pub fn ping_pong(iters: u64) -> Duration {
                 drop((ping_sub, pong_pub, ping_service, pong_service, node));
             }
         },
-        |c| {
-            // Connects to the child's subscriber (made in its setup).
+        || {
+            // Connects to the child's subscriber (made in its setup), and
+            // this side's subscriber to the child's publisher.
             ping_pub.update_connections().unwrap();
+            pong_sub.update_connections().unwrap();
+        },
+        |c| {
+            let mut empty = 0u32;
             for i in 0..iters {
                 ping_pub
                     .loan_uninit()
@@ -288,22 +338,19 @@ pub fn ping_pong(iters: u64) -> Duration {
                     .write_payload(i)
                     .send()
                     .unwrap();
-                let mut sent_at = Instant::now();
                 loop {
                     match pong_sub.receive().unwrap() {
-                        Some(s) if *s == i => break,
-                        Some(_) => {}
-                        None if sent_at.elapsed() > Duration::from_millis(100) => {
-                            DROPPED.fetch_add(1, Ordering::Relaxed);
-                            ping_pub
-                                .loan_uninit()
-                                .unwrap()
-                                .write_payload(i)
-                                .send()
-                                .unwrap();
-                            sent_at = Instant::now();
+                        Some(s) => {
+                            assert_eq!(*s, i, "iceoryx2 lost a ping or a pong");
+                            break;
                         }
-                        None => std::hint::spin_loop(),
+                        None => {
+                            empty = empty.wrapping_add(1);
+                            if empty.is_multiple_of(1 << 20) {
+                                c.check_child();
+                            }
+                            std::hint::spin_loop();
+                        }
                     }
                 }
             }

@@ -93,7 +93,9 @@ impl<T: Pod> Mutex<T> {
         let mut standing: Option<(u32, u64)> = None;
         watcher::until_marked(watch, move || {
             let now = clock::monotonic_coarse_ns();
-            let look = standing.is_some_and(|(_, since)| {
+            // The first attempt looks too (a future dropped before its
+            // first 50 ms look must still notice a dead holder).
+            let look = standing.is_none_or(|(_, since)| {
                 now.saturating_sub(since) >= lock_word::SLICE.as_nanos() as u64
             });
             let acquired = raw.try_lock_marking(waited, look).inspect_err(|&marked| {

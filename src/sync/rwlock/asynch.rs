@@ -8,7 +8,10 @@
 //! thread: a guard gives back exactly what it recorded (its holder word and
 //! slot), and a holder is released by others only once its process is
 //! dead. The main thread's identity is the process's, so its blocking reads
-//! share the tasks' record (whose count stays exact).
+//! share the tasks' record (whose count stays exact). As for
+//! [`ProcessPermit`](crate::sync::ProcessPermit): a process whose main
+//! thread ends before the others (`pthread_exit`) reads as dead, and what
+//! its guards hold is released while other threads still hold them.
 
 use super::{READERS, RawRwLock, RwLock, WRITER, WRITER_WAITING, reap, try_read, try_write};
 use crate::error::Result;

@@ -50,7 +50,8 @@ pub(crate) fn until<R>(
             if ready() {
                 if rechecks < RECHECKS {
                     rechecks += 1;
-                    continue; // `reg` is withdrawn as it drops
+                    reg.spend(); // withdrawn: the attempt looks itself
+                    continue;
                 }
                 cx.waker().wake_by_ref();
             }
@@ -135,7 +136,7 @@ pub(crate) fn until_any<R>(
             if ready() {
                 if rechecks < RECHECKS {
                     rechecks += 1;
-                    registrations.drain(..).for_each(Registration::spend); // withdrawn as they drop
+                    registrations.drain(..).for_each(Registration::spend); // the attempt looks itself
                     continue;
                 }
                 cx.waker().wake_by_ref();

@@ -260,8 +260,9 @@ impl Drop for Registration {
             drop(entries);
             e.watch.count(false);
             // A sleeper withdrawn may have been woken in its place: pass the
-            // wake-up on, as a blocked waiter that gives up does.
-            if e.watch.value() != e.seen {
+            // wake-up on, as a blocked waiter that gives up does (not when
+            // its own poll withdraws it: the poll looks itself).
+            if !self.spent && e.watch.value() != e.seen {
                 e.watch.wake_one();
             }
             self.shard.poke();
