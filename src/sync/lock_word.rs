@@ -191,6 +191,7 @@ impl LockWords {
     /// locker that slept does, so its unlock wakes the next. `look`: the
     /// holder has stood for a slice, so its liveness is checked (as a
     /// blocked locker checks when its slice ends, not at every wake-up).
+    #[cfg(any(feature = "async", loom))]
     pub(crate) fn try_lock_marking(
         &self,
         host: &mut impl Host,
