@@ -178,22 +178,7 @@ fn sized(g: &mut BenchmarkGroup<'_, WallTime>, prefix: &str, size: usize) {
     let (tx, mut rx) = (q.sender().unwrap(), q.receiver().unwrap());
     let msg = vec![7u8; size];
     g.bench_function(format!("{prefix}1-{}-shmkit-queue", label(size)), |b| {
-        b.iter_custom(|iters| {
-            fork_pair(
-                || {
-                    for _ in 0..iters {
-                        tx.send_bytes(&msg).unwrap();
-                    }
-                },
-                || {
-                    for _ in 0..iters {
-                        // Read the message in place: one byte per cache line.
-                        let m = rx.recv_bytes().unwrap();
-                        black_box(m.iter().step_by(64).fold(0u8, |a, b| a ^ b));
-                    }
-                },
-            )
-        })
+        b.iter_custom(|iters| bytes_stream(&tx, &mut rx, &msg, iters))
     });
     g.bench_function(format!("{prefix}2-{}-unix-pipe", label(size)), |b| {
         b.iter_custom(|iters| fd_stream(iters, size, common::pipe()))
@@ -239,6 +224,29 @@ fn sized(g: &mut BenchmarkGroup<'_, WallTime>, prefix: &str, size: usize) {
 
 use common::size_label as label;
 
+/// `iters` byte messages from a forked child (one copy each into its slot)
+/// to this process, which reads each in place, one byte per cache line.
+fn bytes_stream(
+    tx: &queue::Sender<Bytes>,
+    rx: &mut queue::Receiver<Bytes>,
+    msg: &[u8],
+    iters: u64,
+) -> Duration {
+    fork_pair(
+        || {
+            for _ in 0..iters {
+                tx.send_bytes(msg).unwrap();
+            }
+        },
+        || {
+            for _ in 0..iters {
+                let m = rx.recv_bytes().unwrap();
+                black_box(m.iter().step_by(64).fold(0u8, |a, b| a ^ b));
+            }
+        },
+    )
+}
+
 /// 4 MiB messages, one producer process, this process reading each in
 /// place (one byte per cache line): shmkit's queue (4 slots) beside
 /// iceoryx2 (a buffer of 4) and one memcpy of the message (the limit).
@@ -253,21 +261,7 @@ fn huge(g: &mut BenchmarkGroup<'_, WallTime>) {
     let (tx, mut rx) = (q.sender().unwrap(), q.receiver().unwrap());
     let msg: &[u8] = common::page_aligned(SIZE, 7);
     g.bench_function("61-4MiB-shmkit-queue", |b| {
-        b.iter_custom(|iters| {
-            fork_pair(
-                || {
-                    for _ in 0..iters {
-                        tx.send_bytes(msg).unwrap();
-                    }
-                },
-                || {
-                    for _ in 0..iters {
-                        let m = rx.recv_bytes().unwrap();
-                        black_box(m.iter().step_by(64).fold(0u8, |a, b| a ^ b));
-                    }
-                },
-            )
-        })
+        b.iter_custom(|iters| bytes_stream(&tx, &mut rx, msg, iters))
     });
     g.bench_function("6i-4MiB-iceoryx2", |b| {
         b.iter_custom(|iters| ice::bytes_stream(iters, msg, 4))
@@ -693,21 +687,7 @@ fn short_ring(c: &mut Criterion) {
         .unwrap();
     let (tx, mut rx) = (q.sender().unwrap(), q.receiver().unwrap());
     g.bench_function("1-64KiB-2-slot-shmkit-queue", |b| {
-        b.iter_custom(|iters| {
-            fork_pair(
-                || {
-                    for _ in 0..iters {
-                        tx.send_bytes(msg).unwrap();
-                    }
-                },
-                || {
-                    for _ in 0..iters {
-                        let m = rx.recv_bytes().unwrap();
-                        black_box(m.iter().step_by(64).fold(0u8, |a, b| a ^ b));
-                    }
-                },
-            )
-        })
+        b.iter_custom(|iters| bytes_stream(&tx, &mut rx, msg, iters))
     });
     g.finish();
 }

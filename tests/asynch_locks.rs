@@ -64,6 +64,21 @@ async fn add_across_yields(m: Mutex<u64>, n: u64) {
 
 fn is_send<T: Send>(_: &T) {}
 
+/// Polls `f` once with a waker that does nothing: it must be pending.
+fn assert_pending_once<F: Future>(f: Pin<&mut F>) {
+    let waker = futures::task::noop_waker();
+    assert!(f.poll(&mut Context::from_waker(&waker)).is_pending());
+}
+
+/// SIGKILLs our child `pid` after `delay`, from a thread of its own.
+fn kill_after(pid: u32, delay: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    })
+}
+
 /// CPU time the calling thread has used.
 fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
@@ -173,15 +188,9 @@ fn lock_async_waits_for_a_live_holder_and_takes_over_from_a_killed_one() {
     }
 
     // Dropped while pending: takes nothing (polled once, then dropped;
-    // then timed out by tokio after 1 ms and after 100 ms).
+    // then timed out by tokio after 1 ms and after 300 ms).
     let mut pending = Box::pin(m.lock_async());
-    let waker = futures::task::noop_waker();
-    assert!(
-        pending
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending()
-    );
+    assert_pending_once(pending.as_mut());
     drop(pending);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -208,11 +217,7 @@ fn lock_async_waits_for_a_live_holder_and_takes_over_from_a_killed_one() {
     // The holder is killed while a task awaits: the task gets the lock
     // with OwnerDied and the holder's value.
     let pid = holder.pid();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(20));
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    });
+    let killer = kill_after(pid, Duration::from_millis(20));
     rt.block_on(async {
         let died: OwnerDied<_> = match m.lock_async().await {
             Ok(_) => panic!("a killed holder's lock came back clean"),
@@ -283,13 +288,7 @@ fn rwlock_futures_hold_guards_across_awaits_and_withdraw_when_dropped() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let mut pending = Box::pin(l.write_async());
-    let waker = futures::task::noop_waker();
-    assert!(
-        pending
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending()
-    );
+    assert_pending_once(pending.as_mut());
     let blocked = std::thread::scope(|s| s.spawn(|| l.try_read().is_some()).join().unwrap());
     assert!(!blocked, "a waiting writer lets no new reader in");
     drop(pending);
@@ -362,11 +361,7 @@ fn rwlock_futures_hold_guards_across_awaits_and_withdraw_when_dropped() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let pid = holder.pid();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(20));
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    });
+    let killer = kill_after(pid, Duration::from_millis(20));
     let seen = futures::executor::block_on(async { *l.read_async().await.unwrap() });
     assert_eq!(seen, 100);
     killer.join().unwrap();

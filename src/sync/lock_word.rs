@@ -460,13 +460,18 @@ mod loom_tests {
         }
     }
 
-    /// Increments under the lock as a load and a store: a lost update shows
-    /// that two threads held it at once.
+    /// The critical section: a load and a store, so a lost update shows
+    /// that two threads held the lock at once.
+    fn add_one(s: &Shared) {
+        let v = s.counter.load(Ordering::Relaxed);
+        s.counter.store(v + 1, Ordering::Relaxed);
+    }
+
+    /// Increments under the lock.
     fn increment(s: &Shared, me: u64) {
         let mut h = host(s, me);
         assert_eq!(s.lock.lock(&mut h), Locked::Clean);
-        let v = s.counter.load(Ordering::Relaxed);
-        s.counter.store(v + 1, Ordering::Relaxed);
+        add_one(s);
         s.lock.unlock(&h);
     }
 
@@ -566,8 +571,7 @@ mod loom_tests {
                 drop(s.cv.wait(g).unwrap());
             }
         }
-        let v = s.counter.load(Ordering::Relaxed);
-        s.counter.store(v + 1, Ordering::Relaxed);
+        add_one(s);
         s.lock.unlock(&h);
     }
 
@@ -613,8 +617,7 @@ mod loom_tests {
     fn increment_poisoned(s: &Shared, me: u64) {
         let mut h = host(s, me);
         assert_eq!(s.lock.lock(&mut h), Locked::Poisoned);
-        let v = s.counter.load(Ordering::Relaxed);
-        s.counter.store(v + 1, Ordering::Relaxed);
+        add_one(s);
         s.lock.unlock(&h);
     }
 }
