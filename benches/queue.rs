@@ -12,6 +12,9 @@
 //! - `6x-4MiB-*`: 4 MiB messages: shmkit's queue, iceoryx2 and one memcpy.
 //! - `19-u64-spsc-bare-shared-ring (limit)`: a bare single-producer ring of
 //!   u64 in shared memory between two spinning processes: the limit.
+//! - `16`/`18-u64-spsc-*-runs-of-64`: the same u64 stream in runs of 64
+//!   items: shmkit's `send_many`/`recv_many` against the bare ring moving
+//!   each cursor once per run (the batched limit).
 //! - `2x-u64-mpmc-2x2-*`: two producers, two consumers.
 //! - `37`/`38-1KiB-*-recv-vec-*`: 1 KiB messages received as a copy,
 //!   blocking against awaited on tokio (feature `async`); `3a`: tokio's
@@ -74,6 +77,75 @@ fn bare_spsc(ring: &BareRing, iters: u64) -> Duration {
                 }
                 black_box(ring.slots[(i % n) as usize].load(Ordering::Relaxed));
                 ring.tail.0.store(i + 1, Ordering::Release);
+            }
+        },
+    )
+}
+
+/// Items per run in the batched rows (16, 18).
+const RUN: u64 = 64;
+
+/// [`bare_spsc`] in runs of [`RUN`]: the producer writes a run and then
+/// moves its cursor once; the consumer takes everything published (up to a
+/// run) and then moves its cursor once. The limit of any batched ring.
+fn bare_spsc_runs(ring: &BareRing, iters: u64) -> Duration {
+    ring.head.0.store(0, Ordering::SeqCst);
+    ring.tail.0.store(0, Ordering::SeqCst);
+    let n = ring.slots.len() as u64;
+    fork_pair(
+        || {
+            let mut i = 0;
+            while i < iters {
+                let end = (i + RUN).min(iters);
+                while end - ring.tail.0.load(Ordering::Acquire) > n {
+                    std::hint::spin_loop();
+                }
+                for j in i..end {
+                    ring.slots[(j % n) as usize].store(j, Ordering::Relaxed);
+                }
+                ring.head.0.store(end, Ordering::Release);
+                i = end;
+            }
+        },
+        || {
+            let mut i = 0;
+            while i < iters {
+                let head = loop {
+                    let h = ring.head.0.load(Ordering::Acquire);
+                    if h != i {
+                        break h.min(i + RUN);
+                    }
+                    std::hint::spin_loop();
+                };
+                for j in i..head {
+                    black_box(ring.slots[(j % n) as usize].load(Ordering::Relaxed));
+                }
+                ring.tail.0.store(head, Ordering::Release);
+                i = head;
+            }
+        },
+    )
+}
+
+/// shmkit's queue in runs of [`RUN`]: `send_many` and `recv_many`.
+fn shmkit_spsc_runs(tx: &queue::Sender<u64>, rx: &queue::Receiver<u64>, iters: u64) -> Duration {
+    fork_pair(
+        || {
+            let items: Vec<u64> = (0..RUN).collect();
+            let mut i = 0;
+            while i < iters {
+                let len = RUN.min(iters - i);
+                tx.send_many(&items[..len as usize]).unwrap();
+                i += len;
+            }
+        },
+        || {
+            let mut buf = [0u64; RUN as usize];
+            let mut i = 0;
+            while i < iters {
+                let want = RUN.min(iters - i) as usize;
+                i += rx.recv_many(&mut buf[..want]).unwrap() as u64;
+                black_box(&buf);
             }
         },
     )
@@ -393,6 +465,14 @@ fn queue(c: &mut Criterion) {
     let ring: &BareRing = shared();
     g.bench_function("19-u64-spsc-bare-shared-ring (limit)", |b| {
         b.iter_custom(|iters| bare_spsc(ring, iters))
+    });
+    // In runs of 64 items: shmkit's batch API against the bare ring moving
+    // its cursors once per run.
+    g.bench_function("16-u64-spsc-shmkit-queue-runs-of-64", |b| {
+        b.iter_custom(|iters| shmkit_spsc_runs(&tx, &rx, iters))
+    });
+    g.bench_function("18-u64-spsc-bare-shared-ring-runs-of-64 (limit)", |b| {
+        b.iter_custom(|iters| bare_spsc_runs(ring, iters))
     });
 
     // 2x: u64 MPMC, two producers and two consumers.

@@ -250,6 +250,27 @@ fn queue_exactly_once() -> Result<(), Error> {
         t.elapsed(),
         sum == expected
     );
+    // The same stream in runs: one claim and one wake-up per run of 64.
+    let (tx, rx) = shmkit::queue::bounded::<u64>(1024)?;
+    let t = Instant::now();
+    let producer = process::spawn(
+        |tx: shmkit::queue::Sender<u64>| {
+            let run: Vec<u64> = (0..64).collect();
+            for _ in 0..500_000 / 64 {
+                tx.send_many(&run).unwrap();
+            }
+        },
+        tx,
+    )?;
+    let (mut buf, mut got) = ([0u64; 64], 0);
+    while let Ok(k) = rx.recv_many(&mut buf) {
+        got += k;
+    }
+    producer.join()?;
+    println!(
+        "  in runs of 64 (`send_many`/`recv_many`): {got} messages in {:?}",
+        t.elapsed()
+    );
     println!(
         "  (async programs await the same queue with `recv_async`/`send_async`, feature \
          `async`: `--example async_service` is a tokio service over worker processes)"

@@ -57,6 +57,7 @@
 //! | `q.put(obj)` of any picklable object | `queue::bounded_messages::<Rkyv<T>>(8, max_bytes)?` (or `Serde<T>`), `tx.send(obj)`, `rx.recv()` |
 //! | `c_bool` | `u8` (`bool` is not `Pod`) |
 //! | `q.get_nowait()`, `q.get(timeout=1)` | `rx.try_recv()`, `rx.recv_timeout(Duration::from_secs(1))` |
+//! | a loop of `q.put(x)` / `q.get()` | `tx.send_many(&xs)?`, `let n = rx.recv_many(&mut buf)?` (`Pod` items: one claim and one wake-up per run of up to 64) |
 //! | `except queue.Empty`, `except queue.Full` | `Err(TryRecvError::Empty)`, `Err(TrySendError::Full(x))` (each operation has its own error type; `Full` gives `x` back) |
 //! | `q.qsize()`, `q.full()` | `rx.queue().len()`, `rx.queue().is_full()` |
 //! | `JoinableQueue`: `task_done()`, `join()` | `Queue::builder().joinable(true)`, `rx.task_done()?`, `q.join()` |
@@ -97,6 +98,10 @@
 //! full_tx.send(1).unwrap();
 //! assert_eq!(full_tx.try_send(2), Err(TrySendError::Full(2)));
 //! assert_eq!((rx.queue().len(), rx.queue().is_full()), (0, false));
+//! tx.send_many(&[1, 2, 3]).unwrap();
+//! let mut buf = [0u64; 8];
+//! let n = rx.recv_many(&mut buf).unwrap();
+//! assert_eq!(buf[..n], [1, 2, 3]);
 //!
 //! let q = Queue::<u64>::builder().joinable(true).create()?;
 //! let (jtx, jrx) = (q.sender()?, q.receiver()?);

@@ -114,30 +114,7 @@ fn four_producers_four_consumers_move_a_million_messages_exactly_once_in_order()
         .capacity(1024)
         .create()
         .unwrap();
-    let seen = Array::<u8>::builder()
-        .name(unique("seen"))
-        .unlocked()
-        .create(4 * PER_PRODUCER as usize)
-        .unwrap();
-    let consumers: Vec<_> = (0..4)
-        .map(|_| process::spawn(consume, (q.receiver().unwrap(), seen.clone())).unwrap())
-        .collect();
-    let producers: Vec<_> = (0..4)
-        .map(|p| process::spawn(produce, (q.sender().unwrap(), p)).unwrap())
-        .collect();
-    for p in producers {
-        join(p);
-    }
-    let mut total = 0;
-    for c in consumers {
-        let (n, ordered) = join(c);
-        assert!(ordered, "a consumer saw a producer's messages out of order");
-        total += n;
-    }
-    assert_eq!(total, 4 * PER_PRODUCER);
-    let counts = seen.to_vec().unwrap();
-    let bad = counts.iter().filter(|&&c| c != 1).count();
-    assert_eq!(bad, 0, "{bad} messages not delivered exactly once");
+    common::exactly_once(&q, (4, 4, PER_PRODUCER), produce, consume);
 }
 
 #[test]

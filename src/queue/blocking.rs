@@ -30,9 +30,15 @@ pub(crate) fn sleep_until(
 
 /// Wakes one sleeper on `word` if any sleeps (see [`sleep_until`]).
 pub(crate) fn wake_one(word: &AtomicU32, waiters: &AtomicU32) {
+    wake(word, waiters, 1);
+}
+
+/// Wakes up to `n` sleepers on `word` if any sleeps (see [`sleep_until`]):
+/// after `n` commits (releases), each of which may let one sleeper on.
+pub(crate) fn wake(word: &AtomicU32, waiters: &AtomicU32, n: u32) {
     fence(Ordering::SeqCst);
     if waiters.load(Ordering::Relaxed) > 0 {
         word.fetch_add(1, Ordering::SeqCst);
-        futex::wake(word, 1);
+        futex::wake(word, n);
     }
 }

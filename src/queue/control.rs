@@ -8,7 +8,7 @@
 //! 384   state                        counts, flags, statistics, geometry
 //! 512   recovery lock                OwnerLock (64 B)
 //! ...   orphans[64]                  positions held by dead receivers, +1
-//! ...   participants[64]             pid, start time, role, intent
+//! ...   participants[64]             pid, start time, role, intent, run end
 //! ```
 //!
 //! Slots follow in the region's data area: `capacity` slots of `stride`
@@ -100,6 +100,9 @@ pub(crate) struct Participant {
     /// Non-zero while the handle travels to another process, which adopts
     /// the entry by presenting this token.
     pub token: AtomicU64,
+    /// The end of the run of positions claimed at `intent - 1` (a batch);
+    /// at or before `intent` for a single claim (`ring::covers`).
+    pub run_end: RingU64,
 }
 
 /// The control block.
@@ -140,6 +143,7 @@ mod tests {
         assert!(size_of::<State>() <= 128);
         assert_eq!(offset_of!(Participant, intent), 16);
         assert_eq!(offset_of!(Participant, token), 24);
+        assert_eq!(offset_of!(Participant, run_end), 32);
         assert_eq!(align_of::<QueueControl>(), 128);
         let orphans = offset_of!(QueueControl, orphans);
         assert_eq!(orphans, 512 + size_of::<OwnerLock>());

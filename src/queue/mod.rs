@@ -32,6 +32,10 @@
 //!   [`Receiver::recv_ref`] / [`Receiver::recv_bytes`] borrow the slot until
 //!   the guard drops. A `Value`/`Array` sent as a message travels as its name
 //!   (a few bytes), never as its contents.
+//! - **Batches** of `Pod` items: [`Sender::send_many`] /
+//!   [`Receiver::recv_many`] (and their `try_` and `_timeout` forms) claim
+//!   up to 64 slots with one compare-and-swap and wake the peer once per
+//!   run; a process killed mid-run loses nothing it committed.
 //! - **Blocking**: a bounded spin, then a shared futex sleep. Every form of
 //!   waiting looks for dead peers ([`Queue::recover`]) once this process's
 //!   last look at this queue is 50 ms old, whether that look happened in
@@ -84,6 +88,7 @@
 pub(crate) mod atomic;
 pub(crate) mod ring;
 
+mod batch;
 pub(crate) mod blocking;
 pub(crate) mod control;
 mod endpoints;

@@ -22,6 +22,7 @@ impl RawQueue {
                 {
                     p.start.store(start, Ordering::SeqCst);
                     p.intent.store(0, Ordering::SeqCst);
+                    p.run_end.store(0, Ordering::SeqCst);
                     p.token.store(0, Ordering::SeqCst);
                     // Counted before the role is visible: a recoverer only
                     // uncounts entries with a role (a death between the two
@@ -120,6 +121,11 @@ impl RawQueue {
 
     pub(crate) fn intent(&self, entry: usize) -> &RingU64 {
         &self.control().participants[entry].intent
+    }
+
+    /// The end of the entry's claimed run (see `ring::covers`).
+    pub(crate) fn run_end(&self, entry: usize) -> &RingU64 {
+        &self.control().participants[entry].run_end
     }
 
     pub(crate) fn senders(&self) -> u32 {

@@ -285,8 +285,7 @@ impl RawQueue {
     }
 
     /// The word senders sleep on and its sleeper count.
-    #[cfg(feature = "async")]
-    pub(crate) fn send_words(&self) -> (&AtomicU32, &AtomicU32) {
+    pub(crate) fn space_words(&self) -> (&AtomicU32, &AtomicU32) {
         let w = &self.control().waits.0;
         (&w.space, &w.send_waiters)
     }
@@ -354,6 +353,15 @@ impl RawQueue {
 
     /// Publishes a claimed slot with `len` bytes (or [`SKIP`]).
     pub(crate) fn commit(&self, entry: usize, pos: u64, len: u64) {
+        self.commit_quiet(entry, pos, len, pos.wrapping_add(1));
+        let w = &self.control().waits.0;
+        wake_one(&w.items, &w.recv_waiters);
+    }
+
+    /// [`commit`](Self::commit) of position `pos` of a run ending before
+    /// `end` (`pos + 1` for a single claim), without its wake-up, which the
+    /// caller owes (`batch::Batch`).
+    pub(super) fn commit_quiet(&self, entry: usize, pos: u64, len: u64, end: u64) {
         if len != SKIP && self.joinable() {
             self.control()
                 .state
@@ -361,9 +369,7 @@ impl RawQueue {
                 .unfinished
                 .fetch_add(1, Ordering::SeqCst);
         }
-        self.ring().commit(pos, len, self.intent(entry));
-        let w = &self.control().waits.0;
-        wake_one(&w.items, &w.recv_waiters);
+        self.ring().commit_in_run(pos, len, self.intent(entry), end);
     }
 
     // ---- receiving ----
@@ -463,11 +469,22 @@ impl RawQueue {
         }
     }
 
+    /// Whether messages a dead receiver held wait to be delivered again.
+    pub(super) fn orphans_waiting(&self) -> bool {
+        self.control().state.0.orphan_count.load(Ordering::SeqCst) > 0
+    }
+
     /// Frees a received slot for the next lap's sender.
     pub(crate) fn release(&self, entry: usize, pos: u64) {
-        self.ring().release(pos, self.intent(entry));
+        self.release_quiet(entry, pos, pos.wrapping_add(1));
         let w = &self.control().waits.0;
         wake_one(&w.space, &w.send_waiters);
+    }
+
+    /// [`release`](Self::release) of position `pos` of a run ending before
+    /// `end`, without its wake-up, which the caller owes (`batch::Batch`).
+    pub(super) fn release_quiet(&self, entry: usize, pos: u64, end: u64) {
+        self.ring().release_in_run(pos, self.intent(entry), end);
     }
 
     pub(crate) fn data(&self, pos: u64) -> *mut u8 {

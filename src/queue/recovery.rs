@@ -6,7 +6,7 @@
 use super::control::{ROLE_RECEIVER, ROLE_SENDER};
 use super::participants::is_dead;
 use super::raw::RawQueue;
-use super::ring::SKIP;
+use super::ring::{SKIP, covers, held_run};
 use crate::sync::owner_lock::OwnerLock;
 use std::sync::atomic::Ordering;
 
@@ -40,21 +40,29 @@ impl RawQueue {
             let role = p.role.load(Ordering::SeqCst);
             let intent = p.intent.load(Ordering::SeqCst);
             if intent != 0 {
-                let pos = intent - 1;
-                // First the cursor (is_uncommitted/is_held load it with
-                // SeqCst): having seen the CAS that claimed `pos`, we see the
-                // winner's intent, stored before it.
-                let stuck = (role == ROLE_SENDER && ring.is_uncommitted(pos))
-                    || (role == ROLE_RECEIVER && ring.is_held(pos));
-                // Another participant with the same intent that is alive may
-                // be the real holder: leave this entry for a later round.
-                if stuck && self.live_holder(role, intent, i) {
-                    continue;
+                // The claim, or what is left of a run: the intent names the
+                // first position not yet committed (released).
+                let run_end = p.run_end.load(Ordering::SeqCst);
+                let (first, count) = held_run(intent, run_end, ring.capacity());
+                let mut keep = false;
+                for pos in (0..count).map(|k| first.wrapping_add(k)) {
+                    // First the cursor (is_uncommitted/is_held load it with
+                    // SeqCst): having seen the CAS that claimed `pos`, we see
+                    // the winner's intent and run end, stored before it.
+                    let stuck = (role == ROLE_SENDER && ring.is_uncommitted(pos))
+                        || (role == ROLE_RECEIVER && ring.is_held(pos));
+                    // Another participant showing `pos` that is alive may be
+                    // the real holder: leave this entry for a later round.
+                    if stuck && self.live_holder(role, pos, i) {
+                        keep = true;
+                    } else if stuck && role == ROLE_SENDER && ring.skip_abandoned_send(pos) {
+                        c.state.0.skipped.fetch_add(1, Ordering::Relaxed);
+                    } else if stuck && role == ROLE_RECEIVER && !self.add_orphan(pos) {
+                        keep = true; // the orphan list is full: keep the entry
+                    }
                 }
-                if stuck && role == ROLE_SENDER && ring.skip_abandoned_send(pos) {
-                    c.state.0.skipped.fetch_add(1, Ordering::Relaxed);
-                } else if stuck && role == ROLE_RECEIVER && !self.add_orphan(pos) {
-                    continue; // the orphan list is full: keep the entry
+                if keep {
+                    continue;
                 }
             }
             // Freed without uncounting: the recount below sets the counts
@@ -146,27 +154,30 @@ impl RawQueue {
         let seq = slot.seq.load(Ordering::SeqCst);
         // An intent (an orphan) of 0 means none: never a holder of `pos`
         // (in the first lap, `pos - capacity + 1` wraps to 0).
-        let shows = |role: u32, intent: u64| {
-            intent != 0
-                && c.participants.iter().any(|p| {
-                    p.pid.load(Ordering::SeqCst) != 0
+        let shows = |role: u32, at: u64| {
+            c.participants.iter().any(|p| {
+                p.pid.load(Ordering::SeqCst) != 0
                     && p.role.load(Ordering::SeqCst) == role
                     // SYNC(intent-clear): pairs with the Release intent
                     // stores of the ring: an intent that moved on means
                     // the commit (release) before it is visible to our CAS.
-                    && p.intent.load(Ordering::SeqCst) == intent
-                })
+                    && covers(
+                        p.intent.load(Ordering::SeqCst),
+                        p.run_end.load(Ordering::SeqCst),
+                        at,
+                    )
+            })
         };
         let prev = pos.wrapping_sub(ring.capacity());
         let Some(stamp) = ring.repaired_stamp(
             pos,
             h,
             seq,
-            || shows(ROLE_SENDER, pos.wrapping_add(1)),
+            || shows(ROLE_SENDER, pos),
             || {
                 let held = prev.wrapping_add(1);
                 held != 0
-                    && (shows(ROLE_RECEIVER, held)
+                    && (shows(ROLE_RECEIVER, prev)
                         || c.orphans.iter().any(|o| o.load(Ordering::SeqCst) == held))
             },
         ) else {
@@ -221,7 +232,9 @@ impl RawQueue {
         repaired
     }
 
-    pub(super) fn live_holder(&self, role: u32, intent: u64, except: usize) -> bool {
+    /// Whether a live participant other than `except` shows `pos` as
+    /// claimed in `role` (`ring::covers`).
+    pub(super) fn live_holder(&self, role: u32, pos: u64, except: usize) -> bool {
         self.control()
             .participants
             .iter()
@@ -229,7 +242,11 @@ impl RawQueue {
             .any(|(j, q)| {
                 j != except
                     && q.role.load(Ordering::SeqCst) == role
-                    && q.intent.load(Ordering::SeqCst) == intent
+                    && covers(
+                        q.intent.load(Ordering::SeqCst),
+                        q.run_end.load(Ordering::SeqCst),
+                        pos,
+                    )
                     && !is_dead(q)
             })
     }
@@ -271,6 +288,9 @@ impl RawQueue {
             if !ring.is_held(pos) {
                 continue;
             }
+            // A single claim: no run behind it (a run end left from an
+            // earlier run would be after this older position).
+            self.run_end(entry).store(0, Ordering::SeqCst);
             self.intent(entry).store(v, Ordering::SeqCst);
             let len = ring.slot(pos).len.load(Ordering::Acquire);
             if len == SKIP || len > self.max_len() as u64 {

@@ -14,6 +14,15 @@
 //!   sender died (or dropped a reservation uncommitted) is committed as a skip
 //!   by a recoverer, and receivers release skips without delivering them.
 //!
+//! - **Runs.** A batch claims up to `max` consecutive positions with one
+//!   compare-and-swap (`try_claim_send_run`/`try_claim_recv_run`): before
+//!   it, the claimer stores the run's end in its `run_end` word, then its
+//!   intent `p + 1` (Release, as above). It commits (releases) the run's
+//!   positions in order, each moving the intent on to the next position
+//!   (and to 0 after the last), so a participant's intent and run end
+//!   always name what it may still hold: `[intent - 1, run_end)`
+//!   ([`covers`]).
+//!
 //! A single-producer (single-consumer) ring replaces the CAS by a plain store
 //! and needs no intent: its one sender cannot race anyone for a position.
 //!
@@ -64,6 +73,33 @@ pub(crate) struct Ring<'a> {
 /// practice: 2^64 messages).
 fn after(a: u64, b: u64) -> bool {
     (a.wrapping_sub(b) as i64) > 0
+}
+
+/// Whether a participant showing `intent` and `run_end` may hold `pos`:
+/// its claim `intent - 1`, or a position of its run `[intent - 1,
+/// run_end)`. An intent of 0 holds nothing. A run end left from an earlier
+/// run is at or before the intent (positions only grow), so it widens
+/// nothing; a peer's garbage can only widen what counts as held, which
+/// makes recovery wait, never act on a live claim.
+pub(crate) fn covers(intent: u64, run_end: u64, pos: u64) -> bool {
+    if intent == 0 {
+        return false;
+    }
+    let first = intent.wrapping_sub(1);
+    pos == first || (!after(first, pos) && after(run_end, pos))
+}
+
+/// The positions a dead participant showing `intent` and `run_end` may
+/// hold, first and count: at most a ring's `capacity` (a garbage run end
+/// must not make recovery walk 2^64 positions).
+pub(crate) fn held_run(intent: u64, run_end: u64, capacity: u64) -> (u64, u64) {
+    let first = intent.wrapping_sub(1);
+    let count = if after(run_end, first) {
+        run_end.wrapping_sub(first).min(capacity)
+    } else {
+        1
+    };
+    (first, count)
 }
 
 impl<'a> Ring<'a> {
@@ -212,6 +248,13 @@ impl<'a> Ring<'a> {
 
     /// Publishes the message at `pos` with `len` bytes (or [`SKIP`]).
     pub(crate) fn commit(&self, pos: u64, len: u64, intent: &AtomicU64) {
+        self.commit_in_run(pos, len, intent, pos.wrapping_add(1));
+    }
+
+    /// [`commit`](Self::commit) of position `pos` of a run that ends
+    /// before `end`: the intent moves on to the next position, or to 0
+    /// after the last. The run's positions are committed in order.
+    pub(crate) fn commit_in_run(&self, pos: u64, len: u64, intent: &AtomicU64, end: u64) {
         let slot = self.slot(pos);
         slot.len.store(len, Ordering::Relaxed);
         // SYNC(seq): pairs with the Acquire load in `try_claim_recv`; the
@@ -223,8 +266,15 @@ impl<'a> Ring<'a> {
             // SYNC(intent-clear): Release, so that a recoverer whose SeqCst
             // load sees this (or a later) intent also sees the commit above;
             // pairs with the intent loads of `repaired_stamp`'s callers.
-            intent.store(0, Ordering::Release);
+            intent.store(Self::next_intent(pos, end), Ordering::Release);
         }
+    }
+
+    /// The intent after position `pos` of a run ending before `end` is
+    /// done: the next position, + 1, or 0 after the last.
+    fn next_intent(pos: u64, end: u64) -> u64 {
+        let next = pos.wrapping_add(1);
+        if next == end { 0 } else { next.wrapping_add(1) }
     }
 
     /// Claims the next committed message: its position and length (which may
@@ -275,13 +325,120 @@ impl<'a> Ring<'a> {
 
     /// Frees the slot at `pos` for the sender of the next lap.
     pub(crate) fn release(&self, pos: u64, intent: &AtomicU64) {
+        self.release_in_run(pos, intent, pos.wrapping_add(1));
+    }
+
+    /// [`release`](Self::release) of position `pos` of a run that ends
+    /// before `end` (as [`commit_in_run`](Self::commit_in_run)).
+    pub(crate) fn release_in_run(&self, pos: u64, intent: &AtomicU64, end: u64) {
         // SYNC(seq): pairs with the Acquire load in `try_claim_send`.
         self.slot(pos)
             .seq
             .store(pos.wrapping_add(self.capacity()), Ordering::Release);
         if !self.single_consumer {
-            intent.store(0, Ordering::Release);
+            intent.store(Self::next_intent(pos, end), Ordering::Release);
         }
+    }
+
+    /// Claims up to `max` (at least 1) consecutive positions for sending
+    /// with one compare-and-swap on `head`, as many as are free now and
+    /// within the limit: the first and the count. `None` if not even one is
+    /// (then as [`try_claim_send`](Self::try_claim_send)). The caller
+    /// writes and commits each with [`commit_in_run`](Self::commit_in_run),
+    /// in order; until the last, `intent` and `run_end` stay untouched.
+    pub(crate) fn try_claim_send_run(
+        &self,
+        intent: &AtomicU64,
+        run_end: &AtomicU64,
+        max: u64,
+    ) -> Option<(u64, u64)> {
+        debug_assert!(max >= 1 && !self.single_producer);
+        self.claim_run(self.head, intent, run_end, |first| {
+            self.free_run(first, max)
+        })
+    }
+
+    /// Moves `cursor` past the run `ready` counts from it (0: none ready
+    /// now), with the run's end and then the intent stored before the CAS;
+    /// the first position and the count. `None`: nothing ready and the
+    /// cursor did not move (a moved cursor is tried again, as the single
+    /// claims do), the intent cleared.
+    fn claim_run(
+        &self,
+        cursor: &AtomicU64,
+        intent: &AtomicU64,
+        run_end: &AtomicU64,
+        ready: impl Fn(u64) -> u64,
+    ) -> Option<(u64, u64)> {
+        let mut pos = cursor.load(Ordering::Relaxed);
+        loop {
+            let first = pos;
+            let n = ready(first);
+            if n == 0 {
+                let now = cursor.load(Ordering::Relaxed);
+                if now == first {
+                    intent.store(0, Ordering::Release);
+                    return None;
+                }
+                pos = now;
+                continue;
+            }
+            let end = first.wrapping_add(n);
+            // SYNC(intent): the run's end, then the intent (Release), both
+            // before the CAS: a recoverer that sees the intent sees the end.
+            run_end.store(end, Ordering::Release);
+            intent.store(first.wrapping_add(1), Ordering::Release);
+            match cursor.compare_exchange_weak(first, end, Ordering::SeqCst, Ordering::Relaxed) {
+                Ok(_) => return Some((first, n)),
+                Err(now) => pos = now,
+            }
+        }
+    }
+
+    /// How many positions from `first` (at most `max`) are free for their
+    /// senders now and within the limit.
+    fn free_run(&self, first: u64, max: u64) -> u64 {
+        let room = if self.limit >= self.capacity() {
+            max
+        } else {
+            let used = first.wrapping_sub(self.tail.load(Ordering::SeqCst)) as i64;
+            (self.limit as i64 - used).clamp(0, max as i64) as u64
+        };
+        let mut n = 0;
+        // SYNC(seq): as in `try_claim_send`, for each slot of the run.
+        while n < room
+            && self.slot(first.wrapping_add(n)).seq.load(Ordering::Acquire) == first.wrapping_add(n)
+        {
+            n += 1;
+        }
+        n
+    }
+
+    /// Claims up to `max` (at least 1) consecutive committed messages with
+    /// one compare-and-swap on `tail`: the first position and the count;
+    /// `Err(Empty)` if the next is not committed. Lengths are read per slot
+    /// (`slot(p).len`; any may be [`SKIP`]). The caller releases each with
+    /// [`release_in_run`](Self::release_in_run), in order.
+    pub(crate) fn try_claim_recv_run(
+        &self,
+        intent: &AtomicU64,
+        run_end: &AtomicU64,
+        max: u64,
+    ) -> Result<(u64, u64), Empty> {
+        debug_assert!(max >= 1 && !self.single_consumer);
+        let committed = |first: u64| {
+            let mut n = 0;
+            // SYNC(seq): as in `try_claim_recv`, for each slot of the run.
+            while n < max
+                && self.slot(first.wrapping_add(n)).seq.load(Ordering::Acquire)
+                    == first.wrapping_add(n).wrapping_add(1)
+            {
+                n += 1;
+            }
+            n
+        };
+        self.claim_run(self.tail, intent, run_end, committed)
+            .ok_or(Empty)
     }
 
     /// Whether the slot at `head` is free for a sender (the ring is not full,
@@ -529,6 +686,40 @@ mod loom_tests {
             }
         }
 
+        /// Sends what one run claim takes of `values` (committing in
+        /// order); how many.
+        fn send_run(&self, ring: &Ring<'_>, words: &[AtomicU64; 2], values: &[u64]) -> usize {
+            let [intent, run_end] = words;
+            let Some((first, n)) = ring.try_claim_send_run(intent, run_end, values.len() as u64)
+            else {
+                return 0;
+            };
+            for k in 0..n {
+                let pos = first + k;
+                self.value(ring, pos)
+                    .store(values[k as usize], Ordering::Relaxed);
+                ring.commit_in_run(pos, 8, intent, first + n);
+            }
+            n as usize
+        }
+
+        /// Receives what one run claim takes, up to `max` (skips dropped).
+        fn recv_run(&self, ring: &Ring<'_>, words: &[AtomicU64; 2], max: u64) -> Vec<u64> {
+            let [intent, run_end] = words;
+            let mut got = Vec::new();
+            if let Ok((first, n)) = ring.try_claim_recv_run(intent, run_end, max) {
+                for pos in first..first + n {
+                    let len = ring.slot(pos).len.load(Ordering::Relaxed);
+                    let v = self.value(ring, pos).load(Ordering::Relaxed);
+                    ring.release_in_run(pos, intent, first + n);
+                    if len != SKIP {
+                        got.push(v);
+                    }
+                }
+            }
+            got
+        }
+
         fn recv(&self, ring: &Ring<'_>, intent: &AtomicU64) -> Option<u64> {
             loop {
                 match ring.try_claim_recv(intent) {
@@ -651,6 +842,108 @@ mod loom_tests {
         });
     }
 
+    /// Runs beside single claims: one producer sends two values in runs
+    /// while another sends one singly; one consumer takes runs, the other
+    /// single messages. Every value arrives once, and a run consumer sees
+    /// one producer's run in order.
+    #[test]
+    fn runs_and_single_claims_deliver_exactly_once() {
+        model(|| {
+            // Room for all three: the consumers are joined before draining.
+            let heap = Heap::new(4);
+            let words = || [AtomicU64::new(0), AtomicU64::new(0)];
+            let runs = spawn(&heap, false, move |h, r, _| {
+                let w = words();
+                let mut sent = 0;
+                while sent < 2 {
+                    sent += h.send_run(r, &w, &[1, 2][sent..]);
+                    if sent < 2 {
+                        thread::yield_now();
+                    }
+                }
+            });
+            let single = spawn(&heap, false, |h, r, i| h.send_waiting(r, i, 3));
+            let taker = spawn(&heap, false, move |h, r, _| h.recv_run(r, &words(), 2));
+            runs.join().unwrap();
+            single.join().unwrap();
+            let mut got = taker.join().unwrap();
+            let run_order = got.iter().filter(|&&v| v != 3).copied().collect::<Vec<_>>();
+            assert!(run_order.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+            let (intent, ring) = (AtomicU64::new(0), heap.ring(false, false));
+            while let Some(v) = heap.recv(&ring, &intent) {
+                got.push(v);
+            }
+            got.sort();
+            assert_eq!(got, vec![1, 2, 3]);
+        });
+    }
+
+    /// Runs across a lap of a ring of two, and against a limit of one in
+    /// two slots: a run takes only slots released by the last lap's
+    /// receiver (nothing stale is read) and never more than the limit.
+    #[test]
+    fn runs_wrap_around_and_keep_the_limit() {
+        for limit in [2, 1] {
+            model(move || {
+                let heap = Heap::limited(2, limit);
+                let producer = spawn(&heap, false, move |h, r, _| {
+                    let w = [AtomicU64::new(0), AtomicU64::new(0)];
+                    let first = h.send_run(r, &w, &[1, 2]);
+                    assert_eq!(first as u64, limit); // the ring is empty
+                    let second = h.send_run(r, &w, &[3, 4][..first]);
+                    (first, second)
+                });
+                let consumer = spawn(&heap, false, |h, r, _| {
+                    h.recv_run(r, &[AtomicU64::new(0), AtomicU64::new(0)], 2)
+                });
+                let (first, second) = producer.join().unwrap();
+                let mut got = consumer.join().unwrap();
+                let (intent, ring) = (AtomicU64::new(0), heap.ring(false, false));
+                assert!(ring.len() <= limit);
+                while let Some(v) = heap.recv(&ring, &intent) {
+                    got.push(v);
+                }
+                let mut want: Vec<u64> = [1, 2][..first].to_vec();
+                want.extend_from_slice(&[3, 4][..second]);
+                assert_eq!(got, want);
+            });
+        }
+    }
+
+    /// A sender that claimed a run of two and committed only the first
+    /// "dies": recovery finds the rest from its intent and run end and
+    /// skips it; the committed message and later ones flow.
+    #[test]
+    fn a_dead_senders_run_rest_is_skipped() {
+        model(|| {
+            let heap = Heap::new(4);
+            let ring = heap.ring(false, false);
+            let [intent, run_end] = [AtomicU64::new(0), AtomicU64::new(0)];
+            let (first, n) = ring.try_claim_send_run(&intent, &run_end, 2).unwrap();
+            assert_eq!((first, n), (0, 2));
+            heap.value(&ring, 0).store(5, Ordering::Relaxed);
+            ring.commit_in_run(0, 8, &intent, 2);
+            let live = spawn(&heap, false, |h, r, i| h.send_waiting(r, i, 7));
+            let taker = spawn(&heap, false, |h, r, i| h.recv(r, i));
+            // The recoverer: what the dead sender may still hold.
+            let held = held_run(
+                intent.load(Ordering::SeqCst),
+                run_end.load(Ordering::SeqCst),
+                ring.capacity(),
+            );
+            assert_eq!(held, (1, 1));
+            assert!(ring.is_uncommitted(1));
+            assert!(ring.skip_abandoned_send(1));
+            live.join().unwrap();
+            let mut got: Vec<u64> = taker.join().unwrap().into_iter().collect();
+            let mine = AtomicU64::new(0);
+            while let Some(v) = heap.recv(&ring, &mine) {
+                got.push(v);
+            }
+            assert_eq!(got, vec![5, 7]);
+        });
+    }
+
     #[test]
     fn a_dead_senders_claim_is_skipped_and_later_messages_flow() {
         model(|| {
@@ -701,6 +994,23 @@ mod tests {
         assert_eq!(ring.repaired_stamp(12, 12, 9, no, no), Some(12)); // held by nobody
         assert_eq!(ring.repaired_stamp(13, 12, 13 + 4 * 7, no, no), Some(13));
         assert_eq!(ring.repaired_stamp(13, 12, 0, no, yes), Some(10));
+    }
+
+    #[test]
+    fn a_run_covers_what_is_left_of_it_and_a_stale_end_nothing_more() {
+        // Run 10..14, intent moved on to 12: holds 12 and 13.
+        assert!(!covers(13, 14, 11));
+        assert!(covers(13, 14, 12) && covers(13, 14, 13));
+        assert!(!covers(13, 14, 14));
+        assert_eq!(held_run(13, 14, 64), (12, 2));
+        // A single claim at 20 with the end of an earlier run: only 20.
+        assert!(covers(21, 14, 20) && !covers(21, 14, 21) && !covers(21, 14, 13));
+        assert_eq!(held_run(21, 14, 64), (20, 1));
+        // No intent holds nothing; a garbage end walks at most a lap.
+        assert!(!covers(0, u64::MAX, 5));
+        assert_eq!(held_run(1, u64::MAX / 2, 8), (0, 8));
+        // Across the wrap of positions.
+        assert!(covers(u64::MAX, 2, 0) && covers(u64::MAX, 2, u64::MAX - 1));
     }
 
     #[test]

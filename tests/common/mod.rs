@@ -239,3 +239,44 @@ pub fn join_child<R: shmkit::Message>(mut p: shmkit::process::Process<R>) -> R {
         }
     }
 }
+
+/// A consumer for [`exactly_once`]: how many it took, and whether in order.
+pub type Consume = fn((shmkit::queue::Receiver<u64>, shmkit::Array<u8>)) -> (u64, bool);
+
+/// Moves `producers × per_producer` tagged u64 items (`p << 32 | i`)
+/// through `q` from producer processes to consumer processes and checks
+/// them: `produce((tx, p))` sends producer `p`'s items; `consume((rx,
+/// seen))` counts each item it receives in `seen` (index `p *
+/// per_producer + i`) and returns how many it took and whether each
+/// producer's items came in order. Asserts order, the total, and that
+/// every item arrived exactly once.
+pub fn exactly_once(
+    q: &shmkit::queue::Queue<u64>,
+    (producers, consumers, per_producer): (u64, usize, u64),
+    produce: fn((shmkit::queue::Sender<u64>, u64)),
+    consume: Consume,
+) {
+    let seen = shmkit::Array::<u8>::builder()
+        .name(unique("seen"))
+        .unlocked()
+        .create((producers * per_producer) as usize)
+        .unwrap();
+    let consumers: Vec<_> = (0..consumers)
+        .map(|_| shmkit::process::spawn(consume, (q.receiver().unwrap(), seen.clone())).unwrap())
+        .collect();
+    let producers_: Vec<_> = (0..producers)
+        .map(|p| shmkit::process::spawn(produce, (q.sender().unwrap(), p)).unwrap())
+        .collect();
+    for p in producers_ {
+        join_child(p);
+    }
+    let mut total = 0;
+    for c in consumers {
+        let (n, ordered) = join_child(c);
+        assert!(ordered, "a consumer saw a producer's items out of order");
+        total += n;
+    }
+    assert_eq!(total, producers * per_producer);
+    let bad = seen.to_vec().unwrap().iter().filter(|&&c| c != 1).count();
+    assert_eq!(bad, 0, "{bad} items not delivered exactly once");
+}

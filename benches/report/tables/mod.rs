@@ -24,6 +24,7 @@ pub fn tables() -> Vec<Table> {
         t.push(queues::spsc(prefix, size, label));
         t.push(queues::mpmc(prefix, size, label));
     }
+    t.push(queues::runs());
     t.push(queues::huge());
     t.push(queues::short_ring());
     t.push(queues::async_1kib());

@@ -202,6 +202,32 @@ pub fn short_ring() -> Table {
     }
 }
 
+/// u64 words in runs of 64: the batch API against a bare ring batched.
+pub fn runs() -> Table {
+    Table {
+        title: "Queue throughput, u64 messages in runs of 64, 1 producer → 1 consumer".into(),
+        what: "One producer process sends 64 words per call with `send_many`; this process                takes up to 64 per call with `recv_many`. The limit is a bare ring that moves each                cursor once per run of 64; one word per message, as in the unbatched table.",
+        rows: vec![
+            row(
+                "queue/18-u64-spsc-bare-shared-ring-runs-of-64 (limit)",
+                "bare SPSC ring, cursors moved once per run",
+                Limit,
+            ),
+            row(
+                "queue/16-u64-spsc-shmkit-queue-runs-of-64",
+                "shmkit `Queue<u64>`, `send_many` / `recv_many`",
+                Shmkit,
+            ),
+            row(
+                "queue/11-u64-spsc-shmkit-queue",
+                "shmkit `Queue<u64>`, one `send` / `recv` per message",
+                Context,
+            ),
+        ],
+        why_loses: "A run is claimed with one CAS and wakes its peer once, but each message still                     has its own 16-byte slot header (stamp and length; a u64 slot is 32 bytes, two                     per cache line against the bare ring's eight), and each slot's stamp is loaded                     and stored on both sides, so four times as many lines cross between the CPUs.",
+    }
+}
+
 /// 4 MiB messages, shmkit's queue beside iceoryx2.
 pub fn huge() -> Table {
     Table {

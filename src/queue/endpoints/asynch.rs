@@ -45,7 +45,7 @@ fn wait_for<R>(
 ) -> impl Future<Output = R> {
     let (word, waiters) = match side {
         Side::Recv => raw.recv_words(),
-        Side::Send => raw.send_words(),
+        Side::Send => raw.space_words(),
     };
     let keep: Arc<dyn Any + Send + Sync> = raw.clone();
     // SAFETY: both words lie in `raw`'s mapping, which `keep` owns.

@@ -7,6 +7,7 @@ use super::error::{
 };
 #[cfg(feature = "async")]
 pub(crate) mod asynch;
+mod batch;
 mod chunks;
 pub(super) mod guards;
 
