@@ -17,14 +17,10 @@
 //! (a batch that waits for room while its receivers sleep unwoken would
 //! wait forever): [`Batch::flush`].
 
-use super::blocking::wake;
+use super::blocking::{wake, wake_after_claim};
 use super::raw::RawQueue;
-use super::ring::SKIP;
+use super::ring::{MAX_RUN, SKIP};
 use std::sync::atomic::Ordering;
-
-/// The most positions one run claims: bounds what a participant killed
-/// mid-run leaves to recovery (and to the orphan list, which holds 64).
-pub(crate) const MAX_RUN: u64 = 64;
 
 /// Messages committed (slots released) whose wake-up is still owed.
 #[must_use = "a batch owes its peers a wake-up: call `flush`"]
@@ -150,12 +146,14 @@ impl<'a> Batch<'a> {
         if self.owed == 0 {
             return;
         }
-        let (word, waiters) = if self.sending {
-            self.raw.recv_words()
+        if self.sending {
+            // The runs were claimed unheld, each with a SeqCst CAS.
+            let (word, waiters) = self.raw.recv_words();
+            wake_after_claim(word, waiters, self.owed);
         } else {
-            self.raw.space_words()
-        };
-        wake(word, waiters, self.owed);
+            let (word, waiters) = self.raw.space_words();
+            wake(word, waiters, self.owed);
+        }
         self.owed = 0;
     }
 }

@@ -33,6 +33,20 @@ pub(crate) fn wake_one(word: &AtomicU32, waiters: &AtomicU32) {
     wake(word, waiters, 1);
 }
 
+/// [`wake`] without the fence, for a sender whose claim was a SeqCst
+/// read-modify-write (the queue's CAS on its head) and whose sleepers
+/// judge readiness by that cursor (`Ring::claimed_not_held`): the count is
+/// read with SeqCst after the claim, which orders it against a sleeper's
+/// SeqCst count and cursor read without a fence (x86: the `lock cmpxchg`
+/// of the claim is the barrier; the fence after the commit's plain store
+/// waited for the slot's cache line, about a sixth of a u64 message).
+pub(crate) fn wake_after_claim(word: &AtomicU32, waiters: &AtomicU32, n: u32) {
+    if waiters.load(Ordering::SeqCst) > 0 {
+        word.fetch_add(1, Ordering::SeqCst);
+        futex::wake(word, n);
+    }
+}
+
 /// Wakes up to `n` sleepers on `word` if any sleeps (see [`sleep_until`]):
 /// after `n` commits (releases), each of which may let one sleeper on.
 pub(crate) fn wake(word: &AtomicU32, waiters: &AtomicU32, n: u32) {

@@ -4,7 +4,7 @@
 //! recovery from dead participants and from impossible bytes.
 
 use super::atomic::AtomicU64 as RingU64;
-use super::blocking::{sleep_until, wake_one};
+use super::blocking::{sleep_until, wake_after_claim, wake_one};
 use super::control::{FLAG_BYTES, FLAG_JOINABLE, QueueControl, ROLE_RECEIVER, ROLE_SENDER};
 use super::geometry::{Geometry, Slots};
 use super::looks::{Looks, Wait};
@@ -300,7 +300,9 @@ impl RawQueue {
     /// Whether a receive would not wait: a message (or one to redeliver) is
     /// ready, every sender is gone, or the segment was cut.
     pub(crate) fn recv_ready(&self) -> bool {
-        self.ring().can_recv()
+        let ring = self.ring();
+        ring.can_recv()
+            || ring.claimed_not_held()
             || self.recv_disconnected()
             || self.control().state.0.orphan_count.load(Ordering::SeqCst) > 0
             || self.seg.check().is_err()
@@ -328,8 +330,17 @@ impl RawQueue {
         self.disconnected(ROLE_RECEIVER)
     }
 
-    /// Claims a slot to send into, blocking as `wait` allows.
-    pub(crate) fn claim_send(&self, entry: usize, wait: Wait) -> std::result::Result<u64, Stop> {
+    /// Claims a slot to send into, blocking as `wait` allows; `hold`: the
+    /// slot is marked [`HOLD`](super::ring::HOLD) (the sender may take long before it commits,
+    /// and must commit with [`commit`](Self::commit)); otherwise the
+    /// sender writes it at once and commits with
+    /// [`commit_claimed`](Self::commit_claimed).
+    pub(crate) fn claim_send(
+        &self,
+        entry: usize,
+        wait: Wait,
+        hold: bool,
+    ) -> std::result::Result<u64, Stop> {
         let ring = self.ring();
         let intent = self.intent(entry);
         let w = &self.control().waits.0;
@@ -340,12 +351,15 @@ impl RawQueue {
             }
             let seen = w.space.load(Ordering::SeqCst);
             if let Some(pos) = ring.try_claim_send(intent) {
+                if hold {
+                    ring.hold(pos);
+                }
                 return Ok(pos);
             }
             if wait != Wait::No && backoff.spin() {
                 continue;
             }
-            self.wait_or_look(&w.space, &w.send_waiters, seen, wait, || {
+            self.wait_or_look(&w.space, &w.send_waiters, seen, wait, true, || {
                 ring.can_send() || self.send_disconnected()
             })?;
         }
@@ -356,6 +370,14 @@ impl RawQueue {
         self.commit_quiet(entry, pos, len, pos.wrapping_add(1));
         let w = &self.control().waits.0;
         wake_one(&w.items, &w.recv_waiters);
+    }
+
+    /// [`commit`](Self::commit) of a slot claimed without `hold`: the
+    /// wake-up needs no fence (`blocking::wake_after_claim`).
+    pub(crate) fn commit_claimed(&self, entry: usize, pos: u64, len: u64) {
+        self.commit_quiet(entry, pos, len, pos.wrapping_add(1));
+        let w = &self.control().waits.0;
+        wake_after_claim(&w.items, &w.recv_waiters, 1);
     }
 
     /// [`commit`](Self::commit) of position `pos` of a run ending before
@@ -457,11 +479,17 @@ impl RawQueue {
             if this_wait != Wait::No && backoff.spin() {
                 continue;
             }
-            let waited = self.wait_or_look(&w.items, &w.recv_waiters, seen, this_wait, || {
-                ring.can_recv()
-                    || self.recv_disconnected()
-                    || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
-            });
+            // A sender that claimed the next slot without holding it
+            // commits without a fence and may miss us counted as a sleeper
+            // (`Ring::claimed_not_held`): yield to it instead of sleeping.
+            let sleep = !ring.claimed_not_held();
+            let waited =
+                self.wait_or_look(&w.items, &w.recv_waiters, seen, this_wait, sleep, || {
+                    ring.can_recv()
+                        || ring.claimed_not_held()
+                        || self.recv_disconnected()
+                        || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
+                });
             match waited {
                 Err(Stop::Timeout) if wait == Wait::No => return Err(Stop::WouldBlock),
                 other => other?,
@@ -526,7 +554,7 @@ impl RawQueue {
                 return true;
             }
             if self
-                .wait_or_look(&w.done, &w.join_waiters, seen, wait, || {
+                .wait_or_look(&w.done, &w.join_waiters, seen, wait, true, || {
                     st.unfinished.load(Ordering::SeqCst) == 0
                 })
                 .is_err()
@@ -544,7 +572,8 @@ impl RawQueue {
     /// then returns at once so that the caller tries again before it
     /// reports anything; else fails as `wait` says, or sleeps on `word`
     /// until woken, `ready()`, the deadline or the next look's time,
-    /// whichever comes first.
+    /// whichever comes first. `sleep` false: yields the CPU once instead
+    /// of sleeping (a peer is about to change the state without waking).
     ///
     /// [`LOOK_EVERY`]: super::looks::LOOK_EVERY
     pub(super) fn wait_or_look(
@@ -553,6 +582,7 @@ impl RawQueue {
         waiters: &AtomicU32,
         seen: u32,
         wait: Wait,
+        sleep: bool,
         ready: impl Fn() -> bool,
     ) -> std::result::Result<(), Stop> {
         let (due, now) = self.looks.take_due_for(wait);
@@ -566,7 +596,11 @@ impl RawQueue {
             (Wait::Forever, _) => self.looks.next_due(),
             (Wait::No, _) => return Err(Stop::WouldBlock),
         };
-        sleep_until(word, waiters, seen, until, ready);
+        if sleep {
+            sleep_until(word, waiters, seen, until, ready);
+        } else {
+            std::thread::yield_now();
+        }
         Ok(())
     }
 

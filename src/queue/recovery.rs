@@ -43,7 +43,7 @@ impl RawQueue {
                 // The claim, or what is left of a run: the intent names the
                 // first position not yet committed (released).
                 let run_end = p.run_end.load(Ordering::SeqCst);
-                let (first, count) = held_run(intent, run_end, ring.capacity());
+                let (first, count) = held_run(intent, run_end);
                 let mut keep = false;
                 for pos in (0..count).map(|k| first.wrapping_add(k)) {
                     // First the cursor (is_uncommitted/is_held load it with
@@ -283,15 +283,20 @@ impl RawQueue {
                 continue;
             }
             let pos = v - 1;
+            let held = ring.is_held(pos);
+            if held {
+                // Ours before it leaves the list: a death in between leaves
+                // it in both (recovery queues it once), never in neither.
+                // A single claim: no run behind it (a run end left from an
+                // earlier run would be after this older position).
+                self.run_end(entry).store(0, Ordering::SeqCst);
+                self.intent(entry).store(v, Ordering::SeqCst);
+            }
             o.store(0, Ordering::SeqCst);
             c.state.0.orphan_count.fetch_sub(1, Ordering::SeqCst);
-            if !ring.is_held(pos) {
+            if !held {
                 continue;
             }
-            // A single claim: no run behind it (a run end left from an
-            // earlier run would be after this older position).
-            self.run_end(entry).store(0, Ordering::SeqCst);
-            self.intent(entry).store(v, Ordering::SeqCst);
             let len = ring.slot(pos).len.load(Ordering::Acquire);
             if len == SKIP || len > self.max_len() as u64 {
                 ring.release(pos, self.intent(entry));

@@ -35,6 +35,12 @@ use super::atomic::{AtomicU64, Ordering};
 /// Length of a slot whose claim was abandoned: receivers skip it.
 pub(crate) const SKIP: u64 = u64::MAX;
 
+/// Length a claimed slot shows while its sender holds it for work of any
+/// length (a reservation, a large copy, an encoding): such a sender
+/// commits with the fenced wake-up, so a receiver may sleep behind it.
+/// Every commit replaces it with the real length (or [`SKIP`]).
+pub(crate) const HOLD: u64 = u64::MAX - 1;
+
 /// The start of every slot; the message bytes follow.
 #[repr(C)]
 #[derive(Debug)]
@@ -75,31 +81,41 @@ fn after(a: u64, b: u64) -> bool {
     (a.wrapping_sub(b) as i64) > 0
 }
 
+/// The most positions one run claims: bounds what a participant killed
+/// mid-run leaves to recovery (and to the orphan list, which holds 64),
+/// and how far a run end read from a peer's entry is believed.
+pub(crate) const MAX_RUN: u64 = 64;
+
 /// Whether a participant showing `intent` and `run_end` may hold `pos`:
 /// its claim `intent - 1`, or a position of its run `[intent - 1,
 /// run_end)`. An intent of 0 holds nothing. A run end left from an earlier
-/// run is at or before the intent (positions only grow), so it widens
-/// nothing; a peer's garbage can only widen what counts as held, which
-/// makes recovery wait, never act on a live claim.
+/// run is at or before the intent (positions only grow; a failed run claim
+/// sets it back to its first position), so it widens nothing. A run end
+/// more than [`MAX_RUN`] past the intent is a peer's garbage and is read
+/// as a single claim: garbage can widen what counts as held (which makes
+/// recovery wait, never act on a live claim) by at most a run.
 pub(crate) fn covers(intent: u64, run_end: u64, pos: u64) -> bool {
     if intent == 0 {
         return false;
     }
-    let first = intent.wrapping_sub(1);
-    pos == first || (!after(first, pos) && after(run_end, pos))
+    let (first, count) = held_run(intent, run_end);
+    pos.wrapping_sub(first) < count
 }
 
-/// The positions a dead participant showing `intent` and `run_end` may
-/// hold, first and count: at most a ring's `capacity` (a garbage run end
-/// must not make recovery walk 2^64 positions).
-pub(crate) fn held_run(intent: u64, run_end: u64, capacity: u64) -> (u64, u64) {
+/// The positions a participant showing `intent` (non-zero) and `run_end`
+/// may hold: the first and the count (1 for a single claim; at most
+/// [`MAX_RUN`], whatever a peer wrote).
+pub(crate) fn held_run(intent: u64, run_end: u64) -> (u64, u64) {
     let first = intent.wrapping_sub(1);
-    let count = if after(run_end, first) {
-        run_end.wrapping_sub(first).min(capacity)
-    } else {
-        1
-    };
-    (first, count)
+    let count = run_end.wrapping_sub(first);
+    (
+        first,
+        if (1..=MAX_RUN).contains(&count) {
+            count
+        } else {
+            1
+        },
+    )
 }
 
 impl<'a> Ring<'a> {
@@ -352,7 +368,7 @@ impl<'a> Ring<'a> {
         run_end: &AtomicU64,
         max: u64,
     ) -> Option<(u64, u64)> {
-        debug_assert!(max >= 1 && !self.single_producer);
+        debug_assert!((1..=MAX_RUN).contains(&max) && !self.single_producer);
         self.claim_run(self.head, intent, run_end, |first| {
             self.free_run(first, max)
         })
@@ -377,7 +393,10 @@ impl<'a> Ring<'a> {
             if n == 0 {
                 let now = cursor.load(Ordering::Relaxed);
                 if now == first {
+                    // A run end left from a lost CAS would be ahead of a
+                    // later single claim: set it back.
                     intent.store(0, Ordering::Release);
+                    run_end.store(first, Ordering::Release);
                     return None;
                 }
                 pos = now;
@@ -401,8 +420,13 @@ impl<'a> Ring<'a> {
         let room = if self.limit >= self.capacity() {
             max
         } else {
+            // A tail ahead of `first` is a peer's garbage: left to the
+            // stamps and to repair (as `over_limit` does).
             let used = first.wrapping_sub(self.tail.load(Ordering::SeqCst)) as i64;
-            (self.limit as i64 - used).clamp(0, max as i64) as u64
+            match u64::try_from(used) {
+                Err(_) => max,
+                Ok(used) => self.limit.saturating_sub(used).min(max),
+            }
         };
         let mut n = 0;
         // SYNC(seq): as in `try_claim_send`, for each slot of the run.
@@ -425,7 +449,7 @@ impl<'a> Ring<'a> {
         run_end: &AtomicU64,
         max: u64,
     ) -> Result<(u64, u64), Empty> {
-        debug_assert!(max >= 1 && !self.single_consumer);
+        debug_assert!((1..=MAX_RUN).contains(&max) && !self.single_consumer);
         let committed = |first: u64| {
             let mut n = 0;
             // SYNC(seq): as in `try_claim_recv`, for each slot of the run.
@@ -446,6 +470,31 @@ impl<'a> Ring<'a> {
     pub(crate) fn can_send(&self) -> bool {
         let head = self.head.load(Ordering::SeqCst);
         self.slot(head).seq.load(Ordering::SeqCst) == head && !self.over_limit(head)
+    }
+
+    /// Marks the claimed slot at `pos` as held ([`HOLD`]).
+    pub(crate) fn hold(&self, pos: u64) {
+        self.slot(pos).len.store(HOLD, Ordering::Relaxed);
+    }
+
+    /// Whether a receiver must not sleep: the message at `tail` is claimed
+    /// (the head is past it) and either committed or claimed by a sender
+    /// that did not mark it [`HOLD`]. Such a sender commits without a
+    /// fence: it reads the sleeper count after its claim's SeqCst CAS on
+    /// the head, and a sleeper that counted itself (SeqCst RMW) before that
+    /// read loads the head here after it (SeqCst): in the single total
+    /// order of SeqCst operations one of the two sees the other. So a
+    /// sleeper sleeps only while nothing is claimed (the next claim's
+    /// sender will see it counted) or behind a held slot (whose commit is
+    /// fenced and re-reads the count).
+    pub(crate) fn claimed_not_held(&self) -> bool {
+        let tail = self.tail.load(Ordering::SeqCst);
+        let head = self.head.load(Ordering::SeqCst);
+        if head == tail {
+            return false;
+        }
+        let slot = self.slot(tail);
+        slot.seq.load(Ordering::SeqCst) != tail || slot.len.load(Ordering::Relaxed) != HOLD
     }
 
     /// Whether the message at `tail` is committed.
@@ -910,6 +959,95 @@ mod loom_tests {
         }
     }
 
+    /// A futex word for loom: `wait` sleeps while the word holds `seen`
+    /// (compare and sleep are one step, as in the kernel); `bump` changes
+    /// it and wakes every sleeper. A sleeper nobody wakes is a deadlock,
+    /// which loom reports.
+    struct Futex {
+        word: loom::sync::Mutex<u32>,
+        woken: loom::sync::Condvar,
+    }
+
+    impl Futex {
+        fn value(&self) -> u32 {
+            *self.word.lock().unwrap()
+        }
+
+        fn wait(&self, seen: u32) {
+            let mut w = self.word.lock().unwrap();
+            while *w == seen {
+                w = self.woken.wait(w).unwrap();
+            }
+        }
+
+        fn bump(&self) {
+            *self.word.lock().unwrap() += 1;
+            self.woken.notify_all();
+        }
+    }
+
+    /// The receive side's sleeper handshake (`RawQueue::claim_recv` and
+    /// `blocking::sleep_until`) against one sender that claims, writes,
+    /// commits and reads the sleeper count. An unheld sender's count read
+    /// (`wake_after_claim`, a SeqCst load with no fence after the commit's
+    /// plain store) is ordered after its claim's CAS but may take effect
+    /// before the commit is visible (x86 lets a load pass an earlier
+    /// store): modelled as an RMW read right after the claim, the strongest
+    /// place loom can check it (loom models a SeqCst load as an acquire
+    /// load, tokio-rs/loom#180). A held sender's read follows its fenced
+    /// commit. A lost wake-up leaves the receiver asleep: a loom deadlock.
+    /// (Checked: with the receiver judging readiness by the stamp alone,
+    /// as before `claimed_not_held`, the unheld case deadlocks.)
+    #[test]
+    fn handshake_wakes_or_sees_the_claim() {
+        for held in [false, true] {
+            model(move || {
+                let heap = Heap::new(2);
+                let shared = Arc::new((
+                    AtomicU64::new(0), // the receivers' sleeper count
+                    Futex {
+                        word: loom::sync::Mutex::new(0),
+                        woken: loom::sync::Condvar::new(),
+                    },
+                ));
+                let s2 = shared.clone();
+                let sender = spawn(&heap, false, move |h, r, i| {
+                    let (waiters, futex) = &*s2;
+                    let pos = r.try_claim_send(i).unwrap();
+                    let early = (!held).then(|| waiters.fetch_add(0, Ordering::SeqCst));
+                    if held {
+                        r.hold(pos);
+                    }
+                    h.value(r, pos).store(9, Ordering::Relaxed);
+                    r.commit(pos, 8, i);
+                    let count = early.unwrap_or_else(|| waiters.fetch_add(0, Ordering::SeqCst));
+                    if count > 0 {
+                        futex.bump();
+                    }
+                });
+                let (waiters, futex) = &*shared;
+                let (intent, ring) = (AtomicU64::new(0), heap.ring(false, false));
+                let got = loop {
+                    let seen = futex.value();
+                    if let Some(v) = heap.recv(&ring, &intent) {
+                        break v;
+                    }
+                    waiters.fetch_add(1, Ordering::SeqCst);
+                    let ready = ring.can_recv() || ring.claimed_not_held();
+                    if !ready {
+                        futex.wait(seen);
+                    }
+                    waiters.fetch_sub(1, Ordering::SeqCst);
+                    if ring.claimed_not_held() {
+                        thread::yield_now();
+                    }
+                };
+                assert_eq!(got, 9);
+                sender.join().unwrap();
+            });
+        }
+    }
+
     /// A sender that claimed a run of two and committed only the first
     /// "dies": recovery finds the rest from its intent and run end and
     /// skips it; the committed message and later ones flow.
@@ -929,7 +1067,6 @@ mod loom_tests {
             let held = held_run(
                 intent.load(Ordering::SeqCst),
                 run_end.load(Ordering::SeqCst),
-                ring.capacity(),
             );
             assert_eq!(held, (1, 1));
             assert!(ring.is_uncommitted(1));
@@ -1002,13 +1139,16 @@ mod tests {
         assert!(!covers(13, 14, 11));
         assert!(covers(13, 14, 12) && covers(13, 14, 13));
         assert!(!covers(13, 14, 14));
-        assert_eq!(held_run(13, 14, 64), (12, 2));
+        assert_eq!(held_run(13, 14), (12, 2));
         // A single claim at 20 with the end of an earlier run: only 20.
         assert!(covers(21, 14, 20) && !covers(21, 14, 21) && !covers(21, 14, 13));
-        assert_eq!(held_run(21, 14, 64), (20, 1));
-        // No intent holds nothing; a garbage end walks at most a lap.
+        assert_eq!(held_run(21, 14), (20, 1));
+        // No intent holds nothing; a garbage end beyond a run is a single
+        // claim; a run of exactly MAX_RUN is believed.
         assert!(!covers(0, u64::MAX, 5));
-        assert_eq!(held_run(1, u64::MAX / 2, 8), (0, 8));
+        assert_eq!(held_run(1, u64::MAX / 2), (0, 1));
+        assert!(!covers(1, u64::MAX / 2, 1));
+        assert_eq!(held_run(1, MAX_RUN), (0, MAX_RUN));
         // Across the wrap of positions.
         assert!(covers(u64::MAX, 2, 0) && covers(u64::MAX, 2, u64::MAX - 1));
     }

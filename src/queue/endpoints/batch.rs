@@ -1,13 +1,13 @@
 //! Runs of `Pod` items in one call: [`Sender::send_many`] and
 //! [`Receiver::recv_many`] with their `try_` and `_timeout` forms.
 //!
-//! The first item of a run is claimed as a single send (receive) is, with
-//! its checks and its waits; the rest are claimed only while a slot is
-//! ready now, and the run wakes its peers once at its end (or before it
-//! waits), not once per item (`queue::batch`). What a batch saves is the
-//! sleeper handshake's full fence and the per-call checks; each item still
-//! has its own claim and stamp, so a process killed mid-run loses or holds
-//! at most one item, as a single send.
+//! Items are claimed in runs of up to 64 positions, each run with one
+//! compare-and-swap, and the peers are woken once per run
+//! (`queue::batch`). When no slot is ready, the call pays the wake-up it
+//! owes and then claims one item as a single send (receive) does, with
+//! its checks and its waits. A process killed mid-run holds at most the
+//! rest of one run: a sender's is skipped, a receiver's delivered again,
+//! and everything committed before it arrives, in order.
 
 use super::super::batch::Batch;
 use super::super::error::{
@@ -41,6 +41,7 @@ impl<T: Pod> Sender<T> {
                     batch.commit(run, pos, size_of::<T>() as u64);
                     sent += 1;
                 }
+                batch.flush();
                 continue;
             }
             // No room now: the single send's claim (disconnection check,
@@ -157,6 +158,7 @@ impl<T: Pod> Receiver<T> {
                         taken += 1;
                     }
                 }
+                batch.flush();
             }
             if taken > 0 && !single_first {
                 break;

@@ -134,10 +134,18 @@ endpoint_common!(Sender, "sender", sender);
 endpoint_common!(Receiver, "receiver", receiver);
 
 impl<T: Item> Sender<T> {
+    /// Claims a slot marked held (`ring::HOLD`): the caller may take any
+    /// time before [`commit`](Self::commit).
     pub(super) fn claim(&self, wait: Wait) -> std::result::Result<u64, Halt> {
+        self.claim_as(wait, true)
+    }
+
+    /// Claims a slot; `hold` false only for a caller that writes it at once
+    /// (a `Pod` copy) and commits with [`commit_claimed`](Self::commit_claimed).
+    pub(super) fn claim_as(&self, wait: Wait, hold: bool) -> std::result::Result<u64, Halt> {
         let mut got = None;
         let r = chunked(self.queue.segment(), wait, |d| {
-            let r = self.queue.raw.claim_send(self.entry, d);
+            let r = self.queue.raw.claim_send(self.entry, d, hold);
             got = r.as_ref().ok().copied();
             r
         });
@@ -161,6 +169,11 @@ impl<T: Item> Sender<T> {
         self.queue.raw.commit(self.entry, pos, len as u64);
     }
 
+    /// Commits a slot claimed with `claim_as(_, false)`.
+    pub(super) fn commit_claimed(&self, pos: u64, len: usize) {
+        self.queue.raw.commit_claimed(self.entry, pos, len as u64);
+    }
+
     pub(super) fn stop<M>(halt: Halt, m: M) -> AnySendError<M> {
         match halt {
             Halt::Ring(Stop::WouldBlock) => AnySendError::Full(m),
@@ -173,13 +186,14 @@ impl<T: Item> Sender<T> {
 
 impl<T: Pod> Sender<T> {
     fn send_until(&self, value: T, wait: Wait) -> std::result::Result<(), AnySendError<T>> {
-        match self.claim(wait) {
+        // Not held: the copy below is all that happens before the commit.
+        match self.claim_as(wait, false) {
             Ok(pos) => {
                 // SAFETY: the claimed slot is ours until commit; its data area
                 // holds max_len = size_of::<T>() bytes, 16-aligned (checked at
                 // create: align_of::<T>() <= 16). Unaligned write for safety.
                 unsafe { self.queue.raw.data(pos).cast::<T>().write_unaligned(value) };
-                self.commit(pos, size_of::<T>());
+                self.commit_claimed(pos, size_of::<T>());
                 self.check_sent(value)
             }
             Err(s) => Err(Self::stop(s, value)),
