@@ -190,6 +190,33 @@ mod tests {
         std::iter::from_fn(|| rx.try_recv().ok()).collect()
     }
 
+    /// A sender stopped between an unheld claim and its commit (as by
+    /// SIGSTOP mid-copy): the receiver yields a little, then naps, so its
+    /// wait costs next to no CPU; the commit, which does not wake it, is
+    /// still received.
+    #[test]
+    fn a_receiver_behind_a_stalled_unheld_claim_naps() {
+        let (tx, rx) = queue::bounded::<u64>(8).unwrap();
+        let raw = tx.queue.raw.clone();
+        let mut batch = Batch::sending(&raw, tx.entry);
+        let run = batch.try_claim_send(1).unwrap();
+        let cpu = crate::sys::clock::thread_cpu_ns();
+        let waited = rx.recv_timeout(std::time::Duration::from_millis(300));
+        let used = crate::sys::clock::thread_cpu_ns() - cpu;
+        assert_eq!(waited, Err(queue::RecvTimeoutError::Timeout));
+        // Checked: with yields only (no naps) it used about 300 ms.
+        assert!(
+            used < 100_000_000,
+            "waiting used {used} ns of CPU in 300 ms"
+        );
+        // SAFETY: the claimed slot is ours and holds a u64.
+        unsafe { raw.data(run.first).cast::<u64>().write_unaligned(5) };
+        batch.commit(run, run.first, 8);
+        batch.flush();
+        let got = rx.recv_timeout(std::time::Duration::from_secs(120));
+        assert_eq!(got, Ok(5));
+    }
+
     #[test]
     fn a_sender_killed_mid_run_has_the_rest_of_its_run_skipped() {
         let (tx, rx) = queue::bounded::<u64>(8).unwrap();

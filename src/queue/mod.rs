@@ -94,6 +94,7 @@ pub(crate) mod control;
 mod endpoints;
 mod error;
 pub(crate) mod geometry;
+mod joinable;
 pub(crate) mod kinds;
 pub(crate) mod looks;
 mod participants;
@@ -101,6 +102,7 @@ pub(crate) mod raw;
 mod recovery;
 mod travel;
 mod typed;
+mod waiting;
 
 #[cfg(feature = "async")]
 pub(crate) use endpoints::asynch::{recv_result, send_attempt};

@@ -4,7 +4,7 @@
 //! recovery from dead participants and from impossible bytes.
 
 use super::atomic::AtomicU64 as RingU64;
-use super::blocking::{sleep_until, wake_after_claim, wake_one};
+use super::blocking::{wake_after_claim, wake_one};
 use super::control::{FLAG_BYTES, FLAG_JOINABLE, QueueControl, ROLE_RECEIVER, ROLE_SENDER};
 use super::geometry::{Geometry, Slots};
 use super::looks::{Looks, Wait};
@@ -20,6 +20,15 @@ use std::time::{Duration, Instant};
 /// How many times a receiver looks again at a disconnected queue that seems
 /// to hold something before it concludes (see `claim_recv`).
 const LAST_LOOKS: u32 = 64;
+
+/// Yields a receiver makes to a sender that claimed the next slot and has
+/// not committed it (a copy of a few bytes: it commits within them unless
+/// it is descheduled or stopped), before it naps instead.
+const YIELDS: u32 = 64;
+
+/// A receiver's nap behind such a sender after [`YIELDS`]: its commit may
+/// not wake us (no fence), so we look again after this long.
+const STALLED_NAP: Duration = Duration::from_millis(1);
 
 /// Why a blocking operation stopped without its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,7 +368,7 @@ impl RawQueue {
             if wait != Wait::No && backoff.spin() {
                 continue;
             }
-            self.wait_or_look(&w.space, &w.send_waiters, seen, wait, true, || {
+            self.wait_or_look(&w.space, &w.send_waiters, seen, wait, None, || {
                 ring.can_send() || self.send_disconnected()
             })?;
         }
@@ -421,6 +430,8 @@ impl RawQueue {
         let mut last_looks = 0;
         // When a `try_` receive started waiting for an in-flight send.
         let mut in_flight_until = None;
+        // Yields in a row to a sender that claimed and has not committed.
+        let mut yields = 0;
         loop {
             if c.state.0.orphan_count.load(Ordering::SeqCst) > 0
                 && let Some(claim) = self.take_orphan(entry)
@@ -481,15 +492,26 @@ impl RawQueue {
             }
             // A sender that claimed the next slot without holding it
             // commits without a fence and may miss us counted as a sleeper
-            // (`Ring::claimed_not_held`): yield to it instead of sleeping.
-            let sleep = !ring.claimed_not_held();
-            let waited =
-                self.wait_or_look(&w.items, &w.recv_waiters, seen, this_wait, sleep, || {
-                    ring.can_recv()
-                        || ring.claimed_not_held()
-                        || self.recv_disconnected()
-                        || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
-                });
+            // (`Ring::claimed_not_held`): yield to it instead of sleeping,
+            // a few times; a sender stalled there (stopped, or descheduled
+            // for long) is then waited for in naps of STALLED_NAP, which a
+            // wake-up may end sooner (an idle receiver costs no CPU).
+            let nap = if ring.claimed_not_held() {
+                yields += 1;
+                Some(if yields <= YIELDS {
+                    Duration::ZERO
+                } else {
+                    STALLED_NAP
+                })
+            } else {
+                None
+            };
+            let waited = self.wait_or_look(&w.items, &w.recv_waiters, seen, this_wait, nap, || {
+                ring.can_recv()
+                    || (nap.is_none() && ring.claimed_not_held())
+                    || self.recv_disconnected()
+                    || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
+            });
             match waited {
                 Err(Stop::Timeout) if wait == Wait::No => return Err(Stop::WouldBlock),
                 other => other?,
@@ -517,91 +539,6 @@ impl RawQueue {
 
     pub(crate) fn data(&self, pos: u64) -> *mut u8 {
         self.ring().data(pos)
-    }
-
-    // ---- joinable ----
-
-    pub(crate) fn task_done(&self) -> Result<()> {
-        let st = &self.control().state.0;
-        let prev = st
-            .unfinished
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        match prev {
-            Ok(1) => {
-                let w = &self.control().waits.0;
-                w.done.fetch_add(1, Ordering::SeqCst);
-                futex::wake(&w.done, i32::MAX as u32);
-                Ok(())
-            }
-            Ok(_) => Ok(()),
-            Err(_) => Err(Error::InvalidArgument {
-                argument: "task_done",
-                message: format!(
-                    "called more times than messages were sent on queue {}: call it once per \
-                     received message",
-                    self.seg.id()
-                ),
-            }),
-        }
-    }
-
-    pub(crate) fn join(&self, wait: Wait) -> bool {
-        let st = &self.control().state.0;
-        let w = &self.control().waits.0;
-        loop {
-            let seen = w.done.load(Ordering::SeqCst);
-            if st.unfinished.load(Ordering::SeqCst) == 0 {
-                return true;
-            }
-            if self
-                .wait_or_look(&w.done, &w.join_waiters, seen, wait, true, || {
-                    st.unfinished.load(Ordering::SeqCst) == 0
-                })
-                .is_err()
-            {
-                return false;
-            }
-        }
-    }
-
-    // ---- waiting ----
-
-    /// The failure path of every operation (the only place that reads the
-    /// clock): looks for dead participants if the last look (by any handle
-    /// of this process on this queue, in any call) is [`LOOK_EVERY`] old,
-    /// then returns at once so that the caller tries again before it
-    /// reports anything; else fails as `wait` says, or sleeps on `word`
-    /// until woken, `ready()`, the deadline or the next look's time,
-    /// whichever comes first. `sleep` false: yields the CPU once instead
-    /// of sleeping (a peer is about to change the state without waking).
-    ///
-    /// [`LOOK_EVERY`]: super::looks::LOOK_EVERY
-    pub(super) fn wait_or_look(
-        &self,
-        word: &AtomicU32,
-        waiters: &AtomicU32,
-        seen: u32,
-        wait: Wait,
-        sleep: bool,
-        ready: impl Fn() -> bool,
-    ) -> std::result::Result<(), Stop> {
-        let (due, now) = self.looks.take_due_for(wait);
-        if due {
-            self.recover();
-            return Ok(());
-        }
-        let until = match (wait, now) {
-            (Wait::Until(d), Some(now)) if d <= now => return Err(Stop::Timeout),
-            (Wait::Until(d), _) => d.min(self.looks.next_due()),
-            (Wait::Forever, _) => self.looks.next_due(),
-            (Wait::No, _) => return Err(Stop::WouldBlock),
-        };
-        if sleep {
-            sleep_until(word, waiters, seen, until, ready);
-        } else {
-            std::thread::yield_now();
-        }
-        Ok(())
     }
 
     // ---- recovery ----
