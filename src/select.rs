@@ -78,6 +78,16 @@ impl Source {
         }
     }
 
+    /// Whether the next message is claimed by a sender that commits
+    /// without a fence (`Ring::claimed_not_held`, queues only): a sleeper
+    /// it may miss naps instead.
+    fn behind(&self) -> bool {
+        match self {
+            Source::Queue(q) => q.ring().claimed_not_held(),
+            Source::Pipe(..) => false,
+        }
+    }
+
     /// The word a receive sleeps on, for an async wait.
     #[cfg(feature = "async")]
     fn watch(&self) -> crate::sync::watcher::Watch {
@@ -241,6 +251,7 @@ impl Select {
         );
         let watches = self.sources.iter().map(Source::watch).collect();
         let sources = self.sources.clone();
+        let behind = self.sources.clone();
         // Whether a scan failed before (the future may since have taken a
         // wake-up meant for any sleeper of a source's word).
         let mut waited = false;
@@ -262,6 +273,7 @@ impl Select {
                 Some(broken)
             },
             move || sources.iter().any(Source::ready),
+            move || behind.iter().any(Source::behind),
         )
     }
 
@@ -320,7 +332,12 @@ impl Select {
                 s.words().1.fetch_add(1, Ordering::SeqCst);
             }
             if !self.sources.iter().any(|s| s.ready()) {
-                let left = until.saturating_duration_since(Instant::now());
+                let mut left = until.saturating_duration_since(Instant::now());
+                // Behind a sender that commits without a fence, which may
+                // not see our count: a nap, then look again.
+                if self.sources.iter().any(Source::behind) {
+                    left = left.min(crate::queue::raw::STALLED_NAP);
+                }
                 if !left.is_zero() {
                     self.sleep(&seen, left);
                 }

@@ -29,7 +29,7 @@ fn recv_wait<R>(
     let keep: Arc<dyn Any + Send + Sync> = raw.clone();
     // SAFETY: both words lie in the pipe's mapping, which `keep` owns.
     let watch = unsafe { Watch::new(keep, word, waiters) };
-    watcher::until(watch, attempt, move || raw.recv_ready(end))
+    watcher::until(watch, attempt, move || raw.recv_ready(end), || false)
 }
 
 /// A send future over `try_send`: between polls registered on the word
@@ -45,9 +45,12 @@ fn send_wait<B>(
     let keep: Arc<dyn Any + Send + Sync> = raw.clone();
     // SAFETY: both words lie in the pipe's mapping, which `keep` owns.
     let watch = unsafe { Watch::new(keep, word, waiters) };
-    watcher::until(watch, send_attempt(msg, try_send), move || {
-        raw.send_ready(end)
-    })
+    watcher::until(
+        watch,
+        send_attempt(msg, try_send),
+        move || raw.send_ready(end),
+        || false,
+    )
 }
 
 impl<T: Pod + Send> Connection<T> {

@@ -50,9 +50,15 @@ pub(crate) fn wake_after_claim(word: &AtomicU32, waiters: &AtomicU32, n: u32) {
 /// Wakes up to `n` sleepers on `word` if any sleeps (see [`sleep_until`]):
 /// after `n` commits (releases), each of which may let one sleeper on.
 pub(crate) fn wake(word: &AtomicU32, waiters: &AtomicU32, n: u32) {
+    wake_counted(word, waiters, || n);
+}
+
+/// [`wake`] of as many sleepers as `n()` says, asked only after the fence
+/// and only when someone sleeps.
+pub(crate) fn wake_counted(word: &AtomicU32, waiters: &AtomicU32, n: impl FnOnce() -> u32) {
     fence(Ordering::SeqCst);
     if waiters.load(Ordering::Relaxed) > 0 {
         word.fetch_add(1, Ordering::SeqCst);
-        futex::wake(word, n);
+        futex::wake(word, n());
     }
 }

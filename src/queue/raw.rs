@@ -4,11 +4,11 @@
 //! recovery from dead participants and from impossible bytes.
 
 use super::atomic::AtomicU64 as RingU64;
-use super::blocking::{wake_after_claim, wake_one};
+use super::blocking::{wake_after_claim, wake_counted, wake_one};
 use super::control::{FLAG_BYTES, FLAG_JOINABLE, QueueControl, ROLE_RECEIVER, ROLE_SENDER};
 use super::geometry::{Geometry, Slots};
 use super::looks::{Looks, Wait};
-use super::ring::{Empty, Ring, SKIP, SlotHeader};
+use super::ring::{Empty, MAX_RUN, Ring, SKIP, SlotHeader};
 use crate::error::{Error, RegionError, Result};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
 use crate::sync::wait::Backoff;
@@ -28,7 +28,7 @@ const YIELDS: u32 = 64;
 
 /// A receiver's nap behind such a sender after [`YIELDS`]: its commit may
 /// not wake us (no fence), so we look again after this long.
-const STALLED_NAP: Duration = Duration::from_millis(1);
+pub(crate) const STALLED_NAP: Duration = Duration::from_millis(1);
 
 /// Why a blocking operation stopped without its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -309,9 +309,7 @@ impl RawQueue {
     /// Whether a receive would not wait: a message (or one to redeliver) is
     /// ready, every sender is gone, or the segment was cut.
     pub(crate) fn recv_ready(&self) -> bool {
-        let ring = self.ring();
-        ring.can_recv()
-            || ring.claimed_not_held()
+        self.ring().can_recv()
             || self.recv_disconnected()
             || self.control().state.0.orphan_count.load(Ordering::SeqCst) > 0
             || self.seg.check().is_err()
@@ -378,7 +376,19 @@ impl RawQueue {
     pub(crate) fn commit(&self, entry: usize, pos: u64, len: u64) {
         self.commit_quiet(entry, pos, len, pos.wrapping_add(1));
         let w = &self.control().waits.0;
-        wake_one(&w.items, &w.recv_waiters);
+        // Receivers may sleep behind a held slot while unheld senders
+        // commit after it without waking them (they did not see them
+        // counted): wake one per position claimed from here on, so each
+        // message behind this one has its receiver (at most a run's worth).
+        // The head is read after the fence: an unheld sender whose count
+        // read missed a sleeper claimed before that sleeper counted itself,
+        // so before our fence.
+        let head = &self.control().head.0;
+        wake_counted(&w.items, &w.recv_waiters, || {
+            head.load(Ordering::SeqCst)
+                .wrapping_sub(pos)
+                .clamp(1, MAX_RUN) as u32
+        });
     }
 
     /// [`commit`](Self::commit) of a slot claimed without `hold`: the
@@ -430,8 +440,9 @@ impl RawQueue {
         let mut last_looks = 0;
         // When a `try_` receive started waiting for an in-flight send.
         let mut in_flight_until = None;
-        // Yields in a row to a sender that claimed and has not committed.
-        let mut yields = 0;
+        // Yields in a row to a sender that claimed the slot at `behind_at`
+        // and has not committed it.
+        let (mut yields, mut behind_at) = (0, None);
         loop {
             if c.state.0.orphan_count.load(Ordering::SeqCst) > 0
                 && let Some(claim) = self.take_orphan(entry)
@@ -446,7 +457,10 @@ impl RawQueue {
                 }
                 Ok((pos, len)) if len > max => {
                     // A hostile or broken peer wrote a length beyond the slot:
-                    // never read past it; drop the message, count it.
+                    // never read past it; drop the message, count it (and
+                    // drop a garbage HOLD with it: the next lap's unheld
+                    // claim must not look held).
+                    ring.slot(pos).len.store(0, Ordering::Relaxed);
                     self.release(entry, pos);
                     c.state.0.skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -496,7 +510,16 @@ impl RawQueue {
             // a few times; a sender stalled there (stopped, or descheduled
             // for long) is then waited for in naps of STALLED_NAP, which a
             // wake-up may end sooner (an idle receiver costs no CPU).
-            let nap = if ring.claimed_not_held() {
+            // A message committed since the attempt: take it at once.
+            if this_wait != Wait::No && ring.can_recv() {
+                continue;
+            }
+            let nap = if this_wait != Wait::No && ring.claimed_not_held() {
+                // Counted per claim: the tail moving on starts again.
+                let tail = ring.tail();
+                if behind_at != Some(tail) {
+                    (behind_at, yields) = (Some(tail), 0);
+                }
                 yields += 1;
                 Some(if yields <= YIELDS {
                     Duration::ZERO

@@ -474,7 +474,14 @@ impl<'a> Ring<'a> {
 
     /// Marks the claimed slot at `pos` as held ([`HOLD`]).
     pub(crate) fn hold(&self, pos: u64) {
-        self.slot(pos).len.store(HOLD, Ordering::Relaxed);
+        // Release: a receiver that reads HOLD (Acquire) and then the stamp
+        // sees this lap's claim, not an older one (`claimed_not_held`).
+        self.slot(pos).len.store(HOLD, Ordering::Release);
+    }
+
+    /// Where receivers take next.
+    pub(crate) fn tail(&self) -> u64 {
+        self.tail.load(Ordering::SeqCst)
     }
 
     /// Whether a receiver must not sleep: the message at `tail` is claimed
@@ -494,7 +501,12 @@ impl<'a> Ring<'a> {
             return false;
         }
         let slot = self.slot(tail);
-        slot.seq.load(Ordering::SeqCst) != tail || slot.len.load(Ordering::Relaxed) != HOLD
+        // Held only if the stamp still says "claimed at `tail`" after the
+        // HOLD was read: a HOLD of a later lap (the tail moved on meanwhile)
+        // must not send us to sleep behind committed messages.
+        slot.seq.load(Ordering::SeqCst) != tail
+            || slot.len.load(Ordering::Acquire) != HOLD
+            || slot.seq.load(Ordering::SeqCst) != tail
     }
 
     /// Whether the message at `tail` is committed.

@@ -184,7 +184,7 @@ impl Event {
         let watch = unsafe { Watch::new(self.obj.keep(), &e.flag, &e.waiters) };
         // SYNC(event): SeqCst loads; pair with the SeqCst swap in `set`.
         let set = move || e.flag.load(Ordering::SeqCst) != 0;
-        watcher::until(watch, move || set().then_some(()), set)
+        watcher::until(watch, move || set().then_some(()), set, || false)
     }
 }
 

@@ -326,6 +326,7 @@ impl RobustState {
                 None
             },
             ready,
+            || false,
         )
     }
 }

@@ -55,6 +55,7 @@ fn wait_for<R>(
         Side::Send => raw.send_ready(),
     };
     let for_attempt = raw.clone();
+    let for_behind = raw.clone();
     let mut attempt = attempt;
     watcher::until(
         watch,
@@ -73,6 +74,8 @@ fn wait_for<R>(
             attempt()
         },
         move || ready(&raw),
+        // Behind a send that commits without a fence: nap, then look.
+        move || matches!(side, Side::Recv) && for_behind.ring().claimed_not_held(),
     )
 }
 

@@ -16,7 +16,7 @@ use super::super::error::{
 };
 use super::super::looks::Wait;
 use super::super::raw::Stop;
-use super::{Halt, Receiver, Sender};
+use super::{HOLD_ABOVE, Halt, Receiver, Sender};
 use bytemuck::Pod;
 use std::time::Duration;
 
@@ -33,7 +33,11 @@ impl<T: Pod> Sender<T> {
         let mut sent = 0;
         while sent < items.len() {
             let left = (items.len() - sent) as u64;
-            if let Some(run) = batch.try_claim_send(left) {
+            // Runs are unheld: large items go one by one, held.
+            let run = (size_of::<T>() <= HOLD_ABOVE)
+                .then(|| batch.try_claim_send(left))
+                .flatten();
+            if let Some(run) = run {
                 for (pos, item) in run.positions().zip(&items[sent..]) {
                     // SAFETY: as in `send_until`: each claimed slot is ours
                     // until its commit and holds size_of::<T>() bytes.

@@ -26,6 +26,11 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+/// `Pod` items larger than this are sent with a held claim and a fenced
+/// commit (`ring::HOLD`): a receiver sleeps behind their copy rather than
+/// yield to it.
+pub(super) const HOLD_ABOVE: usize = 4096;
+
 /// `Send` but not `Sync`: one participant entry is used by one thread.
 type NotSync = PhantomData<Cell<()>>;
 
@@ -187,14 +192,20 @@ impl<T: Item> Sender<T> {
 
 impl<T: Pod> Sender<T> {
     fn send_until(&self, value: T, wait: Wait) -> std::result::Result<(), AnySendError<T>> {
-        // Not held: the copy below is all that happens before the commit.
-        match self.claim_as(wait, false) {
+        // Not held: the copy below is all that happens before the commit
+        // (unless it is large enough to take long: `HOLD_ABOVE`).
+        let hold = size_of::<T>() > HOLD_ABOVE;
+        match self.claim_as(wait, hold) {
             Ok(pos) => {
                 // SAFETY: the claimed slot is ours until commit; its data area
                 // holds max_len = size_of::<T>() bytes, 16-aligned (checked at
                 // create: align_of::<T>() <= 16). Unaligned write for safety.
                 unsafe { self.queue.raw.data(pos).cast::<T>().write_unaligned(value) };
-                self.commit_claimed(pos, size_of::<T>());
+                if hold {
+                    self.commit(pos, size_of::<T>());
+                } else {
+                    self.commit_claimed(pos, size_of::<T>());
+                }
                 self.check_sent(value)
             }
             Err(s) => Err(Self::stop(s, value)),

@@ -1,7 +1,7 @@
 //! The futures of the waiter: one shared word ([`until`]), a lock's owner
 //! word ([`until_marked`]), several words at once ([`until_any`]).
 
-use super::{RECHECKS, Registration, Watch, register};
+use super::{NAP, RECHECKS, Registration, Watch, register, register_every};
 use std::future::Future;
 use std::task::Poll;
 
@@ -20,6 +20,7 @@ pub(crate) fn until<R>(
     watch: Watch,
     mut attempt: impl FnMut() -> Option<R>,
     mut ready: impl FnMut() -> bool,
+    mut behind: impl FnMut() -> bool,
 ) -> impl Future<Output = R> {
     // `until_any` for one word, without its vectors: no allocation per
     // future (measured: two allocations per receive cost a tenth of a
@@ -39,7 +40,7 @@ pub(crate) fn until<R>(
             if backoff.spin() {
                 continue;
             }
-            let reg = register(&watch, seen, cx.waker())
+            let mut reg = register(&watch, seen, cx.waker())
                 .unwrap_or_else(|e| panic!("shmkit: cannot start the async waiter thread: {e}"));
             // A readiness check that keeps saying yes while the attempt
             // fails (a hint that disagrees with the attempt) must not hold
@@ -54,6 +55,13 @@ pub(crate) fn until<R>(
                     continue;
                 }
                 cx.waker().wake_by_ref();
+            } else if behind() {
+                // A sender that commits without a fence may have missed
+                // this registration: look again after a nap.
+                reg.spend();
+                reg = register_every(&watch, seen, cx.waker(), NAP).unwrap_or_else(|e| {
+                    panic!("shmkit: cannot start the async waiter thread: {e}")
+                });
             }
             registration = Some(reg);
             return Poll::Pending;
@@ -106,6 +114,7 @@ pub(crate) fn until_any<R>(
     watches: Vec<Watch>,
     mut attempt: impl FnMut() -> Option<R>,
     mut ready: impl FnMut() -> bool,
+    mut behind: impl FnMut() -> bool,
 ) -> impl Future<Output = R> {
     let mut registrations: Vec<Registration> = Vec::new();
     let mut seen: Vec<u32> = Vec::with_capacity(watches.len());
@@ -130,6 +139,16 @@ pub(crate) fn until_any<R>(
                     panic!("shmkit: cannot start the async waiter thread: {e}")
                 });
                 registrations.push(reg);
+            }
+            // As in `until`: behind a sender that may not wake us, one
+            // more registration (on the first word) looks again after a
+            // nap; whichever fires first wakes the future.
+            if !ready() && behind() {
+                let again =
+                    register_every(&watches[0], seen[0], cx.waker(), NAP).unwrap_or_else(|e| {
+                        panic!("shmkit: cannot start the async waiter thread: {e}")
+                    });
+                registrations.push(again);
             }
             // As in `until`: a bounded number of re-checks per poll, then
             // a yield (not a sleep) while the check still says ready.

@@ -51,6 +51,11 @@ pub(crate) const PER_SHARD: usize = futex::WAITV_MAX - 1;
 /// readiness check says yes); then the poll yields to the executor.
 const RECHECKS: u32 = 3;
 
+/// How soon a future registered behind a sender that commits without a
+/// fence (`queue::ring::Ring::claimed_not_held`) looks again: that commit
+/// may not wake it.
+pub(crate) const NAP: Duration = Duration::from_millis(1);
+
 /// How long a shard thread without registrations lingers before it ends
 /// (futures that come and go, as in a request loop, reuse it instead of
 /// starting a thread each time).
@@ -62,6 +67,10 @@ struct Entry {
     seen: u32,
     waker: Waker,
     since: Instant,
+    /// How long before the future is woken to look again though its word
+    /// did not change: [`LOOK_EVERY`], or [`NAP`] behind a sender that may
+    /// not wake it.
+    every: Duration,
 }
 
 /// One thread and its registrations.
@@ -96,7 +105,8 @@ impl Shard {
             // At most PER_SHARD by construction (`place`).
             for e in self.entries().iter().take(PER_SHARD) {
                 watched.push((e.watch.clone(), e.seen));
-                first = Some(first.map_or(e.since, |f| f.min(e.since)));
+                let due = e.since + e.every;
+                first = Some(first.map_or(due, |f| f.min(due)));
             }
             if watched.is_empty() {
                 // A registration bumps the control word first (`poke`).
@@ -111,7 +121,7 @@ impl Shard {
             words.extend(watched.iter().map(|(w, seen)| (w.addr(), *seen)));
             // Until the oldest registration's look is due.
             let timeout = first.map_or(Duration::from_secs(3600), |f| {
-                (f + LOOK_EVERY).saturating_duration_since(Instant::now())
+                f.saturating_duration_since(Instant::now())
             });
             // SAFETY: the control word is ours; every other address is a
             // watched word whose mapping `watched` keeps alive until after
@@ -156,7 +166,7 @@ impl Shard {
             if changed && woke {
                 tests::FIRED_BY_CHANGE.fetch_add(1, Ordering::SeqCst);
             }
-            let fire = changed || now.saturating_duration_since(e.since) >= LOOK_EVERY;
+            let fire = changed || now.saturating_duration_since(e.since) >= e.every;
             if fire {
                 e.watch.count(false);
                 due.push(e.waker.clone());
@@ -218,6 +228,16 @@ impl std::fmt::Debug for Registration {
 /// # Errors
 /// If no shard thread can be started (the OS refused a thread).
 fn register(watch: &Watch, seen: u32, waker: &Waker) -> std::io::Result<Registration> {
+    register_every(watch, seen, waker, LOOK_EVERY)
+}
+
+/// [`register`], woken after `every` at the latest.
+fn register_every(
+    watch: &Watch,
+    seen: u32,
+    waker: &Waker,
+    every: Duration,
+) -> std::io::Result<Registration> {
     // SYNC(waiters): counted before the caller's re-check, as in
     // `queue::blocking::sleep_until`: a waker that changes the state after
     // that re-check sees the count and bumps the word.
@@ -229,6 +249,7 @@ fn register(watch: &Watch, seen: u32, waker: &Waker) -> std::io::Result<Registra
         seen,
         waker: waker.clone(),
         since: Instant::now(),
+        every,
     };
     match place(entry) {
         Ok(shard) => {
