@@ -122,10 +122,7 @@ impl<'a> Batch<'a> {
         let out = if len == SKIP {
             None
         } else if len > self.raw.max_len() as u64 {
-            let st = &self.raw.control().state.0;
-            st.skipped.fetch_add(1, Ordering::Relaxed);
-            // A garbage HOLD goes with it (see `RawQueue::claim_recv`).
-            self.raw.ring().slot(pos).len.store(0, Ordering::Relaxed);
+            self.raw.drop_overlong(pos);
             None
         } else {
             Some(read(self.raw.data(pos), len as usize))

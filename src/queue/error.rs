@@ -34,16 +34,16 @@ pub(crate) enum AnySendError<T> {
     Corrupted(Box<Error>),
 }
 
-impl AnySendError<()> {
-    /// The same error carrying the unsent message (an error of the byte
-    /// layer, raised on behalf of a typed send).
+impl<T> AnySendError<T> {
+    /// The same error carrying `msg` instead (an error of the byte layer,
+    /// raised on behalf of a typed send; a batch's count sent).
     pub(crate) fn with_message<M>(self, msg: M) -> AnySendError<M> {
         use AnySendError::*;
         match self {
-            Full(()) => Full(msg),
-            Timeout(()) => Timeout(msg),
-            Disconnected(()) => Disconnected(msg),
-            Truncated(()) => Truncated(msg),
+            Full(_) => Full(msg),
+            Timeout(_) => Timeout(msg),
+            Disconnected(_) => Disconnected(msg),
+            Truncated(_) => Truncated(msg),
             TooLarge { len, max } => TooLarge { len, max },
             Encoding(e) => Encoding(e),
             Corrupted(e) => Corrupted(e),

@@ -456,13 +456,8 @@ impl RawQueue {
                     continue;
                 }
                 Ok((pos, len)) if len > max => {
-                    // A hostile or broken peer wrote a length beyond the slot:
-                    // never read past it; drop the message, count it (and
-                    // drop a garbage HOLD with it: the next lap's unheld
-                    // claim must not look held).
-                    ring.slot(pos).len.store(0, Ordering::Relaxed);
+                    self.drop_overlong(pos);
                     self.release(entry, pos);
-                    c.state.0.skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 Ok((pos, len)) => return Ok((pos, len as usize)),
@@ -540,6 +535,16 @@ impl RawQueue {
                 other => other?,
             }
         }
+    }
+
+    /// A claimed message whose length a hostile or broken peer wrote beyond
+    /// the slot: never read, counted as skipped, and its length reset (a
+    /// garbage HOLD must not make the next lap's unheld claim look held).
+    /// The caller releases the slot.
+    pub(super) fn drop_overlong(&self, pos: u64) {
+        self.ring().slot(pos).len.store(0, Ordering::Relaxed);
+        let st = &self.control().state.0;
+        st.skipped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether messages a dead receiver held wait to be delivered again.

@@ -15,8 +15,7 @@ use super::super::error::{
     TryRecvError, TrySendError,
 };
 use super::super::looks::Wait;
-use super::super::raw::Stop;
-use super::{HOLD_ABOVE, Halt, Receiver, Sender};
+use super::{HOLD_ABOVE, Receiver, Sender};
 use bytemuck::Pod;
 use std::time::Duration;
 
@@ -45,24 +44,19 @@ impl<T: Pod> Sender<T> {
                     batch.commit(run, pos, size_of::<T>() as u64);
                     sent += 1;
                 }
+                // Paid before any wait: receivers asleep behind the run
+                // would otherwise never make room.
                 batch.flush();
                 continue;
             }
-            // No room now: the single send's claim (disconnection check,
-            // waits, truncation), after the wake-up the run owes: receivers
-            // asleep behind it would otherwise never make room.
-            batch.flush();
-            let pos = match self.claim(wait) {
-                Ok(pos) => pos,
-                Err(Halt::Ring(Stop::WouldBlock)) if sent > 0 => break,
-                Err(h) => return Err(Self::stop(h, sent)),
-            };
-            // SAFETY: as above, for the one slot claimed.
-            unsafe { raw.data(pos).cast::<T>().write_unaligned(items[sent]) };
-            self.commit(pos, size_of::<T>());
-            sent += 1;
+            // No room now: a single send (disconnection check, waits,
+            // truncation).
+            match self.send_until(items[sent], wait) {
+                Ok(()) => sent += 1,
+                Err(AnySendError::Full(_)) if sent > 0 => break,
+                Err(e) => return Err(e.with_message(sent)),
+            }
         }
-        batch.flush();
         self.check_sent(sent)?;
         Ok(sent)
     }
@@ -169,8 +163,7 @@ impl<T: Pod> Receiver<T> {
             }
             // Nothing ready (or skips only): the single receive's claim
             // (messages to redeliver, sends in flight, waits,
-            // disconnection), after the wake-up the run owes.
-            batch.flush();
+            // disconnection); every run's wake-up is paid already.
             let (pos, _) = self.claim(wait)?;
             buf[0] = read(raw.data(pos), size_of::<T>());
             batch.release_single(pos);
