@@ -268,3 +268,23 @@ fn hostile_lengths_inside_a_run_are_skipped_not_read() {
     // The slot was released: the ring still holds 8.
     assert_eq!(tx.try_send_many(&[0; 9]), Ok(8));
 }
+
+#[test]
+fn items_over_4_kib_go_one_by_one_held_and_arrive_in_order() {
+    let _w = watchdog("large batch items");
+    // 8 KiB items: above the size sent unheld, so `send_many` sends them
+    // singly, each claim held; a queue of 2 makes every one wait.
+    let (tx, rx) = queue::bounded::<[u64; 1024]>(2).unwrap();
+    let items: Vec<[u64; 1024]> = (0..9u64).map(|i| [i; 1024]).collect();
+    let t = std::thread::spawn(move || tx.send_many(&items));
+    let mut got = Vec::new();
+    let mut buf = [[0u64; 1024]; 4];
+    while let Ok(n) = rx.recv_many_timeout(&mut buf, WATCHDOG) {
+        got.extend(buf[..n].iter().map(|item| {
+            assert!(item.iter().all(|&w| w == item[0]), "a torn item");
+            item[0]
+        }));
+    }
+    assert_eq!(got, (0..9).collect::<Vec<_>>());
+    t.join().unwrap().unwrap();
+}
