@@ -270,8 +270,7 @@ fn connection_recover_reports_a_killed_peer_once() {
 
 // ---- garbage ----
 
-/// Where a named `Queue<u64>`'s words are, for writing garbage (its slots
-/// are packed: 16 bytes each).
+/// Where a named `Queue<u64>`'s words are, for writing garbage.
 struct Words {
     control: *mut u8,
     slots: *mut u8,
@@ -291,9 +290,7 @@ impl Words {
                     .as_ptr()
                     .add(shmkit::region::HEADER_SIZE.next_multiple_of(128)),
                 slots: seg.as_ptr().add(data),
-                // Packed (DESIGN.md): each slot is its stamp and the u64,
-                // and one length word per slot follows the slots.
-                stride: seg.element_count() as usize / q.capacity() - 8,
+                stride: seg.element_count() as usize / q.capacity(),
                 cap: q.capacity() as u64,
             }
         }

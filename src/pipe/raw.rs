@@ -192,7 +192,7 @@ impl RawPipe {
                 ),
             ];
             for (pos, valid, certain) in checks {
-                let seq = ring.seq(pos);
+                let seq = &ring.slot(pos).seq;
                 let now = seq.load(Ordering::Acquire);
                 if valid.contains(&now) {
                     continue;

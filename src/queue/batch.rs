@@ -118,7 +118,7 @@ impl<'a> Batch<'a> {
         pos: u64,
         read: impl FnOnce(*const u8, usize) -> R,
     ) -> Option<R> {
-        let len = self.raw.ring().length(pos).load(Ordering::Relaxed);
+        let len = self.raw.ring().slot(pos).len.load(Ordering::Relaxed);
         let out = if len == SKIP {
             None
         } else if len > self.raw.max_len() as u64 {

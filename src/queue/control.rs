@@ -12,9 +12,7 @@
 //! ```
 //!
 //! Slots follow in the region's data area: `capacity` slots of `stride`
-//! bytes, each a [`SlotHeader`](super::ring::SlotHeader) then the message;
-//! or, packed ([`FLAG_PACKED`]), each a stamp (8 bytes) then the item, and
-//! after the slots `capacity` length words.
+//! bytes, each a [`SlotHeader`](super::ring::SlotHeader) then the message.
 
 use super::atomic::AtomicU64 as RingU64;
 use crate::sync::owner_lock::OwnerLock;
@@ -32,10 +30,6 @@ pub(crate) const ROLE_RECEIVER: u32 = 2;
 pub(crate) const FLAG_JOINABLE: u64 = 1;
 /// Messages are variable-size bytes rather than one `T: Pod`.
 pub(crate) const FLAG_BYTES: u64 = 2;
-/// Packed slots (`Ring::packed`): each slot is its stamp then the item,
-/// and the lengths follow the slots as a side array of `capacity` words.
-/// Queues of a `Pod` item aligned to at most 8 bytes.
-pub(crate) const FLAG_PACKED: u64 = 4;
 
 /// Keeps `T` on its own pair of cache lines (the adjacent-line prefetcher
 /// pulls lines in pairs), with a layout that is a cross-binary contract.

@@ -118,7 +118,7 @@ pub use kinds::{Bytes, Item, Rkyv, Variable};
 
 use crate::error::{Error, Result};
 use crate::region::{RegionOptions, Segment};
-use control::{FLAG_BYTES, FLAG_JOINABLE, FLAG_PACKED};
+use control::{FLAG_BYTES, FLAG_JOINABLE};
 pub(crate) use control::{ROLE_RECEIVER, ROLE_SENDER};
 use geometry::Geometry;
 use raw::RawQueue;
@@ -223,12 +223,8 @@ impl<T: Item> QueueBuilder<T> {
 
     fn flags(&self) -> u64 {
         let mut f = 0;
-        match T::FIXED {
-            None => f |= FLAG_BYTES,
-            // Items aligned to at most 8 need no 16-byte header before
-            // them: packed slots (a u64 in 16 bytes, not 32).
-            Some(_) if align_needed::<T>() <= 8 => f |= FLAG_PACKED,
-            Some(_) => {}
+        if T::FIXED.is_none() {
+            f |= FLAG_BYTES;
         }
         if self.joinable {
             f |= FLAG_JOINABLE;

@@ -5,12 +5,10 @@
 
 use super::atomic::AtomicU64 as RingU64;
 use super::blocking::{wake_after_claim, wake_counted, wake_one};
-use super::control::{
-    FLAG_BYTES, FLAG_JOINABLE, FLAG_PACKED, QueueControl, ROLE_RECEIVER, ROLE_SENDER,
-};
-use super::geometry::{self, Geometry, Slots};
+use super::control::{FLAG_BYTES, FLAG_JOINABLE, QueueControl, ROLE_RECEIVER, ROLE_SENDER};
+use super::geometry::{Geometry, Slots};
 use super::looks::{Looks, Wait};
-use super::ring::{Empty, MAX_RUN, Ring, SKIP};
+use super::ring::{Empty, MAX_RUN, Ring, SKIP, SlotHeader};
 use crate::error::{Error, RegionError, Result};
 use crate::region::{Kind, RegionOptions, Segment, Spec, TypeInfo};
 use crate::sync::wait::Backoff;
@@ -89,11 +87,13 @@ impl RawQueue {
             })?;
         let g = Geometry { capacity, ..g };
         let stride = g.stride();
-        let bytes = g.area().ok_or(Error::Region(RegionError::NoSpace {
-            name: "<new queue>".into(),
-            requested: u64::MAX,
-            available: 0,
-        }))?;
+        let bytes = capacity
+            .checked_mul(stride)
+            .ok_or(Error::Region(RegionError::NoSpace {
+                name: "<new queue>".into(),
+                requested: u64::MAX,
+                available: 0,
+            }))?;
         let seg = Segment::create(opts, &spec(opts, tag, g.flags), bytes, |control, data| {
             let c = control.cast::<QueueControl>();
             // SAFETY: the segment is unpublished and zero-filled; the control
@@ -109,15 +109,11 @@ impl RawQueue {
                 (*st).flags = g.flags;
             }
             for i in 0..capacity {
-                // SAFETY: slot i lies within the data area (`Geometry::area`:
-                // capacity*stride bytes, 64-aligned, then a packed queue's
-                // lengths), the stride a multiple of its 8- or 16-byte
-                // header; every slot starts with its stamp, which we set (a
-                // zeroed length word, in the header or aside, is valid).
+                // SAFETY: slot i lies within the data area of capacity*stride
+                // bytes (64-aligned; the stride a multiple of 16); a zeroed SlotHeader is valid, we set seq.
                 unsafe {
-                    data.add((i * stride) as usize)
-                        .cast::<RingU64>()
-                        .write(RingU64::new(i));
+                    let slot = data.add((i * stride) as usize).cast::<SlotHeader>();
+                    std::ptr::addr_of_mut!((*slot).seq).write(RingU64::new(i));
                 }
             }
             Ok(())
@@ -175,21 +171,15 @@ impl RawQueue {
                 what,
             })
         };
-        let header = geometry::header(stored_flags);
-        let area = cap.checked_mul(stride).and_then(|slots| {
-            if stored_flags & FLAG_PACKED != 0 {
-                slots.checked_add(cap.checked_mul(8)?)
-            } else {
-                Some(slots)
-            }
-        });
         if !cap.is_power_of_two()
             || cap < 2
             || limit == 0
             || limit > cap
-            || stride % header != 0
-            || header.checked_add(len).is_none_or(|need| stride < need)
-            || area != Some(q.seg.element_count())
+            || stride % 16 != 0
+            || (size_of::<SlotHeader>() as u64)
+                .checked_add(len)
+                .is_none_or(|need| stride < need)
+            || cap.checked_mul(stride) != Some(q.seg.element_count())
         {
             return Err(corrupt(format!(
                 "queue geometry (capacity {limit} in {cap} slots, stride {stride}, max message \
@@ -199,9 +189,6 @@ impl RawQueue {
         }
         if stored_flags & FLAG_BYTES != flags & FLAG_BYTES {
             return Err(corrupt("message kind (bytes or typed) differs".into()));
-        }
-        if stored_flags & FLAG_PACKED != flags & FLAG_PACKED {
-            return Err(corrupt("slot layout (packed or not) differs".into()));
         }
         if let Some(m) = max_len
             && m != len
@@ -235,29 +222,22 @@ impl RawQueue {
 
     pub(crate) fn ring(&self) -> Ring<'_> {
         let c = self.control();
-        let s = &self.slots;
         // SAFETY: `checked` verified that capacity (a power of two, >= 2)
-        // times stride (plus, packed, 8 bytes a slot of lengths) equals the
-        // data area, and that the stride is a multiple of the header (16,
-        // or 8 packed) covering it plus max_len; these are our private
-        // copies, which no peer can change; the stamps were initialised
-        // before publication and the length words are zero-filled memory.
+        // times stride equals the data area, and that the stride is a
+        // multiple of 16 covering a SlotHeader plus max_len; these are our
+        // private copies, which no peer can change; the slots were
+        // initialised before publication.
         unsafe {
-            let ring = Ring::new(
+            Ring::new(
                 &c.head.0,
                 &c.tail.0,
                 self.seg.data_ptr(),
-                s.capacity,
-                s.stride as usize,
+                self.slots.capacity,
+                self.slots.stride as usize,
                 false,
                 false,
             )
-            .with_limit(s.limit);
-            if s.flags & FLAG_PACKED != 0 {
-                ring.packed(self.seg.data_ptr().add((s.capacity * s.stride) as usize))
-            } else {
-                ring
-            }
+            .with_limit(self.slots.limit)
         }
     }
 
@@ -562,7 +542,7 @@ impl RawQueue {
     /// garbage HOLD must not make the next lap's unheld claim look held).
     /// The caller releases the slot.
     pub(super) fn drop_overlong(&self, pos: u64) {
-        self.ring().length(pos).store(0, Ordering::Relaxed);
+        self.ring().slot(pos).len.store(0, Ordering::Relaxed);
         let st = &self.control().state.0;
         st.skipped.fetch_add(1, Ordering::Relaxed);
     }

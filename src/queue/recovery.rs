@@ -116,7 +116,7 @@ impl RawQueue {
                 // run that follows it (the messages a garbage head hid).
                 let mut end = t;
                 while end.wrapping_sub(t) < ring.limit()
-                    && ring.seq(end).load(Ordering::SeqCst) == end.wrapping_add(1)
+                    && ring.slot(end).seq.load(Ordering::SeqCst) == end.wrapping_add(1)
                 {
                     end = end.wrapping_add(1);
                 }
@@ -150,8 +150,8 @@ impl RawQueue {
     pub(super) fn repair_slot(&self, t: u64, h: u64, pos: u64) -> bool {
         let c = self.control();
         let ring = self.ring();
-        let slot_seq = ring.seq(pos);
-        let seq = slot_seq.load(Ordering::SeqCst);
+        let slot = ring.slot(pos);
+        let seq = slot.seq.load(Ordering::SeqCst);
         // An intent (an orphan) of 0 means none: never a holder of `pos`
         // (in the first lap, `pos - capacity + 1` wraps to 0).
         let shows = |role: u32, at: u64| {
@@ -186,7 +186,8 @@ impl RawQueue {
         if c.tail.0.load(Ordering::SeqCst) != t || c.head.0.load(Ordering::SeqCst) != h {
             return false;
         }
-        if slot_seq
+        if slot
+            .seq
             .compare_exchange(seq, stamp, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
@@ -296,7 +297,7 @@ impl RawQueue {
             if !held {
                 continue;
             }
-            let len = ring.length(pos).load(Ordering::Acquire);
+            let len = ring.slot(pos).len.load(Ordering::Acquire);
             if len == SKIP || len > self.max_len() as u64 {
                 ring.release(pos, self.intent(entry));
                 continue;

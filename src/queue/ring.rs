@@ -26,11 +26,9 @@
 //! A single-producer (single-consumer) ring replaces the CAS by a plain store
 //! and needs no intent: its one sender cannot race anyone for a position.
 //!
-//! The ring touches memory only through two cursors, a stamp and a length
-//! word per slot (in a [`SlotHeader`] at `base + i * stride`, or the stamp
-//! alone there and the lengths in a side array: [`Ring::packed`]); it makes
-//! no system call, so the same code runs on heap memory under loom (see
-//! `loom_tests`, which run both layouts).
+//! The ring touches memory only through [`SlotHeader`]s at `base + i * stride`
+//! and two cursors; it makes no system call, so the same code runs on heap
+//! memory under loom (see `loom_tests`).
 
 use super::atomic::{AtomicU64, Ordering};
 
@@ -67,14 +65,6 @@ pub(crate) struct Ring<'a> {
     tail: &'a AtomicU64,
     base: *const u8,
     stride: usize,
-    /// Slot `i`'s length word is at `lens + i * len_stride`: in its header
-    /// (`base + 8`, the slot's stride) or in a side array of words
-    /// ([`packed`](Self::packed)).
-    lens: *const u8,
-    len_stride: usize,
-    /// Where the message bytes start in a slot: after the [`SlotHeader`]
-    /// (16), or after the stamp alone (8) when the lengths are aside.
-    data_offset: usize,
     mask: u64,
     /// Messages the ring may hold (1..=capacity): a sender claims only while
     /// fewer than this many are claimed and not yet taken by a receiver,
@@ -154,35 +144,11 @@ impl<'a> Ring<'a> {
             tail,
             base,
             stride,
-            // SAFETY: within the first slot's header (`new`'s contract).
-            lens: unsafe { base.add(std::mem::offset_of!(SlotHeader, len)) },
-            len_stride: stride,
-            data_offset: size_of::<SlotHeader>(),
             mask: capacity - 1,
             limit: capacity,
             single_producer,
             single_consumer,
         }
-    }
-
-    /// The same ring with packed slots: each slot is its stamp (8 bytes)
-    /// then the message, and the lengths are in a side array of
-    /// `capacity` words at `lens`. A sender stores a length only when it
-    /// differs from the one there (`commit_in_run`), so for fixed-size
-    /// items the side array is only read, and a u64 takes 16 bytes, four
-    /// to a cache line, instead of 32.
-    ///
-    /// # Safety
-    ///
-    /// As [`new`](Self::new), except that each slot (of a stride that is a
-    /// multiple of 8, at least 8) starts with an initialised stamp
-    /// (`AtomicU64`) alone, and `lens` points to `capacity` initialised
-    /// `AtomicU64`s, valid for `'a` and apart from the slots.
-    pub(crate) unsafe fn packed(mut self, lens: *const u8) -> Self {
-        self.lens = lens;
-        self.len_stride = size_of::<AtomicU64>();
-        self.data_offset = size_of::<AtomicU64>();
-        self
     }
 
     /// Slots in the ring.
@@ -215,40 +181,23 @@ impl<'a> Ring<'a> {
         used >= self.limit as i64
     }
 
-    /// The stamp of the slot for `pos`.
-    pub(crate) fn seq(&self, pos: u64) -> &'a AtomicU64 {
-        // SAFETY: the index is masked into 0..capacity, and the contract of
-        // `new` (or `packed`) says each such slot starts with an
-        // initialised stamp.
+    pub(crate) fn slot(&self, pos: u64) -> &'a SlotHeader {
+        // SAFETY: the index is masked into 0..capacity, and `new`'s contract
+        // says each such slot starts with an initialised SlotHeader.
         unsafe {
             &*self
                 .base
                 .add((pos & self.mask) as usize * self.stride)
-                .cast::<AtomicU64>()
+                .cast::<SlotHeader>()
         }
     }
 
-    /// The length word of the slot for `pos`: the message length, or
-    /// [`SKIP`] or [`HOLD`].
-    pub(crate) fn length(&self, pos: u64) -> &'a AtomicU64 {
-        // SAFETY: the index is masked into 0..capacity; `new` (in the
-        // header) or `packed` (the side array) guarantee an initialised
-        // AtomicU64 there.
-        unsafe {
-            &*self
-                .lens
-                .add((pos & self.mask) as usize * self.len_stride)
-                .cast::<AtomicU64>()
-        }
-    }
-
-    /// The message bytes of the slot for `pos` (`stride - 16` of them, or
-    /// `stride - 8` packed).
+    /// The message bytes of the slot for `pos` (`stride - 16` of them).
     pub(crate) fn data(&self, pos: u64) -> *mut u8 {
-        // SAFETY: in bounds of the slot, per `new`'s (`packed`'s) contract.
+        // SAFETY: in bounds of the slot, per `new`'s contract.
         unsafe {
             self.base
-                .add((pos & self.mask) as usize * self.stride + self.data_offset)
+                .add((pos & self.mask) as usize * self.stride + size_of::<SlotHeader>())
                 .cast_mut()
         }
     }
@@ -261,7 +210,7 @@ impl<'a> Ring<'a> {
         loop {
             // SYNC(seq): pairs with the Release store in `release` (the slot's
             // previous message was read before we overwrite it).
-            let seq = self.seq(pos).load(Ordering::Acquire);
+            let seq = self.slot(pos).seq.load(Ordering::Acquire);
             let dif = seq.wrapping_sub(pos) as i64;
             if dif == 0 && self.over_limit(pos) {
                 if !self.single_producer {
@@ -322,19 +271,11 @@ impl<'a> Ring<'a> {
     /// before `end`: the intent moves on to the next position, or to 0
     /// after the last. The run's positions are committed in order.
     pub(crate) fn commit_in_run(&self, pos: u64, len: u64, intent: &AtomicU64, end: u64) {
-        // Stored only when it differs: a fixed-size item's length is
-        // already there from the slot's last lap, and a side array of
-        // lengths (`packed`) stays unwritten, so it never moves between
-        // the CPUs. The sender owns the slot's length until it commits
-        // (a recoverer writes it only for a dead sender), so the value
-        // loaded is the latest, and the receiver reads it or this store.
-        let l = self.length(pos);
-        if l.load(Ordering::Relaxed) != len {
-            l.store(len, Ordering::Relaxed);
-        }
+        let slot = self.slot(pos);
+        slot.len.store(len, Ordering::Relaxed);
         // SYNC(seq): pairs with the Acquire load in `try_claim_recv`; the
         // message bytes and `len` are visible to the receiver.
-        self.seq(pos).store(pos.wrapping_add(1), Ordering::Release);
+        slot.seq.store(pos.wrapping_add(1), Ordering::Release);
         if !self.single_producer {
             // A stale intent after the commit is harmless: recovery acts only
             // on a slot that is still uncommitted (or still held).
@@ -358,13 +299,14 @@ impl<'a> Ring<'a> {
     pub(crate) fn try_claim_recv(&self, intent: &AtomicU64) -> Result<(u64, u64), Empty> {
         let mut pos = self.tail.load(Ordering::Relaxed);
         loop {
+            let slot = self.slot(pos);
             // SYNC(seq): pairs with the Release store in `commit`.
-            let seq = self.seq(pos).load(Ordering::Acquire);
+            let seq = slot.seq.load(Ordering::Acquire);
             let dif = seq.wrapping_sub(pos.wrapping_add(1)) as i64;
             if dif == 0 {
                 if self.single_consumer {
                     self.tail.store(pos.wrapping_add(1), Ordering::Relaxed);
-                    return Ok((pos, self.length(pos).load(Ordering::Relaxed)));
+                    return Ok((pos, slot.len.load(Ordering::Relaxed)));
                 }
                 // SYNC(intent): as in try_claim_send.
                 intent.store(pos.wrapping_add(1), Ordering::Release);
@@ -374,7 +316,7 @@ impl<'a> Ring<'a> {
                     Ordering::SeqCst,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Ok((pos, self.length(pos).load(Ordering::Relaxed))),
+                    Ok(_) => return Ok((pos, slot.len.load(Ordering::Relaxed))),
                     Err(now) => pos = now,
                 }
             } else if dif < 0 {
@@ -406,7 +348,8 @@ impl<'a> Ring<'a> {
     /// before `end` (as [`commit_in_run`](Self::commit_in_run)).
     pub(crate) fn release_in_run(&self, pos: u64, intent: &AtomicU64, end: u64) {
         // SYNC(seq): pairs with the Acquire load in `try_claim_send`.
-        self.seq(pos)
+        self.slot(pos)
+            .seq
             .store(pos.wrapping_add(self.capacity()), Ordering::Release);
         if !self.single_consumer {
             intent.store(Self::next_intent(pos, end), Ordering::Release);
@@ -488,7 +431,7 @@ impl<'a> Ring<'a> {
         let mut n = 0;
         // SYNC(seq): as in `try_claim_send`, for each slot of the run.
         while n < room
-            && self.seq(first.wrapping_add(n)).load(Ordering::Acquire) == first.wrapping_add(n)
+            && self.slot(first.wrapping_add(n)).seq.load(Ordering::Acquire) == first.wrapping_add(n)
         {
             n += 1;
         }
@@ -498,7 +441,7 @@ impl<'a> Ring<'a> {
     /// Claims up to `max` (at least 1) consecutive committed messages with
     /// one compare-and-swap on `tail`: the first position and the count;
     /// `Err(Empty)` if the next is not committed. Lengths are read per slot
-    /// (`length(p)`; any may be [`SKIP`]). The caller releases each with
+    /// (`slot(p).len`; any may be [`SKIP`]). The caller releases each with
     /// [`release_in_run`](Self::release_in_run), in order.
     pub(crate) fn try_claim_recv_run(
         &self,
@@ -511,7 +454,7 @@ impl<'a> Ring<'a> {
             let mut n = 0;
             // SYNC(seq): as in `try_claim_recv`, for each slot of the run.
             while n < max
-                && self.seq(first.wrapping_add(n)).load(Ordering::Acquire)
+                && self.slot(first.wrapping_add(n)).seq.load(Ordering::Acquire)
                     == first.wrapping_add(n).wrapping_add(1)
             {
                 n += 1;
@@ -526,14 +469,14 @@ impl<'a> Ring<'a> {
     /// and no receiver still holds that slot from the previous lap).
     pub(crate) fn can_send(&self) -> bool {
         let head = self.head.load(Ordering::SeqCst);
-        self.seq(head).load(Ordering::SeqCst) == head && !self.over_limit(head)
+        self.slot(head).seq.load(Ordering::SeqCst) == head && !self.over_limit(head)
     }
 
     /// Marks the claimed slot at `pos` as held ([`HOLD`]).
     pub(crate) fn hold(&self, pos: u64) {
         // Release: a receiver that reads HOLD (Acquire) and then the stamp
         // sees this lap's claim, not an older one (`claimed_not_held`).
-        self.length(pos).store(HOLD, Ordering::Release);
+        self.slot(pos).len.store(HOLD, Ordering::Release);
     }
 
     /// Where receivers take next.
@@ -557,19 +500,19 @@ impl<'a> Ring<'a> {
         if head == tail {
             return false;
         }
-        let seq = self.seq(tail);
+        let slot = self.slot(tail);
         // Held only if the stamp still says "claimed at `tail`" after the
         // HOLD was read: a HOLD of a later lap (the tail moved on meanwhile)
         // must not send us to sleep behind committed messages.
-        seq.load(Ordering::SeqCst) != tail
-            || self.length(tail).load(Ordering::Acquire) != HOLD
-            || seq.load(Ordering::SeqCst) != tail
+        slot.seq.load(Ordering::SeqCst) != tail
+            || slot.len.load(Ordering::Acquire) != HOLD
+            || slot.seq.load(Ordering::SeqCst) != tail
     }
 
     /// Whether the message at `tail` is committed.
     pub(crate) fn can_recv(&self) -> bool {
         let tail = self.tail.load(Ordering::SeqCst);
-        self.seq(tail).load(Ordering::SeqCst) == tail.wrapping_add(1)
+        self.slot(tail).seq.load(Ordering::SeqCst) == tail.wrapping_add(1)
     }
 
     /// (head, tail): where senders claim next and receivers take next.
@@ -599,10 +542,10 @@ impl<'a> Ring<'a> {
     /// never committed, commit it as a skip. Only one recoverer may run at a
     /// time (the caller holds the recovery lock).
     pub(crate) fn skip_abandoned_send(&self, pos: u64) -> bool {
-        let seq = self.seq(pos);
-        if seq.load(Ordering::Acquire) == pos && after(self.head.load(Ordering::SeqCst), pos) {
-            self.length(pos).store(SKIP, Ordering::Relaxed);
-            seq.store(pos.wrapping_add(1), Ordering::Release);
+        let slot = self.slot(pos);
+        if slot.seq.load(Ordering::Acquire) == pos && after(self.head.load(Ordering::SeqCst), pos) {
+            slot.len.store(SKIP, Ordering::Relaxed);
+            slot.seq.store(pos.wrapping_add(1), Ordering::Release);
             true
         } else {
             false
@@ -627,7 +570,7 @@ impl<'a> Ring<'a> {
         let pos = tail.wrapping_sub(1);
         // Stamp `pos + 1` with the tail past `pos`: received, not released
         // (released would be `pos + capacity`).
-        if self.seq(pos).load(Ordering::Acquire) == tail {
+        if self.slot(pos).seq.load(Ordering::Acquire) == tail {
             self.tail.store(pos, Ordering::SeqCst);
             true
         } else {
@@ -638,7 +581,7 @@ impl<'a> Ring<'a> {
     /// Recovery: whether the message at `pos` was claimed by a receiver and
     /// not released.
     pub(crate) fn is_held(&self, pos: u64) -> bool {
-        self.seq(pos).load(Ordering::Acquire) == pos.wrapping_add(1)
+        self.slot(pos).seq.load(Ordering::Acquire) == pos.wrapping_add(1)
             && after(self.tail.load(Ordering::SeqCst), pos)
     }
 
@@ -693,7 +636,8 @@ impl<'a> Ring<'a> {
 
     /// Recovery: whether a sender claimed `pos` and has not committed it.
     pub(crate) fn is_uncommitted(&self, pos: u64) -> bool {
-        self.seq(pos).load(Ordering::Acquire) == pos && after(self.head.load(Ordering::SeqCst), pos)
+        self.slot(pos).seq.load(Ordering::Acquire) == pos
+            && after(self.head.load(Ordering::SeqCst), pos)
     }
 }
 
@@ -703,29 +647,13 @@ mod loom_tests {
     use loom::sync::Arc;
     use loom::thread;
 
-    /// Whether the heaps of the model being checked are packed (lengths in
-    /// a side array, `Ring::packed`): set outside the model, read by
-    /// `Heap::limited`; one model at a time (`ONE_AT_A_TIME`), as the test
-    /// harness runs tests on several threads.
-    static PACKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
     /// Every interleaving with up to 3 preemptions (the bound that finds
-    /// nearly all real bugs, per the loom docs, and keeps retry loops
-    /// finite), for both slot layouts.
+    /// nearly all real bugs, per the loom docs, and keeps retry loops finite).
     fn model(f: impl Fn() + Sync + Send + 'static) {
-        let f = std::sync::Arc::new(f);
-        let _one = ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for packed in [false, true] {
-            PACKED.store(packed, std::sync::atomic::Ordering::SeqCst);
-            let mut b = loom::model::Builder::new();
-            b.preemption_bound = Some(3);
-            b.max_branches = 100_000;
-            let f = f.clone();
-            b.check(move || f());
-        }
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.max_branches = 100_000;
+        b.check(f);
     }
 
     /// A slot for loom: the header, then the message as an atomic so that
@@ -755,10 +683,6 @@ mod loom_tests {
         head: AtomicU64,
         tail: AtomicU64,
         slots: Vec<TestSlot>,
-        /// The side array of a packed ring (whose slots' own length words
-        /// then go unused).
-        lens: Vec<AtomicU64>,
-        packed: bool,
         limit: u64,
     }
 
@@ -770,8 +694,6 @@ mod loom_tests {
         fn limited(capacity: u64, limit: u64) -> Arc<Heap> {
             Arc::new(Heap {
                 limit,
-                lens: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
-                packed: PACKED.load(std::sync::atomic::Ordering::SeqCst),
                 head: AtomicU64::new(0),
                 tail: AtomicU64::new(0),
                 slots: (0..capacity)
@@ -788,11 +710,9 @@ mod loom_tests {
 
         fn ring(&self, sp: bool, sc: bool) -> Ring<'_> {
             // SAFETY: the Vec holds `capacity` TestSlots, each starting with
-            // an initialised SlotHeader (so with a stamp), stride =
-            // size_of::<TestSlot>() (a multiple of 8), and `lens` holds
-            // `capacity` initialised words.
+            // an initialised SlotHeader, stride = size_of::<TestSlot>().
             unsafe {
-                let ring = Ring::new(
+                Ring::new(
                     &self.head,
                     &self.tail,
                     self.slots.as_ptr().cast(),
@@ -801,12 +721,7 @@ mod loom_tests {
                     sp,
                     sc,
                 )
-                .with_limit(self.limit);
-                if self.packed {
-                    ring.packed(self.lens.as_ptr().cast())
-                } else {
-                    ring
-                }
+                .with_limit(self.limit)
             }
         }
 
@@ -855,7 +770,7 @@ mod loom_tests {
             let mut got = Vec::new();
             if let Ok((first, n)) = ring.try_claim_recv_run(intent, run_end, max) {
                 for pos in first..first + n {
-                    let len = ring.length(pos).load(Ordering::Relaxed);
+                    let len = ring.slot(pos).len.load(Ordering::Relaxed);
                     let v = self.value(ring, pos).load(Ordering::Relaxed);
                     ring.release_in_run(pos, intent, first + n);
                     if len != SKIP {

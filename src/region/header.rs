@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use super::kind::MAGIC;
 /// The layout version this build reads and writes.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 6;
 /// The value of the ready word once the creator has published the region.
 pub(crate) const READY: u32 = 0x5245_4459; // "REDY"
 /// Header size; the control block starts at or after this offset.

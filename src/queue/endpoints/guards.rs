@@ -42,10 +42,8 @@ impl<T: Item, V: ?Sized> Drop for SendSlot<'_, T, V> {
 impl<T: Pod> Deref for SendSlot<'_, T, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the slot is ours until commit; size_of::<T>() bytes,
-        // aligned for T (16-aligned, or 8 in a packed queue, whose T is
-        // aligned to at most 8: the open checks the flag against T); any
-        // bytes are a valid T (Pod).
+        // SAFETY: the slot is ours until commit; 16-aligned, size_of::<T>()
+        // bytes; any bytes are a valid T (Pod).
         unsafe { &*self.sender.queue.raw.data(self.pos).cast::<T>() }
     }
 }
@@ -99,7 +97,7 @@ impl<T: Pod> Deref for RecvGuard<'_, T, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the slot is claimed by us until drop; it holds a committed
-        // T, aligned for T (as in SendSlot's deref); Pod accepts any bytes. Peers are trusted not to
+        // T, 16-aligned; Pod accepts any bytes. Peers are trusted not to
         // write into a claimed slot (as for every shared-memory borrow).
         unsafe { &*self.receiver.queue.raw.data(self.pos).cast::<T>() }
     }

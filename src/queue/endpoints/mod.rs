@@ -198,8 +198,8 @@ impl<T: Pod> Sender<T> {
         match self.claim_as(wait, hold) {
             Ok(pos) => {
                 // SAFETY: the claimed slot is ours until commit; its data area
-                // holds max_len = size_of::<T>() bytes (checked at open).
-                // Unaligned write, so the slot's alignment does not matter.
+                // holds max_len = size_of::<T>() bytes, 16-aligned (checked at
+                // create: align_of::<T>() <= 16). Unaligned write for safety.
                 unsafe { self.queue.raw.data(pos).cast::<T>().write_unaligned(value) };
                 if hold {
                     self.commit(pos, size_of::<T>());
