@@ -33,6 +33,39 @@ pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
+/// iceoryx2's files in /dev/shm (`iox2_…`) before the bench made any node.
+static BEFORE: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+
+fn iox2_files() -> Vec<std::ffi::OsString> {
+    std::fs::read_dir("/dev/shm")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok().map(|e| e.file_name()))
+                .filter(|n| n.as_encoded_bytes().starts_with(b"iox2_"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Notes iceoryx2's files present now; call before any iceoryx2 row.
+pub fn note_files() {
+    BEFORE.get_or_init(iox2_files);
+}
+
+/// Removes the iceoryx2 files this bench left: its ports remove theirs
+/// when they drop, but the node's global management segment
+/// (`iox2_…_global_mgmt`) stays. Only files that were not there at
+/// [`note_files`] go, so another iceoryx2 user's are kept.
+pub fn remove_new_files() {
+    let Some(before) = BEFORE.get() else {
+        return;
+    };
+    for name in iox2_files() {
+        if !before.contains(&name) {
+            let _ = std::fs::remove_file(std::path::Path::new("/dev/shm").join(&name));
+        }
+    }
+}
+
 fn unique(what: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
