@@ -440,9 +440,9 @@ impl RawQueue {
         let mut last_looks = 0;
         // When a `try_` receive started waiting for an in-flight send.
         let mut in_flight_until = None;
-        // Yields in a row to a sender that claimed the slot at `behind_at`
-        // and has not committed it.
-        let (mut yields, mut behind_at) = (0, None);
+        // The position whose sender claimed it and has not committed it,
+        // and how many times in a row we yielded to it.
+        let mut behind = (None, 0);
         loop {
             if c.state.0.orphan_count.load(Ordering::SeqCst) > 0
                 && let Some(claim) = self.take_orphan(entry)
@@ -496,45 +496,70 @@ impl RawQueue {
             } else {
                 wait
             };
-            if this_wait != Wait::No && backoff.spin() {
+            if this_wait == Wait::No {
+                // A failed `try_`: the look for dead peers if one is due
+                // (then the attempt again), else the failure. None of the
+                // waiting below, whose state stays out of this path (a
+                // failed try_recv took 303 instructions with it inline
+                // against 263 before the naps; callgrind).
+                self.wait_or_look(&w.items, &w.recv_waiters, seen, Wait::No, None, || false)?;
                 continue;
             }
-            // A sender that claimed the next slot without holding it
-            // commits without a fence and may miss us counted as a sleeper
-            // (`Ring::claimed_not_held`): yield to it instead of sleeping,
-            // a few times; a sender stalled there (stopped, or descheduled
-            // for long) is then waited for in naps of STALLED_NAP, which a
-            // wake-up may end sooner (an idle receiver costs no CPU).
-            // A message committed since the attempt: take it at once.
-            if this_wait != Wait::No && ring.can_recv() {
+            if backoff.spin() {
                 continue;
             }
-            let nap = if this_wait != Wait::No && ring.claimed_not_held() {
-                // Counted per claim: the tail moving on starts again.
-                let tail = ring.tail();
-                if behind_at != Some(tail) {
-                    (behind_at, yields) = (Some(tail), 0);
-                }
-                yields += 1;
-                Some(if yields <= YIELDS {
-                    Duration::ZERO
-                } else {
-                    STALLED_NAP
-                })
-            } else {
-                None
-            };
-            let waited = self.wait_or_look(&w.items, &w.recv_waiters, seen, this_wait, nap, || {
-                ring.can_recv()
-                    || (nap.is_none() && ring.claimed_not_held())
-                    || self.recv_disconnected()
-                    || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
-            });
-            match waited {
+            match self.wait_for_items(&mut behind, seen, this_wait) {
                 Err(Stop::Timeout) if wait == Wait::No => return Err(Stop::WouldBlock),
                 other => other?,
             }
         }
+    }
+
+    /// The blocking part of `claim_recv`'s failure path, after its spin:
+    /// `behind` is the position whose unheld sender we have been yielding
+    /// to and how many times.
+    #[inline(never)]
+    fn wait_for_items(
+        &self,
+        behind: &mut (Option<u64>, u32),
+        seen: u32,
+        wait: Wait,
+    ) -> std::result::Result<(), Stop> {
+        let ring = self.ring();
+        let c = self.control();
+        let w = &c.waits.0;
+        // A message committed since the attempt: take it at once.
+        if ring.can_recv() {
+            return Ok(());
+        }
+        // A sender that claimed the next slot without holding it
+        // commits without a fence and may miss us counted as a sleeper
+        // (`Ring::claimed_not_held`): yield to it instead of sleeping,
+        // a few times; a sender stalled there (stopped, or descheduled
+        // for long) is then waited for in naps of STALLED_NAP, which a
+        // wake-up may end sooner (an idle receiver costs no CPU).
+        let nap = if ring.claimed_not_held() {
+            // Counted per claim: the tail moving on starts again.
+            let tail = ring.tail();
+            let (behind_at, yields) = behind;
+            if *behind_at != Some(tail) {
+                (*behind_at, *yields) = (Some(tail), 0);
+            }
+            *yields += 1;
+            Some(if *yields <= YIELDS {
+                Duration::ZERO
+            } else {
+                STALLED_NAP
+            })
+        } else {
+            None
+        };
+        self.wait_or_look(&w.items, &w.recv_waiters, seen, wait, nap, || {
+            ring.can_recv()
+                || (nap.is_none() && ring.claimed_not_held())
+                || self.recv_disconnected()
+                || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
+        })
     }
 
     /// A claimed message whose length a hostile or broken peer wrote beyond
