@@ -6,15 +6,11 @@ use shmkit::sync::{Barrier, Event, Mutex, Semaphore, TryLockError};
 use shmkit::{Array, Error, Value};
 use std::time::{Duration, Instant};
 
-/// Forks a child running `f`: allowed, the tour's main is single-threaded.
-/// (Sync objects travel by fork; Values and Arrays also travel to spawned
-/// children as arguments.)
+/// Forks a child running `f`: allowed, the tour's main is single-threaded,
+/// and the closure captures what it shares. (Every shmkit object also
+/// travels to a spawned child as an argument: section 4.)
 fn fork(f: impl FnOnce()) -> Process<()> {
     Builder::new().fork(f).expect("fork")
-}
-
-fn reap(p: Process<()>) {
-    p.join().expect("child failed");
 }
 
 fn increment_million(c: Value<u64>) {
@@ -169,6 +165,18 @@ fn mutex_holder_killed() -> Result<(), Error> {
     Ok(())
 }
 
+fn meet_and_take_permits((b, s, inside, max_inside): (Barrier, Semaphore, Value<u32>, Value<u32>)) {
+    b.wait();
+    for _ in 0..100 {
+        // Python's `with sem:`; a process killed here gives its permit
+        // back (`acquire`/`release` count without that).
+        let _permit = s.permit().unwrap();
+        let now = inside.fetch_add(1) + 1;
+        max_inside.fetch_max(now);
+        inside.fetch_sub(1);
+    }
+}
+
 /// Barrier and Semaphore across 4 processes
 fn barrier_and_semaphore() -> Result<(), Error> {
     println!("\n== 4. Barrier and Semaphore across 4 processes ==");
@@ -176,30 +184,25 @@ fn barrier_and_semaphore() -> Result<(), Error> {
     let sem = Semaphore::new(2)?;
     let inside = Value::<u32>::builder().unlocked().create(0)?;
     let max_inside = Value::<u32>::builder().unlocked().create(0)?;
-    let children: Vec<_> = (0..4)
+    // Spawned (not forked): the barrier, the semaphore and the values are
+    // the child function's arguments, shared, not copied, as Python's
+    // `Process(target=f, args=(barrier, sem, ...))`.
+    let children = (0..4)
         .map(|_| {
-            let (b, s, i, mx) = (
+            let args = (
                 barrier.clone(),
                 sem.clone(),
                 inside.clone(),
                 max_inside.clone(),
             );
-            fork(move || {
-                b.wait();
-                for _ in 0..100 {
-                    // Python's `with sem:`; a process killed here gives its
-                    // permit back (`acquire`/`release` count without that).
-                    let _permit = s.permit().unwrap();
-                    let now = i.fetch_add(1) + 1;
-                    mx.fetch_max(now);
-                    i.fetch_sub(1);
-                }
-            })
+            process::spawn(meet_and_take_permits, args)
         })
-        .collect();
-    children.into_iter().for_each(reap);
+        .collect::<Result<Vec<_>, _>>()?;
+    for c in children {
+        c.join()?;
+    }
     println!(
-        "4 processes met at the barrier; at most {} held the 2-permit semaphore at once",
+        "4 spawned processes met at the barrier; at most {} held the 2-permit semaphore at once",
         max_inside.load()
     );
     Ok(())

@@ -16,8 +16,8 @@
 //!   checked on every open.
 //! - [`process`]: start a function in a child ([`spawn`], or `fork`), join it
 //!   for its return value or its panic; [`cpu_count`] that respects affinity
-//!   and cgroup limits. Values and arrays passed as arguments are shared,
-//!   not copied.
+//!   and cgroup limits. Values, arrays, queues, maps and the [`sync`]
+//!   objects passed as arguments are shared, not copied.
 //! - [`queue`], [`pipe`]: a bounded MPMC queue and a duplex pipe in shared
 //!   memory; [`pool`]: a process pool that survives its workers' deaths;
 //!   [`SharedMap`]: a hash map every process uses directly.
@@ -68,6 +68,7 @@
 //! | `Barrier(3).wait()`, `Event().set()` | `Barrier::new(3)?.wait()`, `Event::new()?.set()` |
 //! | `Manager().dict()` | `SharedMap::<K, V>::new(capacity)?` (no server) |
 //! | `Process(target=f, args=(a,))`, `start()`, `join()` | `let p = shmkit::spawn(f, a)?`, `p.join()?` (started at once) |
+//! | `Process(target=f, args=(lock, v))` (a lock and a value shared with the child) | `shmkit::spawn(f, (lock.clone(), v.clone()))?` (every shmkit object travels as its name or descriptor: shared, not copied) |
 //! | `p.daemon = True` | `process::Builder::new().daemon(true).spawn(f, a)?` |
 //! | `Pool(4).map(f, xs)` | `Pool::builder().processes(4).build()?.map(f, xs)?` (`map_pod(f, &xs)` for `Pod` items: shared arrays, no encoding) |
 //! | `cpu_count()` | `shmkit::cpu_count()` (affinity and cgroup quota respected) |
@@ -147,6 +148,14 @@
 //! }
 //! let p = shmkit::spawn(f, 21)?;
 //! assert_eq!(p.join()?, 42);
+//! fn add_under_lock((lock, v): (shmkit::sync::Lock, shmkit::Value<i64>)) {
+//!     let _held = lock.lock().unwrap();
+//!     v.fetch_add(1);
+//! }
+//! let lock = shmkit::sync::Lock::new(())?;
+//! let v = shmkit::Value::<i64>::builder().unlocked().create(0)?;
+//! shmkit::spawn(add_under_lock, (lock.clone(), v.clone()))?.join()?;
+//! assert_eq!(v.load(), 1);
 //! let d = process::Builder::new().daemon(true).spawn(f, 1)?;
 //! d.join()?;
 //! let pool = Pool::builder().processes(4).build()?;

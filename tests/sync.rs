@@ -507,3 +507,71 @@ fn a_lock_holders_forked_copy_is_another_thread() {
         .expect("watchdog");
     assert_eq!(got, (true, true, true));
 }
+
+/// Every anonymous synchronisation object, as a spawn argument.
+type Objects = (
+    Mutex<u64>,
+    RwLock<u64>,
+    Semaphore,
+    Barrier,
+    Event,
+    Condition<u32>,
+);
+
+const TRAVEL_ADDS: u64 = 2_000;
+
+fn use_every_object((m, rw, sem, bar, ev, cond): Objects) -> u32 {
+    // Both processes start together (a barrier of 2), then race.
+    bar.wait();
+    for _ in 0..TRAVEL_ADDS {
+        *m.lock().unwrap() += 1;
+        *rw.write() += 1;
+        sem.acquire().unwrap();
+        sem.release().unwrap();
+    }
+    ev.set();
+    // Waits for the parent's word under the condition, then answers.
+    let mut g = cond.wait_while(cond.lock().unwrap(), |v| *v != 1).unwrap();
+    *g = 2;
+    drop(g);
+    cond.notify_all();
+    bar.wait();
+    sem.value()
+}
+
+/// Anonymous Mutex, RwLock, Semaphore, Barrier, Event and Condition travel
+/// to a spawned child as arguments (by descriptor, as `Value` and `Array`
+/// do) and coordinate with the parent: no update lost under either lock,
+/// the barrier meets twice, the event and the condition carry their
+/// signals both ways, and the semaphore's permits all come back.
+#[test]
+fn every_sync_object_travels_as_a_spawn_argument() {
+    let _w = common::watchdog("sync objects as spawn arguments");
+    let objects: Objects = (
+        Mutex::new(0).unwrap(),
+        RwLock::new(0).unwrap(),
+        Semaphore::new(1).unwrap(),
+        Barrier::new(2).unwrap(),
+        Event::new().unwrap(),
+        Condition::new(0).unwrap(),
+    );
+    let (m, rw, sem, bar, ev, cond) = objects.clone();
+    let mut child = shmkit::spawn(use_every_object, objects).unwrap();
+    bar.wait();
+    for _ in 0..TRAVEL_ADDS {
+        *m.lock().unwrap() += 1;
+        *rw.write() += 1;
+        sem.acquire().unwrap();
+        sem.release().unwrap();
+    }
+    assert!(ev.wait_timeout(common::WATCHDOG), "the child's event");
+    *cond.lock().unwrap() = 1;
+    cond.notify_all();
+    let g = cond.wait_while(cond.lock().unwrap(), |v| *v != 2).unwrap();
+    drop(g);
+    bar.wait();
+    assert_eq!(child.join_timeout(common::WATCHDOG).unwrap(), Some(1));
+    assert_eq!(*m.lock().unwrap(), 2 * TRAVEL_ADDS);
+    assert_eq!(*rw.read(), 2 * TRAVEL_ADDS);
+    assert_eq!(sem.value(), 1);
+}

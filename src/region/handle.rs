@@ -261,15 +261,13 @@ impl ArchivedRegionHandle {
     }
 }
 
-/// Archive, Serialize and Deserialize for a handle type, delegating to
-/// [`RegionHandle`] and reopening with `$open`.
 /// Archive, Serialize and Deserialize for a region object that travels as
 /// its [`RegionHandle`]: `region_handle_archive!(Value<T: Pod>, open)`, where
-/// `open: fn(RegionHandle) -> Result<Value<T>>`. The type implements
-/// [`Travels`].
+/// `open: fn(RegionHandle) -> Result<Value<T>>` (or `(Barrier, open)` for a
+/// type without parameters). The type implements [`Travels`].
 macro_rules! region_handle_archive {
-    ($ty:ident<$($p:ident: $bound:path),+>, $open:expr) => {
-        impl<$($p: $bound),+> ::rkyv::Archive for $ty<$($p),+> {
+    ($ty:ident $(<$($p:ident: $bound:path),+>)?, $open:expr) => {
+        impl<$($($p: $bound),+)?> ::rkyv::Archive for $ty$(<$($p),+>)? {
             type Archived = $crate::region::handle::ArchivedRegionHandle;
             type Resolver = $crate::region::handle::RegionHandleResolver;
 
@@ -278,8 +276,8 @@ macro_rules! region_handle_archive {
             }
         }
 
-        impl<$($p: $bound,)+ S: ::rkyv::rancor::Fallible + ?Sized> ::rkyv::Serialize<S>
-            for $ty<$($p),+>
+        impl<$($($p: $bound,)+)? S: ::rkyv::rancor::Fallible + ?Sized> ::rkyv::Serialize<S>
+            for $ty$(<$($p),+>)?
         where
             $crate::region::handle::RegionHandle: ::rkyv::Serialize<S>,
             S::Error: ::rkyv::rancor::Source,
@@ -292,13 +290,13 @@ macro_rules! region_handle_archive {
             }
         }
 
-        impl<$($p: $bound,)+ D: ::rkyv::rancor::Fallible + ?Sized> ::rkyv::Deserialize<$ty<$($p),+>, D>
-            for $crate::region::handle::ArchivedRegionHandle
+        impl<$($($p: $bound,)+)? D: ::rkyv::rancor::Fallible + ?Sized>
+            ::rkyv::Deserialize<$ty$(<$($p),+>)?, D> for $crate::region::handle::ArchivedRegionHandle
         where
             D::Error: ::rkyv::rancor::Source,
         {
-            fn deserialize(&self, _: &mut D) -> std::result::Result<$ty<$($p),+>, D::Error> {
-                let open: fn($crate::region::handle::RegionHandle) -> $crate::Result<$ty<$($p),+>> =
+            fn deserialize(&self, _: &mut D) -> std::result::Result<$ty$(<$($p),+>)?, D::Error> {
+                let open: fn($crate::region::handle::RegionHandle) -> $crate::Result<$ty$(<$($p),+>)?> =
                     $open;
                 open(self.to_handle()).map_err($crate::region::handle::cause)
             }

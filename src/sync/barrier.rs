@@ -185,6 +185,20 @@ impl BarrierBuilder {
             obj: Object::open(&self.opts, Kind::Barrier)?,
         })
     }
+
+    /// Opens a barrier from a descriptor inherited across `exec`: what a child
+    /// started with [`spawn`](crate::process::spawn) does with an anonymous
+    /// one passed as an argument (see [`Segment::inheritable_fd`](crate::region::Segment::inheritable_fd)).
+    ///
+    /// # Errors
+    /// The checks of an open: [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a barrier;
+    /// [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if it was never published;
+    /// [`Error::Io`](crate::Error::Io) if `fstat` or `mmap` fails.
+    pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<Barrier> {
+        Ok(Barrier {
+            obj: Object::from_fd(fd, &self.opts, Kind::Barrier)?,
+        })
+    }
 }
 
 /// A reusable barrier shared between processes.
@@ -425,3 +439,9 @@ mod tests {
         t.join().unwrap();
     }
 }
+
+impl crate::region::handle::Travels for Barrier {}
+
+crate::region::handle::region_handle_archive!(Barrier, |h| {
+    crate::region::handle::reopen_with!(h, Barrier::builder())
+});

@@ -86,6 +86,24 @@ impl<T: Pod> ConditionBuilder<T> {
             Some(1),
         )?))
     }
+
+    /// Opens a condition from a descriptor inherited across `exec`: what a child
+    /// started with [`spawn`](crate::process::spawn) does with an anonymous
+    /// one passed as an argument (see [`Segment::inheritable_fd`](crate::region::Segment::inheritable_fd)).
+    ///
+    /// # Errors
+    /// The checks of an open: [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a condition, [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if it holds another type;
+    /// [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if it was never published;
+    /// [`Error::Io`](crate::Error::Io) if `fstat` or `mmap` fails.
+    pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<Condition<T>> {
+        let spec = spec_of::<RawCondition, T>(Kind::Condition, 0, &self.opts);
+        Ok(Condition::from_segment(Segment::from_fd(
+            fd,
+            &self.opts,
+            &spec,
+            Some(1),
+        )?))
+    }
 }
 
 /// A condition variable with its mutex and a `T: Pod` it guards.
@@ -324,3 +342,9 @@ mod tests {
         assert_eq!(*g, 0);
     }
 }
+
+impl<T: Pod> crate::region::handle::Travels for Condition<T> {}
+
+crate::region::handle::region_handle_archive!(Condition<T: Pod>, |h| {
+    crate::region::handle::reopen_with!(h, Condition::builder())
+});

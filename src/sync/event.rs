@@ -59,6 +59,20 @@ impl EventBuilder {
             obj: Object::open(&self.opts, Kind::Event)?,
         })
     }
+
+    /// Opens an event from a descriptor inherited across `exec`: what a child
+    /// started with [`spawn`](crate::process::spawn) does with an anonymous
+    /// one passed as an argument (see [`Segment::inheritable_fd`](crate::region::Segment::inheritable_fd)).
+    ///
+    /// # Errors
+    /// The checks of an open: [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not an event;
+    /// [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if it was never published;
+    /// [`Error::Io`](crate::Error::Io) if `fstat` or `mmap` fails.
+    pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<Event> {
+        Ok(Event {
+            obj: Object::from_fd(fd, &self.opts, Kind::Event)?,
+        })
+    }
 }
 
 /// A flag that processes set, clear and wait on.
@@ -212,3 +226,9 @@ mod tests {
         assert!(!e.wait_timeout(Duration::from_millis(5)));
     }
 }
+
+impl crate::region::handle::Travels for Event {}
+
+crate::region::handle::region_handle_archive!(Event, |h| {
+    crate::region::handle::reopen_with!(h, Event::builder())
+});

@@ -363,6 +363,23 @@ impl<T: Pod> MutexBuilder<T> {
         )?))
     }
 
+    /// Opens a mutex from a descriptor inherited across `exec`: what a child
+    /// started with [`spawn`](crate::process::spawn) does with an anonymous
+    /// one passed as an argument (see [`Segment::inheritable_fd`](crate::region::Segment::inheritable_fd)).
+    ///
+    /// # Errors
+    /// The checks of an open: [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a mutex, [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if it holds another type;
+    /// [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if it was never published;
+    /// [`Error::Io`](crate::Error::Io) if `fstat` or `mmap` fails.
+    pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<Mutex<T>> {
+        Ok(Mutex::from_segment(Segment::from_fd(
+            fd,
+            &self.opts,
+            &self.spec(),
+            Some(1),
+        )?))
+    }
+
     /// Opens the mutex, creating it with `value` if it does not exist.
     ///
     /// # Errors
@@ -526,3 +543,9 @@ mod tests {
         assert!(!m.is_poisoned());
     }
 }
+
+impl<T: Pod> crate::region::handle::Travels for Mutex<T> {}
+
+crate::region::handle::region_handle_archive!(Mutex<T: Pod>, |h| {
+    crate::region::handle::reopen_with!(h, Mutex::builder())
+});

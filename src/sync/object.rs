@@ -47,6 +47,21 @@ impl<C: Sync> Object<C> {
         })
     }
 
+    /// Opens the region from an inherited descriptor and checks that it
+    /// holds a `C` of this kind.
+    pub(crate) fn from_fd(
+        fd: std::os::fd::OwnedFd,
+        opts: &RegionOptions,
+        kind: Kind,
+    ) -> Result<Self> {
+        let spec = spec_of::<C, ()>(kind, 0, opts);
+        let seg = Segment::from_fd(fd, opts, &spec, Some(0))?;
+        Ok(Object {
+            seg: Arc::new(seg),
+            _c: std::marker::PhantomData,
+        })
+    }
+
     /// The shared state.
     pub(crate) fn get(&self) -> &C {
         // SAFETY: the header check guarantees the control block has C's size

@@ -183,6 +183,24 @@ impl<T: Pod> RwLockBuilder<T> {
             Some(1),
         )?))
     }
+
+    /// Opens a read-write lock from a descriptor inherited across `exec`: what a child
+    /// started with [`spawn`](crate::process::spawn) does with an anonymous
+    /// one passed as an argument (see [`Segment::inheritable_fd`](crate::region::Segment::inheritable_fd)).
+    ///
+    /// # Errors
+    /// The checks of an open: [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a read-write lock, [`RegionError::TypeMismatch`](crate::error::RegionError::TypeMismatch) if it holds another type;
+    /// [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if it was never published;
+    /// [`Error::Io`](crate::Error::Io) if `fstat` or `mmap` fails.
+    pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<RwLock<T>> {
+        let spec = spec_of::<RawRwLock, T>(Kind::RwLock, 0, &self.opts);
+        Ok(RwLock::from_segment(Segment::from_fd(
+            fd,
+            &self.opts,
+            &spec,
+            Some(1),
+        )?))
+    }
 }
 
 /// A readers-writer lock guarding a `T: Pod` in shared memory.
@@ -471,3 +489,9 @@ mod tests {
         assert_eq!(*l.read(), 1);
     }
 }
+
+impl<T: Pod> crate::region::handle::Travels for RwLock<T> {}
+
+crate::region::handle::region_handle_archive!(RwLock<T: Pod>, |h| {
+    crate::region::handle::reopen_with!(h, RwLock::builder())
+});

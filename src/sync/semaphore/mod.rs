@@ -155,6 +155,20 @@ impl SemaphoreBuilder {
             obj: Object::open(&self.opts, Kind::Semaphore)?,
         })
     }
+
+    /// Opens a semaphore from a descriptor inherited across `exec`: what a child
+    /// started with [`spawn`](crate::process::spawn) does with an anonymous
+    /// one passed as an argument (see [`Segment::inheritable_fd`](crate::region::Segment::inheritable_fd)).
+    ///
+    /// # Errors
+    /// The checks of an open: [`RegionError::KindMismatch`](crate::error::RegionError::KindMismatch) if it is not a semaphore;
+    /// [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if it was never published;
+    /// [`Error::Io`](crate::Error::Io) if `fstat` or `mmap` fails.
+    pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<Semaphore> {
+        Ok(Semaphore {
+            obj: Object::from_fd(fd, &self.opts, Kind::Semaphore)?,
+        })
+    }
 }
 
 /// A counting semaphore shared between processes.
@@ -459,3 +473,9 @@ mod tests {
         assert_eq!(s.value(), 0);
     }
 }
+
+impl crate::region::handle::Travels for Semaphore {}
+
+crate::region::handle::region_handle_archive!(Semaphore, |h| {
+    crate::region::handle::reopen_with!(h, Semaphore::builder())
+});
