@@ -575,3 +575,39 @@ fn every_sync_object_travels_as_a_spawn_argument() {
     assert_eq!(*rw.read(), 2 * TRAVEL_ADDS);
     assert_eq!(sem.value(), 1);
 }
+
+/// A descriptor of another kind or item type is refused with a typed error
+/// by every `from_fd`, as by `open`.
+#[test]
+fn from_fd_refuses_another_kind_or_type() {
+    use shmkit::Error;
+    use shmkit::error::RegionError;
+    let barrier = Barrier::new(2).unwrap();
+    let mutex = Mutex::new(7u64).unwrap();
+    let fd = || barrier.segment().inheritable_fd().unwrap();
+    let kind = |r: Result<(), Error>| {
+        assert!(
+            matches!(r, Err(Error::Region(RegionError::KindMismatch { .. }))),
+            "{r:?}"
+        )
+    };
+    kind(Event::builder().from_fd(fd()).map(drop));
+    kind(Semaphore::builder().from_fd(fd()).map(drop));
+    kind(Mutex::<u64>::builder().from_fd(fd()).map(drop));
+    kind(RwLock::<u64>::builder().from_fd(fd()).map(drop));
+    kind(Condition::<u64>::builder().from_fd(fd()).map(drop));
+    kind(
+        Barrier::builder()
+            .from_fd(mutex.segment().inheritable_fd().unwrap())
+            .map(drop),
+    );
+    let other = Mutex::<u32>::builder().from_fd(mutex.segment().inheritable_fd().unwrap());
+    assert!(
+        matches!(other, Err(Error::Region(RegionError::TypeMismatch { .. }))),
+        "{other:?}"
+    );
+    let same = Mutex::<u64>::builder()
+        .from_fd(mutex.segment().inheritable_fd().unwrap())
+        .unwrap();
+    assert_eq!(*same.lock().unwrap(), 7);
+}
