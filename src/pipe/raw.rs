@@ -6,7 +6,7 @@ use crate::queue::Item;
 use crate::queue::atomic::AtomicU64 as RingU64;
 use crate::queue::blocking::sleep_until;
 use crate::queue::control::Padded;
-use crate::queue::looks::{Looks, Wait};
+use crate::queue::looks::{Looks, NoSleep, Wait};
 use crate::queue::ring::{Ring, SlotHeader};
 use crate::region::{Kind, Segment, Spec, TypeInfo};
 use crate::sys::proc;
@@ -269,12 +269,10 @@ impl RawPipe {
             }
             return Ok(());
         }
-        let until = match (wait, now) {
-            (Wait::Until(d), Some(now)) if d <= now => return Err(Waited::Timeout),
-            (Wait::Until(d), _) => d.min(self.looks.next_due()),
-            (Wait::Forever, _) => self.looks.next_due(),
-            (Wait::No, _) => return Err(Waited::WouldBlock),
-        };
+        let until = self.looks.sleep_until(wait, now).map_err(|no| match no {
+            NoSleep::Timeout => Waited::Timeout,
+            NoSleep::WouldBlock => Waited::WouldBlock,
+        })?;
         sleep_until(word, waiters, seen, until, ready);
         Ok(())
     }

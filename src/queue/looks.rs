@@ -38,6 +38,15 @@ fn ticks(t: Instant) -> u64 {
     (ns + t.saturating_duration_since(e).as_nanos() as u64).saturating_add(1)
 }
 
+/// Why a failing wait does not sleep ([`Looks::sleep_until`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NoSleep {
+    /// Its deadline passed.
+    Timeout,
+    /// A `try_`: it does not wait.
+    WouldBlock,
+}
+
 /// The private record of the last look.
 #[derive(Debug, Default)]
 pub(crate) struct Looks {
@@ -74,6 +83,19 @@ impl Looks {
         }
         let now = Instant::now();
         (self.take_due(now), Some(now))
+    }
+
+    /// What a failing wait that is not due a look does next: the time to
+    /// sleep until (the deadline, or the next look if sooner), or why it
+    /// does not sleep. `now` as [`take_due_for`](Self::take_due_for) gave
+    /// it. The one place queue and pipe waits are cut.
+    pub(crate) fn sleep_until(&self, wait: Wait, now: Option<Instant>) -> Result<Instant, NoSleep> {
+        match (wait, now) {
+            (Wait::Until(d), Some(now)) if d <= now => Err(NoSleep::Timeout),
+            (Wait::Until(d), _) => Ok(d.min(self.next_due())),
+            (Wait::Forever, _) => Ok(self.next_due()),
+            (Wait::No, _) => Err(NoSleep::WouldBlock),
+        }
     }
 
     fn take_due_at(&self, t: u64) -> bool {

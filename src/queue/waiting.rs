@@ -2,7 +2,7 @@
 //! look is due, else fail, sleep on the futex word, nap, or yield.
 
 use super::blocking::sleep_until;
-use super::looks::Wait;
+use super::looks::{NoSleep, Wait};
 use super::raw::{RawQueue, Stop};
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
@@ -33,12 +33,10 @@ impl RawQueue {
             self.recover();
             return Ok(());
         }
-        let until = match (wait, now) {
-            (Wait::Until(d), Some(now)) if d <= now => return Err(Stop::Timeout),
-            (Wait::Until(d), _) => d.min(self.looks.next_due()),
-            (Wait::Forever, _) => self.looks.next_due(),
-            (Wait::No, _) => return Err(Stop::WouldBlock),
-        };
+        let until = self.looks.sleep_until(wait, now).map_err(|no| match no {
+            NoSleep::Timeout => Stop::Timeout,
+            NoSleep::WouldBlock => Stop::WouldBlock,
+        })?;
         match nap {
             Some(Duration::ZERO) => std::thread::yield_now(),
             Some(d) => sleep_until(word, waiters, seen, until.min(Instant::now() + d), ready),
