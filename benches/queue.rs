@@ -320,23 +320,32 @@ fn bytes_stream(
 }
 
 /// 4 MiB messages, one producer process, this process reading each in
-/// place (one byte per cache line): shmkit's queue (4 slots) beside
-/// iceoryx2 (a buffer of 4) and one memcpy of the message (the limit).
+/// place (one byte per cache line): shmkit's queue (4 slots, and the
+/// recipe for large messages: 2) beside iceoryx2 (a buffer of 4, and of 2)
+/// and one memcpy of the message (the limit).
 fn huge(g: &mut BenchmarkGroup<'_, WallTime>) {
     const SIZE: usize = 4 << 20;
     g.throughput(Throughput::Bytes(SIZE as u64));
-    let q = Queue::<Bytes>::builder()
-        .capacity(4)
-        .max_message(SIZE)
-        .create()
-        .unwrap();
-    let (tx, mut rx) = (q.sender().unwrap(), q.receiver().unwrap());
     let msg: &[u8] = common::page_aligned(SIZE, 7);
-    g.bench_function("61-4MiB-shmkit-queue", |b| {
-        b.iter_custom(|iters| bytes_stream(&tx, &mut rx, msg, iters))
-    });
+    for (id, capacity) in [
+        ("61-4MiB-shmkit-queue", 4),
+        ("62-4MiB-shmkit-queue-2-slots", 2),
+    ] {
+        let q = Queue::<Bytes>::builder()
+            .capacity(capacity)
+            .max_message(SIZE)
+            .create()
+            .unwrap();
+        let (tx, mut rx) = (q.sender().unwrap(), q.receiver().unwrap());
+        g.bench_function(id, |b| {
+            b.iter_custom(|iters| bytes_stream(&tx, &mut rx, msg, iters))
+        });
+    }
     g.bench_function("6i-4MiB-iceoryx2", |b| {
         b.iter_custom(|iters| ice::bytes_stream(iters, msg, 4))
+    });
+    g.bench_function("6j-4MiB-iceoryx2-buffer-2", |b| {
+        b.iter_custom(|iters| ice::bytes_stream(iters, msg, 2))
     });
     let dst = common::page_aligned(SIZE, 0);
     g.bench_function("69-4MiB-memcpy (limit)", |b| {
