@@ -336,7 +336,7 @@ impl Select {
                 // Behind a sender that commits without a fence, which may
                 // not see our count: a nap, then look again.
                 if self.sources.iter().any(Source::behind) {
-                    left = left.min(crate::queue::raw::STALLED_NAP);
+                    left = left.min(crate::queue::waiting::STALLED_NAP);
                 }
                 if !left.is_zero() {
                     self.sleep(&seen, left);

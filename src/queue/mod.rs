@@ -102,7 +102,7 @@ pub(crate) mod raw;
 mod recovery;
 mod travel;
 mod typed;
-mod waiting;
+pub(crate) mod waiting;
 
 #[cfg(feature = "async")]
 pub(crate) use endpoints::asynch::{recv_result, send_attempt};

@@ -21,15 +21,6 @@ use std::time::{Duration, Instant};
 /// to hold something before it concludes (see `claim_recv`).
 const LAST_LOOKS: u32 = 64;
 
-/// Yields a receiver makes to a sender that claimed the next slot and has
-/// not committed it (a copy of a few bytes: it commits within them unless
-/// it is descheduled or stopped), before it naps instead.
-const YIELDS: u32 = 64;
-
-/// A receiver's nap behind such a sender after [`YIELDS`]: its commit may
-/// not wake us (no fence), so we look again after this long.
-pub(crate) const STALLED_NAP: Duration = Duration::from_millis(1);
-
 /// Why a blocking operation stopped without its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stop {
@@ -513,53 +504,6 @@ impl RawQueue {
                 other => other?,
             }
         }
-    }
-
-    /// The blocking part of `claim_recv`'s failure path, after its spin:
-    /// `behind` is the position whose unheld sender we have been yielding
-    /// to and how many times.
-    #[inline(never)]
-    fn wait_for_items(
-        &self,
-        behind: &mut (Option<u64>, u32),
-        seen: u32,
-        wait: Wait,
-    ) -> std::result::Result<(), Stop> {
-        let ring = self.ring();
-        let c = self.control();
-        let w = &c.waits.0;
-        // A message committed since the attempt: take it at once.
-        if ring.can_recv() {
-            return Ok(());
-        }
-        // A sender that claimed the next slot without holding it
-        // commits without a fence and may miss us counted as a sleeper
-        // (`Ring::claimed_not_held`): yield to it instead of sleeping,
-        // a few times; a sender stalled there (stopped, or descheduled
-        // for long) is then waited for in naps of STALLED_NAP, which a
-        // wake-up may end sooner (an idle receiver costs no CPU).
-        let nap = if ring.claimed_not_held() {
-            // Counted per claim: the tail moving on starts again.
-            let tail = ring.tail();
-            let (behind_at, yields) = behind;
-            if *behind_at != Some(tail) {
-                (*behind_at, *yields) = (Some(tail), 0);
-            }
-            *yields += 1;
-            Some(if *yields <= YIELDS {
-                Duration::ZERO
-            } else {
-                STALLED_NAP
-            })
-        } else {
-            None
-        };
-        self.wait_or_look(&w.items, &w.recv_waiters, seen, wait, nap, || {
-            ring.can_recv()
-                || (nap.is_none() && ring.claimed_not_held())
-                || self.recv_disconnected()
-                || c.state.0.orphan_count.load(Ordering::SeqCst) > 0
-        })
     }
 
     /// A claimed message whose length a hostile or broken peer wrote beyond
