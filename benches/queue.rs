@@ -816,10 +816,10 @@ fn failed_tries(c: &mut Criterion) {
 criterion_group!(benches, queue, short_ring, failed_tries);
 
 fn main() {
-    ice::note_files();
+    ice::init();
     benches();
     Criterion::default().configure_from_args().final_summary();
-    ice::remove_new_files();
+    ice::remove_own_files();
     if ice::dropped() > 0 {
         eprintln!(
             "iceoryx2 dropped {} samples in its rows (see benches/common/ice.rs)",

@@ -68,7 +68,7 @@
 //! | `Barrier(3).wait()`, `Event().set()` | `Barrier::new(3)?.wait()`, `Event::new()?.set()` |
 //! | `Manager().dict()` | `SharedMap::<K, V>::new(capacity)?` (no server) |
 //! | `Process(target=f, args=(a,))`, `start()`, `join()` | `let p = shmkit::spawn(f, a)?`, `p.join()?` (started at once) |
-//! | `Process(target=f, args=(lock, v))` (a lock and a value shared with the child) | `shmkit::spawn(f, (lock.clone(), v.clone()))?` (every shmkit object travels as its name or descriptor: shared, not copied) |
+//! | `Process(target=f, args=(lock, v))` (a lock and a value shared with the child) | `shmkit::spawn(f, (lock.clone(), v.clone()))?` (shmkit objects travel as their name or descriptor: shared, not copied; a `Value` guarded by `with_lock` travels only with a named lock) |
 //! | `p.daemon = True` | `process::Builder::new().daemon(true).spawn(f, a)?` |
 //! | `Pool(4).map(f, xs)` | `Pool::builder().processes(4).build()?.map(f, xs)?` (`map_pod(f, &xs)` for `Pod` items: shared arrays, no encoding) |
 //! | `cpu_count()` | `shmkit::cpu_count()` (affinity and cgroup quota respected) |

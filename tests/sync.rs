@@ -535,6 +535,11 @@ fn use_every_object((m, rw, sem, bar, ev, cond): Objects) -> u32 {
     *g = 2;
     drop(g);
     cond.notify_all();
+    // Holds the only permit while the parent looks.
+    sem.acquire().unwrap();
+    bar.wait();
+    bar.wait();
+    sem.release().unwrap();
     bar.wait();
     sem.value()
 }
@@ -542,8 +547,9 @@ fn use_every_object((m, rw, sem, bar, ev, cond): Objects) -> u32 {
 /// Anonymous Mutex, RwLock, Semaphore, Barrier, Event and Condition travel
 /// to a spawned child as arguments (by descriptor, as `Value` and `Array`
 /// do) and coordinate with the parent: no update lost under either lock,
-/// the barrier meets twice, the event and the condition carry their
-/// signals both ways, and the semaphore's permits all come back.
+/// the barrier meets four times, the event carries the child's signal,
+/// the condition signals both ways, and the permit the child holds is
+/// missing in the parent until the child gives it back.
 #[test]
 fn every_sync_object_travels_as_a_spawn_argument() {
     let _w = common::watchdog("sync objects as spawn arguments");
@@ -569,7 +575,11 @@ fn every_sync_object_travels_as_a_spawn_argument() {
     cond.notify_all();
     let g = cond.wait_while(cond.lock().unwrap(), |v| *v != 2).unwrap();
     drop(g);
+    bar.wait(); // the child holds the only permit
+    assert_eq!(sem.value(), 0);
+    assert!(!sem.try_acquire(), "the child's permit is the parent's too");
     bar.wait();
+    bar.wait(); // given back
     assert_eq!(child.join_timeout(common::WATCHDOG).unwrap(), Some(1));
     assert_eq!(*m.lock().unwrap(), 2 * TRAVEL_ADDS);
     assert_eq!(*rw.read(), 2 * TRAVEL_ADDS);
@@ -601,11 +611,22 @@ fn from_fd_refuses_another_kind_or_type() {
             .from_fd(mutex.segment().inheritable_fd().unwrap())
             .map(drop),
     );
-    let other = Mutex::<u32>::builder().from_fd(mutex.segment().inheritable_fd().unwrap());
-    assert!(
-        matches!(other, Err(Error::Region(RegionError::TypeMismatch { .. }))),
-        "{other:?}"
-    );
+    let ty = |r: Result<(), Error>| {
+        assert!(
+            matches!(r, Err(Error::Region(RegionError::TypeMismatch { .. }))),
+            "{r:?}"
+        )
+    };
+    let (rw, cond) = (RwLock::new(1u64).unwrap(), Condition::new(2u64).unwrap());
+    ty(Mutex::<u32>::builder()
+        .from_fd(mutex.segment().inheritable_fd().unwrap())
+        .map(drop));
+    ty(RwLock::<u32>::builder()
+        .from_fd(rw.segment().inheritable_fd().unwrap())
+        .map(drop));
+    ty(Condition::<u32>::builder()
+        .from_fd(cond.segment().inheritable_fd().unwrap())
+        .map(drop));
     let same = Mutex::<u64>::builder()
         .from_fd(mutex.segment().inheritable_fd().unwrap())
         .unwrap();

@@ -33,35 +33,38 @@ pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
-/// iceoryx2's files in /dev/shm (`iox2_…`) before the bench made any node.
-static BEFORE: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+/// The prefix of every file this bench's iceoryx2 nodes create (its config's
+/// `global.prefix`, iceoryx2's `iox2_` by default), fixed by [`init`] in the
+/// bench's process before any child is forked, so children inherit it.
+static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-fn iox2_files() -> Vec<std::ffi::OsString> {
-    std::fs::read_dir("/dev/shm")
-        .map(|dir| {
-            dir.filter_map(|e| e.ok().map(|e| e.file_name()))
-                .filter(|n| n.as_encoded_bytes().starts_with(b"iox2_"))
-                .collect()
-        })
-        .unwrap_or_default()
+fn prefix() -> &'static str {
+    PREFIX.get_or_init(|| format!("iox2_shmkitbench{}_", std::process::id()))
 }
 
-/// Notes iceoryx2's files present now; call before any iceoryx2 row.
-pub fn note_files() {
-    BEFORE.get_or_init(iox2_files);
+/// Fixes this run's file prefix; call before any iceoryx2 row.
+pub fn init() {
+    prefix();
 }
 
-/// Removes the iceoryx2 files this bench left: its ports remove theirs
-/// when they drop, but the node's global management segment
-/// (`iox2_…_global_mgmt`) stays. Only files that were not there at
-/// [`note_files`] go, so another iceoryx2 user's are kept.
-pub fn remove_new_files() {
-    let Some(before) = BEFORE.get() else {
+/// Removes the files this run's iceoryx2 nodes left: its ports remove theirs
+/// when they drop, but a node's global management segment stays. Only
+/// files with this run's prefix go, so another iceoryx2 user's are kept,
+/// whenever they were made.
+pub fn remove_own_files() {
+    let Some(prefix) = PREFIX.get() else {
         return;
     };
-    for name in iox2_files() {
-        if !before.contains(&name) {
-            let _ = std::fs::remove_file(std::path::Path::new("/dev/shm").join(&name));
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        if entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(prefix.as_bytes())
+        {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
@@ -79,7 +82,10 @@ fn new_node() -> Node<ipc::Service> {
     // Its warnings print whole port structures (a dropped sample, a
     // subscriber gone): errors only.
     set_log_level(LogLevel::Error);
+    let mut config = Config::default();
+    config.global.prefix = FileName::new(prefix().as_bytes()).expect("an iceoryx2 file prefix");
     NodeBuilder::new()
+        .config(&config)
         .create::<ipc::Service>()
         .expect("iceoryx2 node")
 }

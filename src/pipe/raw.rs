@@ -269,7 +269,7 @@ impl RawPipe {
             }
             return Ok(());
         }
-        let until = self.looks.sleep_until(wait, now).map_err(|no| match no {
+        let until = self.looks.wait_end(wait, now).map_err(|no| match no {
             NoSleep::Timeout => Waited::Timeout,
             NoSleep::WouldBlock => Waited::WouldBlock,
         })?;

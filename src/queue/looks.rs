@@ -38,7 +38,7 @@ fn ticks(t: Instant) -> u64 {
     (ns + t.saturating_duration_since(e).as_nanos() as u64).saturating_add(1)
 }
 
-/// Why a failing wait does not sleep ([`Looks::sleep_until`]).
+/// Why a failing wait does not sleep ([`Looks::wait_end`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum NoSleep {
     /// Its deadline passed.
@@ -89,7 +89,7 @@ impl Looks {
     /// sleep until (the deadline, or the next look if sooner), or why it
     /// does not sleep. `now` as [`take_due_for`](Self::take_due_for) gave
     /// it. The one place queue and pipe waits are cut.
-    pub(crate) fn sleep_until(&self, wait: Wait, now: Option<Instant>) -> Result<Instant, NoSleep> {
+    pub(crate) fn wait_end(&self, wait: Wait, now: Option<Instant>) -> Result<Instant, NoSleep> {
         match (wait, now) {
             (Wait::Until(d), Some(now)) if d <= now => Err(NoSleep::Timeout),
             (Wait::Until(d), _) => Ok(d.min(self.next_due())),

@@ -42,7 +42,7 @@ impl RawQueue {
             self.recover();
             return Ok(());
         }
-        let until = self.looks.sleep_until(wait, now).map_err(|no| match no {
+        let until = self.looks.wait_end(wait, now).map_err(|no| match no {
             NoSleep::Timeout => Stop::Timeout,
             NoSleep::WouldBlock => Stop::WouldBlock,
         })?;
