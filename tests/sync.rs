@@ -632,3 +632,30 @@ fn from_fd_refuses_another_kind_or_type() {
         .unwrap();
     assert_eq!(*same.lock().unwrap(), 7);
 }
+
+fn lock_and_hang((m, locked): (Mutex<[u64; 2]>, Event)) {
+    hold_forever(&m, &locked);
+}
+
+/// A named mutex and event travel by name (an anonymous pair by
+/// descriptor): a spawned (exec'd) child that holds the mutex and is
+/// SIGKILLed hands the parent the poisoned guard, as a forked one does.
+#[test]
+fn a_spawned_holder_of_a_travelling_mutex_killed_poisons_it() {
+    let _w = common::watchdog("a spawned holder killed");
+    let named = (
+        Mutex::builder().random_name().create([0u64; 2]).unwrap(),
+        Event::builder().random_name().create().unwrap(),
+    );
+    let anonymous = (Mutex::new([0u64; 2]).unwrap(), Event::new().unwrap());
+    for (m, locked) in [named, anonymous] {
+        let holder = shmkit::spawn(lock_and_hang, (m.clone(), locked.clone())).unwrap();
+        assert!(locked.wait_timeout(common::WATCHDOG), "the holder's lock");
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        match m.lock_timeout(common::WATCHDOG) {
+            Err(TryLockError::OwnerDied(e)) => assert_eq!(*e.into_inner(), [1, 0]),
+            other => panic!("expected OwnerDied, got {:?}", other.map(|g| *g)),
+        }
+    }
+}
