@@ -162,7 +162,7 @@ fn random_kills_leave_everything_usable() {
     let mut rng = 0x5eed_u64 ^ std::process::id() as u64;
 
     // Lock holders.
-    eprintln!("faults: Lock holders.");
+    common::phase("Lock holders");
     let name = unique("fault-mutex");
     let m = Mutex::<[u64; 2]>::builder()
         .name(&name)
@@ -186,7 +186,7 @@ fn random_kills_leave_everything_usable() {
     }
 
     // Queue producers: what was committed arrives once, in order.
-    eprintln!("faults: Queue producers");
+    common::phase("Queue producers");
     for _ in 0..n {
         let (tx, rx) = queue::bounded::<u64>(256).unwrap();
         let p = start(send_forever, tx);
@@ -213,7 +213,7 @@ fn random_kills_leave_everything_usable() {
     }
 
     // Queue consumers: nothing lost; at most the one held message twice.
-    eprintln!("faults: Queue consumers");
+    common::phase("Queue consumers");
     for _ in 0..n {
         let total = 2000u64;
         let q = queue::Queue::<u64>::builder()
@@ -261,7 +261,7 @@ fn random_kills_leave_everything_usable() {
     }
 
     // Pipe ends: the survivor learns it at once, never hangs.
-    eprintln!("faults: Pipe ends");
+    common::phase("Pipe ends");
     for _ in 0..n {
         let (here, there) = shmkit::pipe::pipe::<Rkyv<u64>>().unwrap();
         let p = start(echo, there);
@@ -286,7 +286,7 @@ fn random_kills_leave_everything_usable() {
     }
 
     // Pool workers: the map finishes; at most the killed worker's chunk
-    eprintln!("faults: Pool workers");
+    common::phase("Pool workers");
     // fails.
     let pool = Pool::builder().processes(2).build().unwrap();
     for _ in 0..n {
@@ -311,7 +311,7 @@ fn random_kills_leave_everything_usable() {
     drop(pool);
 
     // Map writers: every entry whole, the count right, the stripes usable.
-    eprintln!("faults: Map writers");
+    common::phase("Map writers");
     let d = SharedMap::<u64, [u64; 2]>::new(32).unwrap();
     for round in 0..n {
         kill_later(start(map_writer, d.clone()), &mut rng);
@@ -329,7 +329,7 @@ fn random_kills_leave_everything_usable() {
 
     // RwLock writers and readers: the lock is released; a writer may have
     // left a half write (an RwLock does not report it), which we repair.
-    eprintln!("faults: RwLock writers and readers");
+    common::phase("RwLock writers and readers");
     let name = unique("fault-rwlock");
     let l = RwLock::<[u64; 2]>::builder()
         .name(&name)
@@ -351,7 +351,7 @@ fn random_kills_leave_everything_usable() {
     }
 
     // Semaphore holders: their permits come back.
-    eprintln!("faults: Semaphore holders");
+    common::phase("Semaphore holders");
     let name = unique("fault-sem");
     let s = Semaphore::builder()
         .name(&name)
@@ -373,7 +373,7 @@ fn random_kills_leave_everything_usable() {
 
     // Barrier parties: a party killed after arriving is withdrawn; nobody
     // passes one short; a live party still gets through.
-    eprintln!("faults: Barrier parties");
+    common::phase("Barrier parties");
     let name = unique("fault-barrier");
     let b = Barrier::builder().name(&name).create(2).unwrap();
     for _ in 0..n {

@@ -117,6 +117,20 @@ pub struct Watchdog {
     done: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
 
+/// What the test under a watchdog is doing now ([`phase`]), for the
+/// watchdog's message.
+static PHASE: std::sync::Mutex<&'static str> = std::sync::Mutex::new("");
+
+/// Records what the test does now: a watchdog that fires names it. (Its
+/// message goes to the process's stderr directly, not through the test
+/// harness's capture, which an abort would lose.)
+#[allow(dead_code, reason = "each test binary compiles its own copy of common")]
+pub fn phase(what: &'static str) {
+    *PHASE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = what;
+}
+
 pub fn watchdog(what: &'static str) -> Watchdog {
     let done = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
     let d = done.clone();
@@ -127,7 +141,14 @@ pub fn watchdog(what: &'static str) -> Watchdog {
             .wait_timeout_while(guard, WATCHDOG, |done| !*done)
             .unwrap();
         if !*guard {
-            eprintln!("watchdog: {what} still runs after {WATCHDOG:?}; aborting");
+            let phase = *PHASE
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "watchdog: {what} still runs after {WATCHDOG:?} (phase: {phase:?}); aborting"
+            );
             std::process::abort();
         }
     });
