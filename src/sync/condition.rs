@@ -54,6 +54,11 @@ fn init<T: Pod>(c: *mut u8, d: *mut u8, value: T) -> Result<()> {
 impl<T: Pod> ConditionBuilder<T> {
     region_setters!();
 
+    /// The region's spec: one `RawCondition` control block and one `T`.
+    fn spec(&self) -> crate::region::Spec {
+        spec_of::<RawCondition, T>(Kind::Condition, 0, &self.opts)
+    }
+
     /// Creates the condition guarding `value`.
     ///
     /// # Errors
@@ -63,7 +68,7 @@ impl<T: Pod> ConditionBuilder<T> {
     /// small, [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or
     /// [`Error::Io`](crate::Error::Io) if the OS refuses.
     pub fn create(self, value: T) -> Result<Condition<T>> {
-        let spec = spec_of::<RawCondition, T>(Kind::Condition, 0, &self.opts);
+        let spec = self.spec();
         let seg = Segment::create(&self.opts, &spec, 1, |c, d| init(c, d, value))?;
         Ok(Condition::from_segment(seg))
     }
@@ -79,7 +84,7 @@ impl<T: Pod> ConditionBuilder<T> {
     /// [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner),
     /// [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...).
     pub fn open(self) -> Result<Condition<T>> {
-        let spec = spec_of::<RawCondition, T>(Kind::Condition, 0, &self.opts);
+        let spec = self.spec();
         Ok(Condition::from_segment(Segment::open(
             &self.opts,
             &spec,
@@ -96,7 +101,7 @@ impl<T: Pod> ConditionBuilder<T> {
     /// [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if it was never published;
     /// [`Error::Io`](crate::Error::Io) if `fstat` or `mmap` fails.
     pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<Condition<T>> {
-        let spec = spec_of::<RawCondition, T>(Kind::Condition, 0, &self.opts);
+        let spec = self.spec();
         Ok(Condition::from_segment(Segment::from_fd(
             fd,
             &self.opts,

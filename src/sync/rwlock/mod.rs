@@ -143,6 +143,11 @@ pub struct RwLockBuilder<T> {
 impl<T: Pod> RwLockBuilder<T> {
     region_setters!();
 
+    /// The region's spec: one `RawRwLock` control block and one `T`.
+    fn spec(&self) -> crate::region::Spec {
+        spec_of::<RawRwLock, T>(Kind::RwLock, 0, &self.opts)
+    }
+
     /// Creates the lock guarding `value`.
     ///
     /// # Errors
@@ -152,7 +157,7 @@ impl<T: Pod> RwLockBuilder<T> {
     /// small, [`RegionError::PermissionDenied`](crate::error::RegionError::PermissionDenied) or
     /// [`Error::Io`](crate::Error::Io) if the OS refuses.
     pub fn create(self, value: T) -> Result<RwLock<T>> {
-        let spec = spec_of::<RawRwLock, T>(Kind::RwLock, 0, &self.opts);
+        let spec = self.spec();
         let seg = Segment::create(&self.opts, &spec, 1, |c, d| {
             // SAFETY: unpublished control block (a RawRwLock, which is one
             // RobustState) and data area of the right sizes.
@@ -176,7 +181,7 @@ impl<T: Pod> RwLockBuilder<T> {
     /// [`RegionError::ForeignOwner`](crate::error::RegionError::ForeignOwner),
     /// [`RegionError::Truncated`](crate::error::RegionError::Truncated), ...).
     pub fn open(self) -> Result<RwLock<T>> {
-        let spec = spec_of::<RawRwLock, T>(Kind::RwLock, 0, &self.opts);
+        let spec = self.spec();
         Ok(RwLock::from_segment(Segment::open(
             &self.opts,
             &spec,
@@ -193,7 +198,7 @@ impl<T: Pod> RwLockBuilder<T> {
     /// [`RegionError::NotInitialized`](crate::error::RegionError::NotInitialized) if it was never published;
     /// [`Error::Io`](crate::Error::Io) if `fstat` or `mmap` fails.
     pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<RwLock<T>> {
-        let spec = spec_of::<RawRwLock, T>(Kind::RwLock, 0, &self.opts);
+        let spec = self.spec();
         Ok(RwLock::from_segment(Segment::from_fd(
             fd,
             &self.opts,
