@@ -17,16 +17,24 @@
 //! (a batch that waits for room while its receivers sleep unwoken would
 //! wait forever): [`Batch::flush`].
 
+use super::atomic::AtomicU64;
 use super::blocking::{wake, wake_after_claim};
 use super::raw::RawQueue;
-use super::ring::{MAX_RUN, SKIP};
+use super::ring::{MAX_RUN, Ring, SKIP};
 use std::sync::atomic::Ordering;
 
 /// Messages committed (slots released) whose wake-up is still owed.
+///
+/// The ring view and the participant's words are looked up once per batch,
+/// not once per item: a run of u64s took 117 instructions an item (send
+/// and receive) with five ring views built per item (callgrind).
 #[must_use = "a batch owes its peers a wake-up: call `flush`"]
 pub(crate) struct Batch<'a> {
     raw: &'a RawQueue,
-    entry: usize,
+    ring: Ring<'a>,
+    intent: &'a AtomicU64,
+    run_end: &'a AtomicU64,
+    max_len: u64,
     /// Whether the owed wake-up is the receivers' (sending side) or the
     /// senders' (receiving side).
     sending: bool,
@@ -52,22 +60,30 @@ impl Run {
 impl<'a> Batch<'a> {
     /// A run of sends by the participant `entry`.
     pub(crate) fn sending(raw: &'a RawQueue, entry: usize) -> Self {
-        Batch {
-            raw,
-            entry,
-            sending: true,
-            owed: 0,
-        }
+        Self::new(raw, entry, true)
     }
 
     /// A run of receives by the participant `entry`.
     pub(crate) fn receiving(raw: &'a RawQueue, entry: usize) -> Self {
+        Self::new(raw, entry, false)
+    }
+
+    fn new(raw: &'a RawQueue, entry: usize, sending: bool) -> Self {
         Batch {
             raw,
-            entry,
-            sending: false,
+            ring: raw.ring(),
+            intent: raw.intent(entry),
+            run_end: raw.run_end(entry),
+            max_len: raw.max_len() as u64,
+            sending,
             owed: 0,
         }
+    }
+
+    /// The data area of the claimed slot at `pos`.
+    #[inline]
+    pub(crate) fn data(&self, pos: u64) -> *mut u8 {
+        self.ring.data(pos)
     }
 
     /// Claims up to `max` (1..=[`MAX_RUN`]) slots to send into, as many as
@@ -75,9 +91,10 @@ impl<'a> Batch<'a> {
     /// makes it). Every position of the run must be committed, in order,
     /// with [`commit`](Self::commit).
     pub(crate) fn try_claim_send(&self, max: u64) -> Option<Run> {
-        let (intent, run_end) = (self.raw.intent(self.entry), self.raw.run_end(self.entry));
         let max = max.clamp(1, MAX_RUN);
-        let (first, n) = self.raw.ring().try_claim_send_run(intent, run_end, max)?;
+        let (first, n) = self
+            .ring
+            .try_claim_send_run(self.intent, self.run_end, max)?;
         Some(Run {
             first,
             end: first.wrapping_add(n),
@@ -86,8 +103,10 @@ impl<'a> Batch<'a> {
 
     /// Commits `len` bytes at `pos` of `run` (see [`RawQueue::commit`]),
     /// the wake-up owed until [`flush`](Self::flush).
+    #[inline]
     pub(crate) fn commit(&mut self, run: Run, pos: u64, len: u64) {
-        self.raw.commit_quiet(self.entry, pos, len, run.end);
+        self.raw.count_unfinished(len);
+        self.ring.commit_in_run(pos, len, self.intent, run.end);
         self.owed = self.owed.saturating_add(1);
     }
 
@@ -95,12 +114,10 @@ impl<'a> Batch<'a> {
     /// one is ready now. Every position must then be passed, in order, to
     /// [`take`](Self::take).
     pub(crate) fn try_claim_recv(&self, max: u64) -> Option<Run> {
-        let (intent, run_end) = (self.raw.intent(self.entry), self.raw.run_end(self.entry));
         let max = max.clamp(1, MAX_RUN);
         let (first, n) = self
-            .raw
-            .ring()
-            .try_claim_recv_run(intent, run_end, max)
+            .ring
+            .try_claim_recv_run(self.intent, self.run_end, max)
             .ok()?;
         Some(Run {
             first,
@@ -112,22 +129,23 @@ impl<'a> Batch<'a> {
     /// length) and releases the slot, the wake-up owed until
     /// [`flush`](Self::flush). Skips and lengths beyond the slot (a peer's
     /// garbage, counted) are released unread: `None`.
+    #[inline]
     pub(crate) fn take<R>(
         &mut self,
         run: Run,
         pos: u64,
         read: impl FnOnce(*const u8, usize) -> R,
     ) -> Option<R> {
-        let len = self.raw.ring().slot(pos).len.load(Ordering::Relaxed);
+        let len = self.ring.slot(pos).len.load(Ordering::Relaxed);
         let out = if len == SKIP {
             None
-        } else if len > self.raw.max_len() as u64 {
+        } else if len > self.max_len {
             self.raw.drop_overlong(pos);
             None
         } else {
-            Some(read(self.raw.data(pos), len as usize))
+            Some(read(self.ring.data(pos), len as usize))
         };
-        self.raw.release_quiet(self.entry, pos, run.end);
+        self.ring.release_in_run(pos, self.intent, run.end);
         self.owed = self.owed.saturating_add(1);
         out
     }
@@ -135,7 +153,7 @@ impl<'a> Batch<'a> {
     /// Releases a slot claimed singly (`RawQueue::claim_recv`), the
     /// wake-up owed until [`flush`](Self::flush).
     pub(crate) fn release_single(&mut self, pos: u64) {
-        self.raw.release_quiet(self.entry, pos, pos.wrapping_add(1));
+        self.ring.release(pos, self.intent);
         self.owed = self.owed.saturating_add(1);
     }
 

@@ -204,6 +204,7 @@ impl RawQueue {
         &self.seg
     }
 
+    #[inline]
     pub(crate) fn control(&self) -> &QueueControl {
         // SAFETY: the header check guarantees a published control block of
         // QueueControl's size and alignment; it is made of atomics, plain
@@ -211,6 +212,7 @@ impl RawQueue {
         unsafe { &*self.seg.control_ptr().cast::<QueueControl>() }
     }
 
+    #[inline]
     pub(crate) fn ring(&self) -> Ring<'_> {
         let c = self.control();
         // SAFETY: `checked` verified that capacity (a power of two, >= 2)
@@ -232,6 +234,7 @@ impl RawQueue {
         }
     }
 
+    #[inline]
     pub(crate) fn max_len(&self) -> usize {
         self.slots.max_len as usize
     }
@@ -241,6 +244,7 @@ impl RawQueue {
         self.slots.limit as usize
     }
 
+    #[inline]
     pub(super) fn joinable(&self) -> bool {
         self.slots.flags & FLAG_JOINABLE != 0
     }
@@ -365,7 +369,7 @@ impl RawQueue {
 
     /// Publishes a claimed slot with `len` bytes (or [`SKIP`]).
     pub(crate) fn commit(&self, entry: usize, pos: u64, len: u64) {
-        self.commit_quiet(entry, pos, len, pos.wrapping_add(1));
+        self.commit_quiet(entry, pos, len);
         let w = &self.control().waits.0;
         // Receivers may sleep behind a held slot while unheld senders
         // commit after it without waking them (they did not see them
@@ -385,15 +389,23 @@ impl RawQueue {
     /// [`commit`](Self::commit) of a slot claimed without `hold`: the
     /// wake-up needs no fence (`blocking::wake_after_claim`).
     pub(crate) fn commit_claimed(&self, entry: usize, pos: u64, len: u64) {
-        self.commit_quiet(entry, pos, len, pos.wrapping_add(1));
+        self.commit_quiet(entry, pos, len);
         let w = &self.control().waits.0;
         wake_after_claim(&w.items, &w.recv_waiters, 1);
     }
 
-    /// [`commit`](Self::commit) of position `pos` of a run ending before
-    /// `end` (`pos + 1` for a single claim), without its wake-up, which the
-    /// caller owes (`batch::Batch`).
-    pub(super) fn commit_quiet(&self, entry: usize, pos: u64, len: u64, end: u64) {
+    /// The commit of a single claim at `pos`, without its wake-up (which
+    /// [`commit`](Self::commit) and [`commit_claimed`](Self::commit_claimed)
+    /// pay; a batch commits through its own ring view, `batch::Batch`).
+    fn commit_quiet(&self, entry: usize, pos: u64, len: u64) {
+        self.count_unfinished(len);
+        self.ring().commit(pos, len, self.intent(entry));
+    }
+
+    /// A joinable queue counts a message (not a skip) as unfinished before
+    /// its commit, so no receiver's `task_done` can come first.
+    #[inline]
+    pub(super) fn count_unfinished(&self, len: u64) {
         if len != SKIP && self.joinable() {
             self.control()
                 .state
@@ -401,7 +413,6 @@ impl RawQueue {
                 .unfinished
                 .fetch_add(1, Ordering::SeqCst);
         }
-        self.ring().commit_in_run(pos, len, self.intent(entry), end);
     }
 
     // ---- receiving ----
@@ -523,17 +534,12 @@ impl RawQueue {
 
     /// Frees a received slot for the next lap's sender.
     pub(crate) fn release(&self, entry: usize, pos: u64) {
-        self.release_quiet(entry, pos, pos.wrapping_add(1));
+        self.ring().release(pos, self.intent(entry));
         let w = &self.control().waits.0;
         wake_one(&w.space, &w.send_waiters);
     }
 
-    /// [`release`](Self::release) of position `pos` of a run ending before
-    /// `end`, without its wake-up, which the caller owes (`batch::Batch`).
-    pub(super) fn release_quiet(&self, entry: usize, pos: u64, end: u64) {
-        self.ring().release_in_run(pos, self.intent(entry), end);
-    }
-
+    #[inline]
     pub(crate) fn data(&self, pos: u64) -> *mut u8 {
         self.ring().data(pos)
     }

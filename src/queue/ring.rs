@@ -129,6 +129,7 @@ impl<'a> Ring<'a> {
     /// two and at least 2 (with one slot, "released" and "committed" would be
     /// the same stamp — found by loom). Every process using the ring must
     /// pass the same flags.
+    #[inline]
     pub(crate) unsafe fn new(
         head: &'a AtomicU64,
         tail: &'a AtomicU64,
@@ -152,12 +153,14 @@ impl<'a> Ring<'a> {
     }
 
     /// Slots in the ring.
+    #[inline]
     pub(crate) fn capacity(&self) -> u64 {
         self.mask + 1
     }
 
     /// The same ring holding at most `limit` messages (1..=capacity; other
     /// values are clamped).
+    #[inline]
     pub(crate) fn with_limit(mut self, limit: u64) -> Self {
         self.limit = limit.clamp(1, self.capacity());
         self
@@ -181,6 +184,7 @@ impl<'a> Ring<'a> {
         used >= self.limit as i64
     }
 
+    #[inline]
     pub(crate) fn slot(&self, pos: u64) -> &'a SlotHeader {
         // SAFETY: the index is masked into 0..capacity, and `new`'s contract
         // says each such slot starts with an initialised SlotHeader.
@@ -193,6 +197,7 @@ impl<'a> Ring<'a> {
     }
 
     /// The message bytes of the slot for `pos` (`stride - 16` of them).
+    #[inline]
     pub(crate) fn data(&self, pos: u64) -> *mut u8 {
         // SAFETY: in bounds of the slot, per `new`'s contract.
         unsafe {
@@ -263,6 +268,7 @@ impl<'a> Ring<'a> {
     }
 
     /// Publishes the message at `pos` with `len` bytes (or [`SKIP`]).
+    #[inline]
     pub(crate) fn commit(&self, pos: u64, len: u64, intent: &AtomicU64) {
         self.commit_in_run(pos, len, intent, pos.wrapping_add(1));
     }
@@ -270,6 +276,7 @@ impl<'a> Ring<'a> {
     /// [`commit`](Self::commit) of position `pos` of a run that ends
     /// before `end`: the intent moves on to the next position, or to 0
     /// after the last. The run's positions are committed in order.
+    #[inline]
     pub(crate) fn commit_in_run(&self, pos: u64, len: u64, intent: &AtomicU64, end: u64) {
         let slot = self.slot(pos);
         slot.len.store(len, Ordering::Relaxed);
@@ -288,6 +295,7 @@ impl<'a> Ring<'a> {
 
     /// The intent after position `pos` of a run ending before `end` is
     /// done: the next position, + 1, or 0 after the last.
+    #[inline]
     fn next_intent(pos: u64, end: u64) -> u64 {
         let next = pos.wrapping_add(1);
         if next == end { 0 } else { next.wrapping_add(1) }
@@ -340,12 +348,14 @@ impl<'a> Ring<'a> {
     }
 
     /// Frees the slot at `pos` for the sender of the next lap.
+    #[inline]
     pub(crate) fn release(&self, pos: u64, intent: &AtomicU64) {
         self.release_in_run(pos, intent, pos.wrapping_add(1));
     }
 
     /// [`release`](Self::release) of position `pos` of a run that ends
     /// before `end` (as [`commit_in_run`](Self::commit_in_run)).
+    #[inline]
     pub(crate) fn release_in_run(&self, pos: u64, intent: &AtomicU64, end: u64) {
         // SYNC(seq): pairs with the Acquire load in `try_claim_send`.
         self.slot(pos)

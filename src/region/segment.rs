@@ -416,6 +416,7 @@ impl Segment {
     /// # Errors
     /// [`RegionError::Truncated`](crate::error::RegionError::Truncated) naming the size the region needs and the size the
     /// object has now.
+    #[inline]
     pub fn check(&self) -> Result<()> {
         if self.guard.is_truncated() {
             Err(self.truncated_error())
@@ -454,6 +455,7 @@ impl Segment {
 
     /// The start of the mapping (the header). Raw: other processes may write
     /// anything here at any time.
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.as_mut_ptr()
     }
@@ -473,12 +475,14 @@ impl Segment {
     }
 
     /// The control block.
+    #[inline]
     pub(crate) fn control_ptr(&self) -> *mut u8 {
         // SAFETY: control_offset was checked to lie within the mapping.
         unsafe { self.as_ptr().add(self.layout.control_offset as usize) }
     }
 
     /// The first element.
+    #[inline]
     pub(crate) fn data_ptr(&self) -> *mut u8 {
         // SAFETY: data_offset was checked to lie within the mapping.
         unsafe { self.as_ptr().add(self.layout.data_offset as usize) }

@@ -135,6 +135,7 @@ impl Registration {
 
     /// Whether the handler has found this mapping truncated (and replaced the
     /// cut range with zero pages).
+    #[inline]
     pub(crate) fn is_truncated(&self) -> bool {
         match self.slot {
             // SYNC(sigbus-mark): pairs with the handler's Release store.

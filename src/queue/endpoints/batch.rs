@@ -40,7 +40,7 @@ impl<T: Pod> Sender<T> {
                 for (pos, item) in run.positions().zip(&items[sent..]) {
                     // SAFETY: as in `send_until`: each claimed slot is ours
                     // until its commit and holds size_of::<T>() bytes.
-                    unsafe { raw.data(pos).cast::<T>().write_unaligned(*item) };
+                    unsafe { batch.data(pos).cast::<T>().write_unaligned(*item) };
                     batch.commit(run, pos, size_of::<T>() as u64);
                     sent += 1;
                 }
@@ -165,7 +165,7 @@ impl<T: Pod> Receiver<T> {
             // (messages to redeliver, sends in flight, waits,
             // disconnection); every run's wake-up is paid already.
             let (pos, _) = self.claim(wait)?;
-            buf[0] = read(raw.data(pos), size_of::<T>());
+            buf[0] = read(batch.data(pos), size_of::<T>());
             batch.release_single(pos);
             taken = 1;
             single_first = false;
