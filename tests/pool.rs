@@ -836,3 +836,30 @@ fn repeated_and_concurrent_maps_over_kept_arrays_stay_exact() {
         "the kept mapping sees the new input"
     );
 }
+
+fn add_under_lock((m, n): (shmkit::sync::Mutex<u64>, u64)) -> u64 {
+    for _ in 0..n {
+        *m.lock().unwrap() += 1;
+    }
+    n
+}
+
+/// An anonymous `Mutex` in pool tasks (a task argument, opened in each
+/// worker through /proc from the caller) is the caller's lock: no update of
+/// the workers, nor of the caller meanwhile, is lost.
+#[test]
+fn an_anonymous_mutex_in_pool_tasks_is_the_callers_lock() {
+    let _w = watchdog("mutex in pool tasks");
+    let pool = pool(2);
+    let m = shmkit::sync::Mutex::new(0u64).unwrap();
+    let pending = pool
+        .options()
+        .chunksize(1)
+        .map_async(add_under_lock, vec![(m.clone(), 500); 8])
+        .unwrap();
+    for _ in 0..500 {
+        *m.lock().unwrap() += 1;
+    }
+    assert_eq!(pending.get().unwrap(), vec![500; 8]);
+    assert_eq!(*m.lock().unwrap(), 9 * 500);
+}

@@ -659,3 +659,77 @@ fn a_spawned_holder_of_a_travelling_mutex_killed_poisons_it() {
         }
     }
 }
+
+/// What a child receives through a queue after it started.
+type Sent = (Mutex<u64>, Semaphore, Event);
+
+const QUEUE_ADDS: u64 = 1_000;
+
+/// The child's arguments: the queue the objects come through, and one lock
+/// twice.
+type QueueAndTwice = (
+    shmkit::queue::Receiver<shmkit::queue::Rkyv<Sent>>,
+    (Mutex<u64>, Mutex<u64>),
+);
+
+/// Receives named objects through a queue, uses them with the parent, and
+/// checks that the lock it got twice in its spawn arguments is one lock.
+fn objects_from_a_queue((rx, twice): QueueAndTwice) -> (bool, bool) {
+    let (m, sem, ev) = rx.recv().unwrap();
+    for _ in 0..QUEUE_ADDS {
+        *m.lock().unwrap() += 1;
+    }
+    // The parent's permit is taken: none is left here.
+    let none_left = !sem.try_acquire();
+    ev.set();
+    let (a, b) = twice;
+    let g = a.lock().unwrap();
+    let blocked = matches!(b.try_lock(), Err(TryLockError::WouldBlock));
+    drop(g);
+    *b.lock().unwrap() += 1;
+    (none_left, blocked)
+}
+
+/// Sync objects sent through a queue to a running child (not as spawn
+/// arguments): anonymous ones are refused with a typed error that says to
+/// name them (their descriptor travels only to a spawned child or a pool
+/// worker), and named ones are the parent's objects: no update is lost
+/// under the mutex, the semaphore's count and the event are shared. The
+/// same lock passed twice in one spawn's arguments arrives as one lock:
+/// holding one copy, the other's `try_lock` finds it held.
+#[test]
+fn sync_objects_through_a_queue_and_one_lock_twice_in_one_spawn() {
+    use shmkit::queue::Rkyv;
+    let _w = common::watchdog("sync objects through a queue");
+    let (tx, rx) = shmkit::queue::bounded_messages::<Rkyv<Sent>>(2, 512).unwrap();
+    let twice = Mutex::new(0u64).unwrap();
+    let mut child =
+        shmkit::spawn(objects_from_a_queue, (rx, (twice.clone(), twice.clone()))).unwrap();
+    let anonymous: Sent = (
+        Mutex::new(0).unwrap(),
+        Semaphore::new(1).unwrap(),
+        Event::new().unwrap(),
+    );
+    let refused = tx.send(&anonymous).unwrap_err().to_string();
+    assert!(refused.contains("give it a name"), "{refused}");
+    let sent: Sent = (
+        Mutex::builder().random_name().create(0).unwrap(),
+        Semaphore::builder().random_name().create(1).unwrap(),
+        Event::builder().random_name().create().unwrap(),
+    );
+    let (m, sem, ev) = sent.clone();
+    assert!(sem.try_acquire());
+    tx.send(&sent).unwrap();
+    for _ in 0..QUEUE_ADDS {
+        *m.lock().unwrap() += 1;
+    }
+    assert!(ev.wait_timeout(common::WATCHDOG), "the child's event");
+    assert_eq!(
+        child.join_timeout(common::WATCHDOG).unwrap(),
+        Some((true, true))
+    );
+    assert_eq!(*m.lock().unwrap(), 2 * QUEUE_ADDS);
+    assert_eq!(*twice.lock().unwrap(), 1);
+    sem.release().unwrap();
+    assert_eq!(sem.value(), 1);
+}
