@@ -286,8 +286,8 @@ fn random_kills_leave_everything_usable() {
     }
 
     // Pool workers: the map finishes; at most the killed worker's chunk
-    common::phase("Pool workers");
     // fails.
+    common::phase("Pool workers");
     let pool = Pool::builder().processes(2).build().unwrap();
     for _ in 0..n {
         let pending = pool.options().chunksize(1).map_async(slow, 0..20).unwrap();
